@@ -1,0 +1,132 @@
+//! `pcaplab`: convert packet captures to Parquet / CSV, and inspect them.
+//!
+//! Flag parsing and wiring only: every byte of packet work happens in pcaplab-core.
+
+mod convert;
+mod inputs;
+mod inspect;
+
+use std::io::{self, Write};
+use std::num::NonZeroUsize;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use pcaplab_core::Format;
+
+#[derive(Parser)]
+#[command(
+    name = "pcaplab",
+    version,
+    about = "Packet captures to analytics-ready data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Convert captures (files or directories, searched recursively) to Parquet / CSV.
+    Convert(ConvertArgs),
+    /// Summarise captures: format, link types, packets, bytes, time span, protocols.
+    Inspect(InspectArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FormatArg {
+    Parquet,
+    Csv,
+    LabCsv,
+}
+
+impl From<FormatArg> for Format {
+    fn from(f: FormatArg) -> Self {
+        match f {
+            FormatArg::Parquet => Format::Parquet,
+            FormatArg::Csv => Format::Csv,
+            FormatArg::LabCsv => Format::LabCsv,
+        }
+    }
+}
+
+#[derive(clap::Args)]
+struct ConvertArgs {
+    /// Capture files, or directories to search for captures (recognised by content).
+    #[arg(required = true, value_name = "INPUT")]
+    inputs: Vec<PathBuf>,
+    /// Output directory (created if missing).
+    #[arg(long, short, value_name = "DIR")]
+    out: PathBuf,
+    /// Output formats, comma-separated.
+    #[arg(
+        long,
+        short,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "parquet"
+    )]
+    format: Vec<FormatArg>,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// No progress bar, no per-file lines: only errors and the final total.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(clap::Args)]
+struct InspectArgs {
+    /// Capture files.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
+#[derive(clap::Args)]
+struct EngineArgs {
+    /// Worker threads [default: the number of CPUs].
+    #[arg(long, short, value_name = "N")]
+    jobs: Option<NonZeroUsize>,
+    /// Frames per chunk (and per Parquet row group).
+    #[arg(long, value_name = "N", default_value = "65536", hide = true)]
+    chunk_frames: NonZeroUsize,
+}
+
+impl EngineArgs {
+    fn jobs(&self) -> usize {
+        self.jobs.map_or_else(
+            || std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            NonZeroUsize::get,
+        )
+    }
+
+    fn build(&self) -> anyhow::Result<pcaplab_core::Engine> {
+        Ok(pcaplab_core::Engine::builder()
+            .jobs(self.jobs())
+            .chunk_frames(self.chunk_frames.get())
+            .build()?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Convert(args) => convert::run(args),
+        Command::Inspect(args) => inspect::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed stdout (`pcaplab inspect ... | head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<io::Error>()
+                    .is_some_and(|io| io.kind() == io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            let _ = writeln!(io::stderr(), "pcaplab: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

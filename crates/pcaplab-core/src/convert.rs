@@ -1,0 +1,459 @@
+//! The conversion pipeline: sequential framing → parallel decode + encode → ordered writes.
+//!
+//! ```text
+//!  caller's thread           rayon pool (jobs threads)          writer thread
+//!  ───────────────           ─────────────────────────          ─────────────
+//!  take a slot ──► fill a chunk ──► dissect, build columns, ──► reorder by sequence,
+//!  (blocks when all              encode Parquet row group,      append to each sink,
+//!   slots are in use)            CSV bytes, lab-CSV bytes       give the slot back
+//! ```
+//!
+//! A slot is one chunk in flight, from the moment the reader starts filling it until the writer
+//! has appended it. The slots are shared by every conversion that runs on one [`Engine`], so
+//! memory is bounded by `slots × chunk size` however many files are converted at once and
+//! however large they are. The reader takes slots in file order, so the oldest unwritten chunk
+//! of every file always holds one: the pipeline cannot deadlock.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use parquet::arrow::arrow_writer::ArrowColumnChunk;
+
+use crate::columns::decode_chunk;
+use crate::encode::{
+    EncodeError, Format, LAB_CSV_HEADER, ParquetEncoder, ParquetSink, csv_header, encode_csv,
+    encode_lab_csv, encode_parquet,
+};
+use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, ReadError};
+use crate::summary::Summary;
+
+/// Settings of an [`Engine`], validated by [`EngineBuilder::build`].
+#[derive(Clone, Debug)]
+pub struct EngineBuilder {
+    jobs: usize,
+    chunk_frames: usize,
+    chunk_bytes: usize,
+    slots: Option<usize>,
+}
+
+impl Default for EngineBuilder {
+    fn default() -> Self {
+        EngineBuilder {
+            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            chunk_frames: 64 * 1024,
+            chunk_bytes: 8 << 20,
+            slots: None,
+        }
+    }
+}
+
+/// An invalid engine setting.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("{what} must be at least 1")]
+    Zero { what: &'static str },
+    #[error("chunk bytes must be at most {max} (got {got})")]
+    ChunkTooLarge { max: usize, got: usize },
+    #[error("could not start the worker threads: {0}")]
+    ThreadPool(#[from] rayon::ThreadPoolBuildError),
+}
+
+impl EngineBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Worker threads for decoding and encoding.
+    pub fn jobs(mut self, jobs: usize) -> Self {
+        self.jobs = jobs;
+        self
+    }
+
+    /// Most frames per chunk (also the Parquet row group size).
+    pub fn chunk_frames(mut self, n: usize) -> Self {
+        self.chunk_frames = n;
+        self
+    }
+
+    /// Most packet bytes per chunk.
+    pub fn chunk_bytes(mut self, n: usize) -> Self {
+        self.chunk_bytes = n;
+        self
+    }
+
+    /// Chunks in flight across all conversions (default: 2 × jobs).
+    pub fn slots(mut self, n: usize) -> Self {
+        self.slots = Some(n);
+        self
+    }
+
+    pub fn build(self) -> Result<Engine, BuildError> {
+        if self.jobs == 0 {
+            return Err(BuildError::Zero { what: "jobs" });
+        }
+        if self.chunk_frames == 0 {
+            return Err(BuildError::Zero {
+                what: "chunk frames",
+            });
+        }
+        if self.chunk_bytes == 0 {
+            return Err(BuildError::Zero {
+                what: "chunk bytes",
+            });
+        }
+        // Frame offsets inside a chunk are u32; one frame may overshoot the limit.
+        let max = (u32::MAX as usize) - crate::reader::MAX_RECORD;
+        if self.chunk_bytes > max {
+            return Err(BuildError::ChunkTooLarge {
+                max,
+                got: self.chunk_bytes,
+            });
+        }
+        let slots = self.slots.unwrap_or(self.jobs * 2).max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.jobs)
+            .thread_name(|i| format!("pcaplab-worker-{i}"))
+            .build()?;
+        let (give, take) = bounded(slots);
+        for _ in 0..slots {
+            // The channel has room for exactly `slots` tokens.
+            let _ = give.send(());
+        }
+        Ok(Engine {
+            pool,
+            chunk_frames: self.chunk_frames,
+            chunk_bytes: self.chunk_bytes,
+            slot_give: give,
+            slot_take: take,
+        })
+    }
+}
+
+/// Converts captures; one engine (one thread pool, one memory budget) serves any number of
+/// concurrent conversions.
+pub struct Engine {
+    pool: rayon::ThreadPool,
+    chunk_frames: usize,
+    chunk_bytes: usize,
+    slot_give: Sender<()>,
+    slot_take: Receiver<()>,
+}
+
+/// Where one capture's outputs go; formats without a writer are not produced.
+#[derive(Default)]
+pub struct Outputs<'a> {
+    pub parquet: Option<Box<dyn Write + Send + 'a>>,
+    pub csv: Option<Box<dyn Write + Send + 'a>>,
+    pub lab_csv: Option<Box<dyn Write + Send + 'a>>,
+}
+
+impl<'a> Outputs<'a> {
+    pub fn set(&mut self, format: Format, w: Box<dyn Write + Send + 'a>) {
+        match format {
+            Format::Parquet => self.parquet = Some(w),
+            Format::Csv => self.csv = Some(w),
+            Format::LabCsv => self.lab_csv = Some(w),
+        }
+    }
+}
+
+/// What a conversion produced.
+#[derive(Debug)]
+pub struct Report {
+    pub format: CaptureFormat,
+    pub compression: Compression,
+    pub summary: Summary,
+    /// The capture is damaged: reading stopped here. Every frame before the damage was
+    /// decoded and written, and the outputs are complete, valid files.
+    pub damage: Option<ReadError>,
+}
+
+/// A conversion that could not run or could not write its outputs.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// The input is not a capture we can read; nothing was written.
+    #[error("{name}: cannot read capture")]
+    Open {
+        name: String,
+        #[source]
+        source: ReadError,
+    },
+    /// An output could not be written (its content is incomplete and must be discarded).
+    #[error("{name}: writing {format} output failed")]
+    Write {
+        name: String,
+        format: &'static str,
+        #[source]
+        source: EncodeError,
+    },
+    /// A bug: a worker panicked. The outputs are incomplete.
+    #[error("{name}: internal error while decoding frames from {first_frame}: {message}")]
+    Internal {
+        name: String,
+        first_frame: u64,
+        message: String,
+    },
+}
+
+/// One chunk, encoded for every requested format.
+struct Encoded {
+    summary: Summary,
+    parquet: Option<Vec<ArrowColumnChunk>>,
+    csv: Option<Vec<u8>>,
+    lab_csv: Option<Vec<u8>>,
+}
+
+enum ChunkFailure {
+    Encode(&'static str, EncodeError),
+    Panic(u64, String),
+}
+
+type ChunkResult = (u64, Result<Encoded, ChunkFailure>);
+
+fn encode_chunk(
+    name: &str,
+    chunk: Chunk,
+    parquet: Option<&ParquetEncoder>,
+    csv: bool,
+    lab_csv: bool,
+) -> Result<Encoded, ChunkFailure> {
+    let first_frame = chunk.first_frame;
+    let run = || {
+        let decoded = decode_chunk(name, &chunk);
+        drop(chunk);
+        let batch = &decoded.batch;
+        let parquet = parquet
+            .map(|e| encode_parquet(e, batch))
+            .transpose()
+            .map_err(|e| ChunkFailure::Encode("parquet", e))?;
+        let csv = csv
+            .then(|| encode_csv(batch))
+            .transpose()
+            .map_err(|e| ChunkFailure::Encode("csv", e.into()))?;
+        let lab_csv = lab_csv
+            .then(|| encode_lab_csv(batch))
+            .transpose()
+            .map_err(|e| ChunkFailure::Encode("lab-csv", e.into()))?;
+        Ok(Encoded {
+            summary: decoded.summary,
+            parquet,
+            csv,
+            lab_csv,
+        })
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(r) => r,
+        Err(panic) => {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "panic".into());
+            Err(ChunkFailure::Panic(first_frame, message))
+        }
+    }
+}
+
+/// The output side of one conversion, owned by its writer thread.
+struct Sinks<'a> {
+    parquet: Option<ParquetSink<Box<dyn Write + Send + 'a>>>,
+    csv: Option<Box<dyn Write + Send + 'a>>,
+    lab_csv: Option<Box<dyn Write + Send + 'a>>,
+}
+
+impl Sinks<'_> {
+    fn append(&mut self, e: Encoded) -> Result<(), (&'static str, EncodeError)> {
+        if let (Some(sink), Some(chunks)) = (&mut self.parquet, e.parquet) {
+            sink.append(chunks).map_err(|e| ("parquet", e))?;
+        }
+        if let (Some(w), Some(bytes)) = (&mut self.csv, e.csv) {
+            w.write_all(&bytes).map_err(|e| ("csv", e.into()))?;
+        }
+        if let (Some(w), Some(bytes)) = (&mut self.lab_csv, e.lab_csv) {
+            w.write_all(&bytes).map_err(|e| ("lab-csv", e.into()))?;
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<(), (&'static str, EncodeError)> {
+        if let Some(sink) = self.parquet {
+            let mut w = sink.finish().map_err(|e| ("parquet", e))?;
+            w.flush().map_err(|e| ("parquet", e.into()))?;
+        }
+        if let Some(mut w) = self.csv {
+            w.flush().map_err(|e| ("csv", e.into()))?;
+        }
+        if let Some(mut w) = self.lab_csv {
+            w.flush().map_err(|e| ("lab-csv", e.into()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Engine {
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder::default()
+    }
+
+    /// Run `f` on the engine's worker threads (for callers that parallelise their own work).
+    pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        self.pool.install(f)
+    }
+
+    /// Convert one capture. `name` is what the `capture` column says (and what errors name).
+    ///
+    /// Call it from any thread except the engine's own workers (it blocks while chunks are in
+    /// flight). Several calls may run at once from different threads; they share the workers
+    /// and the memory budget.
+    pub fn convert(
+        &self,
+        name: &str,
+        input: Box<dyn Read + Send>,
+        outputs: Outputs<'_>,
+    ) -> Result<Report, ConvertError> {
+        let mut reader = CaptureReader::new(input).map_err(|source| ConvertError::Open {
+            name: name.to_owned(),
+            source,
+        })?;
+        let write_err = |(format, source): (&'static str, EncodeError)| ConvertError::Write {
+            name: name.to_owned(),
+            format,
+            source,
+        };
+        let mut sinks = Sinks {
+            parquet: outputs
+                .parquet
+                .map(|w| ParquetSink::new(w, name))
+                .transpose()
+                .map_err(|e| write_err(("parquet", e)))?,
+            csv: outputs.csv,
+            lab_csv: outputs.lab_csv,
+        };
+        if let Some(w) = &mut sinks.csv {
+            w.write_all(&csv_header())
+                .map_err(|e| write_err(("csv", e.into())))?;
+        }
+        if let Some(w) = &mut sinks.lab_csv {
+            w.write_all(LAB_CSV_HEADER)
+                .map_err(|e| write_err(("lab-csv", e.into())))?;
+        }
+        let parquet_encoder = sinks.parquet.as_ref().map(|p| p.encoder());
+        let (want_csv, want_lab) = (sinks.csv.is_some(), sinks.lab_csv.is_some());
+        let shared_name: Arc<str> = Arc::from(name);
+        let failed = AtomicBool::new(false);
+        let (results_tx, results_rx) = unbounded::<ChunkResult>();
+
+        std::thread::scope(|scope| {
+            let writer = scope.spawn(|| self.write_in_order(results_rx, sinks, &failed));
+            let mut damage = None;
+            let mut seq = 0u64;
+            loop {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
+                // Wait for a slot; the engine's own give side never closes while it lives.
+                if self.slot_take.recv().is_err() {
+                    break;
+                }
+                let mut chunk = Chunk::default();
+                let more = match reader.fill(&mut chunk, self.chunk_frames, self.chunk_bytes) {
+                    Ok(more) => more,
+                    Err(e) => {
+                        damage = Some(e);
+                        false
+                    }
+                };
+                if chunk.frames.is_empty() {
+                    let _ = self.slot_give.send(());
+                } else {
+                    let tx = results_tx.clone();
+                    let name = Arc::clone(&shared_name);
+                    let parquet = parquet_encoder.clone();
+                    let this_seq = seq;
+                    seq += 1;
+                    self.pool.spawn(move || {
+                        let r = encode_chunk(&name, chunk, parquet.as_ref(), want_csv, want_lab);
+                        // The writer outlives every task: it stops only when all senders,
+                        // including this one, are gone.
+                        let _ = tx.send((this_seq, r));
+                    });
+                }
+                if !more {
+                    break;
+                }
+            }
+            drop(results_tx);
+            let written = writer.join();
+            let (summary, outcome) = match written {
+                Ok(r) => r,
+                Err(_) => (
+                    Summary::default(),
+                    Err(ChunkFailure::Panic(0, "writer thread panicked".into())),
+                ),
+            };
+            match outcome {
+                Ok(()) => Ok(Report {
+                    format: reader.format(),
+                    compression: reader.compression(),
+                    summary,
+                    damage,
+                }),
+                Err(ChunkFailure::Encode(format, source)) => Err(ConvertError::Write {
+                    name: name.to_owned(),
+                    format,
+                    source,
+                }),
+                Err(ChunkFailure::Panic(first_frame, message)) => Err(ConvertError::Internal {
+                    name: name.to_owned(),
+                    first_frame,
+                    message,
+                }),
+            }
+        })
+    }
+
+    /// The writer thread: append chunks in sequence order, give slots back, finish the sinks.
+    /// After a failure it keeps draining (and giving slots back) so that nothing blocks.
+    fn write_in_order(
+        &self,
+        results: Receiver<ChunkResult>,
+        mut sinks: Sinks<'_>,
+        failed: &AtomicBool,
+    ) -> (Summary, Result<(), ChunkFailure>) {
+        let mut summary = Summary::default();
+        let mut pending: BTreeMap<u64, Result<Encoded, ChunkFailure>> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut outcome: Result<(), ChunkFailure> = Ok(());
+        for (seq, r) in results.iter() {
+            pending.insert(seq, r);
+            while let Some(r) = pending.remove(&next) {
+                next += 1;
+                if outcome.is_ok() {
+                    match r {
+                        Ok(encoded) => {
+                            summary.merge(&encoded.summary);
+                            if let Err((f, e)) = sinks.append(encoded) {
+                                outcome = Err(ChunkFailure::Encode(f, e));
+                            }
+                        }
+                        Err(e) => outcome = Err(e),
+                    }
+                    if outcome.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                }
+                let _ = self.slot_give.send(());
+            }
+        }
+        if outcome.is_ok() {
+            if let Err((f, e)) = sinks.finish() {
+                outcome = Err(ChunkFailure::Encode(f, e));
+            }
+        }
+        (summary, outcome)
+    }
+}

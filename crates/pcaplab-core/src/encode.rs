@@ -1,0 +1,419 @@
+//! Encoders: Parquet, CSV and the AWS lab's CSV, all from the same `RecordBatch`.
+//!
+//! Each encoder has two halves. The *chunk* half turns one batch into bytes (or Parquet column
+//! chunks) and runs on any worker thread; the *sink* half appends those pieces to the output in
+//! file order. So the expensive part of every format is parallel, and only the appends are
+//! sequential.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{TimestampNanosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, ArrayRef, RecordBatch};
+use arrow_schema::{DataType, TimeUnit};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowRowGroupWriterFactory, ArrowWriterOptions, compute_leaves,
+};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
+use parquet::schema::types::ColumnPath;
+
+use crate::columns::{col, schema};
+
+/// An output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Format {
+    Parquet,
+    Csv,
+    /// The AWS lab's `src,dst,len,proto` CSV.
+    LabCsv,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Parquet, Format::Csv, Format::LabCsv];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Csv => "csv",
+            Format::LabCsv => "lab-csv",
+        }
+    }
+
+    /// File name suffix appended to the capture's full name (`x.pcap` → `x.pcap.parquet`).
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Parquet => "parquet",
+            Format::Csv => "csv",
+            Format::LabCsv => "lab.csv",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Format> {
+        Format::ALL.into_iter().find(|f| f.name() == s)
+    }
+}
+
+/// Why an encoder failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error(transparent)]
+    Parquet(#[from] parquet::errors::ParquetError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+// ---------------------------------------------------------------------------------------------
+// Parquet
+
+/// Parquet writer settings: zstd, dictionaries where values repeat, and delta encoding for the
+/// two monotone columns (frame numbers and timestamps), which then cost almost nothing.
+pub fn parquet_properties(capture: &str) -> WriterProperties {
+    let mut b = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::default()))
+        .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_created_by(format!("pcaplab {}", env!("CARGO_PKG_VERSION")))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            "pcaplab.capture".to_owned(),
+            capture.to_owned(),
+        )]));
+    for c in [col::FRAME_NUMBER, col::TS] {
+        let path = ColumnPath::from(c);
+        b = b
+            .set_column_dictionary_enabled(path.clone(), false)
+            .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
+    }
+    b.build()
+}
+
+/// Encodes one batch into a row group's column chunks; shareable across worker threads.
+pub type ParquetEncoder = Arc<ArrowRowGroupWriterFactory>;
+
+/// Writes Parquet row groups, in order, to `W`.
+pub struct ParquetSink<W: Write + Send> {
+    writer: SerializedFileWriter<W>,
+    encoder: ParquetEncoder,
+}
+
+impl<W: Write + Send> ParquetSink<W> {
+    pub fn new(out: W, capture: &str) -> Result<Self, EncodeError> {
+        let options = ArrowWriterOptions::new().with_properties(parquet_properties(capture));
+        let (writer, factory) =
+            ArrowWriter::try_new_with_options(out, schema(), options)?.into_serialized_writer()?;
+        Ok(ParquetSink {
+            writer,
+            encoder: Arc::new(factory),
+        })
+    }
+
+    pub fn encoder(&self) -> ParquetEncoder {
+        Arc::clone(&self.encoder)
+    }
+
+    /// Append one encoded row group.
+    pub fn append(&mut self, chunks: Vec<ArrowColumnChunk>) -> Result<(), EncodeError> {
+        let mut rg = self.writer.next_row_group()?;
+        for c in chunks {
+            c.append_to_row_group(&mut rg)?;
+        }
+        rg.close()?;
+        Ok(())
+    }
+
+    /// Write the footer and hand back the output.
+    pub fn finish(self) -> Result<W, EncodeError> {
+        Ok(self.writer.into_inner()?)
+    }
+}
+
+/// Encode a batch as one row group (runs on a worker thread).
+pub fn encode_parquet(
+    encoder: &ParquetEncoder,
+    batch: &RecordBatch,
+) -> Result<Vec<ArrowColumnChunk>, EncodeError> {
+    let mut writers = encoder.create_column_writers(0)?;
+    let mut next = writers.iter_mut();
+    for (array, field) in batch.columns().iter().zip(batch.schema().fields()) {
+        for leaf in compute_leaves(field, array)? {
+            match next.next() {
+                Some(w) => w.write(&leaf)?,
+                None => {
+                    return Err(parquet::errors::ParquetError::General(
+                        "more leaf columns than column writers".into(),
+                    )
+                    .into());
+                }
+            }
+        }
+    }
+    Ok(writers
+        .into_iter()
+        .map(|w| w.close())
+        .collect::<Result<_, _>>()?)
+}
+
+// ---------------------------------------------------------------------------------------------
+// CSV
+
+/// The CSV header line for the packet schema.
+pub fn csv_header() -> Vec<u8> {
+    let s = schema();
+    let names: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).collect();
+    let mut h = names.join(",").into_bytes();
+    h.push(b'\n');
+    h
+}
+
+/// One column, downcast once per batch.
+enum CsvColumn<'a> {
+    Str(&'a arrow_array::StringArray),
+    U8(&'a arrow_array::PrimitiveArray<UInt8Type>),
+    U16(&'a arrow_array::PrimitiveArray<UInt16Type>),
+    U32(&'a arrow_array::PrimitiveArray<UInt32Type>),
+    U64(&'a arrow_array::PrimitiveArray<UInt64Type>),
+    Ts(&'a arrow_array::PrimitiveArray<TimestampNanosecondType>),
+    Bool(&'a arrow_array::BooleanArray),
+    ListU16(&'a arrow_array::ListArray),
+}
+
+impl<'a> CsvColumn<'a> {
+    fn of(a: &'a ArrayRef) -> io::Result<Self> {
+        Ok(match a.data_type() {
+            DataType::Utf8 => CsvColumn::Str(a.as_string::<i32>()),
+            DataType::UInt8 => CsvColumn::U8(a.as_primitive()),
+            DataType::UInt16 => CsvColumn::U16(a.as_primitive()),
+            DataType::UInt32 => CsvColumn::U32(a.as_primitive()),
+            DataType::UInt64 => CsvColumn::U64(a.as_primitive()),
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => CsvColumn::Ts(a.as_primitive()),
+            DataType::Boolean => CsvColumn::Bool(a.as_boolean()),
+            DataType::List(f) if f.data_type() == &DataType::UInt16 => {
+                CsvColumn::ListU16(a.as_list::<i32>())
+            }
+            other => {
+                return Err(io::Error::other(format!(
+                    "CSV encoder has no format for {other}"
+                )));
+            }
+        })
+    }
+
+    fn is_null(&self, i: usize) -> bool {
+        match self {
+            CsvColumn::Str(a) => a.is_null(i),
+            CsvColumn::U8(a) => a.is_null(i),
+            CsvColumn::U16(a) => a.is_null(i),
+            CsvColumn::U32(a) => a.is_null(i),
+            CsvColumn::U64(a) => a.is_null(i),
+            CsvColumn::Ts(a) => a.is_null(i),
+            CsvColumn::Bool(a) => a.is_null(i),
+            CsvColumn::ListU16(a) => a.is_null(i),
+        }
+    }
+
+    fn write(&self, i: usize, out: &mut Vec<u8>, int: &mut itoa::Buffer) {
+        match self {
+            CsvColumn::Str(a) => write_csv_str(a.value(i), out),
+            CsvColumn::U8(a) => out.extend_from_slice(int.format(a.value(i)).as_bytes()),
+            CsvColumn::U16(a) => out.extend_from_slice(int.format(a.value(i)).as_bytes()),
+            CsvColumn::U32(a) => out.extend_from_slice(int.format(a.value(i)).as_bytes()),
+            CsvColumn::U64(a) => out.extend_from_slice(int.format(a.value(i)).as_bytes()),
+            CsvColumn::Ts(a) => write_rfc3339_ns(a.value(i), out),
+            CsvColumn::Bool(a) => {
+                out.extend_from_slice(if a.value(i) { b"true" } else { b"false" })
+            }
+            CsvColumn::ListU16(a) => {
+                // Several values in one field, joined by ';' so the field needs no quoting.
+                let values = a.value(i);
+                let values = values.as_primitive::<UInt16Type>();
+                for (k, v) in values.values().iter().enumerate() {
+                    if k > 0 {
+                        out.push(b';');
+                    }
+                    out.extend_from_slice(int.format(*v).as_bytes());
+                }
+            }
+        }
+    }
+}
+
+/// RFC 4180: quote a field only if it holds a delimiter, a quote or a line break.
+fn write_csv_str(s: &str, out: &mut Vec<u8>) {
+    if s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.push(b'"');
+        for b in s.bytes() {
+            if b == b'"' {
+                out.push(b'"');
+            }
+            out.push(b);
+        }
+        out.push(b'"');
+    } else {
+        out.extend_from_slice(s.as_bytes());
+    }
+}
+
+/// `2024-01-31T23:59:59.123456789Z` — RFC 3339, UTC, always nine fractional digits.
+pub fn write_rfc3339_ns(ts_ns: i64, out: &mut Vec<u8>) {
+    /// Append `v` as exactly `width` decimal digits.
+    fn digits(out: &mut Vec<u8>, mut v: u64, width: usize) {
+        let mut buf = [b'0'; 20];
+        for k in (0..width).rev() {
+            buf[k] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+        out.extend_from_slice(&buf[..width]);
+    }
+    let secs = ts_ns.div_euclid(1_000_000_000);
+    let nanos = ts_ns.rem_euclid(1_000_000_000) as u64;
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let sod = secs.rem_euclid(86_400) as u64;
+    if (0..=9999).contains(&y) {
+        digits(out, y as u64, 4);
+    } else {
+        // Outside RFC 3339's four-digit years: ISO 8601's expanded form.
+        out.extend_from_slice(format!("{y:+}").as_bytes());
+    }
+    out.push(b'-');
+    digits(out, u64::from(m), 2);
+    out.push(b'-');
+    digits(out, u64::from(d), 2);
+    out.push(b'T');
+    digits(out, sod / 3600, 2);
+    out.push(b':');
+    digits(out, sod / 60 % 60, 2);
+    out.push(b':');
+    digits(out, sod % 60, 2);
+    out.push(b'.');
+    digits(out, nanos, 9);
+    out.push(b'Z');
+}
+
+/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (Howard Hinnant's algorithm).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// Encode a batch as CSV rows (no header; runs on a worker thread).
+pub fn encode_csv(batch: &RecordBatch) -> io::Result<Vec<u8>> {
+    let cols = batch
+        .columns()
+        .iter()
+        .map(CsvColumn::of)
+        .collect::<io::Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(batch.num_rows() * 160);
+    let mut int = itoa::Buffer::new();
+    for i in 0..batch.num_rows() {
+        for (j, c) in cols.iter().enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            if !c.is_null(i) {
+                c.write(i, &mut out, &mut int);
+            }
+        }
+        out.push(b'\n');
+    }
+    Ok(out)
+}
+
+/// The AWS lab's CSV header.
+pub const LAB_CSV_HEADER: &[u8] = b"src,dst,len,proto\n";
+
+/// The lab's rows: per packet an `ip` row (IPv4 source, destination, total length) when it has
+/// IPv4, then an `ether` row (source MAC, destination MAC, -1) when it has Ethernet.
+pub fn encode_lab_csv(batch: &RecordBatch) -> io::Result<Vec<u8>> {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .ok_or_else(|| io::Error::other(format!("batch has no column {name}")))
+    };
+    let ip_version = column(col::IP_VERSION)?.as_primitive::<UInt8Type>();
+    let src_ip = column(col::SRC_IP)?.as_string::<i32>();
+    let dst_ip = column(col::DST_IP)?.as_string::<i32>();
+    let ip_len = column(col::IP_LEN)?.as_primitive::<UInt32Type>();
+    let src_mac = column(col::SRC_MAC)?.as_string::<i32>();
+    let dst_mac = column(col::DST_MAC)?.as_string::<i32>();
+    let mut out = Vec::with_capacity(batch.num_rows() * 80);
+    let mut int = itoa::Buffer::new();
+    for i in 0..batch.num_rows() {
+        if ip_version.is_valid(i) && ip_version.value(i) == 4 {
+            out.extend_from_slice(src_ip.value(i).as_bytes());
+            out.push(b',');
+            out.extend_from_slice(dst_ip.value(i).as_bytes());
+            out.push(b',');
+            out.extend_from_slice(int.format(ip_len.value(i)).as_bytes());
+            out.extend_from_slice(b",ip\n");
+        }
+        if src_mac.is_valid(i) && dst_mac.is_valid(i) {
+            out.extend_from_slice(src_mac.value(i).as_bytes());
+            out.push(b',');
+            out.extend_from_slice(dst_mac.value(i).as_bytes());
+            out.extend_from_slice(b",-1,ether\n");
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rfc(ts: i64) -> String {
+        let mut v = Vec::new();
+        write_rfc3339_ns(ts, &mut v);
+        String::from_utf8(v).expect("ascii")
+    }
+
+    #[test]
+    fn rfc3339() {
+        assert_eq!(rfc(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            rfc(1_630_165_473_690_298_000),
+            "2021-08-28T15:44:33.690298000Z"
+        );
+        assert_eq!(
+            rfc(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
+        assert_eq!(rfc(-1), "1969-12-31T23:59:59.999999999Z");
+        // Beyond 2106 (32-bit seconds overflow).
+        assert_eq!(
+            rfc(4_354_819_200 * 1_000_000_000),
+            "2107-12-31T00:00:00.000000000Z"
+        );
+        // Extremes do not panic.
+        let _ = rfc(i64::MIN);
+        let _ = rfc(i64::MAX);
+    }
+
+    #[test]
+    fn csv_quoting() {
+        let mut v = Vec::new();
+        write_csv_str("a,b\"c", &mut v);
+        assert_eq!(v, b"\"a,b\"\"c\"");
+        v.clear();
+        write_csv_str("plain", &mut v);
+        assert_eq!(v, b"plain");
+    }
+
+    #[test]
+    fn format_names_round_trip() {
+        for f in Format::ALL {
+            assert_eq!(Format::parse(f.name()), Some(f));
+        }
+        assert_eq!(Format::parse("xml"), None);
+    }
+}

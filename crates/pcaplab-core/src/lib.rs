@@ -1,0 +1,20 @@
+//! pcaplab-core: packet captures in, Arrow columns out.
+//!
+//! Bytes come in through any [`std::io::Read`] (the core never opens a file or a socket);
+//! [`reader`] frames them (pcap, pcapng, snoop; plain, gzip or zstd), [`dissect`] decodes each
+//! frame, [`columns`] builds Arrow record batches, and [`encode`] writes Parquet, CSV and the
+//! AWS lab's CSV from those batches. [`convert::Engine`] runs that pipeline in parallel with
+//! bounded memory, keeping file order.
+
+pub mod columns;
+pub mod convert;
+pub mod dissect;
+pub mod encode;
+pub mod reader;
+pub mod summary;
+
+pub use columns::{decode_chunk, schema};
+pub use convert::{BuildError, ConvertError, Engine, EngineBuilder, Outputs, Report};
+pub use encode::Format;
+pub use reader::{CaptureFormat, CaptureReader, Compression, ReadError, probe, sniff};
+pub use summary::Summary;
