@@ -510,8 +510,9 @@ mod tests {
         let mut p = Packet::default();
         dissect(linktype::ETHERNET, &tcp_v4_frame(), &mut p);
         assert_eq!(p.error, None);
-        assert_eq!(p.src_mac, Some([7, 8, 9, 10, 11, 12]));
-        assert_eq!(p.dst_mac, Some([1, 2, 3, 4, 5, 6]));
+        // PacketBuilder::ethernet2(source, destination); on the wire the destination is first.
+        assert_eq!(p.src_mac, Some([1, 2, 3, 4, 5, 6]));
+        assert_eq!(p.dst_mac, Some([7, 8, 9, 10, 11, 12]));
         assert_eq!(p.vlans(), &[0x123]);
         assert_eq!(p.ethertype, Some(ETHERTYPE_IPV4));
         let ip = p.ip.expect("ip");
@@ -535,7 +536,7 @@ mod tests {
         assert_eq!(p.error, Some("truncated TCP header"));
         // Cut inside the Ethernet header.
         dissect(linktype::ETHERNET, &frame[..9], &mut p);
-        assert_eq!(p.dst_mac, Some([1, 2, 3, 4, 5, 6]));
+        assert_eq!(p.dst_mac, Some([7, 8, 9, 10, 11, 12]));
         assert_eq!(p.src_mac, None);
         assert_eq!(p.error, Some("truncated Ethernet header"));
     }

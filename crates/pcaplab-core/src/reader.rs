@@ -957,7 +957,8 @@ mod tests {
         assert_eq!(ts_ns(&iface(9, 0), 0, 1_500_000_000), 1_500_000_000);
         assert_eq!(ts_ns(&iface(0x88, 0), 0, 384), 1_500_000_000);
         assert_eq!(ts_ns(&iface(6, 10), 0, 1_500_000), 11_500_000_000);
-        assert_eq!(ts_ns(&iface(12, 0), 0, 1_500_000_000_000), 1_500_000_000);
+        let ps: u64 = 1_500_000_000_000;
+        assert_eq!(ts_ns(&iface(12, 0), (ps >> 32) as u32, ps as u32), 1_500_000_000);
         // A 64-bit value beyond 2^32 seconds in µs (the year-2107 case).
         let units: u64 = 4_354_819_200 * 1_000_000;
         let ns = ts_ns(&iface(6, 0), (units >> 32) as u32, units as u32);

@@ -1,0 +1,246 @@
+//! The threaded pipeline: damaged captures keep what came before the damage, outputs do not
+//! depend on the number of threads or the chunk size, and Parquet reads back as written.
+
+mod common;
+
+use std::io::Cursor;
+
+use arrow_array::RecordBatch;
+use arrow_array::cast::AsArray;
+use arrow_array::types::UInt64Type;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use pcaplab_core::{ConvertError, Engine, Outputs, ReadError, Report};
+
+use common::corpus;
+
+struct Converted {
+    report: Result<Report, ConvertError>,
+    parquet: Vec<u8>,
+    csv: Vec<u8>,
+    lab_csv: Vec<u8>,
+}
+
+fn convert(engine: &Engine, name: &str, bytes: Vec<u8>) -> Converted {
+    let (mut parquet, mut csv, mut lab_csv) = (Vec::new(), Vec::new(), Vec::new());
+    let report = engine.convert(
+        name,
+        Box::new(Cursor::new(bytes)),
+        Outputs {
+            parquet: Some(Box::new(&mut parquet)),
+            csv: Some(Box::new(&mut csv)),
+            lab_csv: Some(Box::new(&mut lab_csv)),
+        },
+    );
+    Converted {
+        report,
+        parquet,
+        csv,
+        lab_csv,
+    }
+}
+
+fn read_parquet(bytes: Vec<u8>) -> Vec<RecordBatch> {
+    ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
+        .expect("valid parquet")
+        .build()
+        .expect("reader")
+        .collect::<Result<_, _>>()
+        .expect("batches")
+}
+
+fn rows(batches: &[RecordBatch]) -> usize {
+    batches.iter().map(|b| b.num_rows()).sum()
+}
+
+fn engine(jobs: usize, chunk_frames: usize) -> Engine {
+    Engine::builder()
+        .jobs(jobs)
+        .chunk_frames(chunk_frames)
+        .build()
+        .expect("engine")
+}
+
+#[test]
+fn damaged_corpus_captures_keep_the_packets_before_the_damage() {
+    let Some(dir) = corpus() else { return };
+    // (file, packets before the damage, byte offset of the damage)
+    let damaged = [
+        ("suricata-verify__bug-1450-04__tls_DER-incomplete-header.pcap", 6, 5035),
+        ("suricata-verify__bug-6875-01__fuzz.pcap", 1, 228),
+        ("scapy__bad_rsn_parsing_overrides_ssid.pcap", 1, 359),
+        ("libpcap__shb-option-too-long.pcapng", 0, 52),
+    ];
+    let e = engine(2, 2);
+    for (file, packets, offset) in damaged {
+        let c = convert(&e, file, std::fs::read(dir.join(file)).expect("read"));
+        let report = c.report.unwrap_or_else(|e| panic!("{file}: {e}"));
+        match &report.damage {
+            Some(ReadError::Damaged { offset: o, reason }) => {
+                assert_eq!(*o, offset, "{file}: {reason}");
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{file}: expected damage, got {other:?}"),
+        }
+        assert_eq!(report.summary.packets, packets, "{file}");
+        // The outputs are complete files holding exactly those packets.
+        assert_eq!(rows(&read_parquet(c.parquet)), packets as usize, "{file}");
+        let csv_lines = c.csv.iter().filter(|&&b| b == b'\n').count();
+        assert_eq!(csv_lines, packets as usize + 1, "{file}");
+        assert!(c.lab_csv.starts_with(b"src,dst,len,proto\n"));
+    }
+}
+
+#[test]
+fn unreadable_corpus_files_are_clear_errors() {
+    let Some(dir) = corpus() else { return };
+    let e = engine(1, 64);
+    let c = convert(
+        &e,
+        "x",
+        std::fs::read(dir.join("libpcap__pcap-invalid-version-1.pcap")).expect("read"),
+    );
+    match c.report {
+        Err(ConvertError::Open {
+            source: ReadError::Unsupported { reason },
+            ..
+        }) => assert!(reason.contains("version 1.4"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let c = convert(&e, "x", std::fs::read(dir.join("pcap-parser__err-eof.bin")).expect("read"));
+    match c.report {
+        Err(ConvertError::Open {
+            source: ReadError::NotACapture { magic },
+            ..
+        }) => assert_eq!(magic, "06 00 00 00 a0 00 00 00"),
+        other => panic!("{other:?}"),
+    }
+    // Truncated compressed input: an I/O (decompression) error, still no panic.
+    let gz = std::fs::read(dir.join("zeek__iso-download.pcap.gz")).expect("read");
+    let c = convert(&e, "x", gz[..gz.len() / 2].to_vec());
+    let report = c.report.expect("opens");
+    assert!(
+        matches!(report.damage, Some(ReadError::Io { .. }) | Some(ReadError::Damaged { .. })),
+        "{:?}",
+        report.damage
+    );
+    assert!(report.summary.packets > 0);
+    assert_eq!(rows(&read_parquet(c.parquet)), report.summary.packets as usize);
+}
+
+#[test]
+fn every_corpus_file_converts_without_panic() {
+    let Some(dir) = corpus() else { return };
+    let e = engine(2, 7);
+    let mut converted = 0;
+    for file in common::manifest_files(&dir) {
+        let c = convert(&e, &file, std::fs::read(dir.join(&file)).expect("read"));
+        if let Ok(report) = c.report {
+            assert_eq!(
+                rows(&read_parquet(c.parquet)),
+                report.summary.packets as usize,
+                "{file}"
+            );
+            converted += 1;
+        }
+    }
+    assert!(converted >= 68, "{converted}");
+}
+
+#[test]
+fn output_does_not_depend_on_threads_or_chunking() {
+    let Some(dir) = corpus() else { return };
+    let bytes = std::fs::read(dir.join("pcapplusplus__many-protocols.pcap")).expect("read");
+    let a = convert(&engine(1, 1 << 20), "many", bytes.clone());
+    let b = convert(&engine(2, 97), "many", bytes.clone());
+    let c = convert(&Engine::builder().jobs(2).chunk_frames(13).slots(1).build().expect("engine"), "many", bytes);
+    assert_eq!(a.csv, b.csv);
+    assert_eq!(a.csv, c.csv);
+    assert_eq!(a.lab_csv, b.lab_csv);
+    let (pa, pb) = (read_parquet(a.parquet), read_parquet(b.parquet));
+    assert_eq!(rows(&pa), 4709);
+    let concat = |v: &[RecordBatch]| {
+        arrow_select::concat::concat_batches(&v[0].schema(), v).expect("concat")
+    };
+    assert_eq!(concat(&pa), concat(&pb));
+    // File order: frame numbers 1..=n.
+    let all = concat(&pb);
+    let frames = all.column_by_name("frame_number").expect("col").as_primitive::<UInt64Type>();
+    assert!(frames.values().iter().copied().eq(1..=4709));
+    assert_eq!(a.report.expect("ok").summary, b.report.expect("ok").summary);
+}
+
+#[test]
+fn parquet_schema_and_values_read_back() {
+    let Some(dir) = corpus() else { return };
+    let bytes = std::fs::read(dir.join("zeek__vlan-qinqinq.pcap")).expect("read");
+    let c = convert(&engine(2, 4), "qinq", bytes);
+    let batches = read_parquet(c.parquet);
+    let all = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("concat");
+    assert_eq!(all.schema().fields(), pcaplab_core::schema().fields());
+    let vlans = all.column_by_name("vlan_ids").expect("vlan_ids").as_list::<i32>();
+    let first = vlans.value(0);
+    let ids: Vec<u16> = first.as_primitive::<arrow_array::types::UInt16Type>().values().to_vec();
+    assert_eq!(ids.len(), 3, "QinQinQ has three tags: {ids:?}");
+}
+
+#[test]
+fn an_empty_capture_gives_valid_empty_outputs() {
+    let Some(dir) = corpus() else { return };
+    let c = convert(&engine(1, 8), "empty", std::fs::read(dir.join("tcpdump__empty.pcapng")).expect("read"));
+    assert_eq!(c.report.expect("ok").summary.packets, 0);
+    assert!(read_parquet(c.parquet).iter().all(|b| b.num_rows() == 0));
+    assert_eq!(c.csv, pcaplab_core::encode::csv_header());
+    assert_eq!(c.lab_csv, b"src,dst,len,proto\n");
+}
+
+#[test]
+fn lab_csv_rows_follow_the_lab() {
+    let Some(dir) = corpus() else { return };
+    let bytes = std::fs::read(dir.join("chrissanders__http_google.pcapng")).expect("read");
+    let c = convert(&engine(1, 8), "g", bytes);
+    let text = String::from_utf8(c.lab_csv).expect("utf8");
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("src,dst,len,proto"));
+    // Every packet of this capture is Ethernet + IPv4: an ip row, then an ether row.
+    let body: Vec<&str> = lines.collect();
+    assert_eq!(body.len(), 2 * 12);
+    for pair in body.chunks(2) {
+        let ip: Vec<&str> = pair[0].split(',').collect();
+        let eth: Vec<&str> = pair[1].split(',').collect();
+        assert_eq!((ip.len(), ip[3]), (4, "ip"));
+        assert!(ip[2].parse::<u16>().is_ok());
+        assert_eq!((eth.len(), eth[2], eth[3]), (4, "-1", "ether"));
+        assert_eq!(eth[0].len(), 17);
+    }
+}
+
+#[test]
+fn writer_failure_is_an_error_naming_the_format() {
+    struct Full;
+    impl std::io::Write for Full {
+        fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("disk full"))
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let Some(dir) = corpus() else { return };
+    let bytes = std::fs::read(dir.join("pcapplusplus__many-protocols.pcap")).expect("read");
+    let e = engine(2, 50);
+    let r = e.convert(
+        "m",
+        Box::new(Cursor::new(bytes)),
+        Outputs {
+            csv: Some(Box::new(Full)),
+            ..Outputs::default()
+        },
+    );
+    match r {
+        Err(ConvertError::Write { format, .. }) => assert_eq!(format, "csv"),
+        other => panic!("{other:?}"),
+    }
+    // The engine is still usable afterwards (every slot was given back).
+    let ok = convert(&e, "m2", std::fs::read(dir.join("tcpdump__pptp.pcap")).expect("read"));
+    assert_eq!(ok.report.expect("ok").summary.packets, 23);
+}
