@@ -120,7 +120,6 @@ pub fn plural(n: u64, what: &str) -> String {
 /// `PATH: cause: cause…` — a conversion error names the capture by its relative name, which the
 /// line replaces with the path the user knows.
 pub fn describe_failure(path: &Path, e: &anyhow::Error) -> String {
-    use std::error::Error as _;
     let mut line = path.display().to_string();
     let mut cause: Option<&(dyn std::error::Error + 'static)> =
         match e.downcast_ref::<ConvertError>() {

@@ -449,10 +449,10 @@ impl Engine {
                 let _ = self.slot_give.send(());
             }
         }
-        if outcome.is_ok() {
-            if let Err((f, e)) = sinks.finish() {
-                outcome = Err(ChunkFailure::Encode(f, e));
-            }
+        if outcome.is_ok()
+            && let Err((f, e)) = sinks.finish()
+        {
+            outcome = Err(ChunkFailure::Encode(f, e));
         }
         (summary, outcome)
     }

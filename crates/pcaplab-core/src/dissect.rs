@@ -169,23 +169,18 @@ fn llc(data: &[u8], out: &mut Packet) {
 
 /// Follow EtherTypes through VLAN tags, MPLS labels and PPPoE down to IP.
 fn ethertype_chain(mut ethertype: u16, mut data: &[u8], out: &mut Packet) {
-    loop {
-        match ethertype {
-            ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD => {
-                let (Some(tci), Some(next)) = (be16(data, 0), be16(data, 2)) else {
-                    out.ethertype = Some(ethertype);
-                    out.error = Some("truncated VLAN tag");
-                    return;
-                };
-                if usize::from(out.vlan_count) < MAX_VLANS {
-                    out.vlan_ids[usize::from(out.vlan_count)] = tci & 0x0fff;
-                    out.vlan_count += 1;
-                }
-                ethertype = next;
-                data = &data[4..];
-            }
-            _ => break,
+    while let ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD = ethertype {
+        let (Some(tci), Some(next)) = (be16(data, 0), be16(data, 2)) else {
+            out.ethertype = Some(ethertype);
+            out.error = Some("truncated VLAN tag");
+            return;
+        };
+        if usize::from(out.vlan_count) < MAX_VLANS {
+            out.vlan_ids[usize::from(out.vlan_count)] = tci & 0x0fff;
+            out.vlan_count += 1;
         }
+        ethertype = next;
+        data = &data[4..];
     }
     out.ethertype = Some(ethertype);
     match ethertype {
@@ -291,11 +286,7 @@ fn radiotap(data: &[u8], out: &mut Packet) {
 
 /// IEEE 802.11 data frames: the header, then LLC/SNAP, then an EtherType payload.
 fn ieee802_11(data: &[u8], _radiotap: bool, out: &mut Packet) {
-    let Some(&[fc0, fc1]) = data
-        .get(..2)
-        .map(|b| <&[u8; 2]>::try_from(b).ok())
-        .flatten()
-    else {
+    let Some(&[fc0, fc1]) = data.get(..2).and_then(|b| <&[u8; 2]>::try_from(b).ok()) else {
         out.error = Some("truncated 802.11 header");
         return;
     };
@@ -443,20 +434,20 @@ fn ip(data: &[u8], out: &mut Packet) {
         Some(TransportSlice::Igmp(_)) | None => {}
     }
     // SCTP is not sliced by etherparse: its common header starts with the two ports.
-    if sliced.transport.is_none() && !fragmented {
-        if let (Some(ip), Some(net)) = (out.ip, &sliced.net) {
-            if ip.proto == IpNumber::SCTP.0 {
-                let payload = match net {
-                    LaxNetSlice::Ipv4(v4) => v4.payload().payload,
-                    LaxNetSlice::Ipv6(v6) => v6.payload().payload,
-                    LaxNetSlice::Arp(_) => &[],
-                };
-                if let (Some(s), Some(d)) = (be16(payload, 0), be16(payload, 2)) {
-                    out.src_port = Some(s);
-                    out.dst_port = Some(d);
-                    transport_header = Some(12);
-                }
-            }
+    if sliced.transport.is_none()
+        && !fragmented
+        && let (Some(ip), Some(net)) = (out.ip, &sliced.net)
+        && ip.proto == IpNumber::SCTP.0
+    {
+        let payload = match net {
+            LaxNetSlice::Ipv4(v4) => v4.payload().payload,
+            LaxNetSlice::Ipv6(v6) => v6.payload().payload,
+            LaxNetSlice::Arp(_) => &[],
+        };
+        if let (Some(s), Some(d)) = (be16(payload, 0), be16(payload, 2)) {
+            out.src_port = Some(s);
+            out.dst_port = Some(d);
+            transport_header = Some(12);
         }
     }
     out.payload_len = match (declared_payload, transport_header) {

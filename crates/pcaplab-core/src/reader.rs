@@ -267,13 +267,54 @@ fn hex_magic(head: &[u8]) -> String {
 
 /// A circular buffer pre-filled with the stream's first bytes: pcap-parser parses the file
 /// header from its first read, which a decompressor may return short.
-fn prefilled_buffer(head: &[u8], rest: &mut dyn Read) -> io::Result<circular::Buffer> {
+///
+/// A read error while pre-filling (a truncated gzip stream, say) must not hide the records
+/// before it: the bytes read so far are kept, and the error is handed to pcap-parser on the
+/// read after its first one (see [`Deferred`]), where it becomes the capture's damage.
+fn prefilled_buffer(head: &[u8], mut rest: Input) -> (circular::Buffer, Input) {
     let mut buffer = circular::Buffer::with_capacity(INITIAL_BUFFER);
     let space = buffer.space();
     space[..head.len()].copy_from_slice(head);
-    let n = read_full(rest, &mut space[head.len()..])?;
-    buffer.fill(head.len() + n);
-    Ok(buffer)
+    let mut n = head.len();
+    let mut pending = None;
+    while n < space.len() {
+        match rest.read(&mut space[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                pending = Some(e);
+                break;
+            }
+        }
+    }
+    buffer.fill(n);
+    let input = Box::new(Deferred {
+        inner: rest,
+        pending,
+        first: true,
+    });
+    (buffer, input)
+}
+
+/// The input after pre-filling. Its first read, which pcap-parser's constructor makes (and
+/// would fail on), returns nothing; a pending pre-fill error comes on the read after that.
+struct Deferred {
+    inner: Input,
+    pending: Option<io::Error>,
+    first: bool,
+}
+
+impl Read for Deferred {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if std::mem::take(&mut self.first) && self.pending.is_some() {
+            return Ok(0);
+        }
+        match self.pending.take() {
+            Some(e) => Err(e),
+            None => self.inner.read(buf),
+        }
+    }
 }
 
 impl CaptureReader {
@@ -312,7 +353,7 @@ impl CaptureReader {
         let last_io_error = Arc::new(Mutex::new(None));
         let framer = match format {
             CaptureFormat::Pcap | CaptureFormat::PcapNg => {
-                let buffer = prefilled_buffer(head, &mut input).map_err(io_err)?;
+                let (buffer, input) = prefilled_buffer(head, input);
                 let wrapped = ErrorKeepingReader {
                     inner: input,
                     last_error: Arc::clone(&last_io_error),
@@ -958,7 +999,10 @@ mod tests {
         assert_eq!(ts_ns(&iface(0x88, 0), 0, 384), 1_500_000_000);
         assert_eq!(ts_ns(&iface(6, 10), 0, 1_500_000), 11_500_000_000);
         let ps: u64 = 1_500_000_000_000;
-        assert_eq!(ts_ns(&iface(12, 0), (ps >> 32) as u32, ps as u32), 1_500_000_000);
+        assert_eq!(
+            ts_ns(&iface(12, 0), (ps >> 32) as u32, ps as u32),
+            1_500_000_000
+        );
         // A 64-bit value beyond 2^32 seconds in µs (the year-2107 case).
         let units: u64 = 4_354_819_200 * 1_000_000;
         let ns = ts_ns(&iface(6, 0), (units >> 32) as u32, units as u32);

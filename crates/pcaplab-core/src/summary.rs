@@ -6,7 +6,7 @@ use crate::dissect::Packet;
 use crate::reader::{FrameMeta, NO_TIMESTAMP};
 
 /// Counts and extents of one capture (or one chunk of it).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Summary {
     pub packets: u64,
     /// Captured bytes (sum of cap_len).
@@ -24,22 +24,6 @@ pub struct Summary {
     pub ip_protos: BTreeMap<u8, u64>,
     /// Packets whose decoding stopped early (they still have a row).
     pub decode_errors: u64,
-}
-
-impl Default for Summary {
-    fn default() -> Self {
-        Summary {
-            packets: 0,
-            cap_bytes: 0,
-            wire_bytes: 0,
-            first_ts: None,
-            last_ts: None,
-            link_types: BTreeMap::new(),
-            network: BTreeMap::new(),
-            ip_protos: BTreeMap::new(),
-            decode_errors: 0,
-        }
-    }
 }
 
 impl Summary {

@@ -37,7 +37,9 @@ fn headers() -> Vec<Vec<u8>> {
     let mut modified = pcap_le.to_vec();
     modified[..4].copy_from_slice(&[0x34, 0xcd, 0xb2, 0xa1]);
     // pcapng: SHB (28 bytes) + IDB for Ethernet (20 bytes).
-    let mut ng = vec![0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0];
+    let mut ng = vec![
+        0x0a, 0x0d, 0x0d, 0x0a, 28, 0, 0, 0, 0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0,
+    ];
     ng.extend_from_slice(&[0xff; 8]);
     ng.extend_from_slice(&[28, 0, 0, 0]);
     ng.extend_from_slice(&[1, 0, 0, 0, 20, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 20, 0, 0, 0]);

@@ -65,7 +65,11 @@ fn damaged_corpus_captures_keep_the_packets_before_the_damage() {
     let Some(dir) = corpus() else { return };
     // (file, packets before the damage, byte offset of the damage)
     let damaged = [
-        ("suricata-verify__bug-1450-04__tls_DER-incomplete-header.pcap", 6, 5035),
+        (
+            "suricata-verify__bug-1450-04__tls_DER-incomplete-header.pcap",
+            6,
+            5035,
+        ),
         ("suricata-verify__bug-6875-01__fuzz.pcap", 1, 228),
         ("scapy__bad_rsn_parsing_overrides_ssid.pcap", 1, 359),
         ("libpcap__shb-option-too-long.pcapng", 0, 52),
@@ -106,7 +110,11 @@ fn unreadable_corpus_files_are_clear_errors() {
         }) => assert!(reason.contains("version 1.4"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    let c = convert(&e, "x", std::fs::read(dir.join("pcap-parser__err-eof.bin")).expect("read"));
+    let c = convert(
+        &e,
+        "x",
+        std::fs::read(dir.join("pcap-parser__err-eof.bin")).expect("read"),
+    );
     match c.report {
         Err(ConvertError::Open {
             source: ReadError::NotACapture { magic },
@@ -119,12 +127,18 @@ fn unreadable_corpus_files_are_clear_errors() {
     let c = convert(&e, "x", gz[..gz.len() / 2].to_vec());
     let report = c.report.expect("opens");
     assert!(
-        matches!(report.damage, Some(ReadError::Io { .. }) | Some(ReadError::Damaged { .. })),
+        matches!(
+            report.damage,
+            Some(ReadError::Io { .. }) | Some(ReadError::Damaged { .. })
+        ),
         "{:?}",
         report.damage
     );
     assert!(report.summary.packets > 0);
-    assert_eq!(rows(&read_parquet(c.parquet)), report.summary.packets as usize);
+    assert_eq!(
+        rows(&read_parquet(c.parquet)),
+        report.summary.packets as usize
+    );
 }
 
 #[test]
@@ -152,7 +166,16 @@ fn output_does_not_depend_on_threads_or_chunking() {
     let bytes = std::fs::read(dir.join("pcapplusplus__many-protocols.pcap")).expect("read");
     let a = convert(&engine(1, 1 << 20), "many", bytes.clone());
     let b = convert(&engine(2, 97), "many", bytes.clone());
-    let c = convert(&Engine::builder().jobs(2).chunk_frames(13).slots(1).build().expect("engine"), "many", bytes);
+    let c = convert(
+        &Engine::builder()
+            .jobs(2)
+            .chunk_frames(13)
+            .slots(1)
+            .build()
+            .expect("engine"),
+        "many",
+        bytes,
+    );
     assert_eq!(a.csv, b.csv);
     assert_eq!(a.csv, c.csv);
     assert_eq!(a.lab_csv, b.lab_csv);
@@ -164,7 +187,10 @@ fn output_does_not_depend_on_threads_or_chunking() {
     assert_eq!(concat(&pa), concat(&pb));
     // File order: frame numbers 1..=n.
     let all = concat(&pb);
-    let frames = all.column_by_name("frame_number").expect("col").as_primitive::<UInt64Type>();
+    let frames = all
+        .column_by_name("frame_number")
+        .expect("col")
+        .as_primitive::<UInt64Type>();
     assert!(frames.values().iter().copied().eq(1..=4709));
     assert_eq!(a.report.expect("ok").summary, b.report.expect("ok").summary);
 }
@@ -177,16 +203,26 @@ fn parquet_schema_and_values_read_back() {
     let batches = read_parquet(c.parquet);
     let all = arrow_select::concat::concat_batches(&batches[0].schema(), &batches).expect("concat");
     assert_eq!(all.schema().fields(), pcaplab_core::schema().fields());
-    let vlans = all.column_by_name("vlan_ids").expect("vlan_ids").as_list::<i32>();
+    let vlans = all
+        .column_by_name("vlan_ids")
+        .expect("vlan_ids")
+        .as_list::<i32>();
     let first = vlans.value(0);
-    let ids: Vec<u16> = first.as_primitive::<arrow_array::types::UInt16Type>().values().to_vec();
+    let ids: Vec<u16> = first
+        .as_primitive::<arrow_array::types::UInt16Type>()
+        .values()
+        .to_vec();
     assert_eq!(ids.len(), 3, "QinQinQ has three tags: {ids:?}");
 }
 
 #[test]
 fn an_empty_capture_gives_valid_empty_outputs() {
     let Some(dir) = corpus() else { return };
-    let c = convert(&engine(1, 8), "empty", std::fs::read(dir.join("tcpdump__empty.pcapng")).expect("read"));
+    let c = convert(
+        &engine(1, 8),
+        "empty",
+        std::fs::read(dir.join("tcpdump__empty.pcapng")).expect("read"),
+    );
     assert_eq!(c.report.expect("ok").summary.packets, 0);
     assert!(read_parquet(c.parquet).iter().all(|b| b.num_rows() == 0));
     assert_eq!(c.csv, pcaplab_core::encode::csv_header());
@@ -241,6 +277,10 @@ fn writer_failure_is_an_error_naming_the_format() {
         other => panic!("{other:?}"),
     }
     // The engine is still usable afterwards (every slot was given back).
-    let ok = convert(&e, "m2", std::fs::read(dir.join("tcpdump__pptp.pcap")).expect("read"));
+    let ok = convert(
+        &e,
+        "m2",
+        std::fs::read(dir.join("tcpdump__pptp.pcap")).expect("read"),
+    );
     assert_eq!(ok.report.expect("ok").summary.packets, 23);
 }

@@ -1,0 +1,290 @@
+//! The `pcaplab` binary end to end: directories, names, exit codes, damaged and non-capture
+//! files, and our Parquet read by independent readers (pyarrow and DuckDB).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn pcaplab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pcaplab"))
+        .args(args)
+        .output()
+        .expect("run pcaplab")
+}
+
+fn corpus() -> Option<PathBuf> {
+    match std::env::var_os("PCAPLAB_CORPUS") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => {
+            eprintln!(
+                "\n*** SKIPPED: PCAPLAB_CORPUS is not set; corpus CLI tests did not run. ***\n"
+            );
+            None
+        }
+    }
+}
+
+/// The project's own captures.
+fn captures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../captures")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A Python with pyarrow and duckdb: `$PCAPLAB_PYTHON` (set by .ci/run to the project's venv).
+fn python() -> Option<String> {
+    let py = std::env::var("PCAPLAB_PYTHON").ok()?;
+    Some(py)
+}
+
+#[test]
+fn converts_a_directory_recursively_keeping_names() {
+    let Some(dir) = corpus() else { return };
+    let out = tempfile::tempdir().expect("tempdir");
+    // A directory holding captures, a nested one, a non-capture and a damaged capture.
+    let input = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(input.path().join("nested")).expect("mkdir");
+    for (src, dst) in [
+        ("tcpdump__pptp.pcap", "x.pcap"),
+        ("chrissanders__http_google.pcapng", "x.pcapng"),
+        ("zeek__iso-download.pcap.gz", "nested/iso.pcap.gz"),
+        (
+            "suricata-verify__bug-1450-04__tls_DER-incomplete-header.pcap",
+            "nested/damaged.pcap",
+        ),
+        ("manifest.csv", "notes.csv"),
+    ] {
+        std::fs::copy(dir.join(src), input.path().join(dst)).expect("copy");
+    }
+    let o = pcaplab(&[
+        "convert",
+        input.path().to_str().expect("utf8"),
+        "--out",
+        out.path().to_str().expect("utf8"),
+        "--format",
+        "parquet,csv,lab-csv",
+        "--jobs",
+        "2",
+    ]);
+    let err = stderr(&o);
+    // The damaged capture makes the run fail, after converting everything else.
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("damaged.pcap: damaged capture at byte 5035"),
+        "{err}"
+    );
+    assert!(
+        err.contains("3 converted, 1 failed, 1 not captures"),
+        "{err}"
+    );
+    for f in [
+        "x.pcap.parquet",
+        "x.pcap.csv",
+        "x.pcap.lab.csv",
+        "x.pcapng.parquet",
+        "nested/iso.pcap.gz.parquet",
+        // What was decoded before the damage is kept.
+        "nested/damaged.pcap.parquet",
+        "nested/damaged.pcap.csv",
+    ] {
+        assert!(out.path().join(f).is_file(), "missing {f}; {err}");
+    }
+    assert!(!out.path().join("notes.csv.parquet").exists());
+    // No temporary files are left behind.
+    let leftovers: Vec<_> = walk(out.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let csv = std::fs::read_to_string(out.path().join("nested/damaged.pcap.csv")).expect("csv");
+    assert_eq!(csv.lines().count(), 1 + 6);
+    assert!(csv.starts_with("capture,frame_number,ts,"));
+    assert!(
+        csv.lines()
+            .nth(1)
+            .expect("row")
+            .starts_with("nested/damaged.pcap,1,")
+    );
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("read_dir").flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_named_non_capture_is_an_error_and_others_still_convert() {
+    let Some(dir) = corpus() else { return };
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = pcaplab(&[
+        "convert",
+        dir.join("manifest.csv").to_str().expect("utf8"),
+        dir.join("tcpdump__pptp.pcap").to_str().expect("utf8"),
+        "--out",
+        out.path().to_str().expect("utf8"),
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("manifest.csv: not a packet capture (first bytes: 66 69 6c 65"),
+        "{err}"
+    );
+    assert!(out.path().join("tcpdump__pptp.pcap.parquet").is_file());
+    assert!(!out.path().join("manifest.csv.parquet").exists());
+}
+
+#[test]
+fn bad_arguments_exit_2_with_a_message() {
+    let o = pcaplab(&["convert", "--out", "x", "--format", "xml", "y"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("xml"), "{}", stderr(&o));
+    let o = pcaplab(&["convert", "/nonexistent/input.pcap", "--out", "/tmp"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("/nonexistent/input.pcap"),
+        "{}",
+        stderr(&o)
+    );
+    let o = pcaplab(&["convert", "x.pcap", "--out", "o", "--jobs", "0"]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn colliding_output_names_are_refused_before_any_work() {
+    let Some(dir) = corpus() else { return };
+    let a = tempfile::tempdir().expect("tempdir");
+    let b = tempfile::tempdir().expect("tempdir");
+    for d in [&a, &b] {
+        std::fs::copy(dir.join("tcpdump__pptp.pcap"), d.path().join("same.pcap")).expect("copy");
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = pcaplab(&[
+        "convert",
+        a.path().join("same.pcap").to_str().expect("utf8"),
+        b.path().join("same.pcap").to_str().expect("utf8"),
+        "--out",
+        out.path().to_str().expect("utf8"),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("would both write same.pcap"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(walk(out.path()).is_empty());
+}
+
+#[test]
+fn inspect_summarises() {
+    let Some(dir) = corpus() else { return };
+    let o = pcaplab(&[
+        "inspect",
+        dir.join("pcapplusplus__pcapng-example.pcapng.zst")
+            .to_str()
+            .expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("Format:          pcapng (zstd-compressed)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Link types:      ethernet (1): 59, linux-sll (113): 100"),
+        "{text}"
+    );
+    assert!(text.contains("Packets:         159"), "{text}");
+    assert!(text.contains("IP protocols:    tcp 159"), "{text}");
+}
+
+#[test]
+fn own_captures_convert_cleanly() {
+    let caps = captures();
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = pcaplab(&[
+        "convert",
+        caps.to_str().expect("utf8"),
+        "--out",
+        out.path().to_str().expect("utf8"),
+        "--format",
+        "parquet,csv",
+    ]);
+    let err = stderr(&o);
+    // lab-truncated.pcap is cut in the middle of a record on purpose.
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("lab-truncated.pcap: damaged capture"), "{err}");
+    assert!(out.path().join("lab-web.pcap.parquet").is_file(), "{err}");
+    assert!(
+        out.path()
+            .join("lab-vlan-ipv6.pcapng.zst.parquet")
+            .is_file(),
+        "{err}"
+    );
+}
+
+#[test]
+fn pyarrow_and_duckdb_read_our_parquet() {
+    let Some(dir) = corpus() else { return };
+    let Some(py) = python() else {
+        eprintln!(
+            "\n*** SKIPPED: PCAPLAB_PYTHON (a Python with pyarrow and duckdb) is not set. ***\n"
+        );
+        return;
+    };
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = pcaplab(&[
+        "convert",
+        dir.join("zeek__vlan-qinqinq.pcap").to_str().expect("utf8"),
+        dir.join("pcapplusplus__many-protocols.pcap")
+            .to_str()
+            .expect("utf8"),
+        "--out",
+        out.path().to_str().expect("utf8"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = r#"
+import sys, pyarrow.parquet as pq, duckdb
+d = sys.argv[1]
+t = pq.read_table(f"{d}/zeek__vlan-qinqinq.pcap.parquet")
+assert t.num_rows == 14, t.num_rows
+assert str(t.schema.field("ts").type) == "timestamp[ns, tz=UTC]", t.schema.field("ts").type
+assert str(t.schema.field("vlan_ids").type) == "list<item: uint16 not null>", t.schema.field("vlan_ids").type
+r = t.slice(0, 1).to_pylist()[0]
+assert r["capture"] == "zeek__vlan-qinqinq.pcap", r
+assert r["frame_number"] == 1 and r["link_type"] == 1, r
+assert len(r["vlan_ids"]) == 3, r["vlan_ids"]
+assert r["ip_version"] == 4 and r["ip_proto"] == 6, r
+assert r["src_port"] is not None and r["icmp_type"] is None, r
+# tshark: frame.time_epoch 1362692526.869344000 (pyarrow gives microseconds to Python)
+assert t.column("ts").cast("int64")[0].as_py() == 1362692526869344000, t.column("ts")[0]
+con = duckdb.connect()
+n, tcp, first = con.execute(
+    f"select count(*), count(*) filter (where ip_proto = 6), min(frame_number) "
+    f"from read_parquet('{d}/pcapplusplus__many-protocols.pcap.parquet')").fetchone()
+assert (n, first) == (4709, 1), (n, first)
+assert tcp > 0
+typ = con.execute(f"select typeof(ts), typeof(src_port) from read_parquet('{d}/pcapplusplus__many-protocols.pcap.parquet') limit 1").fetchone()
+assert typ == ("TIMESTAMPTZ_NS", "USMALLINT"), typ
+print("ok", n, tcp)
+"#;
+    let o = Command::new(&py)
+        .args(["-c", script, out.path().to_str().expect("utf8")])
+        .output()
+        .expect("run python");
+    assert!(
+        o.status.success(),
+        "python failed:\n{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("ok 4709 "));
+}
