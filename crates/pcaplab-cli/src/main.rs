@@ -89,7 +89,7 @@ struct EngineArgs {
     #[arg(long, short, value_name = "N")]
     jobs: Option<NonZeroUsize>,
     /// Frames per chunk (and per Parquet row group).
-    #[arg(long, value_name = "N", default_value = "65536", hide = true)]
+    #[arg(long, value_name = "N", default_value = "16384", hide = true)]
     chunk_frames: NonZeroUsize,
 }
 

@@ -44,8 +44,11 @@ impl Default for EngineBuilder {
     fn default() -> Self {
         EngineBuilder {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            chunk_frames: 64 * 1024,
-            chunk_bytes: 8 << 20,
+            // Measured (benches/compare.sh): 16 Ki frames per chunk keeps peak RSS under
+            // 64 MiB at full speed; larger chunks compress a little better (5.8 vs 6.2
+            // bytes per packet at 64 Ki) and need twice the memory.
+            chunk_frames: 16 * 1024,
+            chunk_bytes: 4 << 20,
             slots: None,
         }
     }

@@ -433,21 +433,32 @@ fn ip(data: &[u8], out: &mut Packet) {
         }
         Some(TransportSlice::Igmp(_)) | None => {}
     }
-    // SCTP is not sliced by etherparse: its common header starts with the two ports.
+    // What etherparse did not slice but is (partly) there: SCTP's common header, and TCP/UDP
+    // headers cut short by the snap length. Like tshark, show the fields whose bytes exist:
+    // the ports (first 4 bytes of all three) and TCP's flags (bytes 12..14).
     if sliced.transport.is_none()
         && !fragmented
         && let (Some(ip), Some(net)) = (out.ip, &sliced.net)
-        && ip.proto == IpNumber::SCTP.0
     {
         let payload = match net {
             LaxNetSlice::Ipv4(v4) => v4.payload().payload,
             LaxNetSlice::Ipv6(v6) => v6.payload().payload,
             LaxNetSlice::Arp(_) => &[],
         };
-        if let (Some(s), Some(d)) = (be16(payload, 0), be16(payload, 2)) {
+        let proto = IpNumber(ip.proto);
+        if matches!(proto, IpNumber::TCP | IpNumber::UDP | IpNumber::SCTP)
+            && let (Some(s), Some(d)) = (be16(payload, 0), be16(payload, 2))
+        {
             out.src_port = Some(s);
             out.dst_port = Some(d);
-            transport_header = Some(12);
+            transport_header = match proto {
+                IpNumber::SCTP => Some(12),
+                IpNumber::UDP => Some(8),
+                _ => payload.get(12).map(|b| u32::from(b >> 4) * 4),
+            };
+            if proto == IpNumber::TCP {
+                out.tcp_flags = be16(payload, 12).map(|f| f & 0x0fff);
+            }
         }
     }
     out.payload_len = match (declared_payload, transport_header) {
@@ -521,9 +532,17 @@ mod tests {
     fn snaplen_cut_keeps_headers() {
         let frame = tcp_v4_frame();
         let mut p = Packet::default();
-        // Cut inside the TCP header: the IP header is still complete.
+        // Cut inside the TCP header: the IP header is complete, and so are the ports.
         dissect(linktype::ETHERNET, &frame[..14 + 4 + 20 + 10], &mut p);
         assert!(p.ip.is_some());
+        assert_eq!(p.error, Some("truncated TCP header"));
+        assert_eq!(
+            (p.src_port, p.dst_port, p.tcp_flags),
+            (Some(40000), Some(443), None)
+        );
+        // Cut inside the options: the flags are there too.
+        dissect(linktype::ETHERNET, &frame[..14 + 4 + 20 + 14], &mut p);
+        assert_eq!(p.tcp_flags, Some(0x012));
         assert_eq!(p.error, Some("truncated TCP header"));
         // Cut inside the Ethernet header.
         dissect(linktype::ETHERNET, &frame[..9], &mut p);
