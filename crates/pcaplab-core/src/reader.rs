@@ -105,18 +105,15 @@ pub const NO_TIMESTAMP: i64 = i64::MIN;
 
 /// What an input is, from its first bytes (looking inside gzip/zstd): `None` if it is not a
 /// capture. Reads at most a few kilobytes.
-pub fn probe(mut input: impl Read) -> io::Result<Option<(Compression, CaptureFormat)>> {
+pub fn probe(
+    mut input: impl Read + Send + 'static,
+) -> io::Result<Option<(Compression, CaptureFormat)>> {
     let mut head = [0u8; 8];
     let n = read_full(&mut input, &mut head)?;
     match sniff(&head[..n]) {
         Some(Magic::Capture(f)) => Ok(Some((Compression::None, f))),
         Some(Magic::Compressed(c)) => {
-            let chained = io::Cursor::new(head[..n].to_vec()).chain(input);
-            let mut inner: Box<dyn Read> = match c {
-                Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chained)),
-                Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(chained)?),
-                Compression::None => Box::new(chained),
-            };
+            let mut inner = decompress(c, &head[..n], input)?;
             let mut head = [0u8; 8];
             // A corrupt compressed stream is "not a capture" for probing purposes.
             let n = read_full(&mut inner, &mut head).unwrap_or(0);
@@ -127,6 +124,16 @@ pub fn probe(mut input: impl Read) -> io::Result<Option<(Compression, CaptureFor
         }
         None => Ok(None),
     }
+}
+
+/// The decompressed stream of `input`, whose first bytes `head` were already read from it.
+fn decompress(c: Compression, head: &[u8], input: impl Read + Send + 'static) -> io::Result<Input> {
+    let chained = io::Cursor::new(head.to_vec()).chain(input);
+    Ok(match c {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chained)),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(chained)?),
+        Compression::None => Box::new(chained),
+    })
 }
 
 /// One frame's metadata; its bytes are `chunk.data[start..start + cap_len]`.
@@ -333,15 +340,7 @@ impl CaptureReader {
         })?;
         let format = match magic {
             Magic::Compressed(c) if compression == Compression::None => {
-                let chained: Input = Box::new(io::Cursor::new(head.to_vec()).chain(input));
-                let decoded: Input = match c {
-                    Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chained)),
-                    Compression::Zstd => {
-                        Box::new(zstd::stream::read::Decoder::new(chained).map_err(io_err)?)
-                    }
-                    Compression::None => chained,
-                };
-                return Self::open(decoded, c);
+                return Self::open(decompress(c, head, input).map_err(io_err)?, c);
             }
             Magic::Compressed(c) => {
                 return Err(ReadError::Unsupported {
