@@ -12,7 +12,7 @@ use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::dissect::{Addr, Packet, dissect};
 use crate::reader::{Chunk, NO_TIMESTAMP};
-use crate::summary::Summary;
+use crate::summary::{Counter, Summary};
 
 /// Column names, in schema order.
 pub mod col {
@@ -242,12 +242,12 @@ impl Builders {
 pub fn decode_chunk(capture: &str, chunk: &Chunk) -> Decoded {
     let n = chunk.frames.len();
     let mut b = Builders::with_capacity(n);
-    let mut summary = Summary::default();
+    let mut counter = Counter::new();
     let mut p = Packet::default();
     let mut text = TextBuf::new();
     for (i, f) in chunk.frames.iter().enumerate() {
         dissect(f.link_type, chunk.frame_data(f), &mut p);
-        summary.add(f, &p);
+        counter.add(f, &p);
         b.frame_number.append_value(chunk.first_frame + i as u64);
         if f.ts_ns == NO_TIMESTAMP {
             b.ts.append_null();
@@ -338,7 +338,10 @@ pub fn decode_chunk(capture: &str, chunk: &Chunk) -> Decoded {
     // the unit tests catch, and it must not take the process down with it.
     let batch = RecordBatch::try_new(schema(), columns)
         .unwrap_or_else(|_| RecordBatch::new_empty(schema()));
-    Decoded { batch, summary }
+    Decoded {
+        batch,
+        summary: counter.finish(),
+    }
 }
 
 #[cfg(test)]

@@ -177,7 +177,8 @@ enum CsvColumn<'a> {
     U64(&'a arrow_array::PrimitiveArray<UInt64Type>),
     Ts(&'a arrow_array::PrimitiveArray<TimestampNanosecondType>),
     Bool(&'a arrow_array::BooleanArray),
-    ListU16(&'a arrow_array::ListArray),
+    /// The list array (for nulls and offsets) and its flattened values.
+    ListU16(&'a arrow_array::ListArray, &'a [u16]),
 }
 
 impl<'a> CsvColumn<'a> {
@@ -191,7 +192,9 @@ impl<'a> CsvColumn<'a> {
             DataType::Timestamp(TimeUnit::Nanosecond, _) => CsvColumn::Ts(a.as_primitive()),
             DataType::Boolean => CsvColumn::Bool(a.as_boolean()),
             DataType::List(f) if f.data_type() == &DataType::UInt16 => {
-                CsvColumn::ListU16(a.as_list::<i32>())
+                let list = a.as_list::<i32>();
+                let values = list.values().as_primitive::<UInt16Type>().values();
+                CsvColumn::ListU16(list, values)
             }
             other => {
                 return Err(io::Error::other(format!(
@@ -210,7 +213,7 @@ impl<'a> CsvColumn<'a> {
             CsvColumn::U64(a) => a.is_null(i),
             CsvColumn::Ts(a) => a.is_null(i),
             CsvColumn::Bool(a) => a.is_null(i),
-            CsvColumn::ListU16(a) => a.is_null(i),
+            CsvColumn::ListU16(a, _) => a.is_null(i),
         }
     }
 
@@ -225,11 +228,12 @@ impl<'a> CsvColumn<'a> {
             CsvColumn::Bool(a) => {
                 out.extend_from_slice(if a.value(i) { b"true" } else { b"false" })
             }
-            CsvColumn::ListU16(a) => {
+            CsvColumn::ListU16(list, values) => {
                 // Several values in one field, joined by ';' so the field needs no quoting.
-                let values = a.value(i);
-                let values = values.as_primitive::<UInt16Type>();
-                for (k, v) in values.values().iter().enumerate() {
+                // Read through the offsets: `ListArray::value` would build an array per row.
+                let offsets = list.value_offsets();
+                let (from, to) = (offsets[i] as usize, offsets[i + 1] as usize);
+                for (k, v) in values[from..to].iter().enumerate() {
                     if k > 0 {
                         out.push(b';');
                     }

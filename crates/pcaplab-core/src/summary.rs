@@ -26,34 +26,74 @@ pub struct Summary {
     pub decode_errors: u64,
 }
 
-impl Summary {
-    pub(crate) fn add(&mut self, f: &FrameMeta, p: &Packet) {
-        self.packets += 1;
-        self.cap_bytes += u64::from(f.cap_len);
-        self.wire_bytes += u64::from(f.wire_len);
-        if f.ts_ns != NO_TIMESTAMP {
-            self.first_ts = Some(self.first_ts.map_or(f.ts_ns, |t| t.min(f.ts_ns)));
-            self.last_ts = Some(self.last_ts.map_or(f.ts_ns, |t| t.max(f.ts_ns)));
-        }
-        // Consecutive frames nearly always share these keys: a BTreeMap lookup per packet is
-        // cheap next to dissection, and keeps the code obvious.
-        *self.link_types.entry(f.link_type).or_default() += 1;
-        let network = match (p.ip, p.ethertype) {
-            (Some(ip), _) if ip.version == 4 => "ipv4",
-            (Some(_), _) => "ipv6",
-            (None, Some(0x0806)) => "arp",
-            (None, Some(_)) => "other",
-            (None, None) => "none",
-        };
-        *self.network.entry(network).or_default() += 1;
-        if let Some(ip) = p.ip {
-            *self.ip_protos.entry(ip.proto).or_default() += 1;
-        }
-        if p.error.is_some() {
-            self.decode_errors += 1;
+/// The keys of [`Summary::network`], in [`Counter`]'s array order.
+const NETWORK: [&str; 5] = ["ipv4", "ipv6", "arp", "other", "none"];
+
+/// Counts one chunk's packets in flat arrays — no map lookup per packet — and becomes a
+/// [`Summary`] once, at the end of the chunk.
+pub(crate) struct Counter {
+    summary: Summary,
+    /// (link type, packets); a chunk rarely has more than one or two.
+    link_types: Vec<(u16, u64)>,
+    network: [u64; NETWORK.len()],
+    ip_protos: [u64; 256],
+}
+
+impl Counter {
+    pub(crate) fn new() -> Self {
+        Counter {
+            summary: Summary::default(),
+            link_types: Vec::new(),
+            network: [0; NETWORK.len()],
+            ip_protos: [0; 256],
         }
     }
 
+    pub(crate) fn add(&mut self, f: &FrameMeta, p: &Packet) {
+        let s = &mut self.summary;
+        s.packets += 1;
+        s.cap_bytes += u64::from(f.cap_len);
+        s.wire_bytes += u64::from(f.wire_len);
+        if f.ts_ns != NO_TIMESTAMP {
+            s.first_ts = Some(s.first_ts.map_or(f.ts_ns, |t| t.min(f.ts_ns)));
+            s.last_ts = Some(s.last_ts.map_or(f.ts_ns, |t| t.max(f.ts_ns)));
+        }
+        match self.link_types.iter_mut().find(|(l, _)| *l == f.link_type) {
+            Some((_, n)) => *n += 1,
+            None => self.link_types.push((f.link_type, 1)),
+        }
+        let network = match (p.ip, p.ethertype) {
+            (Some(ip), _) if ip.version == 4 => 0,
+            (Some(_), _) => 1,
+            (None, Some(0x0806)) => 2,
+            (None, Some(_)) => 3,
+            (None, None) => 4,
+        };
+        self.network[network] += 1;
+        if let Some(ip) = p.ip {
+            self.ip_protos[usize::from(ip.proto)] += 1;
+        }
+        if p.error.is_some() {
+            s.decode_errors += 1;
+        }
+    }
+
+    pub(crate) fn finish(self) -> Summary {
+        let mut s = self.summary;
+        s.link_types.extend(self.link_types);
+        s.network.extend(
+            NETWORK
+                .into_iter()
+                .zip(self.network)
+                .filter(|(_, n)| *n > 0),
+        );
+        s.ip_protos
+            .extend((0..=u8::MAX).zip(self.ip_protos).filter(|(_, n)| *n > 0));
+        s
+    }
+}
+
+impl Summary {
     /// Fold a later chunk's statistics into these.
     pub fn merge(&mut self, other: &Summary) {
         self.packets += other.packets;
