@@ -68,7 +68,10 @@ fn benches(c: &mut Criterion) {
             loop {
                 let mut chunk = Chunk::default();
                 let more = r.fill(&mut chunk, 65536, 8 << 20).expect("read");
-                rows += decode_chunk("bench", &chunk).batch.num_rows();
+                rows += decode_chunk("bench", &chunk)
+                    .expect("decode")
+                    .batch
+                    .num_rows();
                 if !more {
                     break rows;
                 }

@@ -8,7 +8,7 @@ use arrow_array::builder::{
 };
 use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::dissect::{Addr, Packet, dissect};
 use crate::reader::{Chunk, NO_TIMESTAMP};
@@ -239,7 +239,10 @@ impl Builders {
 }
 
 /// Dissect every frame of `chunk` and build its columns (and statistics).
-pub fn decode_chunk(capture: &str, chunk: &Chunk) -> Decoded {
+///
+/// The builders produce exactly the schema's types and lengths, so an error here is a bug;
+/// it is returned, never turned into a missing or empty batch.
+pub fn decode_chunk(capture: &str, chunk: &Chunk) -> Result<Decoded, ArrowError> {
     let n = chunk.frames.len();
     let mut b = Builders::with_capacity(n);
     let mut counter = Counter::new();
@@ -334,14 +337,10 @@ pub fn decode_chunk(capture: &str, chunk: &Chunk) -> Decoded {
         Arc::new(b.payload_len.finish()),
         Arc::new(b.decode_error.finish()),
     ];
-    // The builders produce exactly the schema's types and lengths; a mismatch is a bug that
-    // the unit tests catch, and it must not take the process down with it.
-    let batch = RecordBatch::try_new(schema(), columns)
-        .unwrap_or_else(|_| RecordBatch::new_empty(schema()));
-    Decoded {
-        batch,
+    Ok(Decoded {
+        batch: RecordBatch::try_new(schema(), columns)?,
         summary: counter.finish(),
-    }
+    })
 }
 
 #[cfg(test)]
@@ -363,7 +362,7 @@ mod tests {
 
     #[test]
     fn empty_chunk_gives_empty_batch_with_schema() {
-        let d = decode_chunk("x", &Chunk::default());
+        let d = decode_chunk("x", &Chunk::default()).expect("decode");
         assert_eq!(d.batch.num_rows(), 0);
         assert_eq!(d.batch.schema(), schema());
     }

@@ -193,7 +193,7 @@ pub enum ConvertError {
         #[source]
         source: EncodeError,
     },
-    /// A bug: a worker panicked. The outputs are incomplete.
+    /// A bug: a worker panicked or built an invalid batch. The outputs are incomplete.
     #[error("{name}: internal error while decoding frames from {first_frame}: {message}")]
     Internal {
         name: String,
@@ -212,7 +212,8 @@ struct Encoded {
 
 enum ChunkFailure {
     Encode(&'static str, EncodeError),
-    Panic(u64, String),
+    /// A bug: a worker panicked or built an invalid batch.
+    Internal(u64, String),
 }
 
 type ChunkResult = (u64, Result<Encoded, ChunkFailure>);
@@ -226,7 +227,8 @@ fn encode_chunk(
 ) -> Result<Encoded, ChunkFailure> {
     let first_frame = chunk.first_frame;
     let run = || {
-        let decoded = decode_chunk(name, &chunk);
+        let decoded = decode_chunk(name, &chunk)
+            .map_err(|e| ChunkFailure::Internal(first_frame, e.to_string()))?;
         drop(chunk);
         let batch = &decoded.batch;
         let parquet = parquet
@@ -256,7 +258,7 @@ fn encode_chunk(
                 .map(|s| s.to_string())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "panic".into());
-            Err(ChunkFailure::Panic(first_frame, message))
+            Err(ChunkFailure::Internal(first_frame, message))
         }
     }
 }
@@ -395,7 +397,7 @@ impl Engine {
                 Ok(r) => r,
                 Err(_) => (
                     Summary::default(),
-                    Err(ChunkFailure::Panic(0, "writer thread panicked".into())),
+                    Err(ChunkFailure::Internal(0, "writer thread panicked".into())),
                 ),
             };
             match outcome {
@@ -410,7 +412,7 @@ impl Engine {
                     format,
                     source,
                 }),
-                Err(ChunkFailure::Panic(first_frame, message)) => Err(ConvertError::Internal {
+                Err(ChunkFailure::Internal(first_frame, message)) => Err(ConvertError::Internal {
                     name: name.to_owned(),
                     first_frame,
                     message,

@@ -63,7 +63,8 @@ pub fn decode_bytes(name: &str, bytes: Vec<u8>, chunk_frames: usize) -> DecodedF
         let mut chunk = pcaplab_core::reader::Chunk::default();
         let r = reader.fill(&mut chunk, chunk_frames, 1 << 20);
         if !chunk.frames.is_empty() {
-            out.batches.push(decode_chunk(name, &chunk).batch);
+            out.batches
+                .push(decode_chunk(name, &chunk).expect("decode").batch);
         }
         match r {
             Ok(true) => {}
