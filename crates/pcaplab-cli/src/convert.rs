@@ -17,9 +17,12 @@ use crate::inputs::{Counting, Input, expand};
 
 /// An output being written: a hidden temporary name in the final directory, renamed into
 /// place only when complete, so a crash never leaves a partial file under the final name.
+/// Dropped without [`PendingFile::commit`] (a failed conversion, a failed sibling output),
+/// it removes its temporary file.
 struct PendingFile {
     tmp: PathBuf,
     dest: PathBuf,
+    committed: bool,
 }
 
 impl PendingFile {
@@ -32,22 +35,33 @@ impl PendingFile {
             .unwrap_or_default();
         let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
         let file = File::create(&tmp)?;
-        Ok((PendingFile { tmp, dest }, file))
+        let pending = PendingFile {
+            tmp,
+            dest,
+            committed: false,
+        };
+        Ok((pending, file))
     }
 
-    fn commit(self) -> io::Result<PathBuf> {
-        fs::rename(&self.tmp, &self.dest)?;
-        Ok(self.dest)
+    fn commit(mut self) -> anyhow::Result<()> {
+        fs::rename(&self.tmp, &self.dest)
+            .with_context(|| format!("renaming to {}", self.dest.display()))?;
+        self.committed = true;
+        Ok(())
     }
+}
 
-    fn discard(self) {
-        let _ = fs::remove_file(&self.tmp);
+impl Drop for PendingFile {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
     }
 }
 
 /// The outcome of one file, for the line printed about it and the totals.
 enum Outcome {
-    Converted(Report, Vec<PathBuf>),
+    Converted(Report),
     Failed(anyhow::Error),
 }
 
@@ -66,7 +80,7 @@ fn convert_one(
     formats: &[Format],
     progress: &Arc<AtomicU64>,
 ) -> Outcome {
-    let run = || -> anyhow::Result<(Report, Vec<PathBuf>)> {
+    let run = || -> anyhow::Result<Report> {
         let file = File::open(&input.path).with_context(|| format!("{}", input.path.display()))?;
         let reader = Box::new(Counting {
             inner: file,
@@ -82,28 +96,15 @@ fn convert_one(
             outputs.set(f, Box::new(BufWriter::with_capacity(1 << 20, file)));
         }
         let name = input.rel.to_string_lossy();
-        match engine.convert(&name, reader, outputs) {
-            Ok(report) => {
-                let mut written = Vec::new();
-                for p in pending {
-                    let dest = p.dest.clone();
-                    written.push(
-                        p.commit()
-                            .with_context(|| format!("renaming to {}", dest.display()))?,
-                    );
-                }
-                Ok((report, written))
-            }
-            Err(e) => {
-                for p in pending {
-                    p.discard();
-                }
-                Err(anyhow::Error::new(e))
-            }
+        // On any error below, the pending files drop and remove their temporary files.
+        let report = engine.convert(&name, reader, outputs)?;
+        for p in pending {
+            p.commit()?;
         }
+        Ok(report)
     };
     match run() {
-        Ok((report, written)) => Outcome::Converted(report, written),
+        Ok(report) => Outcome::Converted(report),
         Err(e) => Outcome::Failed(e),
     }
 }
@@ -214,7 +215,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
                         let outcome = convert_one(&engine, input, &args.out, &formats, &progress);
                         let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
                         match outcome {
-                            Outcome::Converted(report, _written) => {
+                            Outcome::Converted(report) => {
                                 let s = &report.summary;
                                 t.2 += s.packets;
                                 t.3 += s.cap_bytes;

@@ -287,3 +287,27 @@ print("ok", n, tcp)
     );
     assert!(String::from_utf8_lossy(&o.stdout).starts_with("ok 4709 "));
 }
+
+#[test]
+fn a_failed_output_leaves_no_temporary_files() {
+    let Some(dir) = corpus() else { return };
+    let out = tempfile::tempdir().expect("tempdir");
+    // A directory where the CSV output should go: its rename fails after conversion.
+    std::fs::create_dir(out.path().join("tcpdump__pptp.pcap.csv")).expect("mkdir");
+    let o = pcaplab(&[
+        "convert",
+        dir.join("tcpdump__pptp.pcap").to_str().expect("utf8"),
+        "--out",
+        out.path().to_str().expect("utf8"),
+        "--format",
+        "parquet,csv,lab-csv",
+    ]);
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("renaming to"), "{err}");
+    let leftovers: Vec<_> = walk(out.path())
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}

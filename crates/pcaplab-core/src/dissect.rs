@@ -135,7 +135,7 @@ pub fn dissect(link_type: u16, data: &[u8], out: &mut Packet) {
                 None => out.error = Some("truncated PPPoE header"),
             }
         }
-        linktype::IEEE802_11 => ieee802_11(data, false, out),
+        linktype::IEEE802_11 => ieee802_11(data, out),
         linktype::IEEE802_11_RADIOTAP => radiotap(data, out),
         _ => {}
     }
@@ -279,13 +279,13 @@ fn radiotap(data: &[u8], out: &mut Packet) {
         return;
     };
     match data.get(len..) {
-        Some(rest) if len >= 8 => ieee802_11(rest, true, out),
+        Some(rest) if len >= 8 => ieee802_11(rest, out),
         _ => out.error = Some("truncated radiotap header"),
     }
 }
 
 /// IEEE 802.11 data frames: the header, then LLC/SNAP, then an EtherType payload.
-fn ieee802_11(data: &[u8], _radiotap: bool, out: &mut Packet) {
+fn ieee802_11(data: &[u8], out: &mut Packet) {
     let Some(&[fc0, fc1]) = data.get(..2).and_then(|b| <&[u8; 2]>::try_from(b).ok()) else {
         out.error = Some("truncated 802.11 header");
         return;
