@@ -8,6 +8,7 @@ use std::io::{Cursor, Write};
 use std::path::PathBuf;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pcaplab_core::convert::{DEFAULT_CHUNK_BYTES, DEFAULT_CHUNK_FRAMES};
 use pcaplab_core::reader::Chunk;
 use pcaplab_core::{CaptureReader, Engine, Outputs, decode_chunk};
 
@@ -39,6 +40,22 @@ impl Write for Discard {
     }
 }
 
+/// Frame `bytes` into chunks of the engine's default size; sum `f` over them.
+fn for_each_chunk(bytes: &[u8], mut f: impl FnMut(&Chunk) -> usize) -> usize {
+    let mut r = CaptureReader::new(Box::new(Cursor::new(bytes.to_vec()))).expect("open");
+    let mut total = 0;
+    loop {
+        let mut chunk = Chunk::default();
+        let more = r
+            .fill(&mut chunk, DEFAULT_CHUNK_FRAMES, DEFAULT_CHUNK_BYTES)
+            .expect("read");
+        total += f(&chunk);
+        if !more {
+            return total;
+        }
+    }
+}
+
 fn benches(c: &mut Criterion) {
     let (name, bytes) = input();
     eprintln!("benchmark input: {name} ({} bytes)", bytes.len());
@@ -47,35 +64,14 @@ fn benches(c: &mut Criterion) {
     g.sample_size(20);
 
     g.bench_function("frame", |b| {
-        b.iter(|| {
-            let mut r = CaptureReader::new(Box::new(Cursor::new(bytes.clone()))).expect("open");
-            let mut n = 0;
-            loop {
-                let mut chunk = Chunk::default();
-                let more = r.fill(&mut chunk, 65536, 8 << 20).expect("read");
-                n += chunk.frames.len();
-                if !more {
-                    break n;
-                }
-            }
-        })
+        b.iter(|| for_each_chunk(&bytes, |c| c.frames.len()))
     });
 
     g.bench_function("frame+dissect+columns (1 thread)", |b| {
         b.iter(|| {
-            let mut r = CaptureReader::new(Box::new(Cursor::new(bytes.clone()))).expect("open");
-            let mut rows = 0;
-            loop {
-                let mut chunk = Chunk::default();
-                let more = r.fill(&mut chunk, 65536, 8 << 20).expect("read");
-                rows += decode_chunk("bench", &chunk)
-                    .expect("decode")
-                    .batch
-                    .num_rows();
-                if !more {
-                    break rows;
-                }
-            }
+            for_each_chunk(&bytes, |c| {
+                decode_chunk("bench", c).expect("decode").batch.num_rows()
+            })
         })
     });
 

@@ -88,9 +88,9 @@ struct EngineArgs {
     /// Worker threads [default: the number of CPUs].
     #[arg(long, short, value_name = "N")]
     jobs: Option<NonZeroUsize>,
-    /// Frames per chunk (and per Parquet row group).
-    #[arg(long, value_name = "N", default_value = "16384", hide = true)]
-    chunk_frames: NonZeroUsize,
+    /// Frames per chunk (and per Parquet row group) [default: the engine's].
+    #[arg(long, value_name = "N", hide = true)]
+    chunk_frames: Option<NonZeroUsize>,
 }
 
 impl EngineArgs {
@@ -102,10 +102,11 @@ impl EngineArgs {
     }
 
     fn build(&self) -> anyhow::Result<pcaplab_core::Engine> {
-        Ok(pcaplab_core::Engine::builder()
-            .jobs(self.jobs())
-            .chunk_frames(self.chunk_frames.get())
-            .build()?)
+        let mut builder = pcaplab_core::Engine::builder().jobs(self.jobs());
+        if let Some(n) = self.chunk_frames {
+            builder = builder.chunk_frames(n.get());
+        }
+        Ok(builder.build()?)
     }
 }
 

@@ -86,6 +86,17 @@ struct Frame {
     comment: Option<&'static str>,
 }
 
+impl Frame {
+    fn new(iface: u32, ts_ns: u64, data: Vec<u8>, comment: Option<&'static str>) -> Self {
+        Frame {
+            ts_ns,
+            iface,
+            data,
+            comment,
+        }
+    }
+}
+
 /// A clock that moves forward by a base step plus seeded jitter.
 struct Clock {
     ns: u64,
@@ -492,14 +503,7 @@ fn web_frames() -> Res<Vec<Frame>> {
     let mut rng = Rng(SEED);
     let mut clock = Clock::new(WEB_START_S * NS_PER_S, NS_PER_US);
     let mut frames: Vec<Frame> = Vec::new();
-    let mut push = |ts_ns: u64, data: Vec<u8>| {
-        frames.push(Frame {
-            ts_ns,
-            iface: 0,
-            data,
-            comment: None,
-        })
-    };
+    let mut push = |ts_ns: u64, data: Vec<u8>| frames.push(Frame::new(0, ts_ns, data, None));
 
     let client = Host {
         mac: CLIENT_MAC,
@@ -723,12 +727,7 @@ fn vlan_frames() -> Res<Vec<Frame>> {
         };
         let mut c = Conn::new(Link::Vlan(100), client, server, 8080, &mut rng);
         let mut add = |t: u64, data: Vec<u8>, comment: Option<&'static str>| {
-            frames.push(Frame {
-                ts_ns: t,
-                iface: 0,
-                data,
-                comment,
-            })
+            frames.push(Frame::new(0, t, data, comment))
         };
         add(
             clock.ns,
@@ -796,12 +795,12 @@ fn vlan_frames() -> Res<Vec<Frame>> {
                 (sport, 123),
                 &ntp,
             )?;
-            frames.push(Frame {
-                ts_ns: t,
-                iface: 0,
-                data: q,
-                comment: (i == 0).then_some("QinQ 200/300, IPv4 UDP (NTP)"),
-            });
+            frames.push(Frame::new(
+                0,
+                t,
+                q,
+                (i == 0).then_some("QinQ 200/300, IPv4 UDP (NTP)"),
+            ));
             let t = clock.tick(&mut rng, 450, 150);
             let mut reply = ntp;
             reply[0] = 0x24; // mode 4 (server)
@@ -818,12 +817,7 @@ fn vlan_frames() -> Res<Vec<Frame>> {
                 (123, sport),
                 &reply,
             )?;
-            frames.push(Frame {
-                ts_ns: t,
-                iface: 0,
-                data: r,
-                comment: None,
-            });
+            frames.push(Frame::new(0, t, r, None));
         }
     }
 
@@ -847,12 +841,7 @@ fn vlan_frames() -> Res<Vec<Frame>> {
         c.hop_by_hop = true;
         c.mss = [1440, 1440];
         let mut add = |t: u64, data: Vec<u8>, comment: Option<&'static str>| {
-            frames.push(Frame {
-                ts_ns: t,
-                iface: 0,
-                data,
-                comment,
-            })
+            frames.push(Frame::new(0, t, data, comment))
         };
         add(
             clock.ns,
@@ -916,10 +905,10 @@ fn vlan_frames() -> Res<Vec<Frame>> {
             let sport = rng.port();
             let t = clock.tick(&mut rng, 600, 200);
             let q = dns_message(id, name, qtype, None)?;
-            frames.push(Frame {
-                ts_ns: t,
-                iface: 1,
-                data: udp_packet(
+            frames.push(Frame::new(
+                1,
+                t,
+                udp_packet(
                     Link::Raw,
                     &client,
                     &resolver,
@@ -928,14 +917,14 @@ fn vlan_frames() -> Res<Vec<Frame>> {
                     (sport, 53),
                     &q,
                 )?,
-                comment: (i == 0).then_some("raw IPv4 (LINKTYPE_RAW), UDP DNS"),
-            });
+                (i == 0).then_some("raw IPv4 (LINKTYPE_RAW), UDP DNS"),
+            ));
             let t = clock.tick(&mut rng, 9_000, 3_000);
             let r = dns_message(id, name, qtype, Some((60, rdata)))?;
-            frames.push(Frame {
-                ts_ns: t,
-                iface: 1,
-                data: udp_packet(
+            frames.push(Frame::new(
+                1,
+                t,
+                udp_packet(
                     Link::Raw,
                     &resolver,
                     &client,
@@ -944,8 +933,8 @@ fn vlan_frames() -> Res<Vec<Frame>> {
                     (53, sport),
                     &r,
                 )?,
-                comment: None,
-            });
+                None,
+            ));
         }
     }
 

@@ -31,6 +31,13 @@ use crate::encode::{
 use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, ReadError};
 use crate::summary::Summary;
 
+/// Frames per chunk (and Parquet row group) unless set otherwise. Measured with
+/// benches/compare.sh: 16 Ki frames keeps peak RSS under 64 MiB at full speed; larger chunks
+/// compress a little better (5.8 vs 6.2 bytes per packet at 64 Ki) and need twice the memory.
+pub const DEFAULT_CHUNK_FRAMES: usize = 16 * 1024;
+/// Packet bytes per chunk unless set otherwise.
+pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
+
 /// Settings of an [`Engine`], validated by [`EngineBuilder::build`].
 #[derive(Clone, Debug)]
 pub struct EngineBuilder {
@@ -44,11 +51,8 @@ impl Default for EngineBuilder {
     fn default() -> Self {
         EngineBuilder {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
-            // Measured (benches/compare.sh): 16 Ki frames per chunk keeps peak RSS under
-            // 64 MiB at full speed; larger chunks compress a little better (5.8 vs 6.2
-            // bytes per packet at 64 Ki) and need twice the memory.
-            chunk_frames: 16 * 1024,
-            chunk_bytes: 4 << 20,
+            chunk_frames: DEFAULT_CHUNK_FRAMES,
+            chunk_bytes: DEFAULT_CHUNK_BYTES,
             slots: None,
         }
     }

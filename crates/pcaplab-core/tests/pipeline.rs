@@ -98,28 +98,17 @@ fn damaged_corpus_captures_keep_the_packets_before_the_damage() {
 fn unreadable_corpus_files_are_clear_errors() {
     let Some(dir) = corpus() else { return };
     let e = engine(1, 64);
-    let c = convert(
-        &e,
-        "x",
-        std::fs::read(dir.join("libpcap__pcap-invalid-version-1.pcap")).expect("read"),
-    );
-    match c.report {
-        Err(ConvertError::Open {
-            source: ReadError::Unsupported { reason },
-            ..
-        }) => assert!(reason.contains("version 1.4"), "{reason}"),
+    let open_error =
+        |file: &str| match convert(&e, "x", std::fs::read(dir.join(file)).expect("read")).report {
+            Err(ConvertError::Open { source, .. }) => source,
+            other => panic!("{file}: {other:?}"),
+        };
+    match open_error("libpcap__pcap-invalid-version-1.pcap") {
+        ReadError::Unsupported { reason } => assert!(reason.contains("version 1.4"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    let c = convert(
-        &e,
-        "x",
-        std::fs::read(dir.join("pcap-parser__err-eof.bin")).expect("read"),
-    );
-    match c.report {
-        Err(ConvertError::Open {
-            source: ReadError::NotACapture { magic },
-            ..
-        }) => assert_eq!(magic, "06 00 00 00 a0 00 00 00"),
+    match open_error("pcap-parser__err-eof.bin") {
+        ReadError::NotACapture { magic } => assert_eq!(magic, "06 00 00 00 a0 00 00 00"),
         other => panic!("{other:?}"),
     }
     // Truncated compressed input: an I/O (decompression) error, still no panic.
