@@ -92,11 +92,7 @@ fn converts_a_directory_recursively_keeping_names() {
     }
     assert!(!out.path().join("notes.csv.parquet").exists());
     // No temporary files are left behind.
-    let leftovers: Vec<_> = walk(out.path())
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".partial"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_partial_files(out.path());
     let csv = std::fs::read_to_string(out.path().join("nested/damaged.pcap.csv")).expect("csv");
     assert_eq!(csv.lines().count(), 1 + 6);
     assert!(csv.starts_with("capture,frame_number,ts,"));
@@ -106,6 +102,14 @@ fn converts_a_directory_recursively_keeping_names() {
             .expect("row")
             .starts_with("nested/damaged.pcap,1,")
     );
+}
+
+fn assert_no_partial_files(dir: &Path) {
+    let leftovers: Vec<_> = walk(dir)
+        .into_iter()
+        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
 
 fn walk(dir: &Path) -> Vec<PathBuf> {
@@ -305,9 +309,5 @@ fn a_failed_output_leaves_no_temporary_files() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(err.contains("renaming to"), "{err}");
-    let leftovers: Vec<_> = walk(out.path())
-        .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".partial"))
-        .collect();
-    assert!(leftovers.is_empty(), "{leftovers:?}");
+    assert_no_partial_files(out.path());
 }

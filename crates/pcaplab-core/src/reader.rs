@@ -214,20 +214,15 @@ struct Interface {
     snaplen: u32,
 }
 
+/// pcap-parser's streaming reader for either container, behind one interface: the loop that
+/// pulls blocks, refills and grows the buffer is the same for both.
+type BlockReader = Box<dyn PcapReaderIterator + Send>;
+
 enum Framer {
-    Pcap {
-        reader: LegacyPcapReader<ErrorKeepingReader<Input>>,
-        nanos: bool,
-        big_endian: bool,
-        link_type: u16,
-    },
-    PcapNg {
-        reader: PcapNGReader<ErrorKeepingReader<Input>>,
-        /// Interfaces of the current section.
-        interfaces: Vec<Interface>,
-        /// Global id of the current section's first interface (ids run on across sections).
-        section_base: u32,
-        big_endian: bool,
+    /// pcap or pcapng, framed by pcap-parser.
+    Blocks {
+        reader: BlockReader,
+        kind: BlockKind,
     },
     Snoop {
         input: ErrorKeepingReader<Input>,
@@ -235,6 +230,68 @@ enum Framer {
         offset: u64,
         buf: Vec<u8>,
     },
+}
+
+/// What differs between pcap and pcapng: the state their blocks are read with.
+enum BlockKind {
+    Pcap {
+        nanos: bool,
+        big_endian: bool,
+        link_type: u16,
+    },
+    PcapNg {
+        /// Interfaces of the current section.
+        interfaces: Vec<Interface>,
+        /// Global id of the current section's first interface (ids run on across sections).
+        section_base: u32,
+        big_endian: bool,
+    },
+}
+
+impl BlockKind {
+    /// Take one block: a packet goes into `chunk`, a header or interface updates the state.
+    fn handle(
+        &mut self,
+        block: PcapBlockOwned<'_>,
+        chunk: &mut Chunk,
+        offset: u64,
+    ) -> Result<(), ReadError> {
+        match (self, block) {
+            (
+                BlockKind::Pcap {
+                    nanos, link_type, ..
+                },
+                PcapBlockOwned::Legacy(b),
+            ) => {
+                let frac = if *nanos {
+                    i64::from(b.ts_usec)
+                } else {
+                    i64::from(b.ts_usec) * 1000
+                };
+                let ts = i64::from(b.ts_sec) * 1_000_000_000 + frac;
+                let cap = b.data.len().min(b.caplen as usize);
+                chunk.push(ts, 0, *link_type, b.origlen, &b.data[..cap]);
+                Ok(())
+            }
+            (
+                BlockKind::PcapNg {
+                    interfaces,
+                    section_base,
+                    big_endian,
+                },
+                PcapBlockOwned::NG(block),
+            ) => ng_block(&block, chunk, interfaces, section_base, big_endian, offset),
+            _ => Ok(()),
+        }
+    }
+
+    fn big_endian(&self) -> bool {
+        match self {
+            BlockKind::Pcap { big_endian, .. } | BlockKind::PcapNg { big_endian, .. } => {
+                *big_endian
+            }
+        }
+    }
 }
 
 /// Streams frames out of a capture, detecting compression and format by magic number.
@@ -405,48 +462,39 @@ impl CaptureReader {
         buffer: circular::Buffer,
         input: ErrorKeepingReader<Input>,
     ) -> Result<Framer, ReadError> {
-        let reader =
+        let mut reader =
             LegacyPcapReader::from_buffer(buffer, input).map_err(|e| ReadError::Damaged {
                 offset: 0,
                 reason: format!("invalid pcap file header ({})", describe(&e)),
             })?;
-        // The first `next()` returns the file header, which we already validated.
-        let mut framer = Framer::Pcap {
-            reader,
-            nanos: false,
-            big_endian: false,
-            link_type: 0,
-        };
-        if let Framer::Pcap {
-            reader,
-            nanos,
-            big_endian,
-            link_type,
-        } = &mut framer
-        {
-            let (consumed, header) = match reader.next() {
-                Ok((n, PcapBlockOwned::LegacyHeader(h))) => (n, h),
-                _ => {
-                    return Err(ReadError::Damaged {
-                        offset: 0,
-                        reason: "invalid pcap file header".into(),
-                    });
-                }
-            };
-            if header.version_major != 2 {
-                return Err(ReadError::Unsupported {
-                    reason: format!(
-                        "pcap version {}.{} (only 2.x is defined)",
-                        header.version_major, header.version_minor
-                    ),
+        // The first `next()` returns the file header, which from_buffer already validated.
+        let (consumed, header) = match reader.next() {
+            Ok((n, PcapBlockOwned::LegacyHeader(h))) => (n, h),
+            _ => {
+                return Err(ReadError::Damaged {
+                    offset: 0,
+                    reason: "invalid pcap file header".into(),
                 });
             }
-            *nanos = header.is_nanosecond_precision();
-            *big_endian = header.is_bigendian();
-            *link_type = link_type_of(header.network.0 as u32);
-            reader.consume(consumed);
+        };
+        if header.version_major != 2 {
+            return Err(ReadError::Unsupported {
+                reason: format!(
+                    "pcap version {}.{} (only 2.x is defined)",
+                    header.version_major, header.version_minor
+                ),
+            });
         }
-        Ok(framer)
+        let kind = BlockKind::Pcap {
+            nanos: header.is_nanosecond_precision(),
+            big_endian: header.is_bigendian(),
+            link_type: link_type_of(header.network.0 as u32),
+        };
+        reader.consume(consumed);
+        Ok(Framer::Blocks {
+            reader: Box::new(reader),
+            kind,
+        })
     }
 
     fn open_pcapng(
@@ -457,11 +505,13 @@ impl CaptureReader {
             offset: 0,
             reason: format!("invalid pcapng section header block ({})", describe(&e)),
         })?;
-        Ok(Framer::PcapNg {
-            reader,
-            interfaces: Vec::new(),
-            section_base: 0,
-            big_endian: false,
+        Ok(Framer::Blocks {
+            reader: Box::new(reader),
+            kind: BlockKind::PcapNg {
+                interfaces: Vec::new(),
+                section_base: 0,
+                big_endian: false,
+            },
         })
     }
 
@@ -476,8 +526,7 @@ impl CaptureReader {
     /// Byte offset (in the decompressed stream) of the next unread record.
     pub fn offset(&self) -> u64 {
         match &self.framer {
-            Framer::Pcap { reader, .. } => reader.consumed() as u64,
-            Framer::PcapNg { reader, .. } => reader.consumed() as u64,
+            Framer::Blocks { reader, .. } => reader.consumed() as u64,
             Framer::Snoop { offset, .. } => *offset,
         }
     }
@@ -494,23 +543,19 @@ impl CaptureReader {
                 }
             })
         };
-        match &self.framer {
-            Framer::Pcap {
-                reader, big_endian, ..
-            } => match word(reader.data(), 8, *big_endian) {
+        let Framer::Blocks { reader, kind } = &self.framer else {
+            return String::new();
+        };
+        let (data, be) = (reader.data(), kind.big_endian());
+        match kind {
+            BlockKind::Pcap { .. } => match word(data, 8, be) {
                 Some(caplen) => format!("the record claims {caplen} captured bytes"),
                 None => "the record header is incomplete".into(),
             },
-            Framer::PcapNg {
-                reader, big_endian, ..
-            } => match (
-                word(reader.data(), 0, *big_endian),
-                word(reader.data(), 4, *big_endian),
-            ) {
+            BlockKind::PcapNg { .. } => match (word(data, 0, be), word(data, 4, be)) {
                 (Some(t), Some(len)) => format!("block type 0x{t:08x}, length {len}"),
                 _ => "the block header is incomplete".into(),
             },
-            Framer::Snoop { .. } => String::new(),
         }
     }
 
@@ -541,8 +586,7 @@ impl CaptureReader {
         }
         let before = chunk.frames.len();
         let result = match &mut self.framer {
-            Framer::Pcap { .. } => self.fill_pcap(chunk, max_frames, max_bytes),
-            Framer::PcapNg { .. } => self.fill_pcapng(chunk, max_frames, max_bytes),
+            Framer::Blocks { .. } => self.fill_blocks(chunk, max_frames, max_bytes),
             Framer::Snoop { .. } => self.fill_snoop(chunk, max_frames, max_bytes),
         };
         self.next_frame += (chunk.frames.len() - before) as u64;
@@ -565,8 +609,7 @@ impl CaptureReader {
         match kind {
             ParseFailure::Incomplete => {
                 let refilled = match &mut self.framer {
-                    Framer::Pcap { reader, .. } => reader.refill().is_ok(),
-                    Framer::PcapNg { reader, .. } => reader.refill().is_ok(),
+                    Framer::Blocks { reader, .. } => reader.refill().is_ok(),
                     Framer::Snoop { .. } => true,
                 };
                 if refilled {
@@ -577,8 +620,9 @@ impl CaptureReader {
             }
             ParseFailure::BufferTooSmall => {
                 let grown = match &mut self.framer {
-                    Framer::Pcap { reader, .. } => grow(reader, &mut self.buffer_capacity),
-                    Framer::PcapNg { reader, .. } => grow(reader, &mut self.buffer_capacity),
+                    Framer::Blocks { reader, .. } => {
+                        grow(reader.as_mut(), &mut self.buffer_capacity)
+                    }
                     Framer::Snoop { .. } => false,
                 };
                 if grown {
@@ -609,50 +653,7 @@ impl CaptureReader {
         }
     }
 
-    fn fill_pcap(
-        &mut self,
-        chunk: &mut Chunk,
-        max_frames: usize,
-        max_bytes: usize,
-    ) -> Result<bool, ReadError> {
-        loop {
-            if chunk.frames.len() >= max_frames || chunk.data.len() >= max_bytes {
-                return Ok(true);
-            }
-            let Framer::Pcap {
-                reader,
-                nanos,
-                link_type,
-                ..
-            } = &mut self.framer
-            else {
-                unreachable_framer()?
-            };
-            let failure = match reader.next() {
-                Ok((consumed, PcapBlockOwned::Legacy(b))) => {
-                    let frac = if *nanos {
-                        i64::from(b.ts_usec)
-                    } else {
-                        i64::from(b.ts_usec) * 1000
-                    };
-                    let ts = i64::from(b.ts_sec) * 1_000_000_000 + frac;
-                    let cap = b.data.len().min(b.caplen as usize);
-                    chunk.push(ts, 0, *link_type, b.origlen, &b.data[..cap]);
-                    reader.consume(consumed);
-                    continue;
-                }
-                Ok((consumed, _)) => {
-                    reader.consume(consumed);
-                    continue;
-                }
-                Err(PcapError::Eof) => return Ok(false),
-                Err(e) => ParseFailure::from(&e),
-            };
-            self.on_parse_error(failure)?;
-        }
-    }
-
-    fn fill_pcapng(
+    fn fill_blocks(
         &mut self,
         chunk: &mut Chunk,
         max_frames: usize,
@@ -663,25 +664,14 @@ impl CaptureReader {
                 return Ok(true);
             }
             let offset = self.offset();
-            let Framer::PcapNg {
-                reader,
-                interfaces,
-                section_base,
-                big_endian,
-            } = &mut self.framer
-            else {
+            let Framer::Blocks { reader, kind } = &mut self.framer else {
                 unreachable_framer()?
             };
             let failure = match reader.next() {
-                Ok((consumed, PcapBlockOwned::NG(block))) => {
-                    let outcome =
-                        ng_block(&block, chunk, interfaces, section_base, big_endian, offset);
+                Ok((consumed, block)) => {
+                    let outcome = kind.handle(block, chunk, offset);
                     reader.consume(consumed);
                     outcome?;
-                    continue;
-                }
-                Ok((consumed, _)) => {
-                    reader.consume(consumed);
                     continue;
                 }
                 Err(PcapError::Eof) => return Ok(false),
@@ -761,7 +751,7 @@ fn unreachable_framer<T>() -> Result<T, ReadError> {
 }
 
 /// Double pcap-parser's buffer (tracked in `capacity`) unless that would pass the record limit.
-fn grow<R: PcapReaderIterator>(reader: &mut R, capacity: &mut usize) -> bool {
+fn grow(reader: &mut dyn PcapReaderIterator, capacity: &mut usize) -> bool {
     let next = capacity.saturating_mul(2);
     // A record of MAX_RECORD bytes plus its header must fit.
     if next > MAX_RECORD * 2 || !reader.grow(next) {
