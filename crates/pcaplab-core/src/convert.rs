@@ -28,7 +28,7 @@ use crate::encode::{
     EncodeError, Format, LAB_CSV_HEADER, ParquetEncoder, ParquetSink, csv_header, encode_csv,
     encode_lab_csv, encode_parquet,
 };
-use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, ReadError};
+use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, NO_TIMESTAMP, ReadError};
 use crate::summary::Summary;
 
 /// Frames per chunk (and Parquet row group) unless set otherwise. Measured with
@@ -168,6 +168,18 @@ impl<'a> Outputs<'a> {
     }
 }
 
+/// What is known when a capture's outputs are chosen (see [`Engine::convert_with`]).
+#[derive(Clone, Copy, Debug)]
+pub struct Opened {
+    pub format: CaptureFormat,
+    pub compression: Compression,
+    /// The earliest timestamp of the first chunk of frames (ns since the epoch), if any.
+    pub first_ts: Option<i64>,
+}
+
+/// Why the outputs of [`Engine::convert_with`] could not be created.
+pub type OutputsError = Box<dyn std::error::Error + Send + Sync>;
+
 /// What a conversion produced.
 #[derive(Debug)]
 pub struct Report {
@@ -196,6 +208,13 @@ pub enum ConvertError {
         format: &'static str,
         #[source]
         source: EncodeError,
+    },
+    /// The outputs could not be created; nothing was written.
+    #[error("{name}: cannot create the outputs")]
+    Outputs {
+        name: String,
+        #[source]
+        source: OutputsError,
     },
     /// A bug: a worker panicked or built an invalid batch. The outputs are incomplete.
     #[error("{name}: internal error while decoding frames from {first_frame}: {message}")]
@@ -324,10 +343,48 @@ impl Engine {
         input: Box<dyn Read + Send>,
         outputs: Outputs<'_>,
     ) -> Result<Report, ConvertError> {
+        self.convert_with(name, input, |_| Ok(outputs))
+    }
+
+    /// Like [`Engine::convert`], but the outputs are chosen once the capture has been
+    /// recognised and its first chunk framed: `outputs` sees the format and the first
+    /// timestamp (to put the outputs in a date partition, say). It is not called when the
+    /// input is not a capture; its error becomes [`ConvertError::Outputs`].
+    pub fn convert_with<'a>(
+        &self,
+        name: &str,
+        input: Box<dyn Read + Send>,
+        outputs: impl FnOnce(&Opened) -> Result<Outputs<'a>, OutputsError>,
+    ) -> Result<Report, ConvertError> {
         let mut reader = CaptureReader::new(input).map_err(|source| ConvertError::Open {
             name: name.to_owned(),
             source,
         })?;
+        // The first chunk is framed before any output exists; it takes its slot as usual.
+        let _ = self.slot_take.recv();
+        let mut first = Chunk::default();
+        let first_fill = reader.fill(&mut first, self.chunk_frames, self.chunk_bytes);
+        let opened = Opened {
+            format: reader.format(),
+            compression: reader.compression(),
+            first_ts: first
+                .frames
+                .iter()
+                .map(|f| f.ts_ns)
+                .filter(|&t| t != NO_TIMESTAMP)
+                .min(),
+        };
+        let outputs = match outputs(&opened) {
+            Ok(o) => o,
+            Err(source) => {
+                let _ = self.slot_give.send(());
+                return Err(ConvertError::Outputs {
+                    name: name.to_owned(),
+                    source,
+                });
+            }
+        };
+        let mut first = Some((first, first_fill));
         let write_err = |(format, source): (&'static str, EncodeError)| ConvertError::Write {
             name: name.to_owned(),
             format,
@@ -364,12 +421,20 @@ impl Engine {
                 if failed.load(Ordering::Relaxed) {
                     break;
                 }
-                // Wait for a slot; the engine's own give side never closes while it lives.
-                if self.slot_take.recv().is_err() {
-                    break;
-                }
-                let mut chunk = Chunk::default();
-                let more = match reader.fill(&mut chunk, self.chunk_frames, self.chunk_bytes) {
+                let (chunk, filled) = match first.take() {
+                    Some(first) => first,
+                    None => {
+                        // Wait for a slot; the engine's own give side never closes while it
+                        // lives.
+                        if self.slot_take.recv().is_err() {
+                            break;
+                        }
+                        let mut chunk = Chunk::default();
+                        let filled = reader.fill(&mut chunk, self.chunk_frames, self.chunk_bytes);
+                        (chunk, filled)
+                    }
+                };
+                let more = match filled {
                     Ok(more) => more,
                     Err(e) => {
                         damage = Some(e);

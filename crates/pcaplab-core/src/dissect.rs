@@ -32,10 +32,19 @@ pub mod linktype {
 pub const MAX_VLANS: usize = 8;
 
 /// An IP address as raw bytes (formatting to text happens once, in the column builder).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Addr {
     V4([u8; 4]),
     V6([u8; 16]),
+}
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Addr::V4(a) => std::net::Ipv4Addr::from(*a).fmt(f),
+            Addr::V6(a) => std::net::Ipv6Addr::from(*a).fmt(f),
+        }
+    }
 }
 
 /// The outermost IP header.

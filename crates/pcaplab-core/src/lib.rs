@@ -10,11 +10,15 @@ pub mod columns;
 pub mod convert;
 pub mod dissect;
 pub mod encode;
+pub mod item;
 pub mod reader;
 pub mod summary;
 
 pub use columns::{decode_chunk, schema};
-pub use convert::{BuildError, ConvertError, Engine, EngineBuilder, Outputs, Report};
+pub use convert::{
+    BuildError, ConvertError, Engine, EngineBuilder, Opened, Outputs, OutputsError, Report,
+};
 pub use encode::Format;
+pub use item::{AttrValue, Item, ItemSource, Outcome as ItemOutcome, summary_item};
 pub use reader::{CaptureFormat, CaptureReader, Compression, ReadError, probe, sniff};
-pub use summary::Summary;
+pub use summary::{Summary, Traffic};

@@ -1,8 +1,9 @@
 //! Per-capture statistics, accumulated per chunk in parallel and merged in file order.
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
 
-use crate::dissect::Packet;
+use crate::dissect::{Addr, Packet};
 use crate::reader::{FrameMeta, NO_TIMESTAMP};
 
 /// Counts and extents of one capture (or one chunk of it).
@@ -24,6 +25,60 @@ pub struct Summary {
     pub ip_protos: BTreeMap<u8, u64>,
     /// Packets whose decoding stopped early (they still have a row).
     pub decode_errors: u64,
+    /// Packets and wire bytes per IP address (outermost header), source or destination.
+    /// At most [`TALKERS_CAP`] entries: see [`Summary::merge`].
+    pub talkers: BTreeMap<Addr, Traffic>,
+    /// True once [`Summary::talkers`] has been pruned: the surviving counts are then exact
+    /// only for addresses that were never pruned, and the ranking is approximate.
+    pub talkers_truncated: bool,
+    /// Packets per TCP/UDP/SCTP port, source or destination.
+    pub ports: BTreeMap<u16, u64>,
+}
+
+/// What one address sent and received.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub packets: u64,
+    /// Sum of wire_len.
+    pub bytes: u64,
+}
+
+impl Traffic {
+    fn add(&mut self, other: Traffic) {
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+    }
+}
+
+/// Most addresses [`Summary::talkers`] keeps; a random-source scan would otherwise grow it
+/// without bound.
+pub const TALKERS_CAP: usize = 65_536;
+
+/// Biggest first: packets desc, bytes desc, then address asc so ties are deterministic.
+fn talker_order(a: &(Addr, Traffic), b: &(Addr, Traffic)) -> Ordering {
+    b.1.packets
+        .cmp(&a.1.packets)
+        .then(b.1.bytes.cmp(&a.1.bytes))
+        .then(a.0.cmp(&b.0))
+}
+
+/// Biggest first: packets desc, then key asc.
+fn count_order<K: Ord>(a: &(K, u64), b: &(K, u64)) -> Ordering {
+    b.1.cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// The first `n` of `v` under `order`, sorted; a partial selection first so that a large
+/// map costs O(len) rather than a full sort.
+fn top_n<T>(mut v: Vec<T>, n: usize, order: impl Fn(&T, &T) -> Ordering) -> Vec<T> {
+    if n < v.len() {
+        if n == 0 {
+            return Vec::new();
+        }
+        v.select_nth_unstable_by(n - 1, &order);
+        v.truncate(n);
+    }
+    v.sort_unstable_by(order);
+    v
 }
 
 /// The keys of [`Summary::network`], in [`Counter`]'s array order.
@@ -37,6 +92,9 @@ pub(crate) struct Counter {
     link_types: Vec<(u16, u64)>,
     network: [u64; NETWORK.len()],
     ip_protos: [u64; 256],
+    /// Hashed per chunk (cheap lookups), sorted once in `finish`.
+    talkers: HashMap<Addr, Traffic>,
+    ports: HashMap<u16, u64>,
 }
 
 impl Counter {
@@ -46,6 +104,8 @@ impl Counter {
             link_types: Vec::new(),
             network: [0; NETWORK.len()],
             ip_protos: [0; 256],
+            talkers: HashMap::new(),
+            ports: HashMap::new(),
         }
     }
 
@@ -72,6 +132,20 @@ impl Counter {
         self.network[network] += 1;
         if let Some(ip) = p.ip {
             self.ip_protos[usize::from(ip.proto)] += 1;
+            let t = Traffic {
+                packets: 1,
+                bytes: u64::from(f.wire_len),
+            };
+            self.talkers.entry(ip.src).or_default().add(t);
+            if ip.dst != ip.src {
+                self.talkers.entry(ip.dst).or_default().add(t);
+            }
+        }
+        if let Some(port) = p.src_port {
+            *self.ports.entry(port).or_default() += 1;
+        }
+        if let Some(port) = p.dst_port.filter(|d| Some(*d) != p.src_port) {
+            *self.ports.entry(port).or_default() += 1;
         }
         if p.error.is_some() {
             s.decode_errors += 1;
@@ -89,12 +163,21 @@ impl Counter {
         );
         s.ip_protos
             .extend((0..=u8::MAX).zip(self.ip_protos).filter(|(_, n)| *n > 0));
+        s.talkers.extend(self.talkers);
+        s.ports.extend(self.ports);
+        // Only an unusually large chunk can get here.
+        s.prune_talkers();
         s
     }
 }
 
 impl Summary {
     /// Fold a later chunk's statistics into these.
+    ///
+    /// Without pruning the result does not depend on how the capture was chunked. When the
+    /// talkers exceed [`TALKERS_CAP`], the smallest are dropped down to half the cap (ties:
+    /// the higher address goes) and `talkers_truncated` is set; an address pruned once and
+    /// seen again restarts from zero, so only the never-pruned counts stay exact.
     pub fn merge(&mut self, other: &Summary) {
         self.packets += other.packets;
         self.cap_bytes += other.cap_bytes;
@@ -117,6 +200,37 @@ impl Summary {
             *self.ip_protos.entry(*k).or_default() += v;
         }
         self.decode_errors += other.decode_errors;
+        for (k, v) in &other.talkers {
+            self.talkers.entry(*k).or_default().add(*v);
+        }
+        self.talkers_truncated |= other.talkers_truncated;
+        for (k, v) in &other.ports {
+            *self.ports.entry(*k).or_default() += v;
+        }
+        self.prune_talkers();
+    }
+
+    fn prune_talkers(&mut self) {
+        if self.talkers.len() <= TALKERS_CAP {
+            return;
+        }
+        let all = std::mem::take(&mut self.talkers).into_iter().collect();
+        self.talkers = top_n(all, TALKERS_CAP / 2, talker_order)
+            .into_iter()
+            .collect();
+        self.talkers_truncated = true;
+    }
+
+    /// The `n` addresses with the most packets (then bytes, then lowest address first).
+    pub fn top_talkers(&self, n: usize) -> Vec<(Addr, Traffic)> {
+        let all = self.talkers.iter().map(|(a, t)| (*a, *t)).collect();
+        top_n(all, n, talker_order)
+    }
+
+    /// The `n` ports with the most packets (then lowest port first).
+    pub fn top_ports(&self, n: usize) -> Vec<(u16, u64)> {
+        let all = self.ports.iter().map(|(p, c)| (*p, *c)).collect();
+        top_n(all, n, count_order)
     }
 }
 
@@ -161,4 +275,157 @@ pub fn link_type_name(l: u16) -> Option<&'static str> {
         lt::LINUX_SLL2 => "linux-sll2",
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dissect::Ip;
+
+    fn frame(ts_ns: i64, wire_len: u32) -> FrameMeta {
+        FrameMeta {
+            start: 0,
+            cap_len: wire_len.min(64),
+            wire_len,
+            ts_ns,
+            interface_id: 0,
+            link_type: 1,
+        }
+    }
+
+    fn packet(src: Addr, dst: Addr, ports: Option<(u16, u16)>) -> Packet {
+        let ip = Ip {
+            version: if matches!(src, Addr::V4(_)) { 4 } else { 6 },
+            src,
+            dst,
+            proto: 6,
+            len: 40,
+            ttl: 64,
+            frag_offset: 0,
+            more_fragments: false,
+        };
+        Packet {
+            ethertype: Some(0x0800),
+            ip: Some(ip),
+            src_port: ports.map(|p| p.0),
+            dst_port: ports.map(|p| p.1),
+            ..Packet::default()
+        }
+    }
+
+    fn v4(last: u8) -> Addr {
+        Addr::V4([10, 0, 0, last])
+    }
+
+    fn sample() -> Vec<(FrameMeta, Packet)> {
+        let mut v = Vec::new();
+        for i in 0..40u32 {
+            let src = v4((i % 7) as u8);
+            let dst = v4((i % 3) as u8);
+            let ports = (i % 5 != 0).then_some((1000 + (i % 4) as u16, 80));
+            v.push((frame(i64::from(i) * 1000, 60 + i), packet(src, dst, ports)));
+        }
+        // No IP header, and a port carried twice.
+        v.push((frame(7, 42), Packet::default()));
+        v.push((frame(8, 90), packet(v4(9), v4(9), Some((53, 53)))));
+        v
+    }
+
+    fn count(frames: &[(FrameMeta, Packet)]) -> Summary {
+        let mut c = Counter::new();
+        for (f, p) in frames {
+            c.add(f, p);
+        }
+        c.finish()
+    }
+
+    #[test]
+    fn merge_equals_counting_at_once() {
+        let all = sample();
+        let whole = count(&all);
+        for cut in [0, 1, 17, all.len()] {
+            let mut merged = count(&all[..cut]);
+            merged.merge(&count(&all[cut..]));
+            assert_eq!(merged, whole, "cut at {cut}");
+        }
+        assert!(!whole.talkers_truncated);
+        // src == dst counts once, as does a port carried twice.
+        let t9 = whole.talkers.get(&v4(9)).expect("talker");
+        assert_eq!((t9.packets, t9.bytes), (1, 90));
+        assert_eq!(whole.ports.get(&53), Some(&1));
+        assert_eq!(whole.ports.get(&80), Some(&32));
+        let talked: u64 = whole.talkers.values().map(|t| t.packets).sum();
+        let self_talk = all
+            .iter()
+            .filter_map(|(_, p)| p.ip)
+            .filter(|ip| ip.src == ip.dst)
+            .count() as u64;
+        assert_eq!(talked, 2 * 41 - self_talk);
+    }
+
+    #[test]
+    fn pruning_keeps_the_biggest() {
+        let mut s = Summary::default();
+        let big = Addr::V6([0xff; 16]);
+        s.talkers.insert(
+            big,
+            Traffic {
+                packets: 5,
+                bytes: 500,
+            },
+        );
+        let mut other = Summary::default();
+        for i in 0..TALKERS_CAP as u32 {
+            let t = Traffic {
+                packets: 1 + u64::from(i % 2),
+                bytes: 100,
+            };
+            other.talkers.insert(Addr::V4(i.to_be_bytes()), t);
+        }
+        s.merge(&other);
+        assert!(s.talkers_truncated);
+        assert_eq!(s.talkers.len(), TALKERS_CAP / 2);
+        assert_eq!(s.talkers.get(&big).map(|t| t.packets), Some(5));
+        // Every survivor has 2 packets except the big one: the 1-packet ones went first.
+        assert!(s.talkers.values().all(|t| t.packets >= 2));
+        // Ties go by address: the lowest 2-packet addresses survive.
+        assert!(s.talkers.contains_key(&Addr::V4(1u32.to_be_bytes())));
+        assert!(!s.talkers.contains_key(&Addr::V4(65_535u32.to_be_bytes())));
+        // The flag survives further merges.
+        let mut later = Summary::default();
+        later.merge(&s);
+        assert!(later.talkers_truncated);
+    }
+
+    #[test]
+    fn top_n_ordering() {
+        let mut s = Summary::default();
+        let t = |packets, bytes| Traffic { packets, bytes };
+        s.talkers.insert(v4(1), t(3, 100));
+        s.talkers.insert(v4(2), t(5, 10));
+        s.talkers.insert(v4(3), t(3, 200));
+        s.talkers.insert(v4(0), t(3, 100));
+        s.talkers.insert(Addr::V6([0; 16]), t(1, 1));
+        assert_eq!(
+            s.top_talkers(4),
+            vec![
+                (v4(2), t(5, 10)),
+                (v4(3), t(3, 200)),
+                (v4(0), t(3, 100)),
+                (v4(1), t(3, 100)),
+            ]
+        );
+        assert_eq!(s.top_talkers(10).len(), 5);
+        assert!(s.top_talkers(0).is_empty());
+        s.ports.extend([(443, 7), (80, 7), (22, 1), (53, 9)]);
+        assert_eq!(s.top_ports(3), vec![(53, 9), (80, 7), (443, 7)]);
+        assert_eq!(s.top_ports(100).len(), 4);
+    }
+
+    #[test]
+    fn addr_display() {
+        assert_eq!(Addr::V4([192, 168, 0, 1]).to_string(), "192.168.0.1");
+        let v6 = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        assert_eq!(Addr::V6(v6).to_string(), "2001:db8::1");
+    }
 }
