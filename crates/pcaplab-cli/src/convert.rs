@@ -1,112 +1,29 @@
-//! `pcaplab convert`.
+//! `pcaplab convert`: expand the inputs, run the shared job on each, report.
 
-use std::fs::{self, File};
-use std::io::{self, BufWriter, IsTerminal, Write};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::io::{self, IsTerminal, Write};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pcaplab_core::{ConvertError, Engine, Format, Outputs, Report};
+use pcaplab_cloud::layout::{self, Output};
+use pcaplab_cloud::{Aws, Job, JobError, JobOptions, Location, Request};
+use pcaplab_core::Format;
 
 use crate::ConvertArgs;
-use crate::inputs::{Counting, Input, expand};
+use crate::inputs::expand;
 
-/// An output being written: a hidden temporary name in the final directory, renamed into
-/// place only when complete, so a crash never leaves a partial file under the final name.
-/// Dropped without [`PendingFile::commit`] (a failed conversion, a failed sibling output),
-/// it removes its temporary file.
-struct PendingFile {
-    tmp: PathBuf,
-    dest: PathBuf,
-    committed: bool,
-}
-
-impl PendingFile {
-    fn create(dest: PathBuf) -> io::Result<(Self, File)> {
-        let dir = dest.parent().unwrap_or(Path::new("."));
-        fs::create_dir_all(dir)?;
-        let name = dest
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let tmp = dir.join(format!(".{name}.{}.partial", std::process::id()));
-        let file = File::create(&tmp)?;
-        let pending = PendingFile {
-            tmp,
-            dest,
-            committed: false,
-        };
-        Ok((pending, file))
-    }
-
-    fn commit(mut self) -> anyhow::Result<()> {
-        fs::rename(&self.tmp, &self.dest)
-            .with_context(|| format!("renaming to {}", self.dest.display()))?;
-        self.committed = true;
-        Ok(())
-    }
-}
-
-impl Drop for PendingFile {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
-}
-
-/// The outcome of one file, for the line printed about it and the totals.
-enum Outcome {
-    Converted(Report),
-    Failed(anyhow::Error),
-}
-
-/// Output path for `input` in `format`: the input's full name plus the format's extension.
-fn output_path(out: &Path, input: &Input, format: Format) -> PathBuf {
-    let mut name = input.rel.clone().into_os_string();
-    name.push(".");
-    name.push(format.extension());
-    out.join(name)
-}
-
-fn convert_one(
-    engine: &Engine,
-    input: &Input,
-    out: &Path,
-    formats: &[Format],
-    progress: &Arc<AtomicU64>,
-) -> Outcome {
-    let run = || -> anyhow::Result<Report> {
-        let file = File::open(&input.path).with_context(|| format!("{}", input.path.display()))?;
-        let reader = Box::new(Counting {
-            inner: file,
-            count: Arc::clone(progress),
-        });
-        let mut pending = Vec::new();
-        let mut outputs = Outputs::default();
-        for &f in formats {
-            let dest = output_path(out, input, f);
-            let (p, file) = PendingFile::create(dest.clone())
-                .with_context(|| format!("creating {}", dest.display()))?;
-            pending.push(p);
-            outputs.set(f, Box::new(BufWriter::with_capacity(1 << 20, file)));
-        }
-        let name = input.rel.to_string_lossy();
-        // On any error below, the pending files drop and remove their temporary files.
-        let report = engine.convert(&name, reader, outputs)?;
-        for p in pending {
-            p.commit()?;
-        }
-        Ok(report)
-    };
-    match run() {
-        Ok(report) => Outcome::Converted(report),
-        Err(e) => Outcome::Failed(e),
-    }
+/// One capture to convert.
+struct Input {
+    location: Location,
+    /// The capture's name: its path below a named directory, its file name, or `bucket/key`.
+    name: String,
+    size: u64,
+    /// Found in a directory or under a prefix (a non-capture there is skipped, not an error).
+    listed: bool,
 }
 
 /// "1 packet", "2 packets".
@@ -116,32 +33,6 @@ pub fn plural(n: u64, what: &str) -> String {
     } else {
         format!("{n} {what}s")
     }
-}
-
-/// `PATH: cause: cause…` — a conversion error names the capture by its relative name, which the
-/// line replaces with the path the user knows.
-pub fn describe_failure(path: &Path, e: &anyhow::Error) -> String {
-    let mut line = path.display().to_string();
-    let mut cause: Option<&(dyn std::error::Error + 'static)> =
-        match e.downcast_ref::<ConvertError>() {
-            Some(ConvertError::Write { format, source, .. }) => {
-                line.push_str(&format!(": writing {format} output failed"));
-                Some(source)
-            }
-            Some(ConvertError::Open { source, .. }) => Some(source),
-            Some(other @ ConvertError::Internal { .. }) => {
-                line.push_str(&format!(": {other}"));
-                None
-            }
-            None => {
-                return format!("{e:#}");
-            }
-        };
-    while let Some(c) = cause {
-        line.push_str(&format!(": {c}"));
-        cause = c.source();
-    }
-    line
 }
 
 /// Human-readable bytes.
@@ -160,19 +51,163 @@ pub fn human_bytes(b: u64) -> String {
     }
 }
 
-pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
-    let mut formats: Vec<Format> = args.format.iter().map(|&f| f.into()).collect();
-    formats.sort();
-    formats.dedup();
-    let expanded = expand(&args.inputs)?;
-    fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating output directory {}", args.out.display()))?;
-    let engine = args.engine.build()?;
-    let jobs = args.engine.jobs();
+/// Expand local paths (directories searched by content) and S3 locations (a prefix lists every
+/// object under it; captures are recognised by content when processed).
+async fn inputs(args: &[String], job: &Job) -> anyhow::Result<(Vec<Input>, u64)> {
+    let mut local = Vec::new();
+    let mut found = Vec::new();
+    for arg in args {
+        match Location::parse(arg)? {
+            Location::Local(p) => local.push(p),
+            loc @ Location::S3 { .. } if loc.is_prefix() => {
+                let Location::S3 { bucket, key } = &loc else {
+                    continue;
+                };
+                let listed = job
+                    .list(bucket, key)
+                    .await
+                    .map_err(|e| anyhow::anyhow!(e.describe()))?;
+                if listed.is_empty() {
+                    bail!("{loc}: no objects under this prefix");
+                }
+                for (location, size) in listed {
+                    let name = location.s3_id();
+                    found.push(Input {
+                        location,
+                        name,
+                        size,
+                        listed: true,
+                    });
+                }
+            }
+            loc => {
+                let name = loc.s3_id();
+                found.push(Input {
+                    location: loc,
+                    name,
+                    size: 0,
+                    listed: false,
+                });
+            }
+        }
+    }
+    let expanded = expand(&local)?;
+    for i in expanded.inputs {
+        found.push(Input {
+            location: Location::Local(i.path),
+            name: i.rel.to_string_lossy().into_owned(),
+            size: i.size,
+            listed: i.listed,
+        });
+    }
+    // An object named twice (itself and under a listed prefix) is converted once; named
+    // explicitly, a non-capture is an error.
+    let mut unique: Vec<Input> = Vec::with_capacity(found.len());
+    let mut index: HashMap<Location, usize> = HashMap::new();
+    for i in found {
+        match index.get(&i.location) {
+            Some(&k) => unique[k].listed &= i.listed,
+            None => {
+                index.insert(i.location.clone(), unique.len());
+                unique.push(i);
+            }
+        }
+    }
+    Ok((unique, expanded.skipped))
+}
 
-    let total_bytes: u64 = expanded.inputs.iter().map(|i| i.size).sum();
+/// Two inputs must never write the same output.
+fn check_collisions(inputs: &[Input], outputs: &[Output]) -> anyhow::Result<()> {
+    let mut names: HashMap<String, &Location> = HashMap::new();
+    for i in inputs {
+        if let Some(other) = names.insert(i.name.clone(), &i.location) {
+            bail!(
+                "{other} and {} are both named {}: their outputs would collide; convert them in separate runs or pass their directories",
+                i.location,
+                i.name
+            );
+        }
+    }
+    if outputs.contains(&Output::Data(Format::LabCsv)) {
+        let mut bases: HashMap<String, &Location> = HashMap::new();
+        for i in inputs {
+            let file = i.location.file_name();
+            let base = layout::base_name(&file).to_owned();
+            if let Some(other) = bases.insert(base.clone(), &i.location) {
+                bail!(
+                    "{other} and {} would both write csv/{base}.csv (lab-csv); convert them in separate runs",
+                    i.location
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Counts for the final line.
+#[derive(Default)]
+struct Totals {
+    ok: u64,
+    failed: u64,
+    skipped: u64,
+    superseded: u64,
+    packets: u64,
+    bytes: u64,
+}
+
+pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
+    let mut outputs: Vec<Output> = args.format.iter().map(|&f| f.into()).collect();
+    outputs.sort();
+    outputs.dedup();
+    let out = Location::parse(&args.out)?;
+    let uses_aws = args.dynamodb_table.is_some()
+        || matches!(out, Location::S3 { .. })
+        || args.inputs.iter().any(|i| i.starts_with("s3://"));
+    let engine = Arc::new(args.engine.build()?);
+    let jobs = args.engine.jobs();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    runtime.block_on(async {
+        // The AWS chain is loaded only when needed: it may look for a region in the instance
+        // metadata service, which takes seconds to time out off AWS.
+        let aws = if uses_aws {
+            Some(Arc::new(Aws::load().await))
+        } else {
+            None
+        };
+        let job = Job::new(
+            engine,
+            aws,
+            JobOptions {
+                outputs: outputs.clone(),
+                out: Some(out),
+                table: args.dynamodb_table.clone(),
+                ..JobOptions::default()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!(e.describe()))?;
+        job.check()
+            .await
+            .map_err(|e| anyhow::anyhow!(e.describe()))?;
+        let (inputs, skipped_local) = inputs(&args.inputs, &job).await?;
+        check_collisions(&inputs, &outputs)?;
+        convert_all(Arc::new(job), inputs, skipped_local, jobs, args.quiet).await
+    })
+}
+
+async fn convert_all(
+    job: Arc<Job>,
+    inputs: Vec<Input>,
+    skipped_local: u64,
+    jobs: usize,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let total_bytes: u64 = inputs.iter().map(|i| i.size).sum();
     let progress = Arc::new(AtomicU64::new(0));
-    let bar = if !args.quiet && io::stderr().is_terminal() {
+    let bar = (!quiet && io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::with_draw_target(Some(total_bytes), ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template(
@@ -180,101 +215,125 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
-        Some(bar)
-    } else {
-        None
-    };
-    let say = |line: String| match &bar {
-        Some(b) => b.println(line),
-        None => {
-            let _ = writeln!(io::stderr(), "{line}");
+        bar
+    });
+    let say = {
+        let bar = bar.clone();
+        move |line: String| match &bar {
+            Some(b) => b.println(line),
+            None => {
+                let _ = writeln!(io::stderr(), "{line}");
+            }
         }
     };
+    let done = Arc::new(AtomicBool::new(false));
+    if let Some(bar) = &bar {
+        let (bar, progress, done) = (bar.clone(), Arc::clone(&progress), Arc::clone(&done));
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                bar.set_position(progress.load(Ordering::Relaxed));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+    }
 
     let started = Instant::now();
-    let next = AtomicUsize::new(0);
-    let totals = Mutex::new((0u64, 0u64, 0u64, 0u64)); // files ok, failed, packets, bytes
-    let inputs = &expanded.inputs;
-    let done = AtomicBool::new(false);
-    std::thread::scope(|scope| {
-        if let Some(bar) = &bar {
-            scope.spawn(|| {
-                while !done.load(Ordering::Relaxed) {
-                    bar.set_position(progress.load(Ordering::Relaxed));
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            });
-        }
-        // One thread per file in flight; they share the engine's workers and memory budget.
-        let workers: Vec<_> = (0..jobs.min(inputs.len()).max(1))
-            .map(|_| {
-                scope.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(input) = inputs.get(i) else { break };
-                        let outcome = convert_one(&engine, input, &args.out, &formats, &progress);
-                        let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
-                        match outcome {
-                            Outcome::Converted(report) => {
-                                let s = &report.summary;
-                                t.2 += s.packets;
-                                t.3 += s.cap_bytes;
-                                match &report.damage {
-                                    None => {
-                                        t.0 += 1;
-                                        if !args.quiet {
-                                            say(format!(
-                                                "ok      {}: {} packets, {}",
-                                                input.path.display(),
-                                                s.packets,
-                                                human_bytes(s.cap_bytes)
-                                            ));
-                                        }
-                                    }
-                                    Some(damage) => {
-                                        t.1 += 1;
-                                        say(format!(
-                                            "damaged {}: {damage}; kept the {} decoded before it",
-                                            input.path.display(),
-                                            plural(s.packets, "packet")
-                                        ));
-                                    }
-                                }
-                            }
-                            Outcome::Failed(e) => {
-                                t.1 += 1;
-                                say(format!("failed  {}", describe_failure(&input.path, &e)));
+    let no_inputs = inputs.is_empty();
+    let totals = Arc::new(Mutex::new(Totals {
+        skipped: skipped_local,
+        ..Totals::default()
+    }));
+    // `jobs` captures in flight; they share the engine's workers and memory budget.
+    let limit = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for input in inputs {
+        let permit = Arc::clone(&limit).acquire_owned().await?;
+        let (job, progress, totals, say) = (
+            Arc::clone(&job),
+            Arc::clone(&progress),
+            Arc::clone(&totals),
+            say.clone(),
+        );
+        tasks.spawn(async move {
+            let request = Request {
+                location: input.location.clone(),
+                name: Some(input.name.clone()),
+                progress: Some(progress),
+            };
+            let result = job.process(&request).await;
+            drop(permit);
+            let mut t = totals.lock().unwrap_or_else(|p| p.into_inner());
+            match result {
+                Ok(r) => {
+                    let s = &r.report.summary;
+                    t.packets += s.packets;
+                    t.bytes += s.cap_bytes;
+                    match &r.report.damage {
+                        None => {
+                            t.ok += 1;
+                            if !quiet {
+                                say(format!(
+                                    "ok      {}: {}, {}",
+                                    input.location,
+                                    plural(s.packets, "packet"),
+                                    human_bytes(s.cap_bytes)
+                                ));
                             }
                         }
+                        Some(damage) => {
+                            t.failed += 1;
+                            say(format!(
+                                "damaged {}: {damage}; kept the {} decoded before it",
+                                input.location,
+                                plural(s.packets, "packet")
+                            ));
+                        }
                     }
-                })
-            })
-            .collect();
-        for w in workers {
-            let _ = w.join();
-        }
-        done.store(true, Ordering::Relaxed);
-    });
+                }
+                Err(e) if input.listed && e.not_a_capture() => t.skipped += 1,
+                Err(e @ JobError::Superseded { .. }) => {
+                    t.superseded += 1;
+                    if !quiet {
+                        say(format!("skipped {e}"));
+                    }
+                }
+                Err(e) => {
+                    t.failed += 1;
+                    let again = if e.retryable() { " (retryable)" } else { "" };
+                    say(format!("failed  {}{again}", e.describe()));
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    done.store(true, Ordering::Relaxed);
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
-    let (ok, failed, packets, bytes) = *totals.lock().unwrap_or_else(|p| p.into_inner());
+    let t = totals.lock().unwrap_or_else(|p| p.into_inner());
     let secs = started.elapsed().as_secs_f64();
     let rate = if secs > 0.0 {
-        packets as f64 / secs
+        t.packets as f64 / secs
     } else {
         0.0
     };
     let mut line = format!(
-        "{ok} converted, {failed} failed, {} not captures (skipped): {packets} packets, {} in {secs:.2} s ({rate:.0} packets/s)",
-        expanded.skipped,
-        human_bytes(bytes),
+        "{} converted, {} failed, {} not captures (skipped)",
+        t.ok, t.failed, t.skipped
     );
-    if expanded.inputs.is_empty() {
+    if t.superseded > 0 {
+        line.push_str(&format!(", {} superseded by newer results", t.superseded));
+    }
+    line.push_str(&format!(
+        ": {} packets, {} in {secs:.2} s ({rate:.0} packets/s)",
+        t.packets,
+        human_bytes(t.bytes),
+    ));
+    if no_inputs {
         line.push_str(" — no captures found");
     }
     let _ = writeln!(io::stderr(), "{line}");
-    Ok(if failed > 0 {
+    Ok(if t.failed > 0 {
         ExitCode::from(1)
     } else {
         ExitCode::SUCCESS

@@ -1,13 +1,10 @@
 //! Expanding the command line's inputs into capture files and their output names.
 
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 /// One capture to convert.
 #[derive(Debug)]
@@ -17,6 +14,8 @@ pub struct Input {
     /// `REL/NAME` for `DIR/REL/NAME` found in directory `DIR`, `NAME` for a named file.
     pub rel: PathBuf,
     pub size: u64,
+    /// Found in a directory (rather than named).
+    pub listed: bool,
 }
 
 /// What the inputs expanded to.
@@ -67,7 +66,12 @@ pub fn expand(args: &[PathBuf]) -> anyhow::Result<Expanded> {
                 }
                 let rel = path.strip_prefix(arg).unwrap_or(&path).to_path_buf();
                 let size = std::fs::metadata(&path).map_or(0, |m| m.len());
-                inputs.push(Input { path, rel, size });
+                inputs.push(Input {
+                    path,
+                    rel,
+                    size,
+                    listed: true,
+                });
             }
         } else {
             let name = arg
@@ -77,34 +81,9 @@ pub fn expand(args: &[PathBuf]) -> anyhow::Result<Expanded> {
                 path: arg.clone(),
                 rel: PathBuf::from(name),
                 size: meta.len(),
+                listed: false,
             });
         }
     }
-    // Two inputs must never write the same outputs.
-    let mut seen: HashMap<&Path, &Path> = HashMap::new();
-    for i in &inputs {
-        if let Some(other) = seen.insert(&i.rel, &i.path) {
-            bail!(
-                "{} and {} would both write {}.*; convert them in separate runs or pass their directories",
-                other.display(),
-                i.path.display(),
-                i.rel.display()
-            );
-        }
-    }
     Ok(Expanded { inputs, skipped })
-}
-
-/// A reader that counts the bytes it hands out (for the progress bar).
-pub struct Counting<R> {
-    pub inner: R,
-    pub count: Arc<AtomicU64>,
-}
-
-impl<R: Read> Read for Counting<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
 }

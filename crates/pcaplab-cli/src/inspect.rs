@@ -10,7 +10,7 @@ use pcaplab_core::summary::{ip_proto_name, link_type_name};
 use pcaplab_core::{Compression, Outputs, Report};
 
 use crate::InspectArgs;
-use crate::convert::{describe_failure, human_bytes};
+use crate::convert::human_bytes;
 
 fn rfc3339(ns: i64) -> String {
     let mut v = Vec::new();
@@ -97,7 +97,11 @@ pub fn run(args: InspectArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => {
                 stdout.flush()?;
-                let _ = writeln!(io::stderr(), "pcaplab: {}", describe_failure(path, &e));
+                let line = match e.downcast_ref::<pcaplab_core::ConvertError>() {
+                    Some(c) => pcaplab_cloud::job::describe_convert(&shown, c),
+                    None => format!("{e:#}"),
+                };
+                let _ = writeln!(io::stderr(), "pcaplab: {line}");
                 failed = true;
             }
         }

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use pcaplab_cloud::Output;
 use pcaplab_core::Format;
 
 #[derive(Parser)]
@@ -27,7 +28,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Convert captures (files or directories, searched recursively) to Parquet / CSV.
+    /// Convert captures (local or on S3) to Parquet / CSV, and summary items to DynamoDB.
     Convert(ConvertArgs),
     /// Summarise captures: format, link types, packets, bytes, time span, protocols.
     Inspect(InspectArgs),
@@ -35,29 +36,36 @@ enum Command {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum FormatArg {
+    /// packets/date=YYYY-MM-DD/<id>.parquet
     Parquet,
+    /// packets_csv/date=YYYY-MM-DD/<id>.csv
     Csv,
+    /// csv/<base>.csv: the AWS lab's src,dst,len,proto
     LabCsv,
+    /// dynamodb/<id>.json: the summary item, for DynamoDB's "Import from S3"
+    DynamodbJson,
 }
 
-impl From<FormatArg> for Format {
+impl From<FormatArg> for Output {
     fn from(f: FormatArg) -> Self {
         match f {
-            FormatArg::Parquet => Format::Parquet,
-            FormatArg::Csv => Format::Csv,
-            FormatArg::LabCsv => Format::LabCsv,
+            FormatArg::Parquet => Output::Data(Format::Parquet),
+            FormatArg::Csv => Output::Data(Format::Csv),
+            FormatArg::LabCsv => Output::Data(Format::LabCsv),
+            FormatArg::DynamodbJson => Output::DynamodbJson,
         }
     }
 }
 
 #[derive(clap::Args)]
 struct ConvertArgs {
-    /// Capture files, or directories to search for captures (recognised by content).
+    /// Capture files, directories (searched recursively), s3://BUCKET/KEY objects or
+    /// s3://BUCKET/PREFIX/ prefixes; captures are recognised by content.
     #[arg(required = true, value_name = "INPUT")]
-    inputs: Vec<PathBuf>,
-    /// Output directory (created if missing).
-    #[arg(long, short, value_name = "DIR")]
-    out: PathBuf,
+    inputs: Vec<String>,
+    /// Where the outputs go: a directory (created if missing) or s3://BUCKET/PREFIX/.
+    #[arg(long, short, value_name = "DIR|S3-URL")]
+    out: String,
     /// Output formats, comma-separated.
     #[arg(
         long,
@@ -67,6 +75,9 @@ struct ConvertArgs {
         default_value = "parquet"
     )]
     format: Vec<FormatArg>,
+    /// Write a summary item per capture to this DynamoDB table (partition key `s3Id`, String).
+    #[arg(long, value_name = "NAME")]
+    dynamodb_table: Option<String>,
     #[command(flatten)]
     engine: EngineArgs,
     /// No progress bar, no per-file lines: only errors and the final total.

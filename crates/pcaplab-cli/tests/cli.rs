@@ -47,7 +47,7 @@ fn converts_a_directory_recursively_keeping_names() {
     std::fs::create_dir_all(input.path().join("nested")).expect("mkdir");
     for (src, dst) in [
         ("tcpdump__pptp.pcap", "x.pcap"),
-        ("chrissanders__http_google.pcapng", "x.pcapng"),
+        ("chrissanders__http_google.pcapng", "y.pcapng"),
         ("zeek__iso-download.pcap.gz", "nested/iso.pcap.gz"),
         (
             "suricata-verify__bug-1450-04__tls_DER-incomplete-header.pcap",
@@ -78,22 +78,36 @@ fn converts_a_directory_recursively_keeping_names() {
         err.contains("3 converted, 1 failed, 1 not captures"),
         "{err}"
     );
+    // The documented layout: one Hive-partitioned dataset per format, the lab's csv/<base>.csv.
     for f in [
-        "x.pcap.parquet",
-        "x.pcap.csv",
-        "x.pcap.lab.csv",
-        "x.pcapng.parquet",
-        "nested/iso.pcap.gz.parquet",
+        "packets/date=2000-03-27/x.pcap.parquet",
+        "packets_csv/date=2000-03-27/x.pcap.csv",
+        "csv/x.csv",
+        "packets/date=2010-02-09/y.pcapng.parquet",
+        "csv/y.csv",
+        "packets/date=2024-02-21/nested%2Fiso.pcap.gz.parquet",
         // What was decoded before the damage is kept.
-        "nested/damaged.pcap.parquet",
-        "nested/damaged.pcap.csv",
+        "packets/date=1994-02-14/nested%2Fdamaged.pcap.parquet",
+        "packets_csv/date=1994-02-14/nested%2Fdamaged.pcap.csv",
     ] {
-        assert!(out.path().join(f).is_file(), "missing {f}; {err}");
+        assert!(
+            out.path().join(f).is_file(),
+            "missing {f}; have {:?}",
+            walk(out.path())
+        );
     }
-    assert!(!out.path().join("notes.csv.parquet").exists());
+    assert!(
+        !walk(out.path())
+            .iter()
+            .any(|p| p.to_string_lossy().contains("notes"))
+    );
     // No temporary files are left behind.
     assert_no_partial_files(out.path());
-    let csv = std::fs::read_to_string(out.path().join("nested/damaged.pcap.csv")).expect("csv");
+    let csv = std::fs::read_to_string(
+        out.path()
+            .join("packets_csv/date=1994-02-14/nested%2Fdamaged.pcap.csv"),
+    )
+    .expect("csv");
     assert_eq!(csv.lines().count(), 1 + 6);
     assert!(csv.starts_with("capture,frame_number,ts,"));
     assert!(
@@ -102,12 +116,17 @@ fn converts_a_directory_recursively_keeping_names() {
             .expect("row")
             .starts_with("nested/damaged.pcap,1,")
     );
+    let lab = std::fs::read_to_string(out.path().join("csv/damaged.csv")).expect("lab csv");
+    assert!(lab.starts_with("src,dst,len,proto\n"), "{lab}");
+    // Like the lab's scapy loop: a row for the IP layer and one for the Ethernet layer.
+    assert_eq!(lab.lines().count(), 1 + 2 * 6);
 }
 
 fn assert_no_partial_files(dir: &Path) {
     let leftovers: Vec<_> = walk(dir)
         .into_iter()
-        .filter(|p| p.to_string_lossy().ends_with(".partial"))
+        // object_store stages local files as `<name>#<n>` until they are complete.
+        .filter(|p| p.to_string_lossy().contains('#'))
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
@@ -142,7 +161,11 @@ fn a_named_non_capture_is_an_error_and_others_still_convert() {
         err.contains("manifest.csv: not a packet capture (first bytes: 66 69 6c 65"),
         "{err}"
     );
-    assert!(out.path().join("tcpdump__pptp.pcap.parquet").is_file());
+    assert!(
+        out.path()
+            .join("packets/date=2000-03-27/tcpdump__pptp.pcap.parquet")
+            .is_file()
+    );
     assert!(!out.path().join("manifest.csv.parquet").exists());
 }
 
@@ -180,7 +203,7 @@ fn colliding_output_names_are_refused_before_any_work() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        stderr(&o).contains("would both write same.pcap"),
+        stderr(&o).contains("are both named same.pcap"),
         "{}",
         stderr(&o)
     );
@@ -225,13 +248,12 @@ fn own_captures_convert_cleanly() {
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(0), "{err}");
     assert!(err.contains("5 converted, 0 failed"), "{err}");
-    assert!(out.path().join("lab-web.pcap.parquet").is_file(), "{err}");
-    assert!(
-        out.path()
-            .join("lab-vlan-ipv6.pcapng.zst.parquet")
-            .is_file(),
-        "{err}"
-    );
+    for f in [
+        "packets/date=2024-03-01/lab-web.pcap.parquet",
+        "packets_csv/date=2024-03-01/lab-vlan-ipv6.pcapng.zst.csv",
+    ] {
+        assert!(out.path().join(f).is_file(), "missing {f}; {err}");
+    }
 }
 
 #[test]
@@ -257,7 +279,7 @@ fn pyarrow_and_duckdb_read_our_parquet() {
     let script = r#"
 import sys, pyarrow.parquet as pq, duckdb
 d = sys.argv[1]
-t = pq.read_table(f"{d}/zeek__vlan-qinqinq.pcap.parquet")
+t = pq.read_table(f"{d}/packets/date=2013-03-07/zeek__vlan-qinqinq.pcap.parquet")
 assert t.num_rows == 14, t.num_rows
 assert str(t.schema.field("ts").type) == "timestamp[ns, tz=UTC]", t.schema.field("ts").type
 assert str(t.schema.field("vlan_ids").type) == "list<item: uint16 not null>", t.schema.field("vlan_ids").type
@@ -272,11 +294,17 @@ assert t.column("ts").cast("int64")[0].as_py() == 1362692526869344000, t.column(
 con = duckdb.connect()
 n, tcp, first = con.execute(
     f"select count(*), count(*) filter (where ip_proto = 6), min(frame_number) "
-    f"from read_parquet('{d}/pcapplusplus__many-protocols.pcap.parquet')").fetchone()
+    f"from read_parquet('{d}/packets/*/pcapplusplus__many-protocols.pcap.parquet')").fetchone()
 assert (n, first) == (4709, 1), (n, first)
 assert tcp > 0
-typ = con.execute(f"select typeof(ts), typeof(src_port) from read_parquet('{d}/pcapplusplus__many-protocols.pcap.parquet') limit 1").fetchone()
+typ = con.execute(f"select typeof(ts), typeof(src_port) from read_parquet('{d}/packets/*/pcapplusplus__many-protocols.pcap.parquet') limit 1").fetchone()
 assert typ == ("TIMESTAMPTZ_NS", "USMALLINT"), typ
+# The whole output is one Hive-partitioned dataset: the date comes from the directory names.
+parts = con.execute(
+    f"select cast(date as varchar), capture, count(*) from read_parquet('{d}/packets/*/*.parquet', hive_partitioning=true) "
+    f"group by all order by all").fetchall()
+assert [(p[0], p[1]) for p in parts] == [("2010-06-29", "pcapplusplus__many-protocols.pcap"), ("2013-03-07", "zeek__vlan-qinqinq.pcap")], parts
+assert sum(p[2] for p in parts) == 4709 + 14, parts
 print("ok", n, tcp)
 "#;
     let o = Command::new(&py)
@@ -293,11 +321,12 @@ print("ok", n, tcp)
 }
 
 #[test]
-fn a_failed_output_leaves_no_temporary_files() {
+fn a_failed_output_leaves_no_partial_outputs() {
     let Some(dir) = corpus() else { return };
     let out = tempfile::tempdir().expect("tempdir");
-    // A directory where the CSV output should go: its rename fails after conversion.
-    std::fs::create_dir(out.path().join("tcpdump__pptp.pcap.csv")).expect("mkdir");
+    // A file where the lab-csv directory should be: that output cannot be created, so the
+    // capture fails and none of its other outputs may remain.
+    std::fs::write(out.path().join("csv"), b"in the way").expect("write");
     let o = pcaplab(&[
         "convert",
         dir.join("tcpdump__pptp.pcap").to_str().expect("utf8"),
@@ -308,6 +337,11 @@ fn a_failed_output_leaves_no_temporary_files() {
     ]);
     let err = stderr(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    assert!(err.contains("renaming to"), "{err}");
-    assert_no_partial_files(out.path());
+    assert!(err.contains("tcpdump__pptp.pcap: writing "), "{err}");
+    assert!(err.contains("csv/tcpdump__pptp.csv failed"), "{err}");
+    let left: Vec<PathBuf> = walk(out.path())
+        .into_iter()
+        .filter(|p| !p.ends_with("csv"))
+        .collect();
+    assert!(left.is_empty(), "outputs left: {left:?}");
 }

@@ -1,0 +1,233 @@
+//! Bridges between the core's blocking `Read` / `Write` and object_store's async streams.
+//!
+//! The core frames and writes on plain threads; object_store speaks async. A download is a
+//! task pushing the object's byte chunks into a small bounded channel that a blocking
+//! [`StreamReader`] drains; an upload is a task feeding object_store's [`BufWriter`]
+//! (multipart above its capacity) from a bounded channel that a blocking [`UploadWriter`]
+//! fills. The channels are the only buffers, so memory per object stays a few MiB whatever its
+//! size, and a slow side slows the other down instead of piling up bytes.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
+use object_store::ObjectStore;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// Chunks in flight between a download task and its reader.
+const DOWNLOAD_CHUNKS: usize = 8;
+/// Bytes the writer collects before handing them to the upload task.
+const UPLOAD_CHUNK: usize = 1 << 20;
+/// Chunks in flight between a writer and its upload task.
+const UPLOAD_CHUNKS: usize = 4;
+/// Multipart part size (S3's minimum is 5 MiB; 10,000 parts of 8 MiB allow 78 GiB outputs).
+pub const PART_SIZE: usize = 8 << 20;
+/// Parts uploaded at once per output.
+const PART_CONCURRENCY: usize = 2;
+
+/// A blocking reader over an object's byte stream.
+///
+/// A transport failure (the connection dropped mid-object, say) reaches the core as an I/O
+/// error, which it reports as damage at that offset; [`StreamReader::transport_failed`] lets
+/// the caller tell such faults — worth a retry — from a damaged capture.
+pub struct StreamReader {
+    rx: mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+    failed: Arc<AtomicBool>,
+    progress: Option<Arc<AtomicU64>>,
+}
+
+impl StreamReader {
+    /// Start pulling `stream` on `runtime`; dropping the reader stops the download.
+    pub fn spawn(
+        runtime: &Handle,
+        mut stream: BoxStream<'static, object_store::Result<Bytes>>,
+        progress: Option<Arc<AtomicU64>>,
+    ) -> (Self, Arc<AtomicBool>) {
+        let (tx, rx) = mpsc::channel(DOWNLOAD_CHUNKS);
+        let failed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&failed);
+        runtime.spawn(async move {
+            while let Some(item) = stream.next().await {
+                let item = item.map_err(|e| {
+                    flag.store(true, Ordering::Relaxed);
+                    io::Error::other(e)
+                });
+                let stop = item.is_err();
+                if tx.send(item).await.is_err() || stop {
+                    break;
+                }
+            }
+        });
+        let reader = StreamReader {
+            rx,
+            current: Bytes::new(),
+            failed: Arc::clone(&failed),
+            progress,
+        };
+        (reader, failed)
+    }
+}
+
+impl Read for StreamReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(bytes)) => self.current = bytes,
+                Some(Err(e)) => return Err(e),
+                None if self.failed.load(Ordering::Relaxed) => {
+                    return Err(io::Error::other("download stopped"));
+                }
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        if let Some(p) = &self.progress {
+            p.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}
+
+/// How an upload ends.
+enum Ending {
+    Commit,
+    Abort,
+}
+
+/// The blocking write side of an upload (handed to the core as an output).
+pub struct UploadWriter {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    url: Arc<str>,
+}
+
+/// The control side of an upload, kept by the job: nothing is visible under the final name
+/// until [`Upload::commit`] completes; [`Upload::abort`] (or dropping it) discards the parts.
+pub struct Upload {
+    end: oneshot::Sender<Ending>,
+    task: JoinHandle<object_store::Result<()>>,
+    url: Arc<str>,
+}
+
+/// Start an upload of `path` in `store`; `url` names it in errors.
+pub fn upload(
+    runtime: &Handle,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    url: String,
+) -> (Upload, UploadWriter) {
+    let (tx, mut rx) = mpsc::channel::<Bytes>(UPLOAD_CHUNKS);
+    let (end_tx, end_rx) = oneshot::channel();
+    let task = runtime.spawn(async move {
+        let mut writer =
+            BufWriter::with_capacity(store, path, PART_SIZE).with_max_concurrency(PART_CONCURRENCY);
+        let mut failure = None;
+        while let Some(bytes) = rx.recv().await {
+            if let Err(e) = writer.put(bytes).await {
+                failure = Some(e);
+                break;
+            }
+        }
+        // Closing our end makes a writer still sending fail at once.
+        drop(rx);
+        let ending = end_rx.await.unwrap_or(Ending::Abort);
+        match (failure, ending) {
+            (None, Ending::Commit) => {
+                use tokio::io::AsyncWriteExt;
+                writer
+                    .shutdown()
+                    .await
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "upload",
+                        source: Box::new(e),
+                    })
+            }
+            (failure, _) => {
+                let aborted = writer.abort().await;
+                match failure {
+                    Some(e) => Err(e),
+                    None => aborted,
+                }
+            }
+        }
+    });
+    let url: Arc<str> = Arc::from(url);
+    let control = Upload {
+        end: end_tx,
+        task,
+        url: Arc::clone(&url),
+    };
+    let writer = UploadWriter {
+        tx,
+        buf: Vec::with_capacity(UPLOAD_CHUNK),
+        url,
+    };
+    (control, writer)
+}
+
+impl UploadWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let bytes = Bytes::from(std::mem::replace(
+            &mut self.buf,
+            Vec::with_capacity(UPLOAD_CHUNK),
+        ));
+        self.tx.blocking_send(bytes).map_err(|_| {
+            io::Error::other(format!("upload to {} stopped (see its error)", self.url))
+        })
+    }
+}
+
+impl Write for UploadWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= UPLOAD_CHUNK {
+            self.send()?;
+        }
+        Ok(data.len())
+    }
+
+    /// Hands buffered bytes to the upload task (the core flushes once, at the end).
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
+    }
+}
+
+impl Upload {
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Complete the upload: the object appears under its name, whole. Call it after the
+    /// writer was flushed and dropped.
+    pub async fn commit(self) -> Result<(), object_store::Error> {
+        self.finish(Ending::Commit).await
+    }
+
+    /// Discard what was uploaded.
+    pub async fn abort(self) -> Result<(), object_store::Error> {
+        self.finish(Ending::Abort).await
+    }
+
+    async fn finish(self, ending: Ending) -> Result<(), object_store::Error> {
+        let _ = self.end.send(ending);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(object_store::Error::Generic {
+                store: "upload",
+                source: Box::new(e),
+            }),
+        }
+    }
+}

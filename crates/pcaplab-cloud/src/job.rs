@@ -1,0 +1,854 @@
+//! The job every front end runs: process one object.
+//!
+//! 1. Open the object as a stream (a local file, or an S3 `GetObject` read as it arrives).
+//! 2. If a table is configured and it already holds a result for a newer version of the
+//!    object, stop: there is nothing to do.
+//! 3. Convert with the core engine (on a blocking thread; the engine's own workers do the
+//!    decoding). The outputs are chosen once the first packets are framed, because their keys
+//!    carry the capture's date (see [`crate::layout`]); each is an upload that stays invisible
+//!    until committed.
+//! 4. Commit the outputs — or abort all of them if anything failed — then write the summary
+//!    item, which records where the outputs are. A crash at any point leaves either no item
+//!    or an item whose outputs exist.
+//! 5. Outputs of an older version of the object that the new item no longer lists are
+//!    deleted, so the dataset holds each capture once.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use object_store::ObjectStore;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStoreExt, PutPayload};
+use pcaplab_core::{
+    ConvertError, Engine, Format, ItemOutcome, ItemSource, Outputs, ReadError, Report, summary_item,
+};
+use tokio::runtime::Handle;
+
+use crate::aws::Aws;
+use crate::io::{StreamReader, Upload, upload};
+use crate::layout::{self, Naming, Output};
+use crate::location::Location;
+use crate::table::{self, Put, TableError};
+
+/// What the job produces, and where.
+#[derive(Clone, Debug)]
+pub struct JobOptions {
+    /// Output files to write (any of the data formats, and the item as DynamoDB JSON).
+    pub outputs: Vec<Output>,
+    /// Root of the outputs: a local directory or `s3://bucket/prefix/`. `None`: the root of
+    /// the input's own bucket (S3 inputs only).
+    pub out: Option<Location>,
+    /// DynamoDB table for the summary items.
+    pub table: Option<String>,
+    /// Top talkers and ports kept in the item.
+    pub top_n: usize,
+}
+
+impl Default for JobOptions {
+    fn default() -> Self {
+        JobOptions {
+            outputs: vec![Output::Data(Format::Parquet)],
+            out: None,
+            table: None,
+            top_n: 10,
+        }
+    }
+}
+
+/// One object to process.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub location: Location,
+    /// The capture's name (the `capture` column, the outputs' `<id>`); by default its
+    /// [`Location::s3_id`].
+    pub name: Option<String>,
+    /// Counts the input bytes read, for a progress bar.
+    pub progress: Option<Arc<AtomicU64>>,
+}
+
+impl Request {
+    pub fn new(location: Location) -> Self {
+        Request {
+            location,
+            name: None,
+            progress: None,
+        }
+    }
+}
+
+/// What processing one object did.
+#[derive(Debug)]
+pub struct JobReport {
+    pub object: Location,
+    pub name: String,
+    pub etag: Option<String>,
+    pub size: u64,
+    /// The conversion: packets, bytes, protocols, and the damage if the capture is damaged
+    /// (everything before it was converted and written).
+    pub report: Report,
+    /// Every output written, by kind, with its URL.
+    pub outputs: Vec<(Output, String)>,
+    /// Whether the summary item was written to the table.
+    pub item_written: bool,
+    pub elapsed: Duration,
+}
+
+/// Why an object was not processed. Every variant names the object (or output) concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("{url}: {message}")]
+    Config { url: String, message: String },
+    #[error("{url}: cannot read the object from S3")]
+    Fetch {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{url}: cannot open")]
+    OpenLocal {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: the download failed after {offset} bytes; try again")]
+    Transport { url: String, offset: u64 },
+    #[error("{url}")]
+    Convert {
+        url: String,
+        #[source]
+        source: ConvertError,
+    },
+    #[error("{object}: writing {url} failed")]
+    Upload {
+        object: String,
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{url}: the summary item")]
+    Table {
+        url: String,
+        #[source]
+        source: TableError,
+    },
+    #[error("{url}: the table holds the result of a newer version of this object; nothing to do")]
+    Superseded { url: String },
+}
+
+fn object_store_retryable(e: &object_store::Error) -> bool {
+    // S3's answers that no retry changes (object_store reports most of them as generic).
+    const FINAL: [&str; 6] = [
+        "NoSuchBucket",
+        "NoSuchKey",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "InvalidBucketName",
+    ];
+    let message = store_message(e);
+    if FINAL
+        .iter()
+        .any(|code| message.starts_with(code) || message.contains(&format!("({code}")))
+    {
+        return false;
+    }
+    !matches!(
+        e,
+        object_store::Error::NotFound { .. }
+            | object_store::Error::PermissionDenied { .. }
+            | object_store::Error::Unauthenticated { .. }
+            | object_store::Error::InvalidPath { .. }
+            | object_store::Error::NotSupported { .. }
+            | object_store::Error::NotImplemented { .. }
+    )
+}
+
+impl JobError {
+    /// Whether trying again later may succeed (throttling, network faults, 5xx), as opposed
+    /// to a fault of the object or the configuration.
+    pub fn retryable(&self) -> bool {
+        match self {
+            JobError::Fetch { source, .. } | JobError::Upload { source, .. } => {
+                object_store_retryable(source)
+            }
+            JobError::Transport { .. } => true,
+            JobError::Table { source, .. } => source.retryable,
+            JobError::Convert { source, .. } => matches!(
+                source,
+                ConvertError::Write { .. } | ConvertError::Outputs { .. }
+            ),
+            JobError::Config { .. } | JobError::OpenLocal { .. } | JobError::Superseded { .. } => {
+                false
+            }
+        }
+    }
+
+    /// The object is not a capture (or not one we can read), as opposed to a fault around it.
+    pub fn not_a_capture(&self) -> bool {
+        matches!(
+            self,
+            JobError::Convert {
+                source: ConvertError::Open {
+                    source: ReadError::NotACapture { .. },
+                    ..
+                },
+                ..
+            }
+        )
+    }
+}
+
+/// An opened input.
+struct Source {
+    reader: Box<dyn Read + Send>,
+    etag: Option<String>,
+    size: u64,
+    last_modified_ns: Option<i64>,
+    /// Set when the download (not the capture) failed.
+    transport_failed: Option<Arc<AtomicBool>>,
+}
+
+/// Where the outputs go.
+#[derive(Clone)]
+struct Root {
+    store: Arc<dyn ObjectStore>,
+    /// Key prefix inside the store: empty, or ending in `/`.
+    prefix: String,
+    /// URL of the root, ending in `/`.
+    url: String,
+}
+
+impl Root {
+    fn path(&self, key: &str) -> Result<Path, object_store::Error> {
+        Ok(Path::parse(format!("{}{key}", self.prefix))?)
+    }
+
+    fn url(&self, key: &str) -> String {
+        format!("{}{key}", self.url)
+    }
+}
+
+/// The job, built once per process and shared by every request.
+pub struct Job {
+    engine: Arc<Engine>,
+    aws: Option<Arc<Aws>>,
+    dynamodb: Option<aws_sdk_dynamodb::Client>,
+    options: JobOptions,
+    /// The output root when it is fixed (a local directory or an S3 prefix).
+    root: Option<Root>,
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+fn mtime_ns(meta: &std::fs::Metadata) -> Option<i64> {
+    let d = meta.modified().ok()?.duration_since(UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_nanos()).ok()
+}
+
+fn s3_root(aws: &Aws, bucket: &str, key: &str) -> Result<Root, object_store::Error> {
+    let prefix = if key.is_empty() || key.ends_with('/') {
+        key.to_owned()
+    } else {
+        format!("{key}/")
+    };
+    Ok(Root {
+        store: aws.s3(bucket)?,
+        url: format!("s3://{bucket}/{prefix}"),
+        prefix,
+    })
+}
+
+impl Job {
+    /// `aws` is needed for S3 locations and the table; without it only local files work.
+    pub fn new(
+        engine: Arc<Engine>,
+        aws: Option<Arc<Aws>>,
+        options: JobOptions,
+    ) -> Result<Self, JobError> {
+        let config = |url: &str, message: &str| JobError::Config {
+            url: url.to_owned(),
+            message: message.to_owned(),
+        };
+        let root = match &options.out {
+            None => None,
+            Some(Location::Local(dir)) => {
+                let url = dir.display().to_string();
+                std::fs::create_dir_all(dir).map_err(|source| JobError::OpenLocal {
+                    url: url.clone(),
+                    source,
+                })?;
+                let store = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| config(&url, &format!("cannot use as output directory: {e}")))?;
+                let mut url = url;
+                if !url.ends_with(std::path::MAIN_SEPARATOR) {
+                    url.push(std::path::MAIN_SEPARATOR);
+                }
+                Some(Root {
+                    store: Arc::new(store),
+                    prefix: String::new(),
+                    url,
+                })
+            }
+            Some(out @ Location::S3 { bucket, key }) => {
+                let aws = aws
+                    .as_ref()
+                    .ok_or_else(|| config(&out.to_string(), "S3 needs an AWS configuration"))?;
+                Some(
+                    s3_root(aws, bucket, key)
+                        .map_err(|e| config(&out.to_string(), &store_message(&e)))?,
+                )
+            }
+        };
+        let dynamodb = match (&options.table, &aws) {
+            (None, _) => None,
+            (Some(t), None) => {
+                return Err(config(t, "a DynamoDB table needs an AWS configuration"));
+            }
+            (Some(_), Some(aws)) => Some(table::client(aws.dynamodb())),
+        };
+        Ok(Job {
+            engine,
+            aws,
+            dynamodb,
+            options,
+            root,
+        })
+    }
+
+    /// Check what can be checked before any work: that the table exists.
+    pub async fn check(&self) -> Result<(), JobError> {
+        if let (Some(client), Some(table)) = (&self.dynamodb, &self.options.table) {
+            table::check(client, table)
+                .await
+                .map_err(|e| JobError::Config {
+                    url: format!("DynamoDB table {table}"),
+                    message: e.message,
+                })?;
+        }
+        Ok(())
+    }
+
+    pub fn options(&self) -> &JobOptions {
+        &self.options
+    }
+
+    fn aws(&self, url: &str) -> Result<&Aws, JobError> {
+        self.aws.as_deref().ok_or_else(|| JobError::Config {
+            url: url.to_owned(),
+            message: "S3 needs an AWS configuration".into(),
+        })
+    }
+
+    fn root_for(&self, input: &Location) -> Result<Root, JobError> {
+        match (&self.root, input) {
+            (Some(root), _) => Ok(root.clone()),
+            (None, Location::S3 { bucket, .. }) => {
+                let url = format!("s3://{bucket}/");
+                s3_root(self.aws(&url)?, bucket, "").map_err(|e| JobError::Config {
+                    message: store_message(&e),
+                    url,
+                })
+            }
+            (None, Location::Local(_)) => Err(JobError::Config {
+                url: input.to_string(),
+                message: "no output location given".into(),
+            }),
+        }
+    }
+
+    async fn open(&self, req: &Request) -> Result<Source, JobError> {
+        let url = req.location.to_string();
+        match &req.location {
+            Location::Local(path) => {
+                let open = || -> std::io::Result<(File, std::fs::Metadata)> {
+                    let file = File::open(path)?;
+                    let meta = file.metadata()?;
+                    Ok((file, meta))
+                };
+                let (file, meta) = open().map_err(|source| JobError::OpenLocal { url, source })?;
+                Ok(Source {
+                    reader: Box::new(Counting {
+                        inner: file,
+                        count: req.progress.clone(),
+                    }),
+                    etag: None,
+                    size: meta.len(),
+                    last_modified_ns: mtime_ns(&meta),
+                    transport_failed: None,
+                })
+            }
+            Location::S3 { bucket, key } => {
+                let fetch = |source| JobError::Fetch {
+                    url: url.clone(),
+                    source,
+                };
+                let store = self.aws(&url)?.s3(bucket).map_err(fetch)?;
+                let path = Path::parse(key).map_err(|e| fetch(e.into()))?;
+                let got = store.get(&path).await.map_err(fetch)?;
+                let meta = got.meta.clone();
+                let (reader, failed) = StreamReader::spawn(
+                    &Handle::current(),
+                    got.into_stream(),
+                    req.progress.clone(),
+                );
+                Ok(Source {
+                    reader: Box::new(reader),
+                    etag: meta.e_tag,
+                    size: meta.size,
+                    last_modified_ns: meta.last_modified.timestamp_nanos_opt(),
+                    transport_failed: Some(failed),
+                })
+            }
+        }
+    }
+
+    /// Process one object: convert it, write its outputs, then its summary item.
+    pub async fn process(&self, req: &Request) -> Result<JobReport, JobError> {
+        let started = Instant::now();
+        let url = req.location.to_string();
+        let name = req.name.clone().unwrap_or_else(|| req.location.s3_id());
+        let s3_id = req.location.s3_id();
+        let root = self.root_for(&req.location)?;
+        let source = self.open(req).await?;
+
+        if let (Some(client), Some(table), Some(lm)) =
+            (&self.dynamodb, &self.options.table, source.last_modified_ns)
+        {
+            let ours = rfc3339(lm);
+            let theirs = table::last_modified(client, table, &s3_id)
+                .await
+                .map_err(|source| JobError::Table {
+                    url: url.clone(),
+                    source,
+                })?;
+            if theirs.is_some_and(|t| t > ours) {
+                return Err(JobError::Superseded { url });
+            }
+        }
+
+        let file_name = req.location.file_name();
+        let uploads: Arc<Mutex<Vec<(Output, Upload)>>> = Arc::default();
+        let converted = {
+            let engine = Arc::clone(&self.engine);
+            let uploads = Arc::clone(&uploads);
+            let runtime = Handle::current();
+            let formats: Vec<Format> = self
+                .options
+                .outputs
+                .iter()
+                .filter_map(|o| match o {
+                    Output::Data(f) => Some(*f),
+                    Output::DynamodbJson => None,
+                })
+                .collect();
+            let (root, name, file_name) = (root.clone(), name.clone(), file_name.clone());
+            let (etag, reader, last_modified) =
+                (source.etag.clone(), source.reader, source.last_modified_ns);
+            tokio::task::spawn_blocking(move || {
+                engine.convert_with(&name, reader, |opened| {
+                    let naming = Naming {
+                        id: &name,
+                        file_name: &file_name,
+                        etag: etag.as_deref(),
+                        date: layout::utc_date(opened.first_ts.or(last_modified).unwrap_or(0)),
+                    };
+                    let mut outputs = Outputs::default();
+                    let mut started = uploads.lock().unwrap_or_else(|p| p.into_inner());
+                    for f in formats {
+                        let key = layout::key(Output::Data(f), &naming);
+                        let (control, writer) = upload(
+                            &runtime,
+                            Arc::clone(&root.store),
+                            root.path(&key)?,
+                            root.url(&key),
+                        );
+                        started.push((Output::Data(f), control));
+                        outputs.set(f, Box::new(writer));
+                    }
+                    Ok(outputs)
+                })
+            })
+            .await
+        };
+        let uploads = std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
+        let transport_failed = source
+            .transport_failed
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed));
+
+        let report = match converted {
+            Ok(Ok(report)) if !transport_failed => report,
+            Ok(Ok(report)) => {
+                abort_all(uploads).await;
+                let offset = match report.damage {
+                    Some(ReadError::Io { offset, .. } | ReadError::Damaged { offset, .. }) => {
+                        offset
+                    }
+                    _ => 0,
+                };
+                return Err(JobError::Transport { url, offset });
+            }
+            Ok(Err(e)) => {
+                // An upload that failed is the cause of a write error: report it, not the
+                // "upload stopped" seen by the writer.
+                let upload_error = abort_all(uploads).await;
+                if transport_failed {
+                    return Err(JobError::Transport { url, offset: 0 });
+                }
+                if let (ConvertError::Write { .. }, Some((out_url, source))) = (&e, upload_error) {
+                    return Err(JobError::Upload {
+                        object: url,
+                        url: out_url,
+                        source,
+                    });
+                }
+                let err = JobError::Convert { url, source: e };
+                if matches!(
+                    &err,
+                    JobError::Convert {
+                        source: ConvertError::Open { .. },
+                        ..
+                    }
+                ) {
+                    self.record_failure(
+                        &s3_id,
+                        &source_meta(&source.etag, source.size, source.last_modified_ns),
+                        &err,
+                    )
+                    .await;
+                }
+                return Err(err);
+            }
+            Err(join) => {
+                abort_all(uploads).await;
+                return Err(JobError::Convert {
+                    url,
+                    source: ConvertError::Internal {
+                        name,
+                        first_frame: 0,
+                        message: join.to_string(),
+                    },
+                });
+            }
+        };
+
+        // Commit every output, or none.
+        let mut outputs = Vec::new();
+        let mut pending = uploads.into_iter();
+        while let Some((kind, upload)) = pending.next() {
+            let out_url = upload.url().to_owned();
+            if let Err(source) = upload.commit().await {
+                abort_all(pending.collect()).await;
+                let written: Vec<String> = outputs.into_iter().map(|(_, u)| u).collect();
+                delete_urls(self, written).await;
+                return Err(JobError::Upload {
+                    object: url,
+                    url: out_url,
+                    source,
+                });
+            }
+            outputs.push((kind, out_url));
+        }
+
+        let outcome_reason = report.damage.as_ref().map(|d| d.to_string());
+        let outcome = match &outcome_reason {
+            None => ItemOutcome::Ok,
+            Some(reason) => ItemOutcome::Damaged { reason },
+        };
+        let listed: Vec<(&str, String)> = outputs
+            .iter()
+            .map(|(kind, u)| (kind.name(), u.clone()))
+            .collect();
+        let item = summary_item(
+            &ItemSource {
+                s3_id: &s3_id,
+                etag: source.etag.as_deref(),
+                size: Some(source.size),
+                last_modified_ns: source.last_modified_ns,
+                processed_at_ns: now_ns(),
+                outputs: &listed,
+            },
+            &outcome,
+            Some((&report.summary, report.format, report.compression)),
+            self.options.top_n,
+        );
+
+        if self.options.outputs.contains(&Output::DynamodbJson) {
+            let naming = Naming {
+                id: &name,
+                file_name: &file_name,
+                etag: None,
+                date: String::new(),
+            };
+            let key = layout::key(Output::DynamodbJson, &naming);
+            let mut line = item.to_dynamodb_json();
+            line.push('\n');
+            let path = root.path(&key).map_err(|source| JobError::Upload {
+                object: url.clone(),
+                url: root.url(&key),
+                source,
+            })?;
+            root.store
+                .put(&path, PutPayload::from(line))
+                .await
+                .map_err(|source| JobError::Upload {
+                    object: url.clone(),
+                    url: root.url(&key),
+                    source,
+                })?;
+            outputs.push((Output::DynamodbJson, root.url(&key)));
+        }
+
+        let mut item_written = false;
+        if let (Some(client), Some(table)) = (&self.dynamodb, &self.options.table) {
+            match table::put(client, table, &item).await {
+                Ok(Put::Written(old)) => {
+                    item_written = true;
+                    // Outputs of an older version that the new item no longer lists.
+                    let ours: BTreeSet<&str> = outputs.iter().map(|(_, u)| u.as_str()).collect();
+                    let stale: Vec<String> = old
+                        .as_ref()
+                        .map(table::outputs_of)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|u| !ours.contains(u.as_str()))
+                        .collect();
+                    delete_urls(self, stale).await;
+                }
+                Ok(Put::Newer) => {
+                    // A newer version's result won the race: our versioned outputs would
+                    // duplicate its rows in the dataset.
+                    let ours: Vec<String> = outputs
+                        .into_iter()
+                        .filter(|(k, _)| matches!(k, Output::Data(Format::Parquet | Format::Csv)))
+                        .map(|(_, u)| u)
+                        .collect();
+                    delete_urls(self, ours).await;
+                    return Err(JobError::Superseded { url });
+                }
+                Err(source) => return Err(JobError::Table { url, source }),
+            }
+        }
+
+        Ok(JobReport {
+            object: req.location.clone(),
+            name,
+            etag: source.etag,
+            size: source.size,
+            report,
+            outputs,
+            item_written,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Record a capture that could not be converted (best effort: the caller reports the
+    /// conversion error either way).
+    async fn record_failure(&self, s3_id: &str, meta: &SourceMeta<'_>, err: &JobError) {
+        let (Some(client), Some(table)) = (&self.dynamodb, &self.options.table) else {
+            return;
+        };
+        let reason = err.describe();
+        let item = summary_item(
+            &ItemSource {
+                s3_id,
+                etag: meta.etag,
+                size: Some(meta.size),
+                last_modified_ns: meta.last_modified_ns,
+                processed_at_ns: now_ns(),
+                outputs: &[],
+            },
+            &ItemOutcome::Failed { reason: &reason },
+            None,
+            0,
+        );
+        let _ = table::put(client, table, &item).await;
+    }
+
+    /// List the objects under an S3 prefix (all of them: captures are recognised by content).
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(Location, u64)>, JobError> {
+        use futures_util::TryStreamExt;
+        let url = format!("s3://{bucket}/{prefix}");
+        let fetch = |source| JobError::Fetch {
+            url: url.clone(),
+            source,
+        };
+        let store = self.aws(&url)?.s3(bucket).map_err(fetch)?;
+        let path = Path::parse(prefix).map_err(|e| fetch(e.into()))?;
+        let prefix_path = (!prefix.is_empty()).then_some(&path);
+        let mut found: Vec<(Location, u64)> = store
+            .list(prefix_path)
+            .map_ok(|m| {
+                (
+                    Location::S3 {
+                        bucket: bucket.to_owned(),
+                        key: m.location.to_string(),
+                    },
+                    m.size,
+                )
+            })
+            .try_collect()
+            .await
+            .map_err(fetch)?;
+        found.sort_by_key(|(l, _)| l.to_string());
+        Ok(found)
+    }
+}
+
+struct SourceMeta<'a> {
+    etag: Option<&'a str>,
+    size: u64,
+    last_modified_ns: Option<i64>,
+}
+
+fn source_meta(etag: &Option<String>, size: u64, last_modified_ns: Option<i64>) -> SourceMeta<'_> {
+    SourceMeta {
+        etag: etag.as_deref(),
+        size,
+        last_modified_ns,
+    }
+}
+
+/// `URL: cause: cause…` for a conversion error (whose own text starts with the capture's
+/// name, which the line replaces with the URL the user knows).
+pub fn describe_convert(url: &str, e: &ConvertError) -> String {
+    let (what, cause): (String, Option<&(dyn std::error::Error + 'static)>) = match e {
+        ConvertError::Open { source, .. } => (String::new(), Some(source)),
+        ConvertError::Write { format, source, .. } => {
+            (format!(": writing {format} output failed"), Some(source))
+        }
+        ConvertError::Outputs { source, .. } => {
+            (": cannot create the outputs".into(), Some(source.as_ref()))
+        }
+        other @ ConvertError::Internal { .. } => (format!(": {other}"), None),
+    };
+    match cause {
+        Some(c) => format!("{url}{what}: {}", error_chain(c)),
+        None => format!("{url}{what}"),
+    }
+}
+
+impl JobError {
+    /// One line for a person: the object, what failed, and every cause.
+    pub fn describe(&self) -> String {
+        match self {
+            JobError::Convert { url, source } => describe_convert(url, source),
+            JobError::Fetch { source, .. } | JobError::Upload { source, .. } => {
+                format!("{self}: {}", store_message(source))
+            }
+            other => error_chain(other),
+        }
+    }
+}
+
+/// An object_store error in one line: S3's own `Code: Message` when the response carried
+/// one (object_store's text repeats the whole XML body at every level of its chain), else its
+/// first line.
+pub fn store_message(e: &object_store::Error) -> String {
+    let kind = match e {
+        object_store::Error::NotFound { .. } => "not found",
+        object_store::Error::PermissionDenied { .. } => "access denied",
+        object_store::Error::Unauthenticated { .. } => "not authenticated (check the credentials)",
+        _ => "",
+    };
+    let text = error_chain(e);
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = text.find(&open)? + open.len();
+        let end = text[start..].find(&format!("</{name}>"))? + start;
+        Some(text[start..end].to_owned())
+    };
+    let detail = match (tag("Code"), tag("Message")) {
+        (Some(code), Some(message)) => format!("{code}: {message}"),
+        (Some(code), None) => code,
+        _ => {
+            let first = text.lines().next().unwrap_or_default();
+            first.chars().take(300).collect()
+        }
+    };
+    match kind {
+        "" => detail,
+        kind => format!("{kind} ({detail})"),
+    }
+}
+
+/// `error: cause: cause…`
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        // Some errors print their source in their own text already.
+        let text = c.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        cause = c.source();
+    }
+    s
+}
+
+fn rfc3339(ns: i64) -> String {
+    let mut out = Vec::with_capacity(32);
+    pcaplab_core::encode::write_rfc3339_ns(ns, &mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Abort every upload; the first failure of an upload itself (not the abort), with its URL.
+async fn abort_all(uploads: Vec<(Output, Upload)>) -> Option<(String, object_store::Error)> {
+    let mut first = None;
+    for (_, u) in uploads {
+        let url = u.url().to_owned();
+        if let Err(e) = u.abort().await
+            && first.is_none()
+        {
+            first = Some((url, e));
+        }
+    }
+    first
+}
+
+/// Delete outputs by URL (best effort: a leftover file is reported by nothing worse than a
+/// duplicate, and the next run over the object deletes it again).
+async fn delete_urls(job: &Job, urls: Vec<String>) {
+    for u in urls {
+        match Location::parse(&u) {
+            Ok(Location::Local(p)) => {
+                let _ = std::fs::remove_file(p);
+            }
+            Ok(Location::S3 { bucket, key }) => {
+                if let (Ok(aws), Ok(path)) = (job.aws(&u), Path::parse(&key))
+                    && let Ok(store) = aws.s3(&bucket)
+                {
+                    let _ = store.delete(&path).await;
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+/// A reader that counts the bytes it hands out.
+struct Counting<R> {
+    inner: R,
+    count: Option<Arc<AtomicU64>>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(c) = &self.count {
+            c.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,155 @@
+//! Where each output of a capture goes, under the output root (a directory or an S3 prefix):
+//!
+//! ```text
+//! packets/date=YYYY-MM-DD/<id>[.<etag>].parquet   one Hive-partitioned dataset (Athena, Glue, DuckDB)
+//! packets_csv/date=YYYY-MM-DD/<id>[.<etag>].csv    the same rows as CSV
+//! csv/<base>.csv                                    the AWS lab's src,dst,len,proto file
+//! dynamodb/<id>.json                                the summary item as DynamoDB JSON
+//! ```
+//!
+//! `date` is the UTC day of the capture's first packet (the object's modification day when no
+//! packet has a timestamp): a capture's partition follows its content, so converting the same
+//! object again writes the same keys. `<id>` is the capture's name — `bucket/key` for S3
+//! objects, the path below the input directory for local files — with `%` and `/` escaped as
+//! `%25` and `%2F` (Hive's escaping) so that every capture is one file of its partition.
+//! `<etag>` is the S3 object's ETag: two versions of an object never write the same key, so a
+//! slow run on an old version cannot overwrite a newer result. `<base>` is the object's file
+//! name without its last extension, as the lab named it.
+
+use pcaplab_core::Format;
+use pcaplab_core::encode::write_rfc3339_ns;
+
+/// An output file of one capture.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Output {
+    Data(Format),
+    /// The summary item as a DynamoDB JSON line.
+    DynamodbJson,
+}
+
+impl Output {
+    pub fn name(self) -> &'static str {
+        match self {
+            Output::Data(f) => f.name(),
+            Output::DynamodbJson => "dynamodb-json",
+        }
+    }
+}
+
+/// Hive's escaping of a partition value or file name: `%`, `/`, control characters and a few
+/// characters object stores dislike become `%XX`.
+pub fn escape(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for c in id.chars() {
+        if c == '%' || c == '/' || c == '\\' || c.is_ascii_control() {
+            out.push_str(&format!("%{:02X}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `YYYY-MM-DD` of a timestamp in ns since the epoch (UTC).
+pub fn utc_date(ts_ns: i64) -> String {
+    let mut s = Vec::with_capacity(32);
+    write_rfc3339_ns(ts_ns, &mut s);
+    let s = String::from_utf8_lossy(&s);
+    s.split('T').next().unwrap_or_default().to_owned()
+}
+
+/// The file name without its last extension (`x.pcap.gz` → `x.pcap`, `x.cap` → `x`).
+pub fn base_name(file_name: &str) -> &str {
+    match file_name.rsplit_once('.') {
+        Some((base, _)) if !base.is_empty() => base,
+        _ => file_name,
+    }
+}
+
+/// Keeps an ETag's letters, digits and `-` (S3 quotes it; multipart ETags end in `-N`).
+fn etag_part(etag: &str) -> String {
+    etag.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect()
+}
+
+/// What names a capture's outputs.
+#[derive(Clone, Debug)]
+pub struct Naming<'a> {
+    /// The capture's name (`bucket/key`, or the path below the input directory).
+    pub id: &'a str,
+    /// The object's file name.
+    pub file_name: &'a str,
+    pub etag: Option<&'a str>,
+    /// `YYYY-MM-DD`.
+    pub date: String,
+}
+
+/// The key of `output` relative to the output root.
+pub fn key(output: Output, n: &Naming<'_>) -> String {
+    let versioned = |dir: &str, ext: &str| {
+        let mut k = format!("{dir}/date={}/{}", n.date, escape(n.id));
+        if let Some(tag) = n.etag.map(etag_part).filter(|t| !t.is_empty()) {
+            k.push('.');
+            k.push_str(&tag);
+        }
+        k.push_str(ext);
+        k
+    };
+    match output {
+        Output::Data(Format::Parquet) => versioned("packets", ".parquet"),
+        Output::Data(Format::Csv) => versioned("packets_csv", ".csv"),
+        Output::Data(Format::LabCsv) => format!("csv/{}.csv", escape(base_name(n.file_name))),
+        Output::DynamodbJson => format!("dynamodb/{}.json", escape(n.id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_documented_layout() {
+        let n = Naming {
+            id: "bucket/in coming/x+y.pcap.gz",
+            file_name: "x+y.pcap.gz",
+            etag: Some("\"9b2cf535f27731c974343645a3985328-3\""),
+            date: "2024-05-01".into(),
+        };
+        assert_eq!(
+            key(Output::Data(Format::Parquet), &n),
+            "packets/date=2024-05-01/bucket%2Fin coming%2Fx+y.pcap.gz.9b2cf535f27731c974343645a3985328-3.parquet"
+        );
+        assert_eq!(
+            key(Output::Data(Format::Csv), &n),
+            "packets_csv/date=2024-05-01/bucket%2Fin coming%2Fx+y.pcap.gz.9b2cf535f27731c974343645a3985328-3.csv"
+        );
+        assert_eq!(key(Output::Data(Format::LabCsv), &n), "csv/x+y.pcap.csv");
+        assert_eq!(
+            key(Output::DynamodbJson, &n),
+            "dynamodb/bucket%2Fin coming%2Fx+y.pcap.gz.json"
+        );
+        let local = Naming {
+            id: "sub/100%.cap",
+            file_name: "100%.cap",
+            etag: None,
+            date: "1970-01-01".into(),
+        };
+        assert_eq!(
+            key(Output::Data(Format::Parquet), &local),
+            "packets/date=1970-01-01/sub%2F100%25.cap.parquet"
+        );
+        assert_eq!(key(Output::Data(Format::LabCsv), &local), "csv/100%25.csv");
+    }
+
+    #[test]
+    fn dates_and_base_names() {
+        assert_eq!(utc_date(0), "1970-01-01");
+        assert_eq!(utc_date(1_714_608_000_000_000_000 - 1), "2024-05-01");
+        assert_eq!(utc_date(-1), "1969-12-31");
+        assert_eq!(base_name("lab.cap"), "lab");
+        assert_eq!(base_name("lab.pcap.gz"), "lab.pcap");
+        assert_eq!(base_name(".hidden"), ".hidden");
+        assert_eq!(base_name("noext"), "noext");
+    }
+}

@@ -1,0 +1,19 @@
+//! pcaplab-cloud: the one job every pcaplab front end runs — process one capture object, local
+//! or on S3, into Parquet / CSV outputs and a DynamoDB summary item — and the AWS plumbing it
+//! needs (configuration, S3 through object_store, DynamoDB through the AWS SDK).
+//!
+//! The packet work is pcaplab-core's; this crate moves bytes and records results. See
+//! [`job`] for the order of operations that keeps results consistent across crashes and
+//! retries, and [`layout`] for where outputs go.
+
+pub mod aws;
+pub mod io;
+pub mod job;
+pub mod layout;
+pub mod location;
+pub mod table;
+
+pub use aws::Aws;
+pub use job::{Job, JobError, JobOptions, JobReport, Request, error_chain};
+pub use layout::Output;
+pub use location::{Location, LocationError};
