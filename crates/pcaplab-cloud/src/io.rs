@@ -231,3 +231,118 @@ impl Upload {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::ObjectStoreExt;
+    use object_store::memory::InMemory;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    /// Write `len` bytes of a pattern through an upload, then commit or abort it.
+    fn write(store: &Arc<InMemory>, rt: &tokio::runtime::Runtime, len: usize, commit: bool) {
+        let dyn_store: Arc<dyn ObjectStore> = Arc::clone(store) as Arc<dyn ObjectStore>;
+        let (control, mut writer) = upload(
+            rt.handle(),
+            dyn_store,
+            Path::from("out/x.bin"),
+            "mem://out/x.bin".into(),
+        );
+        let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+        for piece in data.chunks(100_003) {
+            writer.write_all(piece).expect("write");
+        }
+        writer.flush().expect("flush");
+        drop(writer);
+        let r = if commit {
+            rt.block_on(control.commit())
+        } else {
+            rt.block_on(control.abort())
+        };
+        r.expect("finish");
+    }
+
+    #[test]
+    fn committed_uploads_appear_whole_aborted_ones_not_at_all() {
+        let rt = runtime();
+        let store = Arc::new(InMemory::new());
+        // Above the part size: a multipart upload of several parts.
+        let len = PART_SIZE * 2 + 12_345;
+        write(&store, &rt, len, false);
+        let missing = rt.block_on(store.head(&Path::from("out/x.bin")));
+        assert!(matches!(missing, Err(object_store::Error::NotFound { .. })));
+        write(&store, &rt, len, true);
+        let got = rt
+            .block_on(async { store.get(&Path::from("out/x.bin")).await?.bytes().await })
+            .expect("get");
+        assert_eq!(got.len(), len);
+        assert!(got.iter().enumerate().all(|(i, b)| *b == (i % 251) as u8));
+        // A small output is one plain put.
+        write(&store, &rt, 10, true);
+        let head = rt
+            .block_on(store.head(&Path::from("out/x.bin")))
+            .expect("head");
+        assert_eq!(head.size, 10);
+    }
+
+    #[test]
+    fn a_dropped_upload_is_aborted() {
+        let rt = runtime();
+        let store = Arc::new(InMemory::new());
+        let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
+        let (control, mut writer) =
+            upload(rt.handle(), dyn_store, Path::from("y"), "mem://y".into());
+        writer.write_all(&[1; 4096]).expect("write");
+        writer.flush().expect("flush");
+        drop(writer);
+        drop(control);
+        // Let the task run to its end.
+        rt.block_on(async { tokio::time::sleep(std::time::Duration::from_millis(100)).await });
+        assert!(rt.block_on(store.head(&Path::from("y"))).is_err());
+    }
+
+    #[test]
+    fn the_stream_reader_returns_the_object_and_counts_it() {
+        let rt = runtime();
+        let store = InMemory::new();
+        let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 7) as u8).collect();
+        let path = Path::from("in/cap");
+        rt.block_on(store.put(&path, body.clone().into()))
+            .expect("put");
+        let stream = rt.block_on(store.get(&path)).expect("get").into_stream();
+        let progress = Arc::new(AtomicU64::new(0));
+        let (mut reader, failed) =
+            StreamReader::spawn(rt.handle(), stream, Some(Arc::clone(&progress)));
+        let mut got = Vec::new();
+        reader.read_to_end(&mut got).expect("read");
+        assert_eq!(got, body);
+        assert_eq!(progress.load(Ordering::Relaxed), body.len() as u64);
+        assert!(!failed.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn a_failed_stream_is_a_transport_error() {
+        let rt = runtime();
+        let items: Vec<object_store::Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(object_store::Error::Generic {
+                store: "test",
+                source: "connection reset".into(),
+            }),
+        ];
+        let stream = futures_util::stream::iter(items).boxed();
+        let (mut reader, failed) = StreamReader::spawn(rt.handle(), stream, None);
+        let mut got = Vec::new();
+        let e = reader.read_to_end(&mut got).expect_err("must fail");
+        assert!(e.to_string().contains("connection reset"), "{e}");
+        assert_eq!(got, b"abc");
+        assert!(failed.load(Ordering::Relaxed));
+    }
+}
