@@ -259,6 +259,7 @@ async fn convert_all(
                 location: input.location.clone(),
                 name: Some(input.name.clone()),
                 progress: Some(progress),
+                listed: input.listed,
             };
             let result = job.process(&request).await;
             drop(permit);

@@ -11,16 +11,22 @@ fn pcaplab(args: &[&str]) -> Output {
         .expect("run pcaplab")
 }
 
-fn corpus() -> Option<PathBuf> {
-    match std::env::var_os("PCAPLAB_CORPUS") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            eprintln!(
-                "\n*** SKIPPED: PCAPLAB_CORPUS is not set; corpus CLI tests did not run. ***\n"
-            );
-            None
-        }
+/// A prerequisite is missing: skip loudly, or fail where every test must run (`.ci/test` sets
+/// `PCAPLAB_REQUIRE_ALL`).
+fn missing(what: &str) {
+    let message = format!("{what} is not set; this test did not run");
+    if std::env::var_os("PCAPLAB_REQUIRE_ALL").is_some() {
+        panic!("{message} (PCAPLAB_REQUIRE_ALL is set)");
     }
+    eprintln!("\n*** SKIPPED: {message}. ***\n");
+}
+
+fn corpus() -> Option<PathBuf> {
+    let dir = std::env::var_os("PCAPLAB_CORPUS").map(PathBuf::from);
+    if dir.is_none() {
+        missing("PCAPLAB_CORPUS");
+    }
+    dir
 }
 
 /// The project's own captures.
@@ -34,8 +40,11 @@ fn stderr(o: &Output) -> String {
 
 /// A Python with pyarrow and duckdb: `$PCAPLAB_PYTHON` (set by .ci/run to the project's venv).
 fn python() -> Option<String> {
-    let py = std::env::var("PCAPLAB_PYTHON").ok()?;
-    Some(py)
+    let py = std::env::var("PCAPLAB_PYTHON").ok();
+    if py.is_none() {
+        missing("PCAPLAB_PYTHON (a Python with pyarrow and duckdb)");
+    }
+    py
 }
 
 #[test]
@@ -259,12 +268,7 @@ fn own_captures_convert_cleanly() {
 #[test]
 fn pyarrow_and_duckdb_read_our_parquet() {
     let Some(dir) = corpus() else { return };
-    let Some(py) = python() else {
-        eprintln!(
-            "\n*** SKIPPED: PCAPLAB_PYTHON (a Python with pyarrow and duckdb) is not set. ***\n"
-        );
-        return;
-    };
+    let Some(py) = python() else { return };
     let out = tempfile::tempdir().expect("tempdir");
     let o = pcaplab(&[
         "convert",

@@ -69,6 +69,9 @@ pub struct Request {
     pub name: Option<String>,
     /// Counts the input bytes read, for a progress bar.
     pub progress: Option<Arc<AtomicU64>>,
+    /// The object was found by listing a prefix: if it is not a capture, it is skipped — no
+    /// failed item is recorded (a named object that is not a capture is recorded).
+    pub listed: bool,
 }
 
 impl Request {
@@ -77,6 +80,7 @@ impl Request {
             location,
             name: None,
             progress: None,
+            listed: false,
         }
     }
 }
@@ -512,13 +516,14 @@ impl Job {
                     });
                 }
                 let err = JobError::Convert { url, source: e };
-                if matches!(
+                let capture_fault = matches!(
                     &err,
                     JobError::Convert {
                         source: ConvertError::Open { .. },
                         ..
                     }
-                ) {
+                );
+                if capture_fault && !(req.listed && err.not_a_capture()) {
                     self.record_failure(
                         &s3_id,
                         &source_meta(&source.etag, source.size, source.last_modified_ns),
@@ -624,13 +629,21 @@ impl Job {
                         .collect();
                     delete_urls(self, stale).await;
                 }
-                Ok(Put::Newer) => {
+                Ok(Put::Newer(theirs)) => {
                     // A newer version's result won the race: our versioned outputs would
-                    // duplicate its rows in the dataset.
+                    // duplicate its rows in the dataset — unless they are its outputs too (the
+                    // same content uploaded again has the same ETag, hence the same keys).
+                    let theirs: BTreeSet<String> = theirs
+                        .as_ref()
+                        .map(table::outputs_of)
+                        .unwrap_or_default()
+                        .into_iter()
+                        .collect();
                     let ours: Vec<String> = outputs
                         .into_iter()
                         .filter(|(k, _)| matches!(k, Output::Data(Format::Parquet | Format::Csv)))
                         .map(|(_, u)| u)
+                        .filter(|u| !theirs.contains(u))
                         .collect();
                     delete_urls(self, ours).await;
                     return Err(JobError::Superseded { url });

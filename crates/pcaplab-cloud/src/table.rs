@@ -12,7 +12,8 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use pcaplab_core::{AttrValue, Item};
 
 /// Attempts per request (the SDK's default is 3).
@@ -105,8 +106,9 @@ pub fn to_sdk(v: &AttrValue) -> AttributeValue {
 pub enum Put {
     /// Written; the item it replaced, if any.
     Written(Option<HashMap<String, AttributeValue>>),
-    /// The table holds a result for a newer version of the object; nothing was written.
-    Newer,
+    /// The table holds a result for a newer version of the object (that item, as DynamoDB
+    /// returned it); nothing was written.
+    Newer(Option<HashMap<String, AttributeValue>>),
 }
 
 /// Write `item` unless the table holds one for a newer version of the object.
@@ -121,7 +123,8 @@ pub async fn put(client: &Client, table: &str, item: &Item) -> Result<Put, Table
         .set_item(Some(
             item.0.iter().map(|(k, v)| (k.clone(), to_sdk(v))).collect(),
         ))
-        .return_values(ReturnValue::AllOld);
+        .return_values(ReturnValue::AllOld)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
     if let Some(AttrValue::S(lm)) = item.get("last_modified") {
         // RFC 3339 with nine fraction digits: string order is time order.
         request = request
@@ -132,9 +135,14 @@ pub async fn put(client: &Client, table: &str, item: &Item) -> Result<Put, Table
     }
     match request.send().await {
         Ok(out) => Ok(Put::Written(out.attributes)),
-        Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-            Ok(Put::Newer)
-        }
+        Err(SdkError::ServiceError(e)) => match e.into_err() {
+            PutItemError::ConditionalCheckFailedException(c) => Ok(Put::Newer(c.item)),
+            other => Err(table_error(
+                table,
+                s3_id,
+                SdkError::<PutItemError, ()>::service_error(other, ()),
+            )),
+        },
         Err(e) => Err(table_error(table, s3_id, e)),
     }
 }

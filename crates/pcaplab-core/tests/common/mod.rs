@@ -19,6 +19,10 @@ pub fn corpus() -> Option<PathBuf> {
             Some(d)
         }
         None => {
+            assert!(
+                std::env::var_os("PCAPLAB_REQUIRE_ALL").is_none(),
+                "PCAPLAB_CORPUS is not set and PCAPLAB_REQUIRE_ALL is: the corpus tests must run"
+            );
             eprintln!(
                 "\n*** SKIPPED: PCAPLAB_CORPUS is not set, so the corpus tests did not run. ***\n\
                  *** Set it to the corpus directory (.ci/run uses ../shared/captures).    ***\n"

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Peak memory and time of an S3 → S3 conversion of a large capture, against moto's server.
+#
+#   benches/s3_memory.sh [SIZE_MB]
+#
+# Generates a pcap of about SIZE_MB (default 1100) by repeating the records of a corpus
+# capture, uploads it to a bucket of a moto server started on a free loopback port, then runs
+#   pcaplab convert s3://bench/big.pcap --out s3://bench/out/ --format parquet,csv,lab-csv \
+#     --dynamodb-table PacketCaptures
+# under /usr/bin/time -v and prints the peak RSS, the time and what was written. The input is
+# streamed and the outputs are multipart uploads, so the peak RSS must not grow with the input.
+# Needs the project venv (.ci/test makes it: moto, boto3) and GNU time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+size_mb="${1:-1100}"
+corpus="${PCAPLAB_CORPUS:-$(cd .. && pwd)/shared/captures}"
+src="$corpus/pcapplusplus__many-protocols.pcap"
+py=.venv/bin/python
+[ -x "$py" ] && [ -x .venv/bin/moto_server ] || { echo "error: no .venv with moto; run bash .ci/test once" >&2; exit 1; }
+command -v /usr/bin/time >/dev/null || { echo "error: GNU time is not installed (apt-get install time)" >&2; exit 1; }
+work="${BENCH_DIR:-$(mktemp -d)}"
+mkdir -p "$work"
+
+cargo build --release -q -p pcaplab-cli
+bin="$PWD/target/release/pcaplab"
+
+input="$work/big.pcap"
+if [ ! -f "$input" ]; then
+  "$py" - "$src" "$input" "$size_mb" <<'PY'
+import sys
+src, dst, size_mb = sys.argv[1], sys.argv[2], int(sys.argv[3])
+data = open(src, "rb").read()
+header, records = data[:24], data[24:]
+copies = max(1, size_mb * 2**20 // len(records))
+with open(dst, "wb") as f:
+    f.write(header)
+    for _ in range(copies):
+        f.write(records)
+PY
+fi
+bytes=$(stat -c %s "$input")
+
+port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+.venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
+moto=$!
+trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null || true' EXIT
+export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
+  AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+for _ in $(seq 100); do curl -sf "$AWS_ENDPOINT_URL/moto-api/" >/dev/null && break; sleep 0.2; done
+
+"$py" - "$input" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3")
+s3.create_bucket(Bucket="bench")
+s3.upload_file(sys.argv[1], "bench", "big.pcap")
+boto3.client("dynamodb").create_table(
+    TableName="PacketCaptures",
+    KeySchema=[{"AttributeName": "s3Id", "KeyType": "HASH"}],
+    AttributeDefinitions=[{"AttributeName": "s3Id", "AttributeType": "S"}],
+    BillingMode="PAY_PER_REQUEST")
+PY
+
+/usr/bin/time -v -o "$work/time.txt" "$bin" convert s3://bench/big.pcap --out s3://bench/out/ \
+  --format parquet,csv,lab-csv --dynamodb-table PacketCaptures --quiet 2>"$work/stderr.txt" || {
+  cat "$work/stderr.txt" >&2; exit 1; }
+rss_kib=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
+secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt")
+cat "$work/stderr.txt"
+"$py" - <<PY
+import boto3
+s3 = boto3.client("s3")
+for o in s3.list_objects_v2(Bucket="bench", Prefix="out/")["Contents"]:
+    print(f"  {o['Size']:>12}  s3://bench/{o['Key']}")
+item = boto3.client("dynamodb").get_item(TableName="PacketCaptures", Key={"s3Id": {"S": "bench/big.pcap"}})["Item"]
+print(f"  item: packets={item['packets']['N']} status={item['status']['S']}")
+PY
+echo "input: $bytes bytes; peak RSS: $((rss_kib / 1024)) MiB; wall: $secs"
