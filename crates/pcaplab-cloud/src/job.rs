@@ -865,3 +865,106 @@ impl<R: Read> Read for Counting<R> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn captures() -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../captures")
+    }
+
+    fn job(out: &std::path::Path, outputs: Vec<Output>) -> Job {
+        let engine = Engine::builder().jobs(2).build().expect("engine");
+        Job::new(
+            Arc::new(engine),
+            None,
+            JobOptions {
+                outputs,
+                out: Some(Location::Local(out.to_path_buf())),
+                ..JobOptions::default()
+            },
+        )
+        .expect("job")
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("runtime")
+    }
+
+    #[test]
+    fn a_local_capture_becomes_its_outputs_and_item() {
+        let out = tempfile::tempdir().expect("tempdir");
+        let job = job(
+            out.path(),
+            vec![
+                Output::Data(Format::Parquet),
+                Output::Data(Format::LabCsv),
+                Output::DynamodbJson,
+            ],
+        );
+        let url = format!("file://{}", captures().join("lab-web.pcap.gz").display());
+        let mut request = Request::new(Location::parse(&url).expect("url"));
+        request.name = Some("lab-web.pcap.gz".into());
+        let report = runtime().block_on(job.process(&request)).expect("process");
+        assert_eq!(report.report.summary.packets, 33);
+        assert!(report.report.damage.is_none());
+        let keys: Vec<String> = report
+            .outputs
+            .iter()
+            .map(|(_, u)| {
+                u.strip_prefix(&format!("{}/", out.path().display()))
+                    .expect("under the output root")
+                    .to_owned()
+            })
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "packets/date=2024-03-01/lab-web.pcap.gz.parquet",
+                "csv/lab-web.pcap.csv",
+                "dynamodb/lab-web.pcap.gz.json",
+            ]
+        );
+        for k in &keys {
+            assert!(out.path().join(k).is_file(), "{k}");
+        }
+        let json = std::fs::read_to_string(out.path().join(&keys[2])).expect("json");
+        assert!(json.starts_with("{\"Item\":{"), "{json}");
+        assert!(json.contains("\"packets\":{\"N\":\"33\"}"), "{json}");
+        assert!(!report.item_written);
+    }
+
+    #[test]
+    fn a_non_capture_fails_by_name_and_writes_nothing() {
+        let out = tempfile::tempdir().expect("tempdir");
+        let job = job(out.path(), vec![Output::Data(Format::Parquet)]);
+        let request = Request::new(Location::Local(captures().join("README.md")));
+        let e = runtime()
+            .block_on(job.process(&request))
+            .expect_err("not a capture");
+        assert!(e.not_a_capture(), "{e:?}");
+        assert!(!e.retryable());
+        let line = e.describe();
+        assert!(line.contains("README.md: not a packet capture"), "{line}");
+        assert_eq!(std::fs::read_dir(out.path()).expect("dir").count(), 0);
+    }
+
+    #[test]
+    fn s3_without_aws_configuration_is_a_clear_error() {
+        let out = tempfile::tempdir().expect("tempdir");
+        let job = job(out.path(), vec![Output::Data(Format::Parquet)]);
+        let request = Request::new(Location::parse("s3://bucket/x.pcap").expect("url"));
+        let e = runtime()
+            .block_on(job.process(&request))
+            .expect_err("no aws");
+        assert_eq!(
+            e.describe(),
+            "s3://bucket/x.pcap: S3 needs an AWS configuration"
+        );
+    }
+}
