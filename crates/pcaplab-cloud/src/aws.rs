@@ -49,6 +49,11 @@ impl Aws {
         }
     }
 
+    /// The loaded configuration, to build other SDK clients from.
+    pub fn sdk(&self) -> &SdkConfig {
+        &self.sdk
+    }
+
     pub fn dynamodb(&self) -> &aws_sdk_dynamodb::Client {
         &self.dynamodb
     }

@@ -192,6 +192,29 @@ impl JobError {
         }
     }
 
+    /// The capture itself is at fault (not a capture, an unsupported or damaged header): no
+    /// retry can change that.
+    pub fn capture_fault(&self) -> bool {
+        matches!(
+            self,
+            JobError::Convert {
+                source: ConvertError::Open { .. },
+                ..
+            }
+        )
+    }
+
+    /// The input object does not exist.
+    pub fn object_not_found(&self) -> bool {
+        matches!(
+            self,
+            JobError::Fetch {
+                source: object_store::Error::NotFound { .. },
+                ..
+            }
+        )
+    }
+
     /// The object is not a capture (or not one we can read), as opposed to a fault around it.
     pub fn not_a_capture(&self) -> bool {
         matches!(
@@ -516,14 +539,7 @@ impl Job {
                     });
                 }
                 let err = JobError::Convert { url, source: e };
-                let capture_fault = matches!(
-                    &err,
-                    JobError::Convert {
-                        source: ConvertError::Open { .. },
-                        ..
-                    }
-                );
-                if capture_fault && !(req.listed && err.not_a_capture()) {
+                if err.capture_fault() && !(req.listed && err.not_a_capture()) {
                     self.record_failure(
                         &s3_id,
                         &source_meta(&source.etag, source.size, source.last_modified_ns),

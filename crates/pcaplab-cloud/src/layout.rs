@@ -34,6 +34,14 @@ impl Output {
             Output::DynamodbJson => "dynamodb-json",
         }
     }
+
+    /// The output named `parquet`, `csv`, `lab-csv` or `dynamodb-json`.
+    pub fn parse(name: &str) -> Option<Output> {
+        match name {
+            "dynamodb-json" => Some(Output::DynamodbJson),
+            other => Format::parse(other).map(Output::Data),
+        }
+    }
 }
 
 /// Hive's escaping of a partition value or file name: `%`, `/`, control characters and a few
