@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use pcaplab_testkit::{corpus, own_captures, python};
+
 fn pcaplab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pcaplab"))
         .args(args)
@@ -11,40 +13,8 @@ fn pcaplab(args: &[&str]) -> Output {
         .expect("run pcaplab")
 }
 
-/// A prerequisite is missing: skip loudly, or fail where every test must run (`.ci/test` sets
-/// `PCAPLAB_REQUIRE_ALL`).
-fn missing(what: &str) {
-    let message = format!("{what} is not set; this test did not run");
-    if std::env::var_os("PCAPLAB_REQUIRE_ALL").is_some() {
-        panic!("{message} (PCAPLAB_REQUIRE_ALL is set)");
-    }
-    eprintln!("\n*** SKIPPED: {message}. ***\n");
-}
-
-fn corpus() -> Option<PathBuf> {
-    let dir = std::env::var_os("PCAPLAB_CORPUS").map(PathBuf::from);
-    if dir.is_none() {
-        missing("PCAPLAB_CORPUS");
-    }
-    dir
-}
-
-/// The project's own captures.
-fn captures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../captures")
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// A Python with pyarrow and duckdb: `$PCAPLAB_PYTHON` (set by .ci/run to the project's venv).
-fn python() -> Option<String> {
-    let py = std::env::var("PCAPLAB_PYTHON").ok();
-    if py.is_none() {
-        missing("PCAPLAB_PYTHON (a Python with pyarrow and duckdb)");
-    }
-    py
 }
 
 #[test]
@@ -244,7 +214,7 @@ fn inspect_summarises() {
 
 #[test]
 fn own_captures_convert_cleanly() {
-    let caps = captures();
+    let caps = own_captures();
     let out = tempfile::tempdir().expect("tempdir");
     let o = pcaplab(&[
         "convert",

@@ -7,153 +7,29 @@
 //! when `$PCAPLAB_REQUIRE_ALL` is set (as in CI).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Instant;
 
 const TABLE: &str = "PacketCaptures";
 
-// ---------------------------------------------------------------------------------------------
-// Prerequisites
-
-fn skip(what: &str) {
-    let message = format!("*** SKIPPED: {what}; the S3/DynamoDB CLI tests did not run. ***");
-    if std::env::var_os("PCAPLAB_REQUIRE_ALL").is_some() {
-        panic!("{message} (PCAPLAB_REQUIRE_ALL is set)");
-    }
-    eprintln!("\n{message}\n");
-}
-
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("PCAPLAB_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None => {
-            skip("PCAPLAB_PYTHON (a Python with boto3, moto[server] and pyarrow) is not set");
-            None
-        }
-    }
-}
-
-fn corpus() -> Option<PathBuf> {
-    match std::env::var_os("PCAPLAB_CORPUS") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            skip("PCAPLAB_CORPUS is not set");
-            None
-        }
-    }
-}
-
-/// The project's own captures.
-fn own_captures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../captures")
-}
+use pcaplab_testkit::{corpus, fields, own_captures, python};
 
 // ---------------------------------------------------------------------------------------------
-// A moto server of our own, stopped (kill + wait) when dropped, whatever the test did.
+// A moto server of our own (pcaplab-testkit), with this file's fixtures.
 
-struct Moto {
-    child: Child,
-    port: u16,
-    python: PathBuf,
-    /// Holds nothing: `AWS_CONFIG_FILE` and `AWS_SHARED_CREDENTIALS_FILE` point into it, so no
-    /// profile of the machine is read.
-    home: tempfile::TempDir,
-}
+struct Moto(pcaplab_testkit::Moto);
 
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+impl std::ops::Deref for Moto {
+    type Target = pcaplab_testkit::Moto;
+    fn deref(&self) -> &Self::Target {
+        &self.0
     }
-}
-
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    l.local_addr().expect("local addr").port()
-}
-
-/// `GET /moto-api/` answers 200.
-fn moto_answers(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(500),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /moto-api/ HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
 }
 
 impl Moto {
     fn start(python: &Path) -> Moto {
-        let bin = python
-            .parent()
-            .expect("PCAPLAB_PYTHON has a directory")
-            .join("moto_server");
-        // The port is free when picked, but another process may take it before moto binds it:
-        // then moto exits, and we try another.
-        for _ in 0..3 {
-            let port = free_port();
-            let mut child = Command::new(&bin)
-                .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-            let deadline = Instant::now() + Duration::from_secs(20);
-            let up = loop {
-                if moto_answers(port) {
-                    break true;
-                }
-                if matches!(child.try_wait(), Ok(Some(_))) || Instant::now() > deadline {
-                    break false;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            };
-            if up {
-                return Moto {
-                    child,
-                    port,
-                    python: python.to_owned(),
-                    home: tempfile::tempdir().expect("tempdir"),
-                };
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        panic!("moto_server ({}) did not come up", bin.display());
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    /// `cmd` talking to this server only, with the emulator's fixed credentials.
-    fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        let missing = self.home.path().join("none");
-        cmd.env("AWS_ENDPOINT_URL", self.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", &missing)
-            .env("AWS_SHARED_CREDENTIALS_FILE", &missing)
+        Moto(pcaplab_testkit::Moto::start(python))
     }
 
     fn pcaplab(&self, args: &[&str]) -> Output {
@@ -163,22 +39,9 @@ impl Moto {
             .expect("run pcaplab")
     }
 
-    /// Run `PRELUDE + script` with `args`; it must succeed. Returns its stdout.
+    /// Run this file's [`PRELUDE`] + `script` with `args`; it must succeed. Returns its stdout.
     fn py(&self, script: &str, args: &[&str]) -> String {
-        let o = self
-            .env(&mut Command::new(&self.python))
-            .arg("-c")
-            .arg(format!("{PRELUDE}\n{script}"))
-            .args(args)
-            .output()
-            .expect("run python");
-        assert!(
-            o.status.success(),
-            "python failed:\n{script}\n--- stdout\n{}\n--- stderr\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        self.0.py(&format!("{PRELUDE}\n{script}"), args)
     }
 
     /// The `PacketCaptures` table and the `captures` and `results` buckets.
@@ -256,24 +119,9 @@ impl Moto {
     }
 }
 
-/// Helpers every Python snippet starts with. `emit` prints one tab-separated line.
+/// This file's helpers, after pcaplab-testkit's prelude (boto3 clients, `emit`, `create_table`).
 const PRELUDE: &str = r#"
-import sys, os, json, boto3
-s3 = boto3.client("s3")
-ddb = boto3.client("dynamodb")
 TABLE = "PacketCaptures"
-
-def emit(*fields):
-    fields = [str(f) for f in fields]
-    for f in fields:
-        assert "\t" not in f and "\n" not in f, repr(f)
-    print("\t".join(fields))
-
-def create_table(name=TABLE):
-    ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "s3Id", "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": "s3Id", "AttributeType": "S"}])
-    ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 0.1})
 
 def items(name=TABLE):
     for page in ddb.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
@@ -323,14 +171,6 @@ struct Rows {
     ipv4: u64,
     ethernet: u64,
     dates: BTreeSet<String>,
-}
-
-/// The lines of `out` that start with `kind\t`, split at tabs (without the kind).
-fn fields(out: &str, kind: &str) -> Vec<Vec<String>> {
-    out.lines()
-        .filter_map(|l| l.strip_prefix(kind).and_then(|r| r.strip_prefix('\t')))
-        .map(|r| r.split('\t').map(str::to_owned).collect())
-        .collect()
 }
 
 /// A summary item, as read back from the table.
