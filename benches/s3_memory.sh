@@ -10,6 +10,10 @@
 # under /usr/bin/time -v and prints the peak RSS, the time and what was written. The input is
 # streamed and the outputs are multipart uploads, so the peak RSS must not grow with the input.
 # Needs the project venv (.ci/test makes it: moto, boto3) and GNU time.
+#
+# LAMBDA_MEMORY_MB=512 runs the conversion as a Lambda function of that size would: in a
+# cgroup (v1, needs root) with that memory limit and Lambda's CPU share (1 vCPU per 1,769 MB),
+# formats parquet,lab-csv (the function's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,9 +65,27 @@ boto3.client("dynamodb").create_table(
     BillingMode="PAY_PER_REQUEST")
 PY
 
-/usr/bin/time -v -o "$work/time.txt" "$bin" convert s3://bench/big.pcap --out s3://bench/out/ \
-  --format parquet,csv,lab-csv --dynamodb-table PacketCaptures --quiet 2>"$work/stderr.txt" || {
+formats=parquet,csv,lab-csv
+wrap=()
+if [ -n "${LAMBDA_MEMORY_MB:-}" ]; then
+  formats=parquet,lab-csv
+  cg=/sys/fs/cgroup
+  [ -d "$cg/memory" ] && [ -d "$cg/cpu" ] || { echo "error: LAMBDA_MEMORY_MB needs cgroup v1 memory and cpu controllers" >&2; exit 1; }
+  name="pcaplab-bench-$$"
+  mkdir -p "$cg/memory/$name" "$cg/cpu/$name"
+  echo $((LAMBDA_MEMORY_MB * 1024 * 1024)) >"$cg/memory/$name/memory.limit_in_bytes"
+  echo 100000 >"$cg/cpu/$name/cpu.cfs_period_us"
+  echo $((100000 * LAMBDA_MEMORY_MB / 1769)) >"$cg/cpu/$name/cpu.cfs_quota_us"
+  trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null || true; rmdir "$cg/memory/$name" "$cg/cpu/$name" 2>/dev/null || true' EXIT
+  wrap=(sh -c 'echo $$ >"$0/memory/$1/cgroup.procs"; echo $$ >"$0/cpu/$1/cgroup.procs"; shift; exec "$@"' "$cg" "$name")
+  echo "as a ${LAMBDA_MEMORY_MB} MB Lambda: memory limit ${LAMBDA_MEMORY_MB} MiB, CPU quota $((100 * LAMBDA_MEMORY_MB / 1769))% of one core"
+fi
+/usr/bin/time -v -o "$work/time.txt" "${wrap[@]}" "$bin" convert s3://bench/big.pcap --out s3://bench/out/ \
+  --format "$formats" --dynamodb-table PacketCaptures --quiet 2>"$work/stderr.txt" || {
   cat "$work/stderr.txt" >&2; exit 1; }
+if [ -n "${LAMBDA_MEMORY_MB:-}" ]; then
+  echo "cgroup peak memory: $(( $(cat "$cg/memory/$name/memory.max_usage_in_bytes") / 1048576 )) MiB; OOM kills: $(awk '/oom_kill /{print $2}' "$cg/memory/$name/memory.oom_control" 2>/dev/null || echo n/a)"
+fi
 rss_kib=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
 secs=$(awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$work/time.txt")
 cat "$work/stderr.txt"
