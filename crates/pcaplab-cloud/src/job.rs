@@ -984,3 +984,59 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod classification {
+    use super::*;
+
+    fn fetch(source: object_store::Error) -> JobError {
+        JobError::Fetch {
+            url: "s3://b/k".into(),
+            source,
+        }
+    }
+
+    #[test]
+    fn s3_faults_are_retryable_and_refusals_are_not() {
+        let generic = |text: &str| object_store::Error::Generic {
+            store: "S3",
+            source: text.to_owned().into(),
+        };
+        assert!(fetch(generic("error sending request: connection reset")).retryable());
+        assert!(
+            fetch(generic(
+                "Server returned non-2xx status code: 503 Service Unavailable"
+            ))
+            .retryable()
+        );
+        let no_bucket = fetch(generic(
+            "<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>",
+        ));
+        assert!(!no_bucket.retryable());
+        assert_eq!(
+            no_bucket.describe(),
+            "s3://b/k: cannot read the object from S3: NoSuchBucket: The specified bucket does not exist"
+        );
+        let missing = fetch(object_store::Error::NotFound {
+            path: "k".into(),
+            source: "404".into(),
+        });
+        assert!(!missing.retryable());
+        assert!(missing.object_not_found());
+        assert!(
+            missing.describe().contains("not found"),
+            "{}",
+            missing.describe()
+        );
+        let denied = fetch(object_store::Error::PermissionDenied {
+            path: "k".into(),
+            source: "403".into(),
+        });
+        assert!(!denied.retryable());
+        assert!(
+            denied.describe().contains("access denied"),
+            "{}",
+            denied.describe()
+        );
+    }
+}

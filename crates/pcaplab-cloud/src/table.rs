@@ -186,3 +186,51 @@ pub fn outputs_of(item: &HashMap<String, AttributeValue>) -> Vec<String> {
         .map(|m| m.values().filter_map(|v| v.as_s().ok().cloned()).collect())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+
+    fn service(code: &str, message: &str) -> TableError {
+        let e = PutItemError::generic(ErrorMetadata::builder().code(code).message(message).build());
+        table_error(
+            "T",
+            "b/k",
+            SdkError::<PutItemError, ()>::service_error(e, ()),
+        )
+    }
+
+    #[test]
+    fn faults_are_classified_as_aws_recommends() {
+        for code in [
+            "ThrottlingException",
+            "ProvisionedThroughputExceededException",
+            "RequestLimitExceeded",
+            "InternalServerError",
+        ] {
+            let e = service(code, "slow down");
+            assert!(e.retryable, "{code}");
+            assert_eq!(
+                e.to_string(),
+                format!("DynamoDB table T, item b/k: {code}: slow down")
+            );
+        }
+        for code in ["AccessDeniedException", "ValidationException"] {
+            assert!(!service(code, "no").retryable, "{code}");
+        }
+        let missing = service("ResourceNotFoundException", "Requested resource not found");
+        assert!(!missing.retryable);
+        assert!(missing.message.starts_with("table not found"), "{missing}");
+        let timeout = table_error(
+            "T",
+            "-",
+            SdkError::<PutItemError, ()>::timeout_error("read timed out"),
+        );
+        assert!(timeout.retryable);
+        assert!(
+            timeout.to_string().starts_with("DynamoDB table T: "),
+            "{timeout}"
+        );
+    }
+}
