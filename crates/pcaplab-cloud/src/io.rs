@@ -235,16 +235,9 @@ impl Upload {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_runtime as runtime;
     use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime")
-    }
 
     /// Write `len` bytes of a pattern through an upload, then commit or abort it.
     fn write(store: &Arc<InMemory>, rt: &tokio::runtime::Runtime, len: usize, commit: bool) {

@@ -885,6 +885,7 @@ impl<R: Read> Read for Counting<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_runtime as runtime;
 
     fn captures() -> std::path::PathBuf {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../captures")
@@ -902,14 +903,6 @@ mod tests {
             },
         )
         .expect("job")
-    }
-
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime")
     }
 
     #[test]

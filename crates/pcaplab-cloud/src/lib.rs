@@ -17,3 +17,13 @@ pub use aws::Aws;
 pub use job::{Job, JobError, JobOptions, JobReport, Request, error_chain};
 pub use layout::Output;
 pub use location::{Location, LocationError};
+
+/// A small runtime for the unit tests that drive async code from a plain test.
+#[cfg(test)]
+pub(crate) fn test_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
