@@ -12,12 +12,6 @@ use pcaplab_core::{Compression, Outputs, Report};
 use crate::InspectArgs;
 use crate::convert::human_bytes;
 
-fn rfc3339(ns: i64) -> String {
-    let mut v = Vec::new();
-    pcaplab_core::encode::write_rfc3339_ns(ns, &mut v);
-    String::from_utf8_lossy(&v).into_owned()
-}
-
 fn render(path: &str, r: &Report) -> String {
     let s = &r.summary;
     let mut o = String::new();
@@ -50,8 +44,16 @@ fn render(path: &str, r: &Report) -> String {
         human_bytes(s.wire_bytes)
     );
     if let (Some(first), Some(last)) = (s.first_ts, s.last_ts) {
-        let _ = writeln!(o, "First packet:    {}", rfc3339(first));
-        let _ = writeln!(o, "Last packet:     {}", rfc3339(last));
+        let _ = writeln!(
+            o,
+            "First packet:    {}",
+            pcaplab_core::encode::rfc3339_ns(first)
+        );
+        let _ = writeln!(
+            o,
+            "Last packet:     {}",
+            pcaplab_core::encode::rfc3339_ns(last)
+        );
         let span = (last as i128 - first as i128) as f64 / 1e9;
         let _ = writeln!(o, "Duration:        {span:.9} s");
     }

@@ -450,7 +450,7 @@ impl Job {
         if let (Some(client), Some(table), Some(lm)) =
             (&self.dynamodb, &self.options.table, source.last_modified_ns)
         {
-            let ours = rfc3339(lm);
+            let ours = pcaplab_core::encode::rfc3339_ns(lm);
             let theirs = table::last_modified(client, table, &s3_id)
                 .await
                 .map_err(|source| JobError::Table {
@@ -824,12 +824,6 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cause = c.source();
     }
     s
-}
-
-fn rfc3339(ns: i64) -> String {
-    let mut out = Vec::with_capacity(32);
-    pcaplab_core::encode::write_rfc3339_ns(ns, &mut out);
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Abort every upload; the first failure of an upload itself (not the abort), with its URL.

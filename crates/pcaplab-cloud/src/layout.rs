@@ -17,7 +17,7 @@
 //! name without its last extension, as the lab named it.
 
 use pcaplab_core::Format;
-use pcaplab_core::encode::write_rfc3339_ns;
+use pcaplab_core::encode::rfc3339_ns;
 
 /// An output file of one capture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -60,9 +60,7 @@ pub fn escape(id: &str) -> String {
 
 /// `YYYY-MM-DD` of a timestamp in ns since the epoch (UTC).
 pub fn utc_date(ts_ns: i64) -> String {
-    let mut s = Vec::with_capacity(32);
-    write_rfc3339_ns(ts_ns, &mut s);
-    let s = String::from_utf8_lossy(&s);
+    let s = rfc3339_ns(ts_ns);
     s.split('T').next().unwrap_or_default().to_owned()
 }
 

@@ -260,6 +260,14 @@ fn write_csv_str(s: &str, out: &mut Vec<u8>) {
     }
 }
 
+/// [`write_rfc3339_ns`] as a `String` (for reports, items and messages, not the hot path).
+pub fn rfc3339_ns(ts_ns: i64) -> String {
+    let mut v = Vec::with_capacity(32);
+    write_rfc3339_ns(ts_ns, &mut v);
+    // Only ASCII digits and separators are written.
+    String::from_utf8_lossy(&v).into_owned()
+}
+
 /// `2024-01-31T23:59:59.123456789Z` — RFC 3339, UTC, always nine fractional digits.
 pub fn write_rfc3339_ns(ts_ns: i64, out: &mut Vec<u8>) {
     /// Append `v` as exactly `width` decimal digits.
@@ -376,9 +384,7 @@ mod tests {
     use super::*;
 
     fn rfc(ts: i64) -> String {
-        let mut v = Vec::new();
-        write_rfc3339_ns(ts, &mut v);
-        String::from_utf8(v).expect("ascii")
+        rfc3339_ns(ts)
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use crate::encode::write_rfc3339_ns;
+use crate::encode::rfc3339_ns;
 use crate::reader::{CaptureFormat, Compression};
 use crate::summary::{Summary, ip_proto_name, link_type_name};
 
@@ -195,9 +195,7 @@ fn n(v: impl std::fmt::Display) -> AttrValue {
 }
 
 fn rfc3339(ts_ns: i64) -> AttrValue {
-    let mut buf = Vec::with_capacity(32);
-    write_rfc3339_ns(ts_ns, &mut buf);
-    AttrValue::S(String::from_utf8_lossy(&buf).into_owned())
+    AttrValue::S(rfc3339_ns(ts_ns))
 }
 
 /// Decimal seconds, at most nine fraction digits and no exponent (DynamoDB numbers are text).

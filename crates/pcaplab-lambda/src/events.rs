@@ -31,6 +31,13 @@ pub struct ObjectRef {
 }
 
 impl ObjectRef {
+    pub fn location(&self) -> pcaplab_cloud::Location {
+        pcaplab_cloud::Location::S3 {
+            bucket: self.bucket.clone(),
+            key: self.key.clone(),
+        }
+    }
+
     /// For an EventBridge key, its URL-decoded reading if that differs.
     pub fn alternative(&self) -> Option<ObjectRef> {
         if !self.undecoded {

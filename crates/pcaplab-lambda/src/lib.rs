@@ -116,10 +116,6 @@ pub enum HandlerError {
     Failed(String),
 }
 
-fn file_name(key: &str) -> &str {
-    key.rsplit('/').next().unwrap_or(key)
-}
-
 /// SNS subjects: ASCII, no line breaks, at most 100 characters.
 fn subject(text: &str) -> String {
     let ascii: String = text
@@ -138,13 +134,7 @@ fn subject(text: &str) -> String {
 /// The announcement of a converted capture: compact JSON and a subject.
 pub fn announcement(object: &ObjectRef, r: &JobReport) -> (String, String) {
     let s = &r.report.summary;
-    let ts = |t: Option<i64>| {
-        t.map(|t| {
-            let mut v = Vec::new();
-            pcaplab_core::encode::write_rfc3339_ns(t, &mut v);
-            String::from_utf8_lossy(&v).into_owned()
-        })
-    };
+    let ts = |t: Option<i64>| t.map(pcaplab_core::encode::rfc3339_ns);
     let outputs: serde_json::Map<String, Value> = r
         .outputs
         .iter()
@@ -172,7 +162,7 @@ pub fn announcement(object: &ObjectRef, r: &JobReport) -> (String, String) {
     };
     let subject = subject(&format!(
         "pcaplab: {} {verb}, {} packets",
-        file_name(&object.key),
+        object.location().file_name(),
         s.packets
     ));
     (message.to_string(), subject)
@@ -228,11 +218,7 @@ impl Handler {
     }
 
     async fn run(&self, object: &ObjectRef) -> Result<JobReport, JobError> {
-        let location = Location::S3 {
-            bucket: object.bucket.clone(),
-            key: object.key.clone(),
-        };
-        self.job.process(&Request::new(location)).await
+        self.job.process(&Request::new(object.location())).await
     }
 
     async fn announce(&self, object: &ObjectRef, report: &JobReport) -> Result<(), JobError> {
@@ -251,9 +237,8 @@ impl Handler {
             .map_err(|e| JobError::Config {
                 url: format!("SNS topic {topic}"),
                 message: format!(
-                    "publishing the announcement of s3://{}/{} failed: {}",
-                    object.bucket,
-                    object.key,
+                    "publishing the announcement of {} failed: {}",
+                    object.location(),
                     pcaplab_cloud::error_chain(&e)
                 ),
             })
@@ -264,7 +249,7 @@ impl Handler {
         let mut failures = Vec::new();
         for object in objects {
             let started = Instant::now();
-            let url = format!("s3://{}/{}", object.bucket, object.key);
+            let url = object.location().to_string();
             match self.process(object).await {
                 Ok(Outcome::Converted(r)) => {
                     let s = &r.report.summary;
