@@ -233,11 +233,33 @@ impl JobError {
 /// An opened input.
 struct Source {
     reader: Box<dyn Read + Send>,
+    info: ObjectInfo,
+    /// Set when the download (not the capture) failed.
+    transport_failed: Option<Arc<AtomicBool>>,
+}
+
+/// What the summary item says about the object itself.
+struct ObjectInfo {
     etag: Option<String>,
     size: u64,
     last_modified_ns: Option<i64>,
-    /// Set when the download (not the capture) failed.
-    transport_failed: Option<Arc<AtomicBool>>,
+}
+
+impl ObjectInfo {
+    fn item_source<'a>(
+        &'a self,
+        s3_id: &'a str,
+        outputs: &'a [(&'a str, String)],
+    ) -> ItemSource<'a> {
+        ItemSource {
+            s3_id,
+            etag: self.etag.as_deref(),
+            size: Some(self.size),
+            last_modified_ns: self.last_modified_ns,
+            processed_at_ns: now_ns(),
+            outputs,
+        }
+    }
 }
 
 /// Where the outputs go.
@@ -407,9 +429,11 @@ impl Job {
                         inner: file,
                         count: req.progress.clone(),
                     }),
-                    etag: None,
-                    size: meta.len(),
-                    last_modified_ns: mtime_ns(&meta),
+                    info: ObjectInfo {
+                        etag: None,
+                        size: meta.len(),
+                        last_modified_ns: mtime_ns(&meta),
+                    },
                     transport_failed: None,
                 })
             }
@@ -429,9 +453,11 @@ impl Job {
                 );
                 Ok(Source {
                     reader: Box::new(reader),
-                    etag: meta.e_tag,
-                    size: meta.size,
-                    last_modified_ns: meta.last_modified.timestamp_nanos_opt(),
+                    info: ObjectInfo {
+                        etag: meta.e_tag,
+                        size: meta.size,
+                        last_modified_ns: meta.last_modified.timestamp_nanos_opt(),
+                    },
                     transport_failed: Some(failed),
                 })
             }
@@ -447,9 +473,11 @@ impl Job {
         let root = self.root_for(&req.location)?;
         let source = self.open(req).await?;
 
-        if let (Some(client), Some(table), Some(lm)) =
-            (&self.dynamodb, &self.options.table, source.last_modified_ns)
-        {
+        if let (Some(client), Some(table), Some(lm)) = (
+            &self.dynamodb,
+            &self.options.table,
+            source.info.last_modified_ns,
+        ) {
             let ours = pcaplab_core::encode::rfc3339_ns(lm);
             let theirs = table::last_modified(client, table, &s3_id)
                 .await
@@ -478,8 +506,11 @@ impl Job {
                 })
                 .collect();
             let (root, name, file_name) = (root.clone(), name.clone(), file_name.clone());
-            let (etag, reader, last_modified) =
-                (source.etag.clone(), source.reader, source.last_modified_ns);
+            let (etag, reader, last_modified) = (
+                source.info.etag.clone(),
+                source.reader,
+                source.info.last_modified_ns,
+            );
             tokio::task::spawn_blocking(move || {
                 engine.convert_with(&name, reader, |opened| {
                     let naming = Naming {
@@ -540,12 +571,7 @@ impl Job {
                 }
                 let err = JobError::Convert { url, source: e };
                 if err.capture_fault() && !(req.listed && err.not_a_capture()) {
-                    self.record_failure(
-                        &s3_id,
-                        &source_meta(&source.etag, source.size, source.last_modified_ns),
-                        &err,
-                    )
-                    .await;
+                    self.record_failure(&s3_id, &source.info, &err).await;
                 }
                 return Err(err);
             }
@@ -590,14 +616,7 @@ impl Job {
             .map(|(kind, u)| (kind.name(), u.clone()))
             .collect();
         let item = summary_item(
-            &ItemSource {
-                s3_id: &s3_id,
-                etag: source.etag.as_deref(),
-                size: Some(source.size),
-                last_modified_ns: source.last_modified_ns,
-                processed_at_ns: now_ns(),
-                outputs: &listed,
-            },
+            &source.info.item_source(&s3_id, &listed),
             &outcome,
             Some((&report.summary, report.format, report.compression)),
             self.options.top_n,
@@ -671,8 +690,8 @@ impl Job {
         Ok(JobReport {
             object: req.location.clone(),
             name,
-            etag: source.etag,
-            size: source.size,
+            etag: source.info.etag,
+            size: source.info.size,
             report,
             outputs,
             item_written,
@@ -682,20 +701,13 @@ impl Job {
 
     /// Record a capture that could not be converted (best effort: the caller reports the
     /// conversion error either way).
-    async fn record_failure(&self, s3_id: &str, meta: &SourceMeta<'_>, err: &JobError) {
+    async fn record_failure(&self, s3_id: &str, info: &ObjectInfo, err: &JobError) {
         let (Some(client), Some(table)) = (&self.dynamodb, &self.options.table) else {
             return;
         };
         let reason = err.describe();
         let item = summary_item(
-            &ItemSource {
-                s3_id,
-                etag: meta.etag,
-                size: Some(meta.size),
-                last_modified_ns: meta.last_modified_ns,
-                processed_at_ns: now_ns(),
-                outputs: &[],
-            },
+            &info.item_source(s3_id, &[]),
             &ItemOutcome::Failed { reason: &reason },
             None,
             0,
@@ -730,20 +742,6 @@ impl Job {
             .map_err(fetch)?;
         found.sort_by_key(|(l, _)| l.to_string());
         Ok(found)
-    }
-}
-
-struct SourceMeta<'a> {
-    etag: Option<&'a str>,
-    size: u64,
-    last_modified_ns: Option<i64>,
-}
-
-fn source_meta(etag: &Option<String>, size: u64, last_modified_ns: Option<i64>) -> SourceMeta<'_> {
-    SourceMeta {
-        etag: etag.as_deref(),
-        size,
-        last_modified_ns,
     }
 }
 
