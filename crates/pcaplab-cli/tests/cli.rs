@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pcaplab_testkit::{corpus, own_captures, python};
+use pcaplab_testkit::{corpus, own_captures, python, run_python};
 
 fn pcaplab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pcaplab"))
@@ -281,17 +281,12 @@ assert [(p[0], p[1]) for p in parts] == [("2010-06-29", "pcapplusplus__many-prot
 assert sum(p[2] for p in parts) == 4709 + 14, parts
 print("ok", n, tcp)
 "#;
-    let o = Command::new(&py)
-        .args(["-c", script, out.path().to_str().expect("utf8")])
-        .output()
-        .expect("run python");
-    assert!(
-        o.status.success(),
-        "python failed:\n{}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        stderr(&o)
+    let stdout = run_python(
+        &mut Command::new(&py),
+        script,
+        &[out.path().to_str().expect("utf8")],
     );
-    assert!(String::from_utf8_lossy(&o.stdout).starts_with("ok 4709 "));
+    assert!(stdout.starts_with("ok 4709 "), "{stdout}");
 }
 
 #[test]

@@ -179,21 +179,28 @@ impl Moto {
 
     /// Run [`PRELUDE`] + `script` with `args`; it must succeed. Returns its stdout.
     pub fn py(&self, script: &str, args: &[&str]) -> String {
-        let o = self
-            .env(&mut Command::new(&self.python))
-            .arg("-c")
-            .arg(format!("{PRELUDE}\n{script}"))
-            .args(args)
-            .output()
-            .expect("run python");
-        assert!(
-            o.status.success(),
-            "python failed:\n{script}\n--- stdout\n{}\n--- stderr\n{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
+        let mut cmd = Command::new(&self.python);
+        self.env(&mut cmd);
+        run_python(&mut cmd, &format!("{PRELUDE}\n{script}"), args)
     }
+}
+
+/// Run `script` with `args` through the Python command `cmd`; it must succeed (the failure
+/// shows the script, its stdout and its stderr). Returns its stdout.
+pub fn run_python(cmd: &mut Command, script: &str, args: &[&str]) -> String {
+    let o = cmd
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("run python");
+    assert!(
+        o.status.success(),
+        "python failed:\n{script}\n--- stdout\n{}\n--- stderr\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// The tab-separated fields of the lines of `out` that start with `kind`.
