@@ -84,17 +84,20 @@ fn top_n<T>(mut v: Vec<T>, n: usize, order: impl Fn(&T, &T) -> Ordering) -> Vec<
 /// The keys of [`Summary::network`], in [`Counter`]'s array order.
 const NETWORK: [&str; 5] = ["ipv4", "ipv6", "arp", "other", "none"];
 
-/// Counts one chunk's packets in flat arrays — no map lookup per packet — and becomes a
-/// [`Summary`] once, at the end of the chunk.
+/// Counts one chunk's packets — in flat arrays where the key space is small (link types,
+/// protocols, ports), in a hash map for addresses — and becomes a [`Summary`] once, at the
+/// end of the chunk.
 pub(crate) struct Counter {
     summary: Summary,
     /// (link type, packets); a chunk rarely has more than one or two.
     link_types: Vec<(u16, u64)>,
     network: [u64; NETWORK.len()],
     ip_protos: [u64; 256],
-    /// Hashed per chunk (cheap lookups), sorted once in `finish`.
+    /// Hashed per chunk, moved into the summary's ordered map once in `finish`.
     talkers: HashMap<Addr, Traffic>,
-    ports: HashMap<u16, u64>,
+    /// Packets per port, indexed by port; allocated at the chunk's first port. u32 is
+    /// enough: a chunk holds fewer than 2^28 frames (chunk bytes < 2^32, 16-byte headers).
+    ports: Vec<u32>,
 }
 
 impl Counter {
@@ -105,7 +108,7 @@ impl Counter {
             network: [0; NETWORK.len()],
             ip_protos: [0; 256],
             talkers: HashMap::new(),
-            ports: HashMap::new(),
+            ports: Vec::new(),
         }
     }
 
@@ -141,11 +144,16 @@ impl Counter {
                 self.talkers.entry(ip.dst).or_default().add(t);
             }
         }
-        if let Some(port) = p.src_port {
-            *self.ports.entry(port).or_default() += 1;
-        }
-        if let Some(port) = p.dst_port.filter(|d| Some(*d) != p.src_port) {
-            *self.ports.entry(port).or_default() += 1;
+        if p.src_port.is_some() || p.dst_port.is_some() {
+            if self.ports.is_empty() {
+                self.ports = vec![0; 1 << 16];
+            }
+            if let Some(port) = p.src_port {
+                self.ports[usize::from(port)] += 1;
+            }
+            if let Some(port) = p.dst_port.filter(|d| Some(*d) != p.src_port) {
+                self.ports[usize::from(port)] += 1;
+            }
         }
         if p.error.is_some() {
             s.decode_errors += 1;
@@ -164,7 +172,12 @@ impl Counter {
         s.ip_protos
             .extend((0..=u8::MAX).zip(self.ip_protos).filter(|(_, n)| *n > 0));
         s.talkers.extend(self.talkers);
-        s.ports.extend(self.ports);
+        s.ports.extend(
+            (0..=u16::MAX)
+                .zip(self.ports)
+                .filter(|(_, n)| *n > 0)
+                .map(|(port, n)| (port, u64::from(n))),
+        );
         // Only an unusually large chunk can get here.
         s.prune_talkers();
         s
