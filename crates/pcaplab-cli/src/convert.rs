@@ -57,12 +57,10 @@ async fn inputs(args: &[String], job: &Job) -> anyhow::Result<(Vec<Input>, u64)>
     let mut local = Vec::new();
     let mut found = Vec::new();
     for arg in args {
-        match Location::parse(arg)? {
-            Location::Local(p) => local.push(p),
-            loc @ Location::S3 { .. } if loc.is_prefix() => {
-                let Location::S3 { bucket, key } = &loc else {
-                    continue;
-                };
+        let loc = Location::parse(arg)?;
+        match &loc {
+            Location::Local(p) => local.push(p.clone()),
+            Location::S3 { bucket, key } if loc.is_prefix() => {
                 let listed = job
                     .list(bucket, key)
                     .await
@@ -80,7 +78,7 @@ async fn inputs(args: &[String], job: &Job) -> anyhow::Result<(Vec<Input>, u64)>
                     });
                 }
             }
-            loc => {
+            Location::S3 { .. } => {
                 let name = loc.s3_id();
                 found.push(Input {
                     location: loc,

@@ -94,10 +94,11 @@ impl Location {
         }
     }
 
-    /// Whether this names a prefix (ends with `/`, or is a bucket's root) rather than an object.
+    /// Whether this names an S3 prefix (ends with `/`, or is a bucket's root) rather than an
+    /// object. Local paths are never prefixes here: the caller looks at the file system.
     pub fn is_prefix(&self) -> bool {
         match self {
-            Location::Local(p) => p.is_dir(),
+            Location::Local(_) => false,
             Location::S3 { key, .. } => key.is_empty() || key.ends_with('/'),
         }
     }
