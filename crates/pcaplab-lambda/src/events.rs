@@ -8,49 +8,14 @@
 //! - SNS records holding an S3 notification (S3 → SNS → Lambda);
 //! - EventBridge "Object Created" events.
 //!
-//! S3 notifications URL-encode keys the way HTML forms do (`+` is a space, `%2B` a plus); they
-//! are decoded here. `s3:TestEvent`, which S3 sends when a notification is configured, names no
-//! object and is acknowledged.
+//! The notifications themselves are read by [`pcaplab_cloud::notification`], which the
+//! watcher shares; this module knows the Lambda event envelopes around them.
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
-use aws_lambda_events::s3::S3Event;
 use aws_lambda_events::sqs::SqsEvent;
-use serde::Deserialize;
+use pcaplab_cloud::notification::{self, excerpt, is_test_event, s3_notification, sns_envelope};
 use serde_json::Value;
 
-/// An object an event names.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObjectRef {
-    pub bucket: String,
-    /// The decoded key.
-    pub key: String,
-    /// The key as the event spelled it, when it was not decoded (EventBridge): S3 does not
-    /// say whether those keys are encoded, so [`ObjectRef::alternative`] offers the other
-    /// reading.
-    pub undecoded: bool,
-}
-
-impl ObjectRef {
-    pub fn location(&self) -> pcaplab_cloud::Location {
-        pcaplab_cloud::Location::S3 {
-            bucket: self.bucket.clone(),
-            key: self.key.clone(),
-        }
-    }
-
-    /// For an EventBridge key, its URL-decoded reading if that differs.
-    pub fn alternative(&self) -> Option<ObjectRef> {
-        if !self.undecoded {
-            return None;
-        }
-        let decoded = decode_key(&self.key).ok()?;
-        (decoded != self.key).then(|| ObjectRef {
-            bucket: self.bucket.clone(),
-            key: decoded,
-            undecoded: false,
-        })
-    }
-}
+pub use pcaplab_cloud::notification::{EventError, ObjectRef, decode_key};
 
 /// One SQS message: its id (for partial batch failures) and what it names.
 #[derive(Debug)]
@@ -68,165 +33,13 @@ pub enum Event {
     Queue(Vec<QueuedMessage>),
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum EventError {
-    #[error("the event is not JSON: {0}")]
-    Json(String),
-    #[error("unrecognised event: {0}")]
-    Unknown(String),
-    #[error("malformed {shape}: {message}")]
-    Malformed {
-        shape: &'static str,
-        message: String,
-    },
-    #[error("object key {key:?} is not valid URL encoding: {message}")]
-    Key { key: String, message: String },
-}
-
-/// Decode an S3 notification key: `+` is a space, then percent-decoding (`%2B` is a plus).
-pub fn decode_key(key: &str) -> Result<String, EventError> {
-    let spaced = key.replace('+', " ");
-    percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8()
-        .map(|k| k.into_owned())
-        .map_err(|e| EventError::Key {
-            key: key.to_owned(),
-            message: e.to_string(),
-        })
-}
-
-fn malformed(shape: &'static str) -> impl Fn(serde_json::Error) -> EventError {
-    move |e| EventError::Malformed {
-        shape,
-        message: e.to_string(),
-    }
-}
-
-/// Whether a JSON value is S3's test event (`{"Service":"Amazon S3","Event":"s3:TestEvent",…}`).
-fn is_test_event(v: &Value) -> bool {
-    v.get("Event").and_then(Value::as_str) == Some("s3:TestEvent")
-}
-
-/// The objects of an S3 notification (or none for a test event).
-fn s3_notification(v: Value) -> Result<Vec<ObjectRef>, EventError> {
-    if is_test_event(&v) {
-        return Ok(Vec::new());
-    }
-    let event: S3Event = serde_json::from_value(v).map_err(malformed("S3 notification"))?;
-    let mut objects = Vec::new();
-    for record in event.records {
-        // Only creations carry something to convert; other event types (removals, say) that a
-        // broad trigger delivers are acknowledged.
-        if !record
-            .event_name
-            .as_deref()
-            .is_some_and(|n| n.starts_with("ObjectCreated:"))
-        {
-            continue;
-        }
-        let bucket = record.s3.bucket.name.ok_or_else(|| EventError::Malformed {
-            shape: "S3 notification",
-            message: "a record without s3.bucket.name".into(),
-        })?;
-        let key = record.s3.object.key.ok_or_else(|| EventError::Malformed {
-            shape: "S3 notification",
-            message: "a record without s3.object.key".into(),
-        })?;
-        objects.push(ObjectRef {
-            bucket,
-            key: decode_key(&key)?,
-            undecoded: false,
-        });
-    }
-    Ok(objects)
-}
-
-/// SNS's envelope, as it arrives in an SQS body (or an SNS record's `Sns` field). Only what we
-/// read: the signature fields differ in spelling between the two transports.
-#[derive(Deserialize)]
-struct SnsEnvelope {
-    #[serde(rename = "Type")]
-    kind: String,
-    #[serde(rename = "Message")]
-    message: String,
-}
-
-/// The objects of an S3 notification wrapped in an SNS envelope.
-fn sns_envelope(v: Value) -> Result<Vec<ObjectRef>, EventError> {
-    let envelope: SnsEnvelope = serde_json::from_value(v).map_err(malformed("SNS envelope"))?;
-    if envelope.kind != "Notification" {
-        return Err(EventError::Unknown(format!(
-            "an SNS {} message, not a Notification",
-            envelope.kind
-        )));
-    }
-    let inner: Value = serde_json::from_str(&envelope.message)
-        .map_err(|e| EventError::Json(format!("SNS message: {e}")))?;
-    s3_notification(inner)
-}
-
-/// An SQS message body: an S3 notification, or an SNS envelope of one.
-fn sqs_body(body: &str) -> Result<Vec<ObjectRef>, EventError> {
-    let v: Value =
-        serde_json::from_str(body).map_err(|e| EventError::Json(format!("SQS body: {e}")))?;
-    if v.get("Type").is_some() && v.get("Message").is_some() {
-        sns_envelope(v)
-    } else if v.get("Records").is_some() || is_test_event(&v) {
-        s3_notification(v)
-    } else {
-        Err(EventError::Unknown(format!(
-            "an SQS body that is neither an S3 notification nor an SNS envelope: {}",
-            excerpt(body)
-        )))
-    }
-}
-
-#[derive(Deserialize, serde::Serialize)]
-struct EbBucket {
-    name: String,
-}
-
-#[derive(Deserialize, serde::Serialize)]
-struct EbObject {
-    key: String,
-}
-
-/// The `detail` of EventBridge's S3 "Object Created".
-#[derive(Deserialize, serde::Serialize)]
-struct EbDetail {
-    bucket: EbBucket,
-    object: EbObject,
-}
-
-fn excerpt(s: &str) -> String {
-    let mut e: String = s.chars().take(200).collect();
-    if e.len() < s.len() {
-        e.push('…');
-    }
-    e
-}
-
 /// Recognise an invocation's event.
 pub fn parse(payload: Value) -> Result<Event, EventError> {
     if is_test_event(&payload) {
         return Ok(Event::Objects(Vec::new()));
     }
-    if let (Some(source), Some(kind)) = (
-        payload.get("source").and_then(Value::as_str),
-        payload.get("detail-type").and_then(Value::as_str),
-    ) {
-        if source != "aws.s3" || kind != "Object Created" {
-            return Err(EventError::Unknown(format!(
-                "an EventBridge event {kind:?} from {source:?} (expected \"Object Created\" from \"aws.s3\")"
-            )));
-        }
-        let event: EventBridgeEvent<EbDetail> =
-            serde_json::from_value(payload).map_err(malformed("EventBridge event"))?;
-        return Ok(Event::Objects(vec![ObjectRef {
-            bucket: event.detail.bucket.name,
-            key: event.detail.object.key,
-            undecoded: true,
-        }]));
+    if payload.get("source").is_some() && payload.get("detail-type").is_some() {
+        return Ok(Event::Objects(notification::eventbridge(payload)?));
     }
     let source = payload
         .get("Records")
@@ -239,14 +52,17 @@ pub fn parse(payload: Value) -> Result<Event, EventError> {
         Some("aws:s3") => Ok(Event::Objects(s3_notification(payload)?)),
         Some("aws:sqs") => {
             let event: SqsEvent =
-                serde_json::from_value(payload).map_err(malformed("SQS event"))?;
+                serde_json::from_value(payload).map_err(|e| EventError::Malformed {
+                    shape: "SQS event",
+                    message: e.to_string(),
+                })?;
             let messages = event
                 .records
                 .into_iter()
                 .map(|m| QueuedMessage {
                     id: m.message_id.unwrap_or_default(),
                     objects: match m.body {
-                        Some(body) => sqs_body(&body),
+                        Some(body) => notification::message(&body),
                         None => Err(EventError::Unknown("an SQS message without a body".into())),
                     },
                 })
@@ -301,15 +117,6 @@ mod tests {
             Event::Objects(o) => o,
             Event::Queue(q) => panic!("expected objects, got a queue: {q:?}"),
         }
-    }
-
-    #[test]
-    fn keys_are_decoded_like_forms() {
-        assert_eq!(decode_key("a+b%2Bc.pcap").expect("key"), "a b+c.pcap");
-        assert_eq!(decode_key("x%20y%C3%A9").expect("key"), "x yé");
-        assert_eq!(decode_key("plain/key.cap").expect("key"), "plain/key.cap");
-        let e = decode_key("bad%FF%FE").expect_err("not UTF-8");
-        assert!(e.to_string().contains("bad%FF%FE"), "{e}");
     }
 
     #[test]

@@ -18,7 +18,8 @@ pub mod events;
 use std::sync::Arc;
 use std::time::Instant;
 
-use pcaplab_cloud::{Aws, Job, JobError, JobOptions, JobReport, Location, Output, Request};
+use pcaplab_cloud::pipeline::{Outcome, Pipeline};
+use pcaplab_cloud::{Aws, Job, JobError, JobOptions, Location, Output};
 use pcaplab_core::Engine;
 use serde_json::{Value, json};
 
@@ -91,20 +92,9 @@ impl Config {
     }
 }
 
-/// What became of one object.
-#[derive(Debug)]
-pub enum Outcome {
-    Converted(Box<JobReport>),
-    /// The capture's own fault, recorded in the table: acknowledged, not retried.
-    Recorded(JobError),
-    /// The table holds a newer version's result: nothing to do.
-    Superseded,
-}
-
 /// The function, built once per execution environment (clients, engine, job).
 pub struct Handler {
-    job: Job,
-    sns: Option<(aws_sdk_sns::Client, String)>,
+    pipeline: Pipeline,
 }
 
 /// An invocation that failed as a whole (Lambda retries it).
@@ -114,58 +104,6 @@ pub enum HandlerError {
     Event(#[from] EventError),
     #[error("{0}")]
     Failed(String),
-}
-
-/// SNS subjects: ASCII, no line breaks, at most 100 characters.
-fn subject(text: &str) -> String {
-    let ascii: String = text
-        .chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    ascii.chars().take(100).collect()
-}
-
-/// The announcement of a converted capture: compact JSON and a subject.
-pub fn announcement(object: &ObjectRef, r: &JobReport) -> (String, String) {
-    let s = &r.report.summary;
-    let ts = |t: Option<i64>| t.map(pcaplab_core::encode::rfc3339_ns);
-    let outputs: serde_json::Map<String, Value> = r
-        .outputs
-        .iter()
-        .map(|(k, u)| (k.name().to_owned(), Value::String(u.clone())))
-        .collect();
-    let mut message = json!({
-        "s3Id": format!("{}/{}", object.bucket, object.key),
-        "bucket": object.bucket,
-        "key": object.key,
-        "status": if r.report.damage.is_some() { "damaged" } else { "ok" },
-        "packets": s.packets,
-        "bytes": s.cap_bytes,
-        "first_ts": ts(s.first_ts),
-        "last_ts": ts(s.last_ts),
-        "outputs": outputs,
-        "duration_ms": r.elapsed.as_millis() as u64,
-    });
-    if let (Some(d), Some(m)) = (&r.report.damage, message.as_object_mut()) {
-        m.insert("reason".into(), Value::String(d.to_string()));
-    }
-    let verb = if r.report.damage.is_some() {
-        "converted (damaged)"
-    } else {
-        "converted"
-    };
-    let subject = subject(&format!(
-        "pcaplab: {} {verb}, {} packets",
-        object.location().file_name(),
-        s.packets
-    ));
-    (message.to_string(), subject)
 }
 
 impl Handler {
@@ -180,13 +118,9 @@ impl Handler {
                 url: "engine".into(),
                 message: e.to_string(),
             })?;
-        let sns = config
-            .topic
-            .clone()
-            .map(|topic| (aws_sdk_sns::Client::new(aws.sdk()), topic));
         let job = Job::new(
             Arc::new(engine),
-            Some(aws),
+            Some(Arc::clone(&aws)),
             JobOptions {
                 outputs: config.outputs,
                 out: config.out,
@@ -194,54 +128,8 @@ impl Handler {
                 ..JobOptions::default()
             },
         )?;
-        Ok(Handler { job, sns })
-    }
-
-    /// Run the job on one object. `Err` means the record must be retried.
-    pub async fn process(&self, object: &ObjectRef) -> Result<Outcome, JobError> {
-        let mut result = self.run(object).await;
-        // EventBridge keys: if the key as given does not exist, try its URL-decoded reading.
-        if let (Err(e), Some(alt)) = (&result, object.alternative())
-            && e.object_not_found()
-        {
-            result = self.run(&alt).await;
-        }
-        match result {
-            Ok(report) => {
-                self.announce(object, &report).await?;
-                Ok(Outcome::Converted(Box::new(report)))
-            }
-            Err(JobError::Superseded { .. }) => Ok(Outcome::Superseded),
-            Err(e) if e.capture_fault() => Ok(Outcome::Recorded(e)),
-            Err(e) => Err(e),
-        }
-    }
-
-    async fn run(&self, object: &ObjectRef) -> Result<JobReport, JobError> {
-        self.job.process(&Request::new(object.location())).await
-    }
-
-    async fn announce(&self, object: &ObjectRef, report: &JobReport) -> Result<(), JobError> {
-        let Some((client, topic)) = &self.sns else {
-            return Ok(());
-        };
-        let (message, subject) = announcement(object, report);
-        client
-            .publish()
-            .topic_arn(topic)
-            .subject(subject)
-            .message(message)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|e| JobError::Config {
-                url: format!("SNS topic {topic}"),
-                message: format!(
-                    "publishing the announcement of {} failed: {}",
-                    object.location(),
-                    pcaplab_cloud::error_chain(&e)
-                ),
-            })
+        let pipeline = Pipeline::new(job, Some(&aws), config.topic)?;
+        Ok(Handler { pipeline })
     }
 
     /// Process every object of `objects`; the failures that need a retry, described.
@@ -250,7 +138,7 @@ impl Handler {
         for object in objects {
             let started = Instant::now();
             let url = object.location().to_string();
-            match self.process(object).await {
+            match self.pipeline.process(object).await {
                 Ok(Outcome::Converted(r)) => {
                     let s = &r.report.summary;
                     log.push(json!({"object": url, "status": "converted", "packets": s.packets, "damaged": r.report.damage.is_some(), "ms": started.elapsed().as_millis() as u64}));
@@ -364,12 +252,5 @@ mod tests {
         assert!(e.to_string().contains("must be on S3"), "{e}");
         let e = config(&[("PCAPLAB_OUT", "s3://x")]).expect_err("bucket");
         assert!(e.to_string().starts_with("PCAPLAB_OUT=\"s3://x\""), "{e}");
-    }
-
-    #[test]
-    fn subjects_are_sns_safe() {
-        let s = subject(&format!("pcaplab: {}é\n converted", "x".repeat(200)));
-        assert!(s.len() <= 100);
-        assert!(s.chars().all(|c| c.is_ascii_graphic() || c == ' '), "{s}");
     }
 }
