@@ -68,12 +68,11 @@ async fn inputs(args: &[String], job: &Job) -> anyhow::Result<(Vec<Input>, u64)>
                 if listed.is_empty() {
                     bail!("{loc}: no objects under this prefix");
                 }
-                for (location, size) in listed {
-                    let name = location.s3_id();
+                for l in listed {
                     found.push(Input {
-                        location,
-                        name,
-                        size,
+                        name: l.location.s3_id(),
+                        location: l.location,
+                        size: l.size,
                         listed: true,
                     });
                 }

@@ -1,15 +1,18 @@
-//! `pcaplab`: convert packet captures to Parquet / CSV, and inspect them.
+//! `pcaplab`: convert packet captures to Parquet / CSV, inspect them, and watch S3 for new ones.
 //!
 //! Flag parsing and wiring only: every byte of packet work happens in pcaplab-core.
 
 mod convert;
 mod inputs;
 mod inspect;
+mod watch;
 
 use std::io::{self, Write};
+use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pcaplab_cloud::Output;
@@ -32,6 +35,9 @@ enum Command {
     Convert(ConvertArgs),
     /// Summarise captures: format, link types, packets, bytes, time span, protocols.
     Inspect(InspectArgs),
+    /// Process captures as they land in S3: from an SQS queue of S3 notifications, or by
+    /// polling a prefix. Runs until SIGTERM / SIGINT.
+    Watch(Box<WatchArgs>),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -85,6 +91,88 @@ struct ConvertArgs {
     quiet: bool,
 }
 
+fn duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 5m, 1h30m)"))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("source").required(true))]
+struct WatchArgs {
+    /// Consume S3 notifications (direct, SNS-wrapped or EventBridge) from this SQS queue.
+    #[arg(long, value_name = "URL", group = "source")]
+    sqs_queue_url: Option<String>,
+    /// Poll this S3 prefix for new or changed objects (several watchers may share it; they
+    /// claim objects in the DynamoDB table).
+    #[arg(long, value_name = "s3://BUCKET/PREFIX/", group = "source")]
+    poll: Option<String>,
+    /// Poll mode: time between listings.
+    #[arg(long, default_value = "30s", value_parser = duration, value_name = "DURATION")]
+    interval: Duration,
+    /// Poll mode: how long a claim lasts unless renewed (a crashed watcher's work is taken
+    /// over after this).
+    #[arg(long, default_value = "60s", value_parser = duration, value_name = "DURATION")]
+    lease: Duration,
+    /// SQS mode: visibility timeout of received messages, extended while they are processed
+    /// [default: the queue's].
+    #[arg(long, value_parser = duration, value_name = "DURATION")]
+    visibility_timeout: Option<Duration>,
+    /// SQS mode: long-poll wait per receive (at most 20s).
+    #[arg(long, default_value = "20s", value_parser = duration, value_name = "DURATION")]
+    receive_wait: Duration,
+    /// Captures processed at once.
+    #[arg(long, default_value = "2", value_name = "N")]
+    concurrency: NonZeroUsize,
+    /// Take only keys starting with this prefix (repeat for several) [default: any key].
+    #[arg(long = "prefix", value_name = "PREFIX")]
+    prefixes: Vec<String>,
+    /// Take only keys ending with this suffix, case-insensitively (repeat for several)
+    /// [default: .cap .pcap .pcapng and their .gz / .zst forms].
+    #[arg(long = "suffix", value_name = "SUFFIX")]
+    suffixes: Vec<String>,
+    /// Where the outputs go: s3://BUCKET/PREFIX/ or a directory [default: the root of each
+    /// capture's own bucket].
+    #[arg(long, short, value_name = "S3-URL|DIR")]
+    out: Option<String>,
+    /// Output formats, comma-separated.
+    #[arg(
+        long,
+        short,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "parquet,lab-csv"
+    )]
+    format: Vec<FormatArg>,
+    /// Write a summary item per capture to this DynamoDB table (required with --poll).
+    #[arg(long, value_name = "NAME")]
+    dynamodb_table: Option<String>,
+    /// Announce every converted capture on this SNS topic.
+    #[arg(long, value_name = "ARN")]
+    sns_topic_arn: Option<String>,
+    /// After SIGTERM / SIGINT, how long captures in flight may take to finish; unfinished
+    /// ones are handed back for another watcher.
+    #[arg(long, default_value = "25s", value_parser = duration, value_name = "DURATION")]
+    shutdown_timeout: Duration,
+    /// Log lines as human-readable text or JSON (filter with RUST_LOG).
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: LogFormat,
+    /// Serve /healthz and Prometheus /metrics on this address (e.g. 0.0.0.0:9090).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// This watcher's name in logs and claims [default: host:pid:random].
+    #[arg(long, value_name = "NAME")]
+    id: Option<String>,
+    #[command(flatten)]
+    engine: EngineArgs,
+}
+
 #[derive(clap::Args)]
 struct InspectArgs {
     /// Capture files.
@@ -126,6 +214,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Watch(args) => watch::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 const TABLE: &str = "PacketCaptures";
 
-use pcaplab_testkit::{corpus, fields, own_captures, python};
+use pcaplab_testkit::{corpus, expected_packets, fields, oracle_frames, own_captures, python};
 
 // ---------------------------------------------------------------------------------------------
 // A moto server of our own (pcaplab-testkit), with this file's fixtures.
@@ -39,41 +39,9 @@ impl Moto {
             .expect("run pcaplab")
     }
 
-    /// Run this file's [`PRELUDE`] + `script` with `args`; it must succeed. Returns its stdout.
-    fn py(&self, script: &str, args: &[&str]) -> String {
-        self.0.py(&format!("{PRELUDE}\n{script}"), args)
-    }
-
     /// The `PacketCaptures` table and the `captures` and `results` buckets.
     fn setup(&self) {
         self.py("s3.create_bucket(Bucket='captures'); s3.create_bucket(Bucket='results'); create_table()", &[]);
-    }
-
-    /// Upload local files: `(path, key in the captures bucket)`.
-    fn upload(&self, files: &[(PathBuf, String)]) {
-        let mut args = Vec::new();
-        for (p, k) in files {
-            args.push(p.to_str().expect("utf8 path").to_owned());
-            args.push(k.clone());
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.py(
-            "a = sys.argv[1:]\nfor path, key in zip(a[0::2], a[1::2]): s3.upload_file(path, 'captures', key)",
-            &args,
-        );
-    }
-
-    fn items(&self) -> BTreeMap<String, Item> {
-        parse_items(&self.py("dump_items()", &[]))
-    }
-
-    /// Every key in `bucket` under `prefix`.
-    fn keys(&self, bucket: &str, prefix: &str) -> BTreeSet<String> {
-        self.py("dump_keys(sys.argv[1], sys.argv[2])", &[bucket, prefix])
-            .lines()
-            .filter_map(|l| l.strip_prefix("key\t"))
-            .map(str::to_owned)
-            .collect()
     }
 
     /// The ETag S3 gives `key` in the captures bucket.
@@ -119,32 +87,6 @@ impl Moto {
     }
 }
 
-/// This file's helpers, after pcaplab-testkit's prelude (boto3 clients, `emit`, `create_table`).
-const PRELUDE: &str = r#"
-TABLE = "PacketCaptures"
-
-def items(name=TABLE):
-    for page in ddb.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
-        yield from page["Items"]
-
-def dump_items():
-    for it in items():
-        sid = it["s3Id"]["S"]
-        get = lambda k, t: it[k][t] if k in it else "-"
-        emit("item", sid, get("status", "S"), get("packets", "N"), get("etag", "S"),
-             get("first_ts", "S"), get("last_modified", "S"))
-        if "reason" in it:
-            emit("reason", sid, it["reason"]["S"].replace("\n", " "))
-        for kind, url in sorted(it.get("outputs", {}).get("M", {}).items()):
-            emit("output", sid, kind, url["S"])
-        emit("canon", sid, json.dumps({k: v for k, v in it.items() if k != "processed_at"}, sort_keys=True))
-
-def dump_keys(bucket, prefix=""):
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for o in page.get("Contents", []):
-            emit("key", o["Key"])
-"#;
-
 /// Reads `s3://<argv[1]>` as a Hive-partitioned Parquet dataset: per capture its rows, those
 /// with IPv4, those with a MAC address, and the `date` partitions it is in.
 const DATASET: &str = r#"
@@ -173,139 +115,12 @@ struct Rows {
     dates: BTreeSet<String>,
 }
 
-/// A summary item, as read back from the table.
-#[derive(Debug, Default)]
-struct Item {
-    status: String,
-    packets: Option<u64>,
-    etag: String,
-    first_ts: Option<String>,
-    last_modified: String,
-    reason: Option<String>,
-    outputs: BTreeMap<String, String>,
-    /// Every attribute but `processed_at`, as canonical JSON.
-    canon: String,
-}
-
-fn parse_items(out: &str) -> BTreeMap<String, Item> {
-    let mut items: BTreeMap<String, Item> = BTreeMap::new();
-    for f in fields(out, "item") {
-        let opt = |s: &str| (s != "-").then(|| s.to_owned());
-        let item = Item {
-            status: f[1].clone(),
-            packets: opt(&f[2]).map(|n| n.parse().expect("packets is a number")),
-            etag: f[3].clone(),
-            first_ts: opt(&f[4]),
-            last_modified: f[5].clone(),
-            ..Item::default()
-        };
-        assert!(
-            items.insert(f[0].clone(), item).is_none(),
-            "two items for {}",
-            f[0]
-        );
-    }
-    for f in fields(out, "reason") {
-        items.get_mut(&f[0]).expect("item").reason = Some(f[1].clone());
-    }
-    for f in fields(out, "output") {
-        items
-            .get_mut(&f[0])
-            .expect("item")
-            .outputs
-            .insert(f[1].clone(), f[2].clone());
-    }
-    for f in fields(out, "canon") {
-        items.get_mut(&f[0]).expect("item").canon = f[1].clone();
-    }
-    items
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
 // ---------------------------------------------------------------------------------------------
 // The oracle
-
-/// Frames tshark shows for a corpus capture (`None`: tshark cannot open it, so no oracle).
-fn oracle_frames(corpus: &Path, py: &Path, name: &str) -> Option<u64> {
-    let plain = corpus.join(format!("oracle/{name}.tsv"));
-    let gz = corpus.join(format!("oracle/{name}.tsv.gz"));
-    let lines = if plain.is_file() {
-        std::fs::read_to_string(&plain)
-            .expect("read oracle")
-            .lines()
-            .count()
-    } else if gz.is_file() {
-        let o = Command::new(py)
-            .args([
-                "-c",
-                "import gzip, sys; print(sum(1 for _ in gzip.open(sys.argv[1])))",
-            ])
-            .arg(&gz)
-            .output()
-            .expect("run python");
-        assert!(o.status.success(), "{}", stderr(&o));
-        String::from_utf8_lossy(&o.stdout)
-            .trim()
-            .parse()
-            .expect("a count")
-    } else {
-        return None;
-    };
-    Some(u64::try_from(lines).expect("fits") - 1) // the header line
-}
-
-/// The packets pcaplab must find in a corpus capture: the oracle's frame count, except where
-/// the corpus' manifest documents why tshark shows other frames.
-fn expected_packets(corpus: &Path, py: &Path, name: &str) -> u64 {
-    let oracle = oracle_frames(corpus, py, name);
-    match name {
-        // tshark cannot open it (an SHB option longer than its block): no oracle. We report
-        // the damage at the first block, with no packet before it.
-        "libpcap__shb-option-too-long.pcapng" => {
-            assert_eq!(oracle, None, "{name} has an oracle now: use it");
-            0
-        }
-        // Record 2 claims 1,409,179,648 captured bytes. The manifest notes that wiretap then
-        // falls back to a non-standard pcap variant with longer record headers, so its row 2
-        // is garbage; a strict reader keeps the 1 valid record before the damage.
-        "suricata-verify__bug-6875-01__fuzz.pcap" => {
-            assert_eq!(oracle, Some(2), "{name}: the oracle changed");
-            1
-        }
-        _ => {
-            let oracle = oracle.unwrap_or_else(|| panic!("no oracle for {name}"));
-            // "oracle-rows=11!=capinfos-packets=8 (tshark lists pcapng custom blocks as
-            // frames)": custom blocks are not packets.
-            match custom_block_note(corpus, name) {
-                Some((rows, packets)) => {
-                    assert_eq!(rows, oracle, "{name}: manifest and oracle disagree");
-                    packets
-                }
-                None => oracle,
-            }
-        }
-    }
-}
-
-/// `(oracle rows, capinfos packets)` when the manifest says tshark counted custom blocks.
-fn custom_block_note(corpus: &Path, name: &str) -> Option<(u64, u64)> {
-    let manifest = std::fs::read_to_string(corpus.join("manifest.csv")).expect("manifest.csv");
-    let line = manifest
-        .lines()
-        .find(|l| l.starts_with(&format!("{name},")))?;
-    if !line.contains("tshark lists pcapng custom blocks as frames") {
-        return None;
-    }
-    let num = |tag: &str| -> u64 {
-        let rest = &line[line.find(tag).expect("tag") + tag.len()..];
-        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        digits.parse().expect("a number")
-    };
-    Some((num("oracle-rows="), num("capinfos-packets=")))
-}
 
 // ---------------------------------------------------------------------------------------------
 // 1. S3 → S3 with a table
@@ -468,7 +283,7 @@ fn s3_to_s3_with_a_table_matches_the_oracle_and_is_idempotent() {
         .collect();
     // A non-capture under the prefix is skipped: counted, no error, no item.
     files.push((corpus.join("manifest.csv"), "in/manifest.csv".into()));
-    moto.upload(&files);
+    moto.upload("captures", &files);
     let args = [
         "convert",
         "s3://captures/in/",
@@ -632,15 +447,18 @@ fn bad_inputs_each_get_a_clear_error_and_the_rest_convert() {
     let (cut, record_at) = cut_pcap(&data, 7);
     let cut_path = tmp.path().join("cut.pcap");
     std::fs::write(&cut_path, cut).expect("write");
-    moto.upload(&[
-        (corpus.join("tcpdump__pptp.pcap"), "in/good one.pcap".into()),
-        (
-            corpus.join("zeek__iso-download.pcap.gz"),
-            "in/good+two.pcap.gz".into(),
-        ),
-        (cut_path, "in/cut.pcap".into()),
-        (corpus.join("manifest.csv"), "in/notes.csv".into()),
-    ]);
+    moto.upload(
+        "captures",
+        &[
+            (corpus.join("tcpdump__pptp.pcap"), "in/good one.pcap".into()),
+            (
+                corpus.join("zeek__iso-download.pcap.gz"),
+                "in/good+two.pcap.gz".into(),
+            ),
+            (cut_path, "in/cut.pcap".into()),
+            (corpus.join("manifest.csv"), "in/notes.csv".into()),
+        ],
+    );
     let o = moto.pcaplab(&[
         "convert",
         "s3://captures/in/good one.pcap",
@@ -771,7 +589,10 @@ fn a_changed_object_replaces_its_old_outputs() {
         TABLE,
     ];
 
-    moto.upload(&[(corpus.join("tcpdump__pptp.pcap"), key.into())]);
+    moto.upload(
+        "captures",
+        &[(corpus.join("tcpdump__pptp.pcap"), key.into())],
+    );
     let o = moto.pcaplab(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let before = moto.items();
@@ -782,7 +603,10 @@ fn a_changed_object_replaces_its_old_outputs() {
     let old_keys = moto.keys("results", "");
     assert_eq!(old_keys.len(), 2, "{old_keys:?}");
 
-    moto.upload(&[(corpus.join("zeek__vlan-qinqinq.pcap"), key.into())]);
+    moto.upload(
+        "captures",
+        &[(corpus.join("zeek__vlan-qinqinq.pcap"), key.into())],
+    );
     let new_etag = moto.etag(key);
     assert_ne!(new_etag, old_etag);
     let o = moto.pcaplab(&args);
@@ -854,7 +678,10 @@ fn an_older_result_never_overwrites_a_newer_one() {
         "--dynamodb-table",
         TABLE,
     ];
-    moto.upload(&[(corpus.join("tcpdump__pptp.pcap"), key.into())]);
+    moto.upload(
+        "captures",
+        &[(corpus.join("tcpdump__pptp.pcap"), key.into())],
+    );
     let o = moto.pcaplab(&args);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(moto.items()[&id].packets, Some(23));

@@ -85,6 +85,14 @@ impl Request {
     }
 }
 
+/// An object found under a prefix.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    pub location: Location,
+    pub size: u64,
+    pub etag: Option<String>,
+}
+
 /// What processing one object did.
 #[derive(Debug)]
 pub struct JobReport {
@@ -715,8 +723,9 @@ impl Job {
         let _ = table::put(client, table, &item).await;
     }
 
-    /// List the objects under an S3 prefix (all of them: captures are recognised by content).
-    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(Location, u64)>, JobError> {
+    /// List the objects under an S3 prefix (all of them: captures are recognised by content),
+    /// in key order.
+    pub async fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<Listed>, JobError> {
         use futures_util::TryStreamExt;
         let url = format!("s3://{bucket}/{prefix}");
         let fetch = |source| JobError::Fetch {
@@ -726,21 +735,20 @@ impl Job {
         let store = self.aws(&url)?.s3(bucket).map_err(fetch)?;
         let path = Path::parse(prefix).map_err(|e| fetch(e.into()))?;
         let prefix_path = (!prefix.is_empty()).then_some(&path);
-        let mut found: Vec<(Location, u64)> = store
+        let mut found: Vec<Listed> = store
             .list(prefix_path)
-            .map_ok(|m| {
-                (
-                    Location::S3 {
-                        bucket: bucket.to_owned(),
-                        key: m.location.to_string(),
-                    },
-                    m.size,
-                )
+            .map_ok(|m| Listed {
+                location: Location::S3 {
+                    bucket: bucket.to_owned(),
+                    key: m.location.to_string(),
+                },
+                size: m.size,
+                etag: m.e_tag,
             })
             .try_collect()
             .await
             .map_err(fetch)?;
-        found.sort_by_key(|(l, _)| l.to_string());
+        found.sort_by_key(|l| l.location.to_string());
         Ok(found)
     }
 }

@@ -17,7 +17,7 @@ pub mod pipeline;
 pub mod table;
 
 pub use aws::Aws;
-pub use job::{Job, JobError, JobOptions, JobReport, Request, error_chain};
+pub use job::{Job, JobError, JobOptions, JobReport, Listed, Request, error_chain};
 pub use layout::Output;
 pub use location::{Location, LocationError};
 pub use notification::ObjectRef;

@@ -3,7 +3,8 @@
 //! One item per capture, written with `PutItem` under a condition: an item for a newer
 //! version of the object (a later `last_modified`) is never replaced by an older one.
 //! (`BatchWriteItem` and its UnprocessedItems cannot carry a condition, so each item is its own
-//! request.) Throttling, 5xx and network faults are retried by the SDK's standard retry mode —
+//! request.) Watchers that poll a prefix claim an object by a lease on its item
+//! ([`claim`]). Throttling, 5xx and network faults are retried by the SDK's standard retry mode —
 //! exponential backoff with full jitter — with more attempts than its default.
 
 use std::collections::HashMap;
@@ -12,7 +13,9 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 use pcaplab_core::{AttrValue, Item};
 
@@ -185,6 +188,163 @@ pub fn outputs_of(item: &HashMap<String, AttributeValue>) -> Vec<String> {
         .and_then(|o| o.as_m().ok())
         .map(|m| m.values().filter_map(|v| v.as_s().ok().cloned()).collect())
         .unwrap_or_default()
+}
+
+/// A watcher's claim on an object: lease attributes on the object's own item, so the table
+/// keeps one item per capture. `PutItem` of the result replaces the whole item, which ends the
+/// lease; a claim on a new object creates an item holding only `s3Id` and the lease until then.
+#[derive(Clone, Debug)]
+pub struct Lease {
+    pub table: String,
+    /// Who claims: unique per watcher process.
+    pub owner: String,
+    /// How long a claim lasts unless renewed (a crashed watcher's claims run out after this).
+    pub duration: Duration,
+}
+
+/// What a claim attempt found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claimed {
+    /// The caller holds the lease now.
+    Taken,
+    /// The item already records this version (its ETag): nothing to do.
+    Done,
+    /// Another watcher holds a live lease.
+    Held { owner: String },
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn n(v: i64) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.to_owned())
+}
+
+/// S3 quotes ETags (`"abc"`); a listing and a `GetObject` may differ in that.
+fn etag_forms(etag: &str) -> (String, String) {
+    let bare = etag.trim_matches('"').to_owned();
+    let quoted = format!("\"{bare}\"");
+    (bare, quoted)
+}
+
+impl Lease {
+    fn until(&self) -> i64 {
+        now_ms().saturating_add(i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX))
+    }
+
+    /// Claim `s3_id` (version `etag`) unless the table records this version already or another
+    /// watcher's lease is live. Clocks of the watchers must agree to well within the lease.
+    pub async fn claim(
+        &self,
+        client: &Client,
+        s3_id: &str,
+        etag: &str,
+    ) -> Result<Claimed, TableError> {
+        let (bare, quoted) = etag_forms(etag);
+        let result = client
+            .update_item()
+            .table_name(&self.table)
+            .key("s3Id", s(s3_id))
+            .update_expression("SET lease_owner = :me, lease_until = :until, lease_etag = :etag")
+            .condition_expression(
+                "(attribute_not_exists(lease_until) OR lease_until < :now OR lease_owner = :me) \
+                 AND (attribute_not_exists(etag) OR NOT (etag IN (:bare, :quoted)))",
+            )
+            .expression_attribute_values(":me", s(&self.owner))
+            .expression_attribute_values(":until", n(self.until()))
+            .expression_attribute_values(":now", n(now_ms()))
+            .expression_attribute_values(":etag", s(etag))
+            .expression_attribute_values(":bare", s(&bare))
+            .expression_attribute_values(":quoted", s(&quoted))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(Claimed::Taken),
+            Err(SdkError::ServiceError(e)) => match e.into_err() {
+                UpdateItemError::ConditionalCheckFailedException(c) => {
+                    let item = c.item.unwrap_or_default();
+                    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+                    if text("etag").is_some_and(|e| e == bare || e == quoted) {
+                        Ok(Claimed::Done)
+                    } else {
+                        Ok(Claimed::Held {
+                            owner: text("lease_owner").unwrap_or_default(),
+                        })
+                    }
+                }
+                other => Err(table_error(
+                    &self.table,
+                    s3_id,
+                    SdkError::<UpdateItemError, ()>::service_error(other, ()),
+                )),
+            },
+            Err(e) => Err(table_error(&self.table, s3_id, e)),
+        }
+    }
+
+    /// Extend the caller's lease on `s3_id`. `Ok(false)`: the lease is no longer the caller's
+    /// (it ran out and another watcher claimed the object, or the result was written).
+    pub async fn renew(&self, client: &Client, s3_id: &str) -> Result<bool, TableError> {
+        let result = client
+            .update_item()
+            .table_name(&self.table)
+            .key("s3Id", s(s3_id))
+            .update_expression("SET lease_until = :until")
+            .condition_expression("lease_owner = :me")
+            .expression_attribute_values(":me", s(&self.owner))
+            .expression_attribute_values(":until", n(self.until()))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(false)
+            }
+            Err(e) => Err(table_error(&self.table, s3_id, e)),
+        }
+    }
+
+    /// Give up the caller's lease on `s3_id` (the work failed or was abandoned): an item that
+    /// holds nothing but the claim is deleted, any other loses its lease attributes.
+    pub async fn release(&self, client: &Client, s3_id: &str) -> Result<(), TableError> {
+        let deleted = client
+            .delete_item()
+            .table_name(&self.table)
+            .key("s3Id", s(s3_id))
+            .condition_expression("lease_owner = :me AND attribute_not_exists(processed_at)")
+            .expression_attribute_values(":me", s(&self.owner))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => return Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {}
+            Err(e) => return Err(table_error::<DeleteItemError, _>(&self.table, s3_id, e)),
+        }
+        let result = client
+            .update_item()
+            .table_name(&self.table)
+            .key("s3Id", s(s3_id))
+            .update_expression("REMOVE lease_owner, lease_until, lease_etag")
+            .condition_expression("lease_owner = :me")
+            .expression_attribute_values(":me", s(&self.owner))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
+                Ok(())
+            }
+            Err(e) => Err(table_error(&self.table, s3_id, e)),
+        }
+    }
 }
 
 #[cfg(test)]

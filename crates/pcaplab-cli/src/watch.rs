@@ -1,0 +1,124 @@
+//! `pcaplab watch`: flags to a [`pcaplab_watch::WatchConfig`], logging, signals.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pcaplab_cloud::{Aws, Job, JobOptions, Location, Output, Pipeline};
+use pcaplab_watch::{KeyFilter, Source, WatchConfig};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing_subscriber::EnvFilter;
+
+use crate::{LogFormat, WatchArgs};
+
+fn init_logging(format: LogFormat) {
+    // Our own lines at info; the libraries' only when they warn.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("warn,pcaplab=info,pcaplab_watch=info,pcaplab_cloud=info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
+fn source(args: &WatchArgs) -> anyhow::Result<Source> {
+    if let Some(url) = &args.sqs_queue_url {
+        return Ok(Source::Sqs {
+            queue_url: url.clone(),
+            visibility: args.visibility_timeout,
+            wait: args.receive_wait,
+        });
+    }
+    let poll = args.poll.as_deref().unwrap_or_default();
+    match Location::parse(poll)? {
+        Location::S3 { bucket, key } if key.is_empty() || key.ends_with('/') => Ok(Source::Poll {
+            bucket,
+            prefix: key,
+            interval: args.interval,
+            lease: args.lease,
+        }),
+        Location::S3 { bucket, key } => anyhow::bail!(
+            "--poll {poll}: a prefix ends with '/' (did you mean s3://{bucket}/{key}/ ?)"
+        ),
+        Location::Local(_) => anyhow::bail!("--poll {poll}: must be s3://BUCKET/PREFIX/"),
+    }
+}
+
+pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
+    init_logging(args.log_format);
+    let source = source(&args)?;
+    let mut outputs: Vec<Output> = args.format.iter().map(|&f| f.into()).collect();
+    outputs.sort();
+    outputs.dedup();
+    let out = args.out.as_deref().map(Location::parse).transpose()?;
+    let engine = Arc::new(args.engine.build()?);
+    let config = WatchConfig {
+        source,
+        concurrency: args.concurrency.get(),
+        filter: KeyFilter::new(args.prefixes.clone(), args.suffixes.clone()),
+        shutdown_timeout: args.shutdown_timeout,
+        metrics_listen: args.metrics_listen,
+        id: args.id.clone().unwrap_or_else(pcaplab_watch::default_id),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    runtime.block_on(async {
+        // Handlers first: a signal during start-up must not kill the process half-way.
+        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+        let shutdown = async move {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            };
+            tracing::info!(signal = name, "stopping: no new work");
+            // A second signal stops at once; what was in flight comes back to the queue (or
+            // its lease runs out) and is done by the next watcher.
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+                tracing::warn!("second signal: exiting now");
+                std::process::exit(130);
+            });
+        };
+        let aws = Arc::new(Aws::load().await);
+        let job = Job::new(
+            engine,
+            Some(Arc::clone(&aws)),
+            JobOptions {
+                outputs,
+                out,
+                table: args.dynamodb_table.clone(),
+                ..JobOptions::default()
+            },
+        )
+        .map_err(|e| anyhow::anyhow!(e.describe()))?;
+        let pipeline = Pipeline::new(job, Some(&aws), args.sns_topic_arn.clone())
+            .map_err(|e| anyhow::anyhow!(e.describe()))?;
+        let stopped = pcaplab_watch::run(Arc::new(pipeline), aws, config, shutdown).await?;
+        if stopped.unfinished > 0 {
+            tracing::warn!(
+                unfinished = stopped.unfinished,
+                "stopped with captures unfinished; they were handed back"
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
