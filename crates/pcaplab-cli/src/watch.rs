@@ -3,6 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use pcaplab_cloud::{Aws, Job, JobOptions, Location, Output, Pipeline};
@@ -33,7 +34,37 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// SQS's limits for a message's visibility timeout and a receive's wait.
+const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+const MAX_RECEIVE_WAIT: Duration = Duration::from_secs(20);
+
 fn source(args: &WatchArgs) -> anyhow::Result<Source> {
+    if let Some(v) = args.visibility_timeout
+        && !(Duration::from_secs(1)..=MAX_VISIBILITY).contains(&v)
+    {
+        anyhow::bail!(
+            "--visibility-timeout {}: SQS takes 1s to 12h",
+            humantime::format_duration(v)
+        );
+    }
+    if args.receive_wait > MAX_RECEIVE_WAIT {
+        anyhow::bail!(
+            "--receive-wait {}: SQS waits at most 20s",
+            humantime::format_duration(args.receive_wait)
+        );
+    }
+    if args.lease < Duration::from_secs(3) {
+        anyhow::bail!(
+            "--lease {}: at least 3s (a claim is renewed every third of it)",
+            humantime::format_duration(args.lease)
+        );
+    }
+    if args.interval < Duration::from_millis(100) {
+        anyhow::bail!(
+            "--interval {}: at least 100ms",
+            humantime::format_duration(args.interval)
+        );
+    }
     if let Some(url) = &args.sqs_queue_url {
         return Ok(Source::Sqs {
             queue_url: url.clone(),

@@ -533,6 +533,19 @@ impl Queue {
     }
 }
 
+/// Why a listing failed (without the URL, which the caller names).
+fn listing_error(e: &JobError) -> String {
+    match e {
+        JobError::Fetch { source, .. } => {
+            format!(
+                "cannot list the prefix: {}",
+                pcaplab_cloud::job::store_message(source)
+            )
+        }
+        other => other.describe(),
+    }
+}
+
 struct Poller {
     bucket: String,
     prefix: String,
@@ -568,15 +581,15 @@ impl Poller {
             match listed {
                 Err(e) if first => {
                     return Err(WatchError {
-                        what: url,
-                        message: e.describe(),
+                        what: format!("--poll {url}"),
+                        message: listing_error(&e),
                     });
                 }
                 Err(e) => {
-                    shared.metrics.source_error(e.describe());
+                    shared.metrics.source_error(listing_error(&e));
                     pause = pause.max(backoff(failures));
                     failures = failures.saturating_add(1);
-                    warn!(source = %url, error = %e.describe(), "cannot list the prefix");
+                    warn!(source = %url, error = %listing_error(&e), "cannot list the prefix");
                 }
                 Ok(objects) => {
                     failures = 0;
