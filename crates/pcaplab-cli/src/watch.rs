@@ -1,6 +1,5 @@
 //! `pcaplab watch`: flags to a [`pcaplab_watch::WatchConfig`], logging, signals.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +20,6 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     match format {
         LogFormat::Human => builder.init(),
@@ -108,7 +106,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the I/O runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         // Handlers first: a signal during start-up must not kill the process half-way.
         let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
@@ -151,5 +149,9 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
             );
         }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // A conversion abandoned at the deadline may still be unwinding on a blocking thread: its
+    // uploads were aborted, so there is nothing to wait for.
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    result
 }
