@@ -223,20 +223,7 @@ impl Moto {
 
     /// `cmd` talking to this server only, with the emulator's fixed credentials.
     pub fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
-        for (k, _) in std::env::vars_os() {
-            if k.to_string_lossy().starts_with("AWS_") {
-                cmd.env_remove(k);
-            }
-        }
-        let missing = self.home.path().join("none");
-        cmd.env("AWS_ENDPOINT_URL", self.endpoint())
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_DEFAULT_REGION", "us-east-1")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", &missing)
-            .env("AWS_SHARED_CREDENTIALS_FILE", &missing)
+        emulator_env(cmd, &self.endpoint(), self.home.path())
     }
 
     /// Run [`PRELUDE`] + `script` with `args`; it must succeed. Returns its stdout.
@@ -274,6 +261,25 @@ impl Moto {
             .map(str::to_owned)
             .collect()
     }
+}
+
+/// `cmd` talking to the AWS emulator at `endpoint` only, with its fixed credentials: every
+/// `AWS_*` variable of the machine removed, the configuration files pointed into `empty_dir`.
+pub fn emulator_env<'c>(cmd: &'c mut Command, endpoint: &str, empty_dir: &Path) -> &'c mut Command {
+    for (k, _) in std::env::vars_os() {
+        if k.to_string_lossy().starts_with("AWS_") {
+            cmd.env_remove(k);
+        }
+    }
+    let missing = empty_dir.join("none");
+    cmd.env("AWS_ENDPOINT_URL", endpoint)
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", &missing)
+        .env("AWS_SHARED_CREDENTIALS_FILE", &missing)
 }
 
 /// Run `script` with `args` through the Python command `cmd`; it must succeed (the failure
