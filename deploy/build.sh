@@ -11,6 +11,9 @@ bash .ci/venv >&2
 export PATH="$root/.venv/bin:$PATH"
 rustup target add aarch64-unknown-linux-gnu >/dev/null
 started=$(date +%s)
+# Without the line tables of the release profile: a zip a quarter the size (faster cold starts);
+# symbol names stay, so a backtrace still names its functions.
+export CARGO_PROFILE_RELEASE_STRIP=debuginfo
 cargo lambda build --release --arm64 --output-format zip -p pcaplab-lambda
 zip="target/lambda/pcaplab-lambda/bootstrap.zip"
 test -s "$zip"
