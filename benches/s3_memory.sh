@@ -11,6 +11,10 @@
 # streamed and the outputs are multipart uploads, so the peak RSS must not grow with the input.
 # Needs the project venv (.ci/test makes it: moto, boto3) and GNU time.
 #
+# WATCH_CONCURRENCY=N runs `pcaplab watch --concurrency N` instead: the bucket notifies a queue,
+# N copies of the capture arrive at once, and the watcher converts them N at a time; it prints
+# the watcher's peak RSS and the time until the last item was written.
+#
 # LAMBDA_MEMORY_MB=512 runs the conversion as a Lambda function of that size would: in a
 # cgroup (v1, needs root) with that memory limit and Lambda's CPU share (1 vCPU per 1,769 MB),
 # formats parquet,lab-csv (the function's default).
@@ -66,6 +70,46 @@ boto3.client("dynamodb").create_table(
 PY
 
 formats=parquet,csv,lab-csv
+if [ -n "${WATCH_CONCURRENCY:-}" ]; then
+  n="$WATCH_CONCURRENCY"
+  queue=$("$py" - "$n" <<'PY'
+import sys, boto3
+s3, sqs = boto3.client("s3"), boto3.client("sqs")
+q = sqs.create_queue(QueueName="bench", Attributes={"VisibilityTimeout": "60"})["QueueUrl"]
+arn = sqs.get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+s3.put_bucket_notification_configuration(Bucket="bench", NotificationConfiguration={"QueueConfigurations": [
+    {"QueueArn": arn, "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "in/"}]}}}]})
+print(q)
+PY
+)
+  metrics=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  /usr/bin/time -v -o "$work/time.txt" "$bin" watch --sqs-queue-url "$queue" --out s3://bench/out/ \
+    --format "$formats" --dynamodb-table PacketCaptures --concurrency "$n" --receive-wait 1s \
+    --metrics-listen "127.0.0.1:$metrics" 2>"$work/stderr.txt" &
+  watcher=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$metrics/healthz" >/dev/null && break; sleep 0.2; done
+  started=$(date +%s.%N)
+  # Server-side copies: one notification each, all at once.
+  "$py" - "$n" <<'PY'
+import sys, boto3
+s3 = boto3.client("s3")
+for i in range(int(sys.argv[1])):
+    s3.copy_object(Bucket="bench", Key=f"in/copy{i}.pcap", CopySource={"Bucket": "bench", "Key": "big.pcap"})
+PY
+  "$py" - "$n" <<'PY'
+import sys, time, boto3
+ddb = boto3.client("dynamodb")
+while ddb.scan(TableName="PacketCaptures", Select="COUNT")["Count"] < int(sys.argv[1]):
+    time.sleep(0.2)
+PY
+  done_at=$(date +%s.%N)
+  # SIGTERM to pcaplab itself (GNU time does not forward signals).
+  pkill -TERM -P "$watcher"; wait "$watcher" || { cat "$work/stderr.txt" >&2; exit 1; }
+  rss_kib=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
+  echo "captures converted: $(grep -c 'capture converted' "$work/stderr.txt")"
+  echo "input: $n x $bytes bytes, concurrency $n; peak RSS: $((rss_kib / 1024)) MiB; until the last item: $("$py" -c "print(round($done_at - $started, 2))") s"
+  exit 0
+fi
 wrap=()
 if [ -n "${LAMBDA_MEMORY_MB:-}" ]; then
   formats=parquet,lab-csv

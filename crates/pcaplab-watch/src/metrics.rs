@@ -225,7 +225,7 @@ impl Metrics {
             (
                 "pcaplab_watch_skipped_total",
                 "counter",
-                "Notified or listed keys that the key filter does not take.",
+                "Notified keys (SQS mode) that the key filter does not take.",
                 get(&self.skipped),
             ),
             (
