@@ -12,6 +12,9 @@
 //!    object is processed again.
 //! 4. SIGTERM during processing finishes the capture and exits 0; past the shutdown deadline
 //!    the message is handed back.
+//! 5. A watcher that cannot start says what is wrong (exit 2).
+//! 6. A poll watcher whose lease is taken over stops its work and writes nothing; once that
+//!    lease runs out, the capture is claimed and done.
 //!
 //! Needs `$PCAPLAB_PYTHON` (boto3, moto[server], pyarrow) and `$PCAPLAB_CORPUS`; without them
 //! each test prints a loud SKIPPED line, or fails under `$PCAPLAB_REQUIRE_ALL` (as in CI).
@@ -802,4 +805,77 @@ fn a_watcher_that_cannot_start_says_what_is_wrong() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains(&format!("--metrics-listen {addr}")), "{err}");
+}
+
+#[test]
+fn a_poll_watcher_that_loses_its_lease_stops_and_writes_nothing() {
+    let Some(py) = python() else {
+        return;
+    };
+    let moto = Moto::start(&py);
+    setup(&moto);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.pcap");
+    // Several seconds of work in a debug build: the lease is taken away long before the end.
+    big_capture(&big, 1_000_000);
+    moto.upload("captures", &[(big, "drop/big.pcap".into())]);
+    let mut w = Watcher::start(
+        &moto,
+        dir.path(),
+        "loser",
+        &[
+            "--poll",
+            "s3://captures/drop/",
+            "--interval",
+            "1s",
+            "--lease",
+            "3s",
+            "--out",
+            "s3://results/",
+            "--dynamodb-table",
+            TABLE,
+        ],
+    );
+    wait_until("the capture in flight", Duration::from_secs(60), || {
+        w.metrics()["pcaplab_watch_in_flight"] >= 1.0
+    });
+    // Another watcher takes the claim over (as if this one had been paused past its lease).
+    let steal = r#"import time
+ddb.update_item(TableName="PacketCaptures", Key={"s3Id": {"S": "captures/drop/big.pcap"}},
+    UpdateExpression="SET lease_owner = :o, lease_until = :u",
+    ExpressionAttributeValues={":o": {"S": "thief"}, ":u": {"N": str(int(time.time() * 1000) + int(sys.argv[1]))}})"#;
+    moto.py(steal, &["600000"]);
+    let lost = "pcaplab_watch_claims_total{result=\"lost\"}";
+    wait_until("the lost lease noticed", Duration::from_secs(30), || {
+        w.metrics()[lost] >= 1.0
+    });
+    wait_until("the work stopped", Duration::from_secs(30), || {
+        w.metrics()["pcaplab_watch_in_flight"] == 0.0
+    });
+    // It stopped: no result, no output, the thief's claim untouched.
+    assert_eq!(w.captures("processed"), 0);
+    let items = moto.items();
+    assert_eq!(items["captures/drop/big.pcap"].status, "-", "{items:?}");
+    assert_eq!(moto.keys("results", ""), BTreeSet::new());
+    let owner = moto.py(
+        "print(ddb.get_item(TableName='PacketCaptures', Key={'s3Id': {'S': 'captures/drop/big.pcap'}})['Item']['lease_owner']['S'])",
+        &[],
+    );
+    assert_eq!(owner.trim(), "thief");
+
+    // The thief dies: its lease runs out, and the capture is claimed again and done.
+    moto.py(steal, &["-1000"]);
+    wait_until(
+        "the capture done after all",
+        Duration::from_secs(120),
+        || moto.items()["captures/drop/big.pcap"].status == "ok",
+    );
+    assert_eq!(w.captures("processed"), 1);
+    assert_eq!(moto.keys("results", ""), listed_outputs(&moto.items()));
+    w.signal("TERM");
+    assert!(
+        w.wait(Duration::from_secs(60)).success(),
+        "{}",
+        w.log_text()
+    );
 }
