@@ -1,7 +1,8 @@
 //! pcaplab's Lambda function: a thin wrapper over pcaplab-cloud's job.
 //!
 //! [`events::parse`] reduces every event shape to the objects it names; [`Handler::handle`]
-//! runs the job on each and decides what the invocation answers:
+//! runs the shared pipeline (`pcaplab_cloud::pipeline`, which the watcher runs too) on each
+//! and decides what the invocation answers:
 //!
 //! - a capture's own fault (not a capture, an unreadable header) is recorded in the table as
 //!   `failed` with its reason and acknowledged — retrying cannot change it;
