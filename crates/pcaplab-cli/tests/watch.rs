@@ -67,6 +67,14 @@ for cap, n in sorted(collections.Counter(t.column("capture").to_pylist()).items(
     emit("rows", cap, n)
 "#;
 
+/// Rows per capture in `s3://results/packets`.
+fn dataset_rows(moto: &Moto) -> BTreeMap<String, u64> {
+    fields(&moto.py(DATASET_ROWS, &[]), "rows")
+        .into_iter()
+        .map(|f| (f[0].clone(), f[1].parse().expect("rows")))
+        .collect()
+}
+
 fn setup(moto: &Moto) -> String {
     moto.py(SETUP, &[]).trim().to_owned()
 }
@@ -201,6 +209,13 @@ impl Watcher {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Send `signal` and expect a clean exit (status 0) within a minute.
+    fn stop(&mut self, signal: &str) {
+        self.signal(signal);
+        let status = self.wait(Duration::from_secs(60));
+        assert!(status.success(), "{status}: {}", self.log_text());
     }
 
     /// The objects it finished (converted or recorded as failed), from its log.
@@ -406,10 +421,7 @@ sqs.send_message(QueueUrl=sys.argv[1], MessageBody=json.dumps(gone))"#,
     );
     // Exactly the outputs the items list, each Parquet file read back with its rows.
     assert_eq!(moto.keys("results", ""), listed_outputs(&items));
-    let rows: BTreeMap<String, u64> = fields(&moto.py(DATASET_ROWS, &[]), "rows")
-        .into_iter()
-        .map(|f| (f[0].clone(), f[1].parse().expect("rows")))
-        .collect();
+    let rows = dataset_rows(&moto);
     for (id, item) in items.iter().filter(|(_, i)| i.status != "failed") {
         let n = item.packets.unwrap_or_default();
         assert_eq!(rows.get(id).copied().unwrap_or(0), n, "{id}");
@@ -440,12 +452,7 @@ sqs.send_message(QueueUrl=sys.argv[1], MessageBody=json.dumps(gone))"#,
     assert!(converted.iter().all(|(_, _, r)| *r == 1), "{converted:?}");
     assert_eq!(*receives, 1);
 
-    w.signal("TERM");
-    assert!(
-        w.wait(Duration::from_secs(30)).success(),
-        "{}",
-        w.log_text()
-    );
+    w.stop("TERM");
 }
 
 #[test]
@@ -522,10 +529,7 @@ fn a_killed_watcher_loses_nothing_and_doubles_nothing() {
     );
     // No partial output visible: exactly what the items list, and the dataset reads back.
     assert_eq!(moto.keys("results", ""), listed_outputs(&items));
-    let rows: BTreeMap<String, u64> = fields(&moto.py(DATASET_ROWS, &[]), "rows")
-        .into_iter()
-        .map(|f| (f[0].clone(), f[1].parse().expect("rows")))
-        .collect();
+    let rows = dataset_rows(&moto);
     let packets: BTreeMap<String, u64> = items
         .iter()
         .map(|(id, i)| (id.clone(), i.packets.unwrap_or_default()))
@@ -658,11 +662,8 @@ ddb.put_item(TableName="PacketCaptures", Item={"s3Id": {"S": sys.argv[1]},
         w.signal("INT");
     }
     for w in [&mut w1, &mut w2] {
-        assert!(
-            w.wait(Duration::from_secs(30)).success(),
-            "{}",
-            w.log_text()
-        );
+        let status = w.wait(Duration::from_secs(60));
+        assert!(status.success(), "{status}: {}", w.log_text());
     }
 }
 
@@ -732,8 +733,7 @@ fn sigterm_finishes_the_capture_in_flight_or_hands_it_back() {
     wait_until("the handed-back capture", Duration::from_secs(60), || {
         moto.items().contains_key("captures/in/two.pcap")
     });
-    w.signal("TERM");
-    assert!(w.wait(Duration::from_secs(60)).success());
+    w.stop("TERM");
 }
 
 #[test]
@@ -872,10 +872,5 @@ ddb.update_item(TableName="PacketCaptures", Key={"s3Id": {"S": "captures/drop/bi
     );
     assert_eq!(w.captures("processed"), 1);
     assert_eq!(moto.keys("results", ""), listed_outputs(&moto.items()));
-    w.signal("TERM");
-    assert!(
-        w.wait(Duration::from_secs(60)).success(),
-        "{}",
-        w.log_text()
-    );
+    w.stop("TERM");
 }
