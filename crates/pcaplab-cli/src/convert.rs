@@ -153,9 +153,7 @@ struct Totals {
 }
 
 pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
-    let mut outputs: Vec<Output> = args.format.iter().map(|&f| f.into()).collect();
-    outputs.sort();
-    outputs.dedup();
+    let outputs = crate::outputs(&args.format);
     let out = Location::parse(&args.out)?;
     let uses_aws = args.dynamodb_table.is_some()
         || matches!(out, Location::S3 { .. })

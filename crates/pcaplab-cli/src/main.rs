@@ -52,6 +52,14 @@ enum FormatArg {
     DynamodbJson,
 }
 
+/// The outputs `--format` asks for, each once, in a fixed order.
+fn outputs(formats: &[FormatArg]) -> Vec<Output> {
+    let mut outputs: Vec<Output> = formats.iter().map(|&f| f.into()).collect();
+    outputs.sort();
+    outputs.dedup();
+    outputs
+}
+
 impl From<FormatArg> for Output {
     fn from(f: FormatArg) -> Self {
         match f {

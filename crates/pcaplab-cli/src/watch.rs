@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use pcaplab_cloud::{Aws, Job, JobOptions, Location, Output, Pipeline};
+use pcaplab_cloud::{Aws, Job, JobOptions, Location, Pipeline};
 use pcaplab_watch::{KeyFilter, Source, WatchConfig};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -88,9 +88,7 @@ fn source(args: &WatchArgs) -> anyhow::Result<Source> {
 pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
     init_logging(args.log_format);
     let source = source(&args)?;
-    let mut outputs: Vec<Output> = args.format.iter().map(|&f| f.into()).collect();
-    outputs.sort();
-    outputs.dedup();
+    let outputs = crate::outputs(&args.format);
     let out = args.out.as_deref().map(Location::parse).transpose()?;
     let engine = Arc::new(args.engine.build()?);
     let config = WatchConfig {

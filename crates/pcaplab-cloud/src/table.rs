@@ -13,7 +13,6 @@ use std::time::Duration;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
@@ -234,6 +233,27 @@ fn etag_forms(etag: &str) -> (String, String) {
     (bare, quoted)
 }
 
+/// A conditional write's result: `Ok(true)` written, `Ok(false)` its condition did not hold.
+fn conditional<O, E, R>(
+    table: &str,
+    s3_id: &str,
+    result: Result<O, SdkError<E, R>>,
+) -> Result<bool, TableError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(SdkError::ServiceError(e))
+            if e.err().code() == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(e) => Err(table_error(table, s3_id, e)),
+    }
+}
+
 impl Lease {
     fn until(&self) -> i64 {
         now_ms().saturating_add(i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX))
@@ -303,13 +323,7 @@ impl Lease {
             .expression_attribute_values(":until", n(self.until()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(false)
-            }
-            Err(e) => Err(table_error(&self.table, s3_id, e)),
-        }
+        conditional(&self.table, s3_id, result)
     }
 
     /// Give up the caller's lease on `s3_id` (the work failed or was abandoned): an item that
@@ -323,12 +337,10 @@ impl Lease {
             .expression_attribute_values(":me", s(&self.owner))
             .send()
             .await;
-        match deleted {
-            Ok(_) => return Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {}
-            Err(e) => return Err(table_error::<DeleteItemError, _>(&self.table, s3_id, e)),
+        if conditional(&self.table, s3_id, deleted)? {
+            return Ok(());
         }
-        let result = client
+        let removed = client
             .update_item()
             .table_name(&self.table)
             .key("s3Id", s(s3_id))
@@ -337,13 +349,8 @@ impl Lease {
             .expression_attribute_values(":me", s(&self.owner))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(SdkError::ServiceError(e)) if e.err().is_conditional_check_failed_exception() => {
-                Ok(())
-            }
-            Err(e) => Err(table_error(&self.table, s3_id, e)),
-        }
+        // Not ours (any more): nothing to release.
+        conditional(&self.table, s3_id, removed).map(|_| ())
     }
 }
 

@@ -197,10 +197,13 @@ pub async fn run(
     let server = match config.metrics_listen {
         None => None,
         Some(addr) => {
-            let listener = metrics::bind(addr).await.map_err(|e| WatchError {
-                what: format!("--metrics-listen {addr}"),
-                message: e.to_string(),
-            })?;
+            // Bound before any work, so a busy port fails the start.
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| WatchError {
+                    what: format!("--metrics-listen {addr}"),
+                    message: e.to_string(),
+                })?;
             let local = listener.local_addr().unwrap_or(addr);
             info!(address = %local, "serving /healthz and /metrics");
             let m = Arc::clone(&metrics);

@@ -2,7 +2,6 @@
 //! for a load balancer or orchestrator (`/healthz`).
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -332,11 +331,6 @@ pub async fn serve(
             }),
         );
     axum::serve(listener, app).await
-}
-
-/// Bind the metrics address (before any work, so a busy port fails the start).
-pub async fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr).await
 }
 
 #[cfg(test)]
