@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 
 use crate::encode::rfc3339_ns;
 use crate::reader::{CaptureFormat, Compression};
-use crate::summary::{Summary, ip_proto_name, link_type_name};
+use crate::summary::{Summary, Traffic, ip_proto_name, link_type_name};
 
 /// DynamoDB's item size limit.
 pub const MAX_ITEM_BYTES: usize = 400 * 1024;
@@ -360,13 +360,29 @@ fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize
     if sum.talkers_truncated {
         put("talkers_approximate", AttrValue::Bool(true));
     }
+    if let Some((start, series)) = sum.timeline.dense() {
+        // At most TIMELINE_BUCKETS (120) entries per list: under 6 KB.
+        let list = |f: fn(&Traffic) -> u64| AttrValue::L(series.iter().map(|t| n(f(t))).collect());
+        put(
+            "timeline",
+            AttrValue::M(BTreeMap::from([
+                ("start".to_owned(), rfc3339(start)),
+                (
+                    "bucket_ms".to_owned(),
+                    n(sum.timeline.bucket_ns() / 1_000_000),
+                ),
+                ("packets".to_owned(), list(|t| t.packets)),
+                ("bytes".to_owned(), list(|t| t.bytes)),
+            ])),
+        );
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::dissect::Addr;
-    use crate::summary::Traffic;
+    use crate::summary::{TIMELINE_BUCKETS, Timeline};
 
     fn source<'a>(s3_id: &'a str, outputs: &'a [(&'a str, String)]) -> ItemSource<'a> {
         ItemSource {
@@ -412,6 +428,7 @@ mod tests {
             })
             .collect();
         sum.ports = (0..=u16::MAX).map(|p| (p, u64::MAX)).collect();
+        sum.timeline = Timeline::full(u64::MAX);
         let id = format!("{}/{}", "b".repeat(63), "k".repeat(1024));
         assert_eq!(id.len(), 1088);
         let reason = "é".repeat(500_000);
@@ -452,6 +469,15 @@ mod tests {
                 panic!("link_types")
             };
             assert_eq!(links.len(), MAX_LINK_TYPES);
+            let Some(AttrValue::M(timeline)) = item.get("timeline") else {
+                panic!("timeline")
+            };
+            for series in ["packets", "bytes"] {
+                let Some(AttrValue::L(l)) = timeline.get(series) else {
+                    panic!("{series}")
+                };
+                assert_eq!(l.len(), TIMELINE_BUCKETS);
+            }
             assert!(links.contains_key("other") && links.contains_key("null"));
             let Some(AttrValue::L(talkers)) = item.get("top_talkers") else {
                 panic!("top_talkers")

@@ -33,6 +33,8 @@ pub struct Summary {
     pub talkers_truncated: bool,
     /// Packets per TCP/UDP/SCTP port, source or destination.
     pub ports: BTreeMap<u16, u64>,
+    /// Packets and bytes over time, in at most [`TIMELINE_BUCKETS`] buckets.
+    pub timeline: Timeline,
 }
 
 /// What one address sent and received.
@@ -47,6 +49,107 @@ impl Traffic {
     fn add(&mut self, other: Traffic) {
         self.packets += other.packets;
         self.bytes += other.bytes;
+    }
+}
+
+/// Most buckets a [`Timeline`] spans.
+pub const TIMELINE_BUCKETS: usize = 120;
+/// The narrowest [`Timeline`] bucket: 1 ms.
+const TIMELINE_BASE_NS: i64 = 1_000_000;
+/// Widest bucket: 1 ms × 2^42, about 139 years — any two i64 nanosecond timestamps fit.
+const TIMELINE_MAX_SHIFT: u32 = 42;
+
+/// Packets and wire bytes over time: buckets aligned to the epoch, 1 ms × 2^`shift` wide,
+/// the narrowest width at which the capture's time span fits [`TIMELINE_BUCKETS`] buckets.
+///
+/// Widths are powers of two so a bucket of one width is exactly two of the next narrower,
+/// and aligned to the epoch so every chunk cuts time at the same places: merging chunks
+/// counted apart gives the same timeline as counting the capture at once.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Timeline {
+    shift: u32,
+    /// Bucket index (timestamp / width, rounded down) → traffic.
+    buckets: BTreeMap<i64, Traffic>,
+}
+
+impl Timeline {
+    fn width_ns(shift: u32) -> i64 {
+        TIMELINE_BASE_NS << shift
+    }
+
+    /// Bucket width in nanoseconds.
+    pub fn bucket_ns(&self) -> i64 {
+        Self::width_ns(self.shift)
+    }
+
+    /// Count one packet at `ts_ns`.
+    fn add(&mut self, ts_ns: i64, t: Traffic) {
+        let idx = ts_ns.div_euclid(self.bucket_ns());
+        self.buckets.entry(idx).or_default().add(t);
+        self.fit();
+    }
+
+    /// Widen the buckets until the span fits.
+    fn fit(&mut self) {
+        while self.shift < TIMELINE_MAX_SHIFT && self.span() > TIMELINE_BUCKETS as i64 {
+            self.widen();
+        }
+    }
+
+    fn span(&self) -> i64 {
+        match (
+            self.buckets.first_key_value(),
+            self.buckets.last_key_value(),
+        ) {
+            (Some((a, _)), Some((b, _))) => b - a + 1,
+            _ => 0,
+        }
+    }
+
+    fn widen(&mut self) {
+        self.shift += 1;
+        let old = std::mem::take(&mut self.buckets);
+        for (idx, t) in old {
+            self.buckets.entry(idx.div_euclid(2)).or_default().add(t);
+        }
+    }
+
+    fn merge(&mut self, other: &Timeline) {
+        let mut other = other.clone();
+        while other.shift < self.shift {
+            other.widen();
+        }
+        while self.shift < other.shift {
+            self.widen();
+        }
+        for (idx, t) in other.buckets {
+            self.buckets.entry(idx).or_default().add(t);
+        }
+        self.fit();
+    }
+
+    /// The widest timeline: [`TIMELINE_BUCKETS`] buckets of `value` packets and bytes.
+    #[cfg(test)]
+    pub(crate) fn full(value: u64) -> Timeline {
+        let t = Traffic {
+            packets: value,
+            bytes: value,
+        };
+        Timeline {
+            shift: TIMELINE_MAX_SHIFT,
+            buckets: (0..TIMELINE_BUCKETS as i64).map(|i| (i, t)).collect(),
+        }
+    }
+
+    /// The start (ns since the epoch) of the first bucket and every bucket from there to the
+    /// last one with traffic, empty ones included; `None` without timestamps.
+    pub fn dense(&self) -> Option<(i64, Vec<Traffic>)> {
+        let (&first, _) = self.buckets.first_key_value()?;
+        let (&last, _) = self.buckets.last_key_value()?;
+        let series = (first..=last)
+            .map(|i| self.buckets.get(&i).copied().unwrap_or_default())
+            .collect();
+        Some((first.saturating_mul(self.bucket_ns()), series))
     }
 }
 
@@ -98,6 +201,45 @@ pub(crate) struct Counter {
     /// Packets per port, indexed by port; allocated at the chunk's first port. u32 is
     /// enough: a chunk holds fewer than 2^28 frames (chunk bytes < 2^32, 16-byte headers).
     ports: Vec<u32>,
+    /// The chunk's timeline with its latest bucket held apart: frames mostly come in time
+    /// order, so most packets add to this one bucket instead of a map entry.
+    timeline: TimelineRun,
+}
+
+/// A [`Timeline`] plus a run of packets in one bucket not yet added to it.
+#[derive(Default)]
+struct TimelineRun {
+    timeline: Timeline,
+    /// (bucket index at the timeline's current width, traffic).
+    run: Option<(i64, Traffic)>,
+}
+
+impl TimelineRun {
+    fn add(&mut self, ts_ns: i64, t: Traffic) {
+        let idx = ts_ns.div_euclid(self.timeline.bucket_ns());
+        match &mut self.run {
+            Some((i, run)) if *i == idx => run.add(t),
+            _ => {
+                // Flushing may widen the buckets: index the new run at the width after it.
+                self.flush();
+                let idx = ts_ns.div_euclid(self.timeline.bucket_ns());
+                self.run = Some((idx, t));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some((idx, t)) = self.run.take() {
+            // The index was taken at the current width, which only `Timeline::add` widens.
+            let ts = idx.saturating_mul(self.timeline.bucket_ns());
+            self.timeline.add(ts, t);
+        }
+    }
+
+    fn finish(mut self) -> Timeline {
+        self.flush();
+        self.timeline
+    }
 }
 
 impl Counter {
@@ -109,6 +251,7 @@ impl Counter {
             ip_protos: [0; 256],
             talkers: HashMap::new(),
             ports: Vec::new(),
+            timeline: TimelineRun::default(),
         }
     }
 
@@ -120,6 +263,13 @@ impl Counter {
         if f.ts_ns != NO_TIMESTAMP {
             s.first_ts = Some(s.first_ts.map_or(f.ts_ns, |t| t.min(f.ts_ns)));
             s.last_ts = Some(s.last_ts.map_or(f.ts_ns, |t| t.max(f.ts_ns)));
+            self.timeline.add(
+                f.ts_ns,
+                Traffic {
+                    packets: 1,
+                    bytes: u64::from(f.wire_len),
+                },
+            );
         }
         match self.link_types.iter_mut().find(|(l, _)| *l == f.link_type) {
             Some((_, n)) => *n += 1,
@@ -178,6 +328,7 @@ impl Counter {
                 .filter(|(_, n)| *n > 0)
                 .map(|(port, n)| (port, u64::from(n))),
         );
+        s.timeline = self.timeline.finish();
         // Only an unusually large chunk can get here.
         s.prune_talkers();
         s
@@ -220,6 +371,7 @@ impl Summary {
         for (k, v) in &other.ports {
             *self.ports.entry(*k).or_default() += v;
         }
+        self.timeline.merge(&other.timeline);
         self.prune_talkers();
     }
 
@@ -374,6 +526,52 @@ mod tests {
             .filter(|ip| ip.src == ip.dst)
             .count() as u64;
         assert_eq!(talked, 2 * 41 - self_talk);
+    }
+
+    #[test]
+    fn timeline_is_chunking_independent_and_bounded() {
+        // Out-of-order and negative timestamps, empty stretches, and a span that forces
+        // several widenings (about 37 s at 1 ms buckets).
+        let mut frames: Vec<(FrameMeta, Packet)> = Vec::new();
+        let mut ts: i64 = -3_000_000_000;
+        for i in 0..400_i64 {
+            ts += (i * 7919) % 250_000_000;
+            let back = if i % 13 == 0 { 40_000_000 } else { 0 };
+            frames.push((frame(ts - back, 60 + (i % 5) as u32), Packet::default()));
+        }
+        let whole = count(&frames);
+        let (start, series) = whole.timeline.dense().expect("timestamps");
+        assert!(series.len() <= TIMELINE_BUCKETS, "{}", series.len());
+        // The narrowest width that fits: half of it would not.
+        let w = whole.timeline.bucket_ns();
+        let (lo, hi) = (whole.first_ts.expect("ts"), whole.last_ts.expect("ts"));
+        assert!(hi.div_euclid(w / 2) - lo.div_euclid(w / 2) + 1 > TIMELINE_BUCKETS as i64);
+        assert_eq!(start, lo.div_euclid(w) * w);
+        assert!(start <= lo && hi < start + w * series.len() as i64);
+        assert_eq!(series.iter().map(|t| t.packets).sum::<u64>(), 400);
+        assert_eq!(
+            series.iter().map(|t| t.bytes).sum::<u64>(),
+            whole.wire_bytes
+        );
+        for cuts in [vec![1], vec![50, 51, 300], vec![17, 200, 399]] {
+            let mut merged = Summary::default();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([frames.len()]) {
+                merged.merge(&count(&frames[from..cut]));
+                from = cut;
+            }
+            assert_eq!(merged.timeline, whole.timeline);
+        }
+        // Frames without a timestamp are not placed; a capture without any has no timeline.
+        let none = count(&[(frame(NO_TIMESTAMP, 60), Packet::default())]);
+        assert_eq!(none.timeline.dense(), None);
+        // The extremes of i64 fit in the widest bucket without overflow.
+        let wide = count(&[
+            (frame(i64::MIN + 1, 60), Packet::default()),
+            (frame(i64::MAX, 60), Packet::default()),
+        ]);
+        let (_, series) = wide.timeline.dense().expect("timestamps");
+        assert!(series.len() <= TIMELINE_BUCKETS);
     }
 
     #[test]
