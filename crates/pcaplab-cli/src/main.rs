@@ -5,6 +5,8 @@
 mod convert;
 mod inputs;
 mod inspect;
+mod serve;
+mod service;
 mod watch;
 
 use std::io::{self, Write};
@@ -38,6 +40,8 @@ enum Command {
     /// Process captures as they land in S3: from an SQS queue of S3 notifications, or by
     /// polling a prefix. Runs until SIGTERM / SIGINT.
     Watch(Box<WatchArgs>),
+    /// Serve the analyst page and an SNS endpoint whose messages are signature-checked.
+    Serve(ServeArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -182,6 +186,32 @@ struct WatchArgs {
 }
 
 #[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("summaries").required(true))]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    listen: SocketAddr,
+    /// Read summaries from this output directory (its dynamodb/*.json, written by
+    /// `pcaplab convert --format dynamodb-json`).
+    #[arg(long, value_name = "DIR", group = "summaries")]
+    data: Option<PathBuf>,
+    /// Read summaries from this DynamoDB table.
+    #[arg(long, value_name = "NAME", group = "summaries")]
+    dynamodb_table: Option<String>,
+    /// Confirm SNS subscriptions automatically (GET their SubscribeURL once the confirmation's
+    /// signature verifies); otherwise the token is shown at /get_token.
+    #[arg(long)]
+    auto_confirm: bool,
+    /// Accept SNS messages only from this topic (repeat for several) [default: any topic whose
+    /// messages SNS signed].
+    #[arg(long = "accept-topic", value_name = "ARN")]
+    accept_topics: Vec<String>,
+    /// Log lines as human-readable text or JSON (filter with RUST_LOG).
+    #[arg(long, value_enum, default_value = "human")]
+    log_format: LogFormat,
+}
+
+#[derive(clap::Args)]
 struct InspectArgs {
     /// Capture files.
     #[arg(required = true, value_name = "FILE")]
@@ -223,6 +253,7 @@ fn main() -> ExitCode {
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Watch(args) => watch::run(*args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,30 +7,8 @@ use std::time::Duration;
 use anyhow::Context;
 use pcaplab_cloud::{Aws, Job, JobOptions, Location, Pipeline};
 use pcaplab_watch::{KeyFilter, Source, WatchConfig};
-use tokio::signal::unix::{SignalKind, signal};
-use tracing_subscriber::EnvFilter;
 
-use crate::{LogFormat, WatchArgs};
-
-fn init_logging(format: LogFormat) {
-    // Our own lines at info; the libraries' only when they warn.
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        EnvFilter::new("warn,pcaplab=info,pcaplab_watch=info,pcaplab_cloud=info")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match format {
-        LogFormat::Human => builder.init(),
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .init(),
-    }
-}
+use crate::WatchArgs;
 
 /// SQS's limits for a message's visibility timeout and a receive's wait.
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
@@ -86,7 +64,7 @@ fn source(args: &WatchArgs) -> anyhow::Result<Source> {
 }
 
 pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
-    init_logging(args.log_format);
+    crate::service::init_logging(args.log_format);
     let source = source(&args)?;
     let outputs = crate::outputs(&args.format);
     let out = args.out.as_deref().map(Location::parse).transpose()?;
@@ -105,26 +83,10 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the I/O runtime")?;
     let result = runtime.block_on(async {
-        // Handlers first: a signal during start-up must not kill the process half-way.
-        let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-        let shutdown = async move {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-            };
-            tracing::info!(signal = name, "stopping: no new work");
-            // A second signal stops at once; what was in flight comes back to the queue (or
-            // its lease runs out) and is done by the next watcher.
-            tokio::spawn(async move {
-                tokio::select! {
-                    _ = term.recv() => {}
-                    _ = int.recv() => {}
-                }
-                tracing::warn!("second signal: exiting now");
-                std::process::exit(130);
-            });
-        };
+        // Handlers first: a signal during start-up must not kill the process half-way. After
+        // a second signal, what was in flight comes back to the queue (or its lease runs out)
+        // and is done by the next watcher.
+        let shutdown = crate::service::shutdown_signal("no new work")?;
         let aws = Arc::new(Aws::load().await);
         let job = Job::new(
             engine,

@@ -103,6 +103,24 @@ pub fn to_sdk(v: &AttrValue) -> AttributeValue {
     }
 }
 
+/// The inverse of [`to_sdk`], for reading items back. Types the summary never writes (sets,
+/// binary) are `None`.
+pub fn from_sdk(v: &AttributeValue) -> Option<AttrValue> {
+    Some(match v {
+        AttributeValue::S(s) => AttrValue::S(s.clone()),
+        AttributeValue::N(n) => AttrValue::N(n.clone()),
+        AttributeValue::Bool(b) => AttrValue::Bool(*b),
+        AttributeValue::Null(_) => AttrValue::Null,
+        AttributeValue::L(l) => AttrValue::L(l.iter().filter_map(from_sdk).collect()),
+        AttributeValue::M(m) => AttrValue::M(
+            m.iter()
+                .filter_map(|(k, v)| Some((k.clone(), from_sdk(v)?)))
+                .collect(),
+        ),
+        _ => return None,
+    })
+}
+
 /// What a conditional write found.
 #[derive(Debug)]
 pub enum Put {

@@ -1,0 +1,80 @@
+//! `pcaplab serve`: flags to a [`pcaplab_serve::App`], logging, signals.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use pcaplab_cloud::Aws;
+use pcaplab_serve::captures::Source;
+use pcaplab_serve::sns::{HttpFetch, Verifier};
+use pcaplab_serve::{App, Config};
+
+use crate::ServeArgs;
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::service::init_logging(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")?;
+    runtime.block_on(async {
+        let shutdown = crate::service::shutdown_signal("finishing requests in flight")?;
+        let source = match (&args.data, &args.dynamodb_table) {
+            (Some(dir), None) => {
+                let meta =
+                    std::fs::metadata(dir).with_context(|| format!("--data {}", dir.display()))?;
+                anyhow::ensure!(meta.is_dir(), "--data {}: not a directory", dir.display());
+                Source::Dir(dir.clone())
+            }
+            (None, Some(table)) => {
+                let aws = Aws::load().await;
+                let client = aws.dynamodb().clone();
+                client
+                    .describe_table()
+                    .table_name(table)
+                    .send()
+                    .await
+                    .map_err(|e| {
+                        anyhow::anyhow!(
+                            "--dynamodb-table {table}: {}",
+                            pcaplab_cloud::error_chain(&e)
+                        )
+                    })?;
+                Source::Table {
+                    client,
+                    table: table.clone(),
+                }
+            }
+            // clap's ArgGroup makes this exactly one.
+            _ => anyhow::bail!("give --data DIR or --dynamodb-table NAME"),
+        };
+        let endpoint = HttpFetch::endpoint_from_env().map_err(anyhow::Error::msg)?;
+        if let Some(e) = &endpoint {
+            tracing::warn!(
+                endpoint = %e,
+                "AWS endpoint override: SNS signing certificates are fetched from it, not from SNS"
+            );
+        }
+        let emulator = endpoint.is_some();
+        let fetch = HttpFetch::new(endpoint).map_err(anyhow::Error::msg)?;
+        let verifier = Verifier::new(Arc::new(fetch), args.accept_topics.clone(), emulator);
+        let app = App::new(
+            source,
+            verifier,
+            Config {
+                auto_confirm: args.auto_confirm,
+            },
+        );
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("--listen {}", args.listen))?;
+        let addr = listener.local_addr().context("the listening address")?;
+        tracing::info!(address = %format!("http://{addr}"), "listening");
+        pcaplab_serve::serve(listener, app, shutdown)
+            .await
+            .context("serving")?;
+        tracing::info!("stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
