@@ -3,13 +3,15 @@
 # (S3, SQS, DynamoDB, SNS) on a loopback port with the template's resources — the capture bucket
 # notifying a queue (with a dead-letter queue) of captures under incoming/, the PacketCaptures
 # table, the announcement topic — and `pcaplab watch` consuming the queue in place of the
-# Lambda function (the same job: outputs under results/, one item per capture, announcements).
+# Lambda function (the same job: outputs under results/, one item per capture, announcements),
+# and `pcaplab serve`, the analyst page, subscribed to the topic.
 #
 #   deploy/local/up.sh     start, then print how to upload a capture and where to look
 #   deploy/local/down.sh   stop exactly what up.sh started
 #
 # Environment: LAB_PORT (moto's port, default 4599), LAB_STATE (state directory: pids, logs;
-# default deploy/local/.state), PCAPLAB_BIN (a pcaplab binary; default: build the release one).
+# default deploy/local/.state), PCAPLAB_BIN (a pcaplab binary; default: build the release one),
+# LAB_PAGE_PORT (the page's port; default: a free one, printed).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 state="${LAB_STATE:-$root/deploy/local/.state}"
@@ -87,6 +89,20 @@ for _ in $(seq 100); do
   sleep 0.2
 done
 "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$metrics/healthz"
+
+# The analyst page, reading the table, subscribed to the topic (signatures checked against
+# moto's certificates).
+page="${LAB_PAGE_PORT:-$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+"$bin" serve --listen "127.0.0.1:$page" --dynamodb-table PacketCaptures >"$state/serve.log" 2>&1 &
+started $! pcaplab
+echo "page=http://127.0.0.1:$page" >>"$state/resources"
+for _ in $(seq 100); do
+  "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$page/healthz" 2>/dev/null && break
+  sleep 0.2
+done
+"$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$page/healthz"
+"$py" -c 'import sys, boto3; boto3.client("sns").subscribe(TopicArn=sys.argv[1], Protocol="http", Endpoint=sys.argv[2])' \
+  "$topic" "http://127.0.0.1:$page/sns" >/dev/null
 trap - ERR
 
 cat <<MSG
@@ -99,9 +115,11 @@ Upload a capture under incoming/ (aws CLI, or the project's venv):
   .venv/bin/python -c "import boto3; boto3.client('s3').upload_file('captures/lab-web.pcap', 'pcaplab-captures', 'incoming/lab-web.pcap')"
 
 Then look at:
+  the page         http://127.0.0.1:$page/  (updates when the capture is announced)
   the outputs      s3://pcaplab-captures/results/  (packets/date=…/…parquet, csv/lab-web.csv)
   the item         DynamoDB table PacketCaptures, s3Id = pcaplab-captures/incoming/lab-web.pcap
   the watcher      $state/watch.log, http://127.0.0.1:$metrics/metrics
+  the page's log   $state/serve.log
   failures         SQS queue pcaplab-dead-letters (after 5 receives)
 
 Stop it all with deploy/local/down.sh.

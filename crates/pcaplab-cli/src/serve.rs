@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use pcaplab_cloud::Aws;
 use pcaplab_serve::captures::Source;
-use pcaplab_serve::sns::{HttpFetch, Verifier};
+use pcaplab_serve::sns::{Endpoint, HttpFetch, Verifier};
 use pcaplab_serve::{App, Config};
 
 use crate::ServeArgs;
@@ -49,13 +49,29 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             // clap's ArgGroup makes this exactly one.
             _ => anyhow::bail!("give --data DIR or --dynamodb-table NAME"),
         };
-        let endpoint = HttpFetch::endpoint_from_env().map_err(anyhow::Error::msg)?;
-        if let Some(e) = &endpoint {
-            tracing::warn!(
-                endpoint = %e,
-                "AWS endpoint override: SNS signing certificates are fetched from it, not from SNS"
-            );
-        }
+        let endpoint = match HttpFetch::endpoint_from_env().map_err(anyhow::Error::msg)? {
+            None => None,
+            Some(url) => {
+                tracing::warn!(
+                    endpoint = %url,
+                    "AWS endpoint override: SNS signing certificates are fetched from it, not from SNS"
+                );
+                let aws = Aws::load().await;
+                let credentials = aws
+                    .sdk()
+                    .credentials_provider()
+                    .context("no AWS credentials to sign requests to the endpoint override")?;
+                let region = aws
+                    .sdk()
+                    .region()
+                    .map_or_else(|| "us-east-1".to_owned(), ToString::to_string);
+                Some(Endpoint {
+                    url,
+                    credentials,
+                    region,
+                })
+            }
+        };
         let emulator = endpoint.is_some();
         let fetch = HttpFetch::new(endpoint).map_err(anyhow::Error::msg)?;
         let verifier = Verifier::new(Arc::new(fetch), args.accept_topics.clone(), emulator);

@@ -1,6 +1,7 @@
 //! deploy/local: `up.sh` brings up moto's server with the template's resources and the watcher;
 //! an upload under `incoming/` gets its outputs, its item and its announcement; `down.sh` stops
-//! every process `up.sh` started and leaves nothing behind.
+//! every process `up.sh` started and leaves nothing behind. The page `up.sh` starts hears the
+//! announcement, its signature checked, and lists the capture.
 //!
 //! Needs `$PCAPLAB_PYTHON` (the project's venv, which up.sh also uses); without it the test
 //! prints a loud SKIPPED line, or fails under `$PCAPLAB_REQUIRE_ALL` (as in CI).
@@ -9,8 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use serde_json::Value;
+
 use pcaplab_testkit::{
-    PRELUDE, emulator_env, fields, free_port, own_captures, python, run_python, wait_until,
+    PRELUDE, emulator_env, fields, free_port, http_get, own_captures, python, run_python,
+    wait_until,
 };
 
 fn root() -> PathBuf {
@@ -71,7 +75,7 @@ fn the_local_lab_comes_up_converts_an_upload_and_goes_down() {
                 .expect("a pid")
         })
         .collect();
-    assert_eq!(pids.len(), 2, "moto and the watcher");
+    assert_eq!(pids.len(), 3, "moto, the watcher and the page");
     // A second up.sh refuses to start another lab over this one.
     let again = script("up.sh", port, &state);
     assert!(!again.status.success());
@@ -132,6 +136,36 @@ for m in sqs.receive_message(QueueUrl=q, MaxNumberOfMessages=10, WaitTimeSeconds
     assert_eq!(
         fields(&announced, "announced"),
         [["pcaplab-captures/incoming/lab-web.pcap"]]
+    );
+
+    // The page heard the announcement (signature checked) and shows the capture.
+    let page: u16 = std::fs::read_to_string(state.join("resources"))
+        .expect("up.sh records its resources")
+        .lines()
+        .find_map(|l| l.strip_prefix("page=http://127.0.0.1:"))
+        .and_then(|p| p.parse().ok())
+        .expect("the page's port");
+    let updates = || -> Value {
+        let (status, body) = http_get(page, "/api/updates").expect("the page answers");
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str(&body).expect("JSON")
+    };
+    wait_until(
+        "the page hears the announcement",
+        Duration::from_secs(30),
+        || updates()["accepted"] == 1,
+    );
+    let u = updates();
+    assert_eq!(u["rejected"], 0, "{u}");
+    assert_eq!(
+        u["recent"][0]["announcement"]["s3_id"],
+        "pcaplab-captures/incoming/lab-web.pcap"
+    );
+    let (status, html) = http_get(page, "/").expect("the page");
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("pcaplab-captures/incoming/lab-web.pcap"),
+        "{html}"
     );
 
     let down = script("down.sh", port, &state);

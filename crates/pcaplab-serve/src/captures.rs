@@ -284,6 +284,10 @@ pub struct Listing {
     pub unreadable: usize,
     /// More than [`MAX_CAPTURES`] exist; only that many were read.
     pub truncated: bool,
+    /// Directory source: each capture's item file (its name is the capture's path below the
+    /// converted directory, not always its `s3Id`).
+    #[serde(skip)]
+    files: HashMap<String, PathBuf>,
 }
 
 /// The source with a short-lived cache of its listing.
@@ -334,7 +338,17 @@ impl Captures {
     pub async fn get(&self, id: &str) -> Result<Option<Detail>, SourceError> {
         match &self.source {
             Source::Dir(dir) => {
-                let path = dir.join("dynamodb").join(format!("{}.json", escape(id)));
+                // An S3 object's item is named after its s3Id; a local file's after its path
+                // below the converted directory, which the listing knows.
+                let direct = dir.join("dynamodb").join(format!("{}.json", escape(id)));
+                let path = if direct.is_file() {
+                    direct
+                } else {
+                    match self.list().await?.files.get(id) {
+                        Some(path) => path.clone(),
+                        None => return Ok(None),
+                    }
+                };
                 let item = match read_item(&path).await {
                     Ok(item) => item,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -345,8 +359,7 @@ impl Captures {
                         });
                     }
                 };
-                // A file whose s3Id differs (escaping collisions cannot happen, but a hand-
-                // made file might) is not this capture.
+                // A file whose s3Id differs is not this capture.
                 Ok(Detail::from_item(&item).filter(|d| d.capture.id == id))
             }
             Source::Table { client, table } => {
@@ -416,7 +429,10 @@ async fn list_dir(dir: &Path) -> Result<Listing, SourceError> {
             break;
         }
         match read_item(&path).await.map(|m| Capture::from_item(&m)) {
-            Ok(Some(c)) => listing.captures.push(c),
+            Ok(Some(c)) => {
+                listing.files.insert(c.id.clone(), path);
+                listing.captures.push(c);
+            }
             Ok(None) => {
                 tracing::warn!(path = %path.display(), "item file without an s3Id");
                 listing.unreadable += 1;

@@ -432,7 +432,8 @@ fn bars(items: &[Bar]) -> (u32, String) {
             esc(&b.text),
         );
     }
-    (items.len() as u32 * ROW_H, s)
+    // At least three rows high, so short charts line up with their neighbours.
+    (items.len().max(3) as u32 * ROW_H, s)
 }
 
 /// Packets per bucket as vertical bars, with the time axis labelled at both ends.
@@ -540,7 +541,7 @@ mod tests {
             ),
         ];
         let (h, svg) = bars(&items);
-        assert_eq!(h, 2 * ROW_H);
+        assert_eq!(h, 3 * ROW_H);
         assert_eq!(svg.matches("<rect class=\"bar\"").count(), 2);
         assert!(svg.contains("width=\"260.0\""), "{svg}");
         assert!(svg.contains("&lt;udp&gt;") && !svg.contains("<udp>"));

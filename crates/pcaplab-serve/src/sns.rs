@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_lc_rs::signature::{
     RSA_PKCS1_2048_8192_SHA1_FOR_LEGACY_USE_ONLY, RSA_PKCS1_2048_8192_SHA256, RsaParameters,
     UnparsedPublicKey,
 };
+use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
 use base64::Engine as _;
 use pcaplab_cloud::error_chain;
 use reqwest::Url;
@@ -105,17 +107,26 @@ pub trait Fetch: Send + Sync {
     async fn get(&self, url: &Url, limit: usize) -> Result<Vec<u8>, String>;
 }
 
-/// Fetches over HTTPS with the system's roots; with an AWS endpoint override
-/// (`AWS_ENDPOINT_URL_SNS` / `AWS_ENDPOINT_URL`) the same path and query go to that endpoint
-/// instead — as the SDKs send every other SNS call there — so an emulator's certificate is
-/// fetched from the emulator.
+/// Fetches over HTTPS with the system's roots.
+///
+/// With an AWS endpoint override (`AWS_ENDPOINT_URL_SNS` / `AWS_ENDPOINT_URL`) the same path
+/// and query go to that endpoint instead, as the SDKs send every other SNS call there, so an
+/// emulator's certificate is fetched from the emulator. Such a request is signed (SigV4, service
+/// `sns`) like any SDK call: moto's server tells services apart by the signature's scope.
 pub struct HttpFetch {
     client: reqwest::Client,
-    endpoint: Option<Url>,
+    endpoint: Option<Endpoint>,
+}
+
+/// An endpoint override and what signs requests to it.
+pub struct Endpoint {
+    pub url: Url,
+    pub credentials: SharedCredentialsProvider,
+    pub region: String,
 }
 
 impl HttpFetch {
-    pub fn new(endpoint: Option<Url>) -> Result<Self, String> {
+    pub fn new(endpoint: Option<Endpoint>) -> Result<Self, String> {
         let client = reqwest::Client::builder()
             .timeout(FETCH_TIMEOUT)
             // An SNS URL that redirects elsewhere would escape the host check.
@@ -143,29 +154,64 @@ impl HttpFetch {
         }
     }
 
-    pub fn endpoint(&self) -> Option<&Url> {
-        self.endpoint.as_ref()
+    /// SigV4 headers for a GET of `url` as an SNS request.
+    async fn sign(e: &Endpoint, url: &Url) -> Result<Vec<(String, String)>, String> {
+        let credentials = e
+            .credentials
+            .provide_credentials()
+            .await
+            .map_err(|err| format!("credentials to sign for {}: {err}", e.url))?;
+        let identity = credentials.into();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&e.region)
+            .name("sns")
+            .time(SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|err| err.to_string())?
+            .into();
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let host = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host,
+        };
+        let request = SignableRequest::new(
+            "GET",
+            url.as_str(),
+            [("host", host.as_str())].into_iter(),
+            SignableBody::Bytes(&[]),
+        )
+        .map_err(|err| err.to_string())?;
+        let (instructions, _) = aws_sigv4::http_request::sign(request, &params)
+            .map_err(|err| err.to_string())?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect())
     }
 }
 
 #[async_trait]
 impl Fetch for HttpFetch {
     async fn get(&self, url: &Url, limit: usize) -> Result<Vec<u8>, String> {
-        let target = match &self.endpoint {
-            None => url.clone(),
-            Some(base) => {
-                let mut t = base.clone();
-                t.set_path(url.path());
-                t.set_query(url.query());
-                t
+        let mut request = match &self.endpoint {
+            None => self.client.get(url.clone()),
+            Some(e) => {
+                let mut target = e.url.clone();
+                target.set_path(url.path());
+                target.set_query(url.query());
+                let mut request = self.client.get(target.clone());
+                for (name, value) in Self::sign(e, &target).await? {
+                    request = request.header(name, value);
+                }
+                request
             }
         };
-        let mut response = self
-            .client
-            .get(target.clone())
-            .send()
-            .await
-            .map_err(|e| error_chain(&e))?;
+        request = request.header("accept", "*/*");
+        let target = url;
+        let mut response = request.send().await.map_err(|e| error_chain(&e))?;
         if !response.status().is_success() {
             return Err(format!("{target}: HTTP {}", response.status()));
         }
