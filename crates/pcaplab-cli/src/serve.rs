@@ -20,15 +20,22 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .context("starting the I/O runtime")?;
     runtime.block_on(async {
         let shutdown = crate::service::shutdown_signal("finishing requests in flight")?;
-        let source = match (&args.data, &args.dynamodb_table) {
-            (Some(dir), None) => {
-                let meta =
-                    std::fs::metadata(dir).with_context(|| format!("--data {}", dir.display()))?;
+        let override_url = HttpFetch::endpoint_from_env().map_err(anyhow::Error::msg)?;
+        // The AWS configuration, when something needs it: the table, or signing the
+        // certificate fetches sent to an endpoint override.
+        let aws = if args.dynamodb_table.is_some() || override_url.is_some() {
+            Some(Aws::load().await)
+        } else {
+            None
+        };
+        let source = match (&args.data, &args.dynamodb_table, &aws) {
+            (Some(dir), None, _) => {
+                let meta = std::fs::metadata(dir)
+                    .with_context(|| format!("--data {}", dir.display()))?;
                 anyhow::ensure!(meta.is_dir(), "--data {}: not a directory", dir.display());
                 Source::Dir(dir.clone())
             }
-            (None, Some(table)) => {
-                let aws = Aws::load().await;
+            (None, Some(table), Some(aws)) => {
                 let client = aws.dynamodb().clone();
                 client
                     .describe_table()
@@ -49,14 +56,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             // clap's ArgGroup makes this exactly one.
             _ => anyhow::bail!("give --data DIR or --dynamodb-table NAME"),
         };
-        let endpoint = match HttpFetch::endpoint_from_env().map_err(anyhow::Error::msg)? {
-            None => None,
-            Some(url) => {
+        let endpoint = match (override_url, &aws) {
+            (Some(url), Some(aws)) => {
                 tracing::warn!(
                     endpoint = %url,
                     "AWS endpoint override: SNS signing certificates are fetched from it, not from SNS"
                 );
-                let aws = Aws::load().await;
                 let credentials = aws
                     .sdk()
                     .credentials_provider()
@@ -71,6 +76,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     region,
                 })
             }
+            _ => None,
         };
         let emulator = endpoint.is_some();
         let fetch = HttpFetch::new(endpoint).map_err(anyhow::Error::msg)?;

@@ -196,7 +196,7 @@ impl HttpFetch {
 #[async_trait]
 impl Fetch for HttpFetch {
     async fn get(&self, url: &Url, limit: usize) -> Result<Vec<u8>, String> {
-        let mut request = match &self.endpoint {
+        let request = match &self.endpoint {
             None => self.client.get(url.clone()),
             Some(e) => {
                 let mut target = e.url.clone();
@@ -209,16 +209,14 @@ impl Fetch for HttpFetch {
                 request
             }
         };
-        request = request.header("accept", "*/*");
-        let target = url;
         let mut response = request.send().await.map_err(|e| error_chain(&e))?;
         if !response.status().is_success() {
-            return Err(format!("{target}: HTTP {}", response.status()));
+            return Err(format!("{url}: HTTP {}", response.status()));
         }
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| error_chain(&e))? {
             if body.len() + chunk.len() > limit {
-                return Err(format!("{target}: more than {limit} bytes"));
+                return Err(format!("{url}: more than {limit} bytes"));
             }
             body.extend_from_slice(&chunk);
         }
