@@ -37,6 +37,15 @@ fi
 mkdir -p "$state"
 : >"$state/pids"
 
+# Wait up to 20 s for URL to answer; the last try's error (and ERR) if it never does.
+wait_healthy() {
+  for _ in $(seq 100); do
+    "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1" 2>/dev/null && return
+    sleep 0.2
+  done
+  "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "$1"
+}
+
 # Every process started here is recorded (pid and command name) for down.sh.
 started() { echo "$1 $2" >>"$state/pids"; }
 
@@ -84,11 +93,7 @@ metrics=$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
   --metrics-listen "127.0.0.1:$metrics" --receive-wait 5s >"$state/watch.log" 2>&1 &
 started $! pcaplab
 echo "metrics=http://127.0.0.1:$metrics" >>"$state/resources"
-for _ in $(seq 100); do
-  "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$metrics/healthz" 2>/dev/null && break
-  sleep 0.2
-done
-"$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$metrics/healthz"
+wait_healthy "http://127.0.0.1:$metrics/healthz"
 
 # The analyst page, reading the table, subscribed to the topic (signatures checked against
 # moto's certificates).
@@ -96,11 +101,7 @@ page="${LAB_PAGE_PORT:-$("$py" -c 'import socket; s = socket.socket(); s.bind(("
 "$bin" serve --listen "127.0.0.1:$page" --dynamodb-table PacketCaptures >"$state/serve.log" 2>&1 &
 started $! pcaplab
 echo "page=http://127.0.0.1:$page" >>"$state/resources"
-for _ in $(seq 100); do
-  "$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$page/healthz" 2>/dev/null && break
-  sleep 0.2
-done
-"$py" -c 'import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=1)' "http://127.0.0.1:$page/healthz"
+wait_healthy "http://127.0.0.1:$page/healthz"
 "$py" -c 'import sys, boto3; boto3.client("sns").subscribe(TopicArn=sys.argv[1], Protocol="http", Endpoint=sys.argv[2])' \
   "$topic" "http://127.0.0.1:$page/sns" >/dev/null
 trap - ERR

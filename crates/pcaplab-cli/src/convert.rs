@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pcaplab_cloud::layout::{self, Output};
 use pcaplab_cloud::{Aws, Job, JobError, JobOptions, Location, Request};
 use pcaplab_core::Format;
+use pcaplab_core::human_bytes;
 
 use crate::ConvertArgs;
 use crate::inputs::expand;
@@ -32,22 +33,6 @@ pub fn plural(n: u64, what: &str) -> String {
         format!("1 {what}")
     } else {
         format!("{n} {what}s")
-    }
-}
-
-/// Human-readable bytes.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

@@ -10,7 +10,7 @@ use pcaplab_core::summary::{ip_proto_name, link_type_name};
 use pcaplab_core::{Compression, Outputs, Report};
 
 use crate::InspectArgs;
-use crate::convert::human_bytes;
+use pcaplab_core::human_bytes;
 
 fn render(path: &str, r: &Report) -> String {
     let s = &r.summary;

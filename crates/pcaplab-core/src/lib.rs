@@ -21,4 +21,4 @@ pub use convert::{
 pub use encode::Format;
 pub use item::{AttrValue, Item, ItemSource, Outcome as ItemOutcome, summary_item};
 pub use reader::{CaptureFormat, CaptureReader, Compression, ReadError, probe, sniff};
-pub use summary::{Summary, Traffic};
+pub use summary::{Summary, Traffic, human_bytes};

@@ -399,6 +399,22 @@ impl Summary {
     }
 }
 
+/// Bytes for people: `512 B`, `1.5 KiB`, `3.2 GiB` (binary units, one decimal).
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
 /// A short name for an IP protocol number, for reports.
 pub fn ip_proto_name(p: u8) -> Option<&'static str> {
     Some(match p {

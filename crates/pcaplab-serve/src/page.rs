@@ -4,6 +4,7 @@
 
 use std::fmt::Write as _;
 
+use pcaplab_core::human_bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::Snapshot;
@@ -41,21 +42,6 @@ pub fn thousands(n: u64) -> String {
         out.push(c);
     }
     out
-}
-
-fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
-    }
 }
 
 fn span(seconds: f64) -> String {
@@ -240,7 +226,7 @@ fn row(h: &mut String, c: &Capture) {
         c.first_ts.as_deref().map(when).unwrap_or_default(),
         c.duration_s.map(span).unwrap_or_default(),
         opt(c.packets),
-        c.bytes.map(size).unwrap_or_default(),
+        c.bytes.map(human_bytes).unwrap_or_default(),
         c.processed_at.as_deref().map(when).unwrap_or_default(),
     );
 }
@@ -268,7 +254,10 @@ pub fn capture(snapshot: &Snapshot, d: &Detail) -> String {
             .join(", "),
     );
     field("Packets", opt(c.packets));
-    field("Bytes captured", c.bytes.map(size).unwrap_or_default());
+    field(
+        "Bytes captured",
+        c.bytes.map(human_bytes).unwrap_or_default(),
+    );
     field(
         "First packet",
         c.first_ts.as_deref().map(esc).unwrap_or_default(),
@@ -394,7 +383,7 @@ impl Bar {
                 "{}: {} packets, {}",
                 t.addr,
                 thousands(t.packets),
-                size(t.bytes)
+                human_bytes(t.bytes)
             ),
         }
     }
@@ -477,7 +466,7 @@ fn timeline(t: &Timeline) -> (u32, String) {
             (step * 0.9).max(0.5),
             thousands(i as u64 * t.bucket_ms),
             thousands(p),
-            size(bytes),
+            human_bytes(bytes),
         );
     }
     let total_ms = n as u64 * t.bucket_ms;
@@ -509,8 +498,7 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1_000), "1,000");
         assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(size(512), "512 B");
-        assert_eq!(size(1536), "1.5 KiB");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
         assert_eq!(
             esc("<a href=\"x\">&'"),
             "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
