@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pcaplab_cloud::layout::{self, Output};
 use pcaplab_cloud::{Aws, Job, JobError, JobOptions, Location, Request};
@@ -145,11 +145,7 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
         || args.inputs.iter().any(|i| i.starts_with("s3://"));
     let engine = Arc::new(args.engine.build()?);
     let jobs = args.engine.jobs();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the I/O runtime")?;
+    let runtime = crate::service::io_runtime()?;
     runtime.block_on(async {
         // The AWS chain is loaded only when needed: it may look for a region in the instance
         // metadata service, which takes seconds to time out off AWS.

@@ -13,11 +13,7 @@ use crate::ServeArgs;
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::service::init_logging(args.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the I/O runtime")?;
+    let runtime = crate::service::io_runtime()?;
     runtime.block_on(async {
         let shutdown = crate::service::shutdown_signal("finishing requests in flight")?;
         let override_url = HttpFetch::endpoint_from_env().map_err(anyhow::Error::msg)?;

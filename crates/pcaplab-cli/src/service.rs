@@ -1,4 +1,5 @@
-//! What the long-running commands (`watch`, `serve`) share: logging and signals.
+//! What the commands share: the I/O runtime, and for the long-running ones (`watch`,
+//! `serve`) logging and signals.
 
 use std::future::Future;
 
@@ -7,6 +8,16 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 use crate::LogFormat;
+
+/// The tokio runtime for S3, DynamoDB, SQS, SNS and HTTP: two threads are plenty for I/O;
+/// the packet work runs on the core's own rayon pool.
+pub fn io_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the I/O runtime")
+}
 
 /// Logs on stderr: ours at info, the libraries' only when they warn (`RUST_LOG` overrides).
 pub fn init_logging(format: LogFormat) {

@@ -4,7 +4,6 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use pcaplab_cloud::{Aws, Job, JobOptions, Location, Pipeline};
 use pcaplab_watch::{KeyFilter, Source, WatchConfig};
 
@@ -77,11 +76,7 @@ pub fn run(args: WatchArgs) -> anyhow::Result<ExitCode> {
         metrics_listen: args.metrics_listen,
         id: args.id.clone().unwrap_or_else(pcaplab_watch::default_id),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the I/O runtime")?;
+    let runtime = crate::service::io_runtime()?;
     let result = runtime.block_on(async {
         // Handlers first: a signal during start-up must not kill the process half-way. After
         // a second signal, what was in flight comes back to the queue (or its lease runs out)

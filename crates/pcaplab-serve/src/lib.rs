@@ -10,12 +10,13 @@
 //! Everything is bounded: request bodies, requests in flight, each request's time, the
 //! notifications kept, the tokens kept, the captures listed.
 
+mod bounded;
 pub mod captures;
 mod der;
 pub mod page;
 pub mod sns;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -30,6 +31,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
+use crate::bounded::Bounded;
 use crate::captures::{Captures, Source};
 use crate::sns::{Kind, Message, Verifier};
 
@@ -113,25 +115,29 @@ pub struct Snapshot {
     pub pending: VecDeque<Pending>,
 }
 
-#[derive(Default)]
 struct Updates {
     snapshot: Snapshot,
-    seen: HashSet<String>,
-    seen_order: VecDeque<String>,
+    /// Topic and message id of the deliveries recorded, the last [`SEEN`].
+    seen: Bounded<String, ()>,
+}
+
+impl Default for Updates {
+    fn default() -> Self {
+        Updates {
+            snapshot: Snapshot::default(),
+            seen: Bounded::new(SEEN),
+        }
+    }
 }
 
 impl Updates {
     /// Record a verified delivery; false if this message id was recorded already.
     fn record(&mut self, m: &Message) -> bool {
-        let key = format!("{}\n{}", m.topic_arn, m.message_id);
-        if !self.seen.insert(key.clone()) {
+        if !self
+            .seen
+            .insert(format!("{}\n{}", m.topic_arn, m.message_id), ())
+        {
             return false;
-        }
-        self.seen_order.push_back(key);
-        while self.seen_order.len() > SEEN {
-            if let Some(old) = self.seen_order.pop_front() {
-                self.seen.remove(&old);
-            }
         }
         let now = rfc3339(SystemTime::now());
         let s = &mut self.snapshot;

@@ -5,7 +5,6 @@
 //! Nothing in a message is believed before its signature verifies: a message that fails any
 //! check is [`Rejected`] whole.
 
-use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -26,6 +25,7 @@ use rustls_pki_types::{
 use serde::Deserialize;
 use tokio::sync::Semaphore;
 
+use crate::bounded::Bounded;
 use crate::der;
 
 /// Largest certificate file accepted (SNS's are about 2 KB).
@@ -361,14 +361,11 @@ struct Cert {
     not_after: i64,
 }
 
-/// URL → certificate, and the URLs in the order they were cached.
-type CertCache = (HashMap<String, Arc<Cert>>, VecDeque<String>);
-
 /// Verifies deliveries; holds the certificate cache. One per server.
 pub struct Verifier {
     fetch: Arc<dyn Fetch>,
     /// URL → certificate, at most [`CERT_CACHE`], oldest dropped first.
-    cache: Mutex<CertCache>,
+    cache: Mutex<Bounded<String, Arc<Cert>>>,
     fetches: Semaphore,
     /// Accept only these topics (empty: any).
     topics: Vec<String>,
@@ -380,7 +377,7 @@ impl Verifier {
     pub fn new(fetch: Arc<dyn Fetch>, topics: Vec<String>, emulator: bool) -> Self {
         Verifier {
             fetch,
-            cache: Mutex::new((HashMap::new(), VecDeque::new())),
+            cache: Mutex::new(Bounded::new(CERT_CACHE)),
             fetches: Semaphore::new(FETCHES),
             topics,
             emulator,
@@ -490,7 +487,7 @@ impl Verifier {
 
     async fn certificate(&self, url: &Url) -> Result<Arc<Cert>, Rejected> {
         let key = url.as_str().to_owned();
-        if let Some(cert) = self.lock().0.get(&key) {
+        if let Some(cert) = self.lock().get(&key) {
             return Ok(Arc::clone(cert));
         }
         let bytes = {
@@ -520,20 +517,11 @@ impl Verifier {
             not_before,
             not_after,
         });
-        let mut cache = self.lock();
-        let (map, order) = &mut *cache;
-        if map.insert(key.clone(), Arc::clone(&cert)).is_none() {
-            order.push_back(key);
-            while order.len() > CERT_CACHE {
-                if let Some(old) = order.pop_front() {
-                    map.remove(&old);
-                }
-            }
-        }
+        self.lock().insert(key, Arc::clone(&cert));
         Ok(cert)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, CertCache> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bounded<String, Arc<Cert>>> {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
