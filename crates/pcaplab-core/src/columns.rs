@@ -10,7 +10,9 @@ use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
+use crate::app::{AppFields, app_fields};
 use crate::dissect::{Addr, Packet, dissect};
+use crate::flows::{ChunkFlows, FlowConfig, Seen};
 use crate::reader::{Chunk, NO_TIMESTAMP};
 use crate::summary::{Counter, Summary};
 
@@ -41,6 +43,15 @@ pub mod col {
     pub const ICMP_TYPE: &str = "icmp_type";
     pub const ICMP_CODE: &str = "icmp_code";
     pub const PAYLOAD_LEN: &str = "payload_len";
+    pub const DNS_QNAME: &str = "dns_qname";
+    pub const DNS_QTYPE: &str = "dns_qtype";
+    pub const DNS_RCODE: &str = "dns_rcode";
+    pub const DNS_ANSWERS: &str = "dns_answers";
+    pub const TLS_SNI: &str = "tls_sni";
+    pub const TLS_JA3: &str = "tls_ja3";
+    pub const HTTP_METHOD: &str = "http_method";
+    pub const HTTP_HOST: &str = "http_host";
+    pub const HTTP_URI: &str = "http_uri";
     pub const DECODE_ERROR: &str = "decode_error";
 }
 
@@ -83,6 +94,19 @@ pub fn schema() -> SchemaRef {
             f(col::ICMP_TYPE, DataType::UInt8, true),
             f(col::ICMP_CODE, DataType::UInt8, true),
             f(col::PAYLOAD_LEN, DataType::UInt32, true),
+            f(col::DNS_QNAME, DataType::Utf8, true),
+            f(col::DNS_QTYPE, DataType::UInt16, true),
+            f(col::DNS_RCODE, DataType::UInt8, true),
+            f(
+                col::DNS_ANSWERS,
+                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, false))),
+                true,
+            ),
+            f(col::TLS_SNI, DataType::Utf8, true),
+            f(col::TLS_JA3, DataType::Utf8, true),
+            f(col::HTTP_METHOD, DataType::Utf8, true),
+            f(col::HTTP_HOST, DataType::Utf8, true),
+            f(col::HTTP_URI, DataType::Utf8, true),
             f(col::DECODE_ERROR, DataType::Utf8, true),
         ]))
     }))
@@ -92,6 +116,8 @@ pub fn schema() -> SchemaRef {
 pub struct Decoded {
     pub batch: RecordBatch,
     pub summary: Summary,
+    /// The chunk's flows, when asked for.
+    pub flows: Option<ChunkFlows>,
 }
 
 /// Text of addresses, formatted into a stack buffer (no allocation per packet).
@@ -201,6 +227,15 @@ struct Builders {
     icmp_type: PrimitiveBuilder<UInt8Type>,
     icmp_code: PrimitiveBuilder<UInt8Type>,
     payload_len: PrimitiveBuilder<UInt32Type>,
+    dns_qname: StringBuilder,
+    dns_qtype: PrimitiveBuilder<UInt16Type>,
+    dns_rcode: PrimitiveBuilder<UInt8Type>,
+    dns_answers: ListBuilder<StringBuilder>,
+    tls_sni: StringBuilder,
+    tls_ja3: StringBuilder,
+    http_method: StringBuilder,
+    http_host: StringBuilder,
+    http_uri: StringBuilder,
     decode_error: StringBuilder,
 }
 
@@ -233,6 +268,16 @@ impl Builders {
             icmp_type: PrimitiveBuilder::with_capacity(n),
             icmp_code: PrimitiveBuilder::with_capacity(n),
             payload_len: PrimitiveBuilder::with_capacity(n),
+            dns_qname: StringBuilder::new(),
+            dns_qtype: PrimitiveBuilder::with_capacity(n),
+            dns_rcode: PrimitiveBuilder::with_capacity(n),
+            dns_answers: ListBuilder::new(StringBuilder::new())
+                .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false))),
+            tls_sni: StringBuilder::new(),
+            tls_ja3: StringBuilder::new(),
+            http_method: StringBuilder::new(),
+            http_host: StringBuilder::new(),
+            http_uri: StringBuilder::new(),
             decode_error: StringBuilder::new(),
         }
     }
@@ -243,15 +288,55 @@ impl Builders {
 /// The builders produce exactly the schema's types and lengths, so an error here is a bug;
 /// it is returned, never turned into a missing or empty batch.
 pub fn decode_chunk(capture: &str, chunk: &Chunk) -> Result<Decoded, ArrowError> {
+    decode_chunk_with(capture, chunk, None)
+}
+
+/// [`decode_chunk`], also folding the frames into the chunk's flows when `flows` is set.
+pub fn decode_chunk_with(
+    capture: &str,
+    chunk: &Chunk,
+    flows: Option<&FlowConfig>,
+) -> Result<Decoded, ArrowError> {
     let n = chunk.frames.len();
     let mut b = Builders::with_capacity(n);
     let mut counter = Counter::new();
     let mut p = Packet::default();
+    let mut app = AppFields::default();
     let mut text = TextBuf::new();
+    let mut chunk_flows = flows.map(|_| ChunkFlows::default());
     for (i, f) in chunk.frames.iter().enumerate() {
-        dissect(f.link_type, chunk.frame_data(f), &mut p);
+        let data = chunk.frame_data(f);
+        let frame = chunk.first_frame + i as u64;
+        dissect(f.link_type, data, &mut p);
+        let has_app = match (p.ip, p.src_port, p.dst_port, p.payload) {
+            (Some(ip), Some(sp), Some(dp), Some((off, len))) => {
+                app_fields(ip.proto, sp, dp, &data[off..off + len], &mut app)
+            }
+            _ => {
+                app.clear();
+                false
+            }
+        };
         counter.add(f, &p);
-        b.frame_number.append_value(chunk.first_frame + i as u64);
+        if has_app {
+            counter.add_app(&app);
+        }
+        if let (Some(cfg), Some(table)) = (flows, &mut chunk_flows) {
+            let seen = Seen {
+                frame,
+                ts: f.ts_ns,
+                wire_len: f.wire_len,
+                payload_len: p.payload_len.unwrap_or(0),
+                tcp_flags: p.tcp_flags,
+                server_name: app
+                    .tls_sni
+                    .as_deref()
+                    .or(app.http_host.as_deref())
+                    .or(app.dns_qname.as_deref().filter(|_| app.dns_rcode.is_none())),
+            };
+            table.add(cfg, f, &p, &seen);
+        }
+        b.frame_number.append_value(frame);
         if f.ts_ns == NO_TIMESTAMP {
             b.ts.append_null();
         } else {
@@ -304,6 +389,22 @@ pub fn decode_chunk(capture: &str, chunk: &Chunk) -> Result<Decoded, ArrowError>
         b.icmp_type.append_option(p.icmp_type);
         b.icmp_code.append_option(p.icmp_code);
         b.payload_len.append_option(p.payload_len);
+        b.dns_qname.append_option(app.dns_qname.as_deref());
+        b.dns_qtype.append_option(app.dns_qtype);
+        b.dns_rcode.append_option(app.dns_rcode);
+        if app.dns_rcode.is_some() {
+            for a in &app.dns_answers {
+                b.dns_answers.values().append_value(a);
+            }
+            b.dns_answers.append(true);
+        } else {
+            b.dns_answers.append_null();
+        }
+        b.tls_sni.append_option(app.tls_sni.as_deref());
+        b.tls_ja3.append_option(app.tls_ja3.as_deref());
+        b.http_method.append_option(app.http_method.as_deref());
+        b.http_host.append_option(app.http_host.as_deref());
+        b.http_uri.append_option(app.http_uri.as_deref());
         b.decode_error.append_option(p.error);
     }
     let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
@@ -335,11 +436,21 @@ pub fn decode_chunk(capture: &str, chunk: &Chunk) -> Result<Decoded, ArrowError>
         Arc::new(b.icmp_type.finish()),
         Arc::new(b.icmp_code.finish()),
         Arc::new(b.payload_len.finish()),
+        Arc::new(b.dns_qname.finish()),
+        Arc::new(b.dns_qtype.finish()),
+        Arc::new(b.dns_rcode.finish()),
+        Arc::new(b.dns_answers.finish()),
+        Arc::new(b.tls_sni.finish()),
+        Arc::new(b.tls_ja3.finish()),
+        Arc::new(b.http_method.finish()),
+        Arc::new(b.http_host.finish()),
+        Arc::new(b.http_uri.finish()),
         Arc::new(b.decode_error.finish()),
     ];
     Ok(Decoded {
         batch: RecordBatch::try_new(schema(), columns)?,
         summary: counter.finish(),
+        flows: chunk_flows,
     })
 }
 

@@ -23,13 +23,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use parquet::arrow::arrow_writer::ArrowColumnChunk;
 
-use crate::columns::decode_chunk;
+use crate::columns::decode_chunk_with;
 use crate::encode::{
-    EncodeError, Format, LAB_CSV_HEADER, ParquetEncoder, ParquetSink, csv_header, encode_csv,
-    encode_lab_csv, encode_parquet,
+    EncodeError, FLOW_ROW_GROUP, Format, LAB_CSV_HEADER, ParquetEncoder, ParquetSink, csv_header,
+    csv_header_of, encode_csv, encode_lab_csv, encode_parquet, flows_parquet_writer,
 };
+use crate::flows::{ChunkFlows, Flow, FlowConfig, FlowStats, FlowTable, flow_schema, flows_batch};
 use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, NO_TIMESTAMP, ReadError};
 use crate::summary::Summary;
+use parquet::arrow::ArrowWriter;
 
 /// Frames per chunk (and Parquet row group) unless set otherwise. Measured with
 /// benches/compare.sh: 16 Ki frames keeps peak RSS under 64 MiB at full speed; larger chunks
@@ -45,6 +47,7 @@ pub struct EngineBuilder {
     chunk_frames: usize,
     chunk_bytes: usize,
     slots: Option<usize>,
+    flows: FlowConfig,
 }
 
 impl Default for EngineBuilder {
@@ -54,6 +57,7 @@ impl Default for EngineBuilder {
             chunk_frames: DEFAULT_CHUNK_FRAMES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             slots: None,
+            flows: FlowConfig::default(),
         }
     }
 }
@@ -65,6 +69,8 @@ pub enum BuildError {
     Zero { what: &'static str },
     #[error("chunk bytes must be at most {max} (got {got})")]
     ChunkTooLarge { max: usize, got: usize },
+    #[error("the {what} flow timeout must be positive")]
+    FlowTimeout { what: &'static str },
     #[error("could not start the worker threads: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
 }
@@ -98,6 +104,12 @@ impl EngineBuilder {
         self
     }
 
+    /// Flow timeouts and Community ID seed (default: Zeek's timeouts, seed 0).
+    pub fn flows(mut self, cfg: FlowConfig) -> Self {
+        self.flows = cfg;
+        self
+    }
+
     pub fn build(self) -> Result<Engine, BuildError> {
         if self.jobs == 0 {
             return Err(BuildError::Zero { what: "jobs" });
@@ -120,6 +132,15 @@ impl EngineBuilder {
                 got: self.chunk_bytes,
             });
         }
+        for (what, t) in [
+            ("TCP", self.flows.tcp_timeout_ns),
+            ("UDP", self.flows.udp_timeout_ns),
+            ("other", self.flows.other_timeout_ns),
+        ] {
+            if t <= 0 {
+                return Err(BuildError::FlowTimeout { what });
+            }
+        }
         let slots = self.slots.unwrap_or(self.jobs * 2).max(1);
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(self.jobs)
@@ -134,6 +155,7 @@ impl EngineBuilder {
             pool,
             chunk_frames: self.chunk_frames,
             chunk_bytes: self.chunk_bytes,
+            flows: self.flows,
             slot_give: give,
             slot_take: take,
         })
@@ -146,6 +168,7 @@ pub struct Engine {
     pool: rayon::ThreadPool,
     chunk_frames: usize,
     chunk_bytes: usize,
+    flows: FlowConfig,
     slot_give: Sender<()>,
     slot_take: Receiver<()>,
 }
@@ -156,6 +179,11 @@ pub struct Outputs<'a> {
     pub parquet: Option<Box<dyn Write + Send + 'a>>,
     pub csv: Option<Box<dyn Write + Send + 'a>>,
     pub lab_csv: Option<Box<dyn Write + Send + 'a>>,
+    pub flows: Option<Box<dyn Write + Send + 'a>>,
+    pub flows_csv: Option<Box<dyn Write + Send + 'a>>,
+    /// Track flows even without a flow output, for [`Summary::flows`] (the summary item's
+    /// flow count and top flows). Flows are always tracked when a flow output is set.
+    pub track_flows: bool,
 }
 
 impl<'a> Outputs<'a> {
@@ -164,6 +192,8 @@ impl<'a> Outputs<'a> {
             Format::Parquet => self.parquet = Some(w),
             Format::Csv => self.csv = Some(w),
             Format::LabCsv => self.lab_csv = Some(w),
+            Format::Flows => self.flows = Some(w),
+            Format::FlowsCsv => self.flows_csv = Some(w),
         }
     }
 }
@@ -228,6 +258,7 @@ pub enum ConvertError {
 /// One chunk, encoded for every requested format.
 struct Encoded {
     summary: Summary,
+    flows: Option<ChunkFlows>,
     parquet: Option<Vec<ArrowColumnChunk>>,
     csv: Option<Vec<u8>>,
     lab_csv: Option<Vec<u8>>,
@@ -247,10 +278,11 @@ fn encode_chunk(
     parquet: Option<&ParquetEncoder>,
     csv: bool,
     lab_csv: bool,
+    flows: Option<&FlowConfig>,
 ) -> Result<Encoded, ChunkFailure> {
     let first_frame = chunk.first_frame;
     let run = || {
-        let decoded = decode_chunk(name, &chunk)
+        let decoded = decode_chunk_with(name, &chunk, flows)
             .map_err(|e| ChunkFailure::Internal(first_frame, e.to_string()))?;
         drop(chunk);
         let batch = &decoded.batch;
@@ -268,6 +300,7 @@ fn encode_chunk(
             .map_err(|e| ChunkFailure::Encode("lab-csv", e.into()))?;
         Ok(Encoded {
             summary: decoded.summary,
+            flows: decoded.flows,
             parquet,
             csv,
             lab_csv,
@@ -286,15 +319,65 @@ fn encode_chunk(
     }
 }
 
+/// The flow side of one conversion: the live flows and the flow outputs.
+struct FlowSinks<'a> {
+    capture: Arc<str>,
+    cfg: FlowConfig,
+    table: FlowTable,
+    parquet: Option<ArrowWriter<Box<dyn Write + Send + 'a>>>,
+    csv: Option<Box<dyn Write + Send + 'a>>,
+}
+
+impl FlowSinks<'_> {
+    fn write(&mut self, flows: Vec<Flow>) -> Result<(), (&'static str, EncodeError)> {
+        if flows.is_empty() || (self.parquet.is_none() && self.csv.is_none()) {
+            return Ok(());
+        }
+        let internal = |e: arrow_schema::ArrowError| EncodeError::Parquet(e.into());
+        for part in flows.chunks(FLOW_ROW_GROUP) {
+            let batch =
+                flows_batch(&self.capture, &self.cfg, part).map_err(|e| ("flows", internal(e)))?;
+            if let Some(w) = &mut self.parquet {
+                w.write(&batch).map_err(|e| ("flows", e.into()))?;
+            }
+            if let Some(w) = &mut self.csv {
+                let bytes = encode_csv(&batch).map_err(|e| ("flows-csv", e.into()))?;
+                w.write_all(&bytes).map_err(|e| ("flows-csv", e.into()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<FlowStats, (&'static str, EncodeError)> {
+        let table = std::mem::replace(&mut self.table, FlowTable::new(self.cfg));
+        let (rest, stats) = table.finish();
+        self.write(rest)?;
+        if let Some(w) = self.parquet {
+            let mut w = w.into_inner().map_err(|e| ("flows", e.into()))?;
+            w.flush().map_err(|e| ("flows", e.into()))?;
+        }
+        if let Some(mut w) = self.csv {
+            w.flush().map_err(|e| ("flows-csv", e.into()))?;
+        }
+        Ok(stats)
+    }
+}
+
 /// The output side of one conversion, owned by its writer thread.
 struct Sinks<'a> {
     parquet: Option<ParquetSink<Box<dyn Write + Send + 'a>>>,
     csv: Option<Box<dyn Write + Send + 'a>>,
     lab_csv: Option<Box<dyn Write + Send + 'a>>,
+    flows: Option<FlowSinks<'a>>,
 }
 
 impl Sinks<'_> {
     fn append(&mut self, e: Encoded) -> Result<(), (&'static str, EncodeError)> {
+        if let (Some(f), Some(chunk)) = (&mut self.flows, e.flows) {
+            f.table.merge(chunk);
+            let retired = f.table.take_retired();
+            f.write(retired)?;
+        }
         if let (Some(sink), Some(chunks)) = (&mut self.parquet, e.parquet) {
             sink.append(chunks).map_err(|e| ("parquet", e))?;
         }
@@ -307,7 +390,9 @@ impl Sinks<'_> {
         Ok(())
     }
 
-    fn finish(self) -> Result<(), (&'static str, EncodeError)> {
+    /// Finish every output; the flow totals when flows were tracked.
+    fn finish(self) -> Result<Option<FlowStats>, (&'static str, EncodeError)> {
+        let stats = self.flows.map(FlowSinks::finish).transpose()?;
         if let Some(sink) = self.parquet {
             let mut w = sink.finish().map_err(|e| ("parquet", e))?;
             w.flush().map_err(|e| ("parquet", e.into()))?;
@@ -318,7 +403,7 @@ impl Sinks<'_> {
         if let Some(mut w) = self.lab_csv {
             w.flush().map_err(|e| ("lab-csv", e.into()))?;
         }
-        Ok(())
+        Ok(stats)
     }
 }
 
@@ -390,6 +475,29 @@ impl Engine {
             format,
             source,
         };
+        let track_flows =
+            outputs.track_flows || outputs.flows.is_some() || outputs.flows_csv.is_some();
+        let shared_name: Arc<str> = Arc::from(name);
+        let flows = if track_flows {
+            let mut csv = outputs.flows_csv;
+            if let Some(w) = &mut csv {
+                w.write_all(&csv_header_of(&flow_schema()))
+                    .map_err(|e| write_err(("flows-csv", e.into())))?;
+            }
+            Some(FlowSinks {
+                capture: Arc::clone(&shared_name),
+                cfg: self.flows,
+                table: FlowTable::new(self.flows),
+                parquet: outputs
+                    .flows
+                    .map(|w| flows_parquet_writer(w, name))
+                    .transpose()
+                    .map_err(|e| write_err(("flows", e)))?,
+                csv,
+            })
+        } else {
+            None
+        };
         let mut sinks = Sinks {
             parquet: outputs
                 .parquet
@@ -398,6 +506,7 @@ impl Engine {
                 .map_err(|e| write_err(("parquet", e)))?,
             csv: outputs.csv,
             lab_csv: outputs.lab_csv,
+            flows,
         };
         if let Some(w) = &mut sinks.csv {
             w.write_all(&csv_header())
@@ -409,7 +518,7 @@ impl Engine {
         }
         let parquet_encoder = sinks.parquet.as_ref().map(|p| p.encoder());
         let (want_csv, want_lab) = (sinks.csv.is_some(), sinks.lab_csv.is_some());
-        let shared_name: Arc<str> = Arc::from(name);
+        let flow_cfg = track_flows.then_some(self.flows);
         let failed = AtomicBool::new(false);
         let (results_tx, results_rx) = unbounded::<ChunkResult>();
 
@@ -450,7 +559,14 @@ impl Engine {
                     let this_seq = seq;
                     seq += 1;
                     self.pool.spawn(move || {
-                        let r = encode_chunk(&name, chunk, parquet.as_ref(), want_csv, want_lab);
+                        let r = encode_chunk(
+                            &name,
+                            chunk,
+                            parquet.as_ref(),
+                            want_csv,
+                            want_lab,
+                            flow_cfg.as_ref(),
+                        );
                         // The writer outlives every task: it stops only when all senders,
                         // including this one, are gone.
                         let _ = tx.send((this_seq, r));
@@ -502,6 +618,7 @@ impl Engine {
         let mut pending: BTreeMap<u64, Result<Encoded, ChunkFailure>> = BTreeMap::new();
         let mut next = 0u64;
         let mut outcome: Result<(), ChunkFailure> = Ok(());
+        // Flow outputs are written on this thread as flows retire.
         for (seq, r) in results.iter() {
             pending.insert(seq, r);
             while let Some(r) = pending.remove(&next) {
@@ -523,10 +640,11 @@ impl Engine {
                 let _ = self.slot_give.send(());
             }
         }
-        if outcome.is_ok()
-            && let Err((f, e)) = sinks.finish()
-        {
-            outcome = Err(ChunkFailure::Encode(f, e));
+        if outcome.is_ok() {
+            match sinks.finish() {
+                Ok(flows) => summary.flows = flows,
+                Err((f, e)) => outcome = Err(ChunkFailure::Encode(f, e)),
+            }
         }
         (summary, outcome)
     }

@@ -82,6 +82,8 @@ pub struct Packet {
     /// Bytes after the transport header (or after the IP header when the transport is not
     /// decoded), as the headers declare them — not limited by the snap length.
     pub payload_len: Option<u32>,
+    /// Where the TCP or UDP payload is in the frame: (offset, captured length).
+    pub payload: Option<(usize, usize)>,
     /// Why decoding stopped early, if it did.
     pub error: Option<&'static str>,
 }
@@ -112,6 +114,17 @@ fn mac(b: &[u8]) -> Option<[u8; 6]> {
 /// Decode one frame of the given link type into `out` (which is reset first).
 pub fn dissect(link_type: u16, data: &[u8], out: &mut Packet) {
     *out = Packet::default();
+    dissect_link(link_type, data, out);
+    // `ip` recorded the payload's address; make it an offset into this frame.
+    if let Some((at, len)) = out.payload {
+        out.payload = at
+            .checked_sub(data.as_ptr().addr())
+            .filter(|off| off.saturating_add(len) <= data.len())
+            .map(|off| (off, len));
+    }
+}
+
+fn dissect_link(link_type: u16, data: &[u8], out: &mut Packet) {
     match link_type {
         linktype::ETHERNET => ethernet(data, out),
         linktype::LINUX_SLL => match be16(data, 14) {
@@ -424,11 +437,13 @@ fn ip(data: &[u8], out: &mut Packet) {
             let raw = tcp.header_slice();
             out.tcp_flags = Some(u16::from_be_bytes([raw[12], raw[13]]) & 0x0fff);
             transport_header = Some(u32::from(tcp.data_offset()) * 4);
+            out.payload = payload_at(tcp.payload());
         }
         Some(TransportSlice::Udp(udp)) => {
             out.src_port = Some(udp.source_port());
             out.dst_port = Some(udp.destination_port());
             transport_header = Some(8);
+            out.payload = payload_at(udp.payload());
         }
         Some(TransportSlice::Icmpv4(icmp)) => {
             out.icmp_type = Some(icmp.type_u8());
@@ -478,6 +493,12 @@ fn ip(data: &[u8], out: &mut Packet) {
     if let Some((e, layer)) = &sliced.stop_err {
         out.error = Some(stop_reason(e, *layer));
     }
+}
+
+/// A payload slice's address and length, made relative to the frame by [`dissect`]. The
+/// address is only compared, never dereferenced.
+fn payload_at(p: &[u8]) -> Option<(usize, usize)> {
+    (!p.is_empty()).then(|| (p.as_ptr().addr(), p.len()))
 }
 
 fn stop_reason(e: &err::packet::SliceError, layer: Layer) -> &'static str {

@@ -9,7 +9,9 @@ use std::io::{self, Write};
 use std::sync::Arc;
 
 use arrow_array::cast::AsArray;
-use arrow_array::types::{TimestampNanosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::types::{
+    Float64Type, TimestampNanosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type,
+};
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::ArrowWriter;
@@ -31,16 +33,28 @@ pub enum Format {
     Csv,
     /// The AWS lab's `src,dst,len,proto` CSV.
     LabCsv,
+    /// The flow table as Parquet.
+    Flows,
+    /// The flow table as CSV.
+    FlowsCsv,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [Format::Parquet, Format::Csv, Format::LabCsv];
+    pub const ALL: [Format; 5] = [
+        Format::Parquet,
+        Format::Csv,
+        Format::LabCsv,
+        Format::Flows,
+        Format::FlowsCsv,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             Format::Parquet => "parquet",
             Format::Csv => "csv",
             Format::LabCsv => "lab-csv",
+            Format::Flows => "flows",
+            Format::FlowsCsv => "flows-csv",
         }
     }
 
@@ -50,6 +64,8 @@ impl Format {
             Format::Parquet => "parquet",
             Format::Csv => "csv",
             Format::LabCsv => "lab.csv",
+            Format::Flows => "flows.parquet",
+            Format::FlowsCsv => "flows.csv",
         }
     }
 
@@ -70,17 +86,42 @@ pub enum EncodeError {
 // ---------------------------------------------------------------------------------------------
 // Parquet
 
-/// Parquet writer settings: zstd, dictionaries where values repeat, and delta encoding for the
-/// two monotone columns (frame numbers and timestamps), which then cost almost nothing.
-pub fn parquet_properties(capture: &str) -> WriterProperties {
-    let mut b = WriterProperties::builder()
+/// Settings every Parquet output shares: zstd, chunk statistics, dictionaries where values
+/// repeat, and the capture's name in the file metadata.
+fn common_properties(capture: &str) -> parquet::file::properties::WriterPropertiesBuilder {
+    WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Chunk)
         .set_created_by(format!("pcaplab {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(Some(vec![KeyValue::new(
             "pcaplab.capture".to_owned(),
             capture.to_owned(),
-        )]));
+        )]))
+}
+
+/// Rows per row group of the flow table.
+pub const FLOW_ROW_GROUP: usize = 64 * 1024;
+
+/// A Parquet writer of the flow table ([`crate::flows::flow_schema`]); flows are appended as
+/// they retire and grouped into row groups of [`FLOW_ROW_GROUP`] rows.
+pub fn flows_parquet_writer<W: Write + Send>(
+    out: W,
+    capture: &str,
+) -> Result<ArrowWriter<W>, EncodeError> {
+    let props = common_properties(capture)
+        .set_max_row_group_row_count(Some(FLOW_ROW_GROUP))
+        .build();
+    Ok(ArrowWriter::try_new(
+        out,
+        crate::flows::flow_schema(),
+        Some(props),
+    )?)
+}
+
+/// Parquet writer settings of the packet table: [`common_properties`], and delta encoding for
+/// the two monotone columns (frame numbers and timestamps), which then cost almost nothing.
+pub fn parquet_properties(capture: &str) -> WriterProperties {
+    let mut b = common_properties(capture);
     for c in [col::FRAME_NUMBER, col::TS] {
         let path = ColumnPath::from(c);
         b = b
@@ -161,7 +202,11 @@ pub fn encode_parquet(
 
 /// The CSV header line for the packet schema.
 pub fn csv_header() -> Vec<u8> {
-    let s = schema();
+    csv_header_of(&schema())
+}
+
+/// The CSV header line for any of our schemas.
+pub fn csv_header_of(s: &arrow_schema::Schema) -> Vec<u8> {
     let names: Vec<&str> = s.fields().iter().map(|f| f.name().as_str()).collect();
     let mut h = names.join(",").into_bytes();
     h.push(b'\n');
@@ -177,8 +222,10 @@ enum CsvColumn<'a> {
     U64(&'a arrow_array::PrimitiveArray<UInt64Type>),
     Ts(&'a arrow_array::PrimitiveArray<TimestampNanosecondType>),
     Bool(&'a arrow_array::BooleanArray),
+    F64(&'a arrow_array::PrimitiveArray<Float64Type>),
     /// The list array (for nulls and offsets) and its flattened values.
     ListU16(&'a arrow_array::ListArray, &'a [u16]),
+    ListStr(&'a arrow_array::ListArray, &'a arrow_array::StringArray),
 }
 
 impl<'a> CsvColumn<'a> {
@@ -191,10 +238,15 @@ impl<'a> CsvColumn<'a> {
             DataType::UInt64 => CsvColumn::U64(a.as_primitive()),
             DataType::Timestamp(TimeUnit::Nanosecond, _) => CsvColumn::Ts(a.as_primitive()),
             DataType::Boolean => CsvColumn::Bool(a.as_boolean()),
+            DataType::Float64 => CsvColumn::F64(a.as_primitive()),
             DataType::List(f) if f.data_type() == &DataType::UInt16 => {
                 let list = a.as_list::<i32>();
                 let values = list.values().as_primitive::<UInt16Type>().values();
                 CsvColumn::ListU16(list, values)
+            }
+            DataType::List(f) if f.data_type() == &DataType::Utf8 => {
+                let list = a.as_list::<i32>();
+                CsvColumn::ListStr(list, list.values().as_string::<i32>())
             }
             other => {
                 return Err(io::Error::other(format!(
@@ -213,7 +265,9 @@ impl<'a> CsvColumn<'a> {
             CsvColumn::U64(a) => a.is_null(i),
             CsvColumn::Ts(a) => a.is_null(i),
             CsvColumn::Bool(a) => a.is_null(i),
+            CsvColumn::F64(a) => a.is_null(i),
             CsvColumn::ListU16(a, _) => a.is_null(i),
+            CsvColumn::ListStr(a, _) => a.is_null(i),
         }
     }
 
@@ -227,6 +281,23 @@ impl<'a> CsvColumn<'a> {
             CsvColumn::Ts(a) => write_rfc3339_ns(a.value(i), out),
             CsvColumn::Bool(a) => {
                 out.extend_from_slice(if a.value(i) { b"true" } else { b"false" })
+            }
+            CsvColumn::F64(a) => {
+                use std::io::Write as _;
+                let _ = write!(out, "{}", a.value(i));
+            }
+            CsvColumn::ListStr(list, values) => {
+                // Joined by ';' into one field, quoted as a whole when it needs to be.
+                let offsets = list.value_offsets();
+                let (from, to) = (offsets[i] as usize, offsets[i + 1] as usize);
+                let mut field = String::new();
+                for k in from..to {
+                    if k > from {
+                        field.push(';');
+                    }
+                    field.push_str(values.value(k));
+                }
+                write_csv_str(&field, out);
             }
             CsvColumn::ListU16(list, values) => {
                 // Several values in one field, joined by ';' so the field needs no quoting.

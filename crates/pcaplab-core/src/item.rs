@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::encode::rfc3339_ns;
-use crate::reader::{CaptureFormat, Compression};
+use crate::flows::Flow;
+use crate::reader::{CaptureFormat, Compression, NO_TIMESTAMP};
 use crate::summary::{Summary, Traffic, ip_proto_name, link_type_name};
 
 /// DynamoDB's item size limit.
@@ -28,6 +29,9 @@ const MAX_LINK_TYPES: usize = 32;
 const MAX_OUTPUTS: usize = 16;
 const MAX_OUTPUT_NAME_BYTES: usize = 255;
 const MAX_URL_BYTES: usize = 4096;
+/// Longest name in `top_dns_names`, `top_tls_sni`, `top_http_hosts` and a flow's
+/// `server_name` (a DNS name is at most 253 bytes).
+const MAX_NAME_BYTES: usize = 256;
 
 /// A DynamoDB attribute value (the subset the summary uses).
 #[derive(Clone, Debug, PartialEq)]
@@ -305,6 +309,37 @@ pub fn summary_item(
     item
 }
 
+/// One of `top_flows`: the flow's identity, size and state.
+fn flow_entry(f: &Flow, seed: u16) -> AttrValue {
+    let (o, r) = (f.originator(), f.responder());
+    let mut m = BTreeMap::from([
+        ("community_id".to_owned(), s(f.key.community_id(seed))),
+        (
+            "proto".to_owned(),
+            s(ip_proto_name(f.key.proto).map_or_else(|| f.key.proto.to_string(), str::to_owned)),
+        ),
+        ("src".to_owned(), s(o.addr.to_string())),
+        ("dst".to_owned(), s(r.addr.to_string())),
+        ("packets".to_owned(), n(f.packets())),
+        ("bytes".to_owned(), n(f.bytes())),
+        ("conn_state".to_owned(), s(f.conn_state())),
+    ]);
+    if let Some(p) = o.port {
+        m.insert("src_port".to_owned(), n(p));
+    }
+    if let Some(p) = r.port {
+        m.insert("dst_port".to_owned(), n(p));
+    }
+    if f.seg.first_ts != NO_TIMESTAMP && f.seg.last_ts != NO_TIMESTAMP {
+        let d = i128::from(f.seg.last_ts) - i128::from(f.seg.first_ts);
+        m.insert("duration_s".to_owned(), AttrValue::N(seconds(d)));
+    }
+    if let Some(name) = &f.seg.server_name {
+        m.insert("server_name".to_owned(), s(clip(name, MAX_NAME_BYTES)));
+    }
+    AttrValue::M(m)
+}
+
 fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize) {
     put("packets", n(sum.packets));
     put("bytes", n(sum.cap_bytes));
@@ -360,6 +395,42 @@ fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize
     if sum.talkers_truncated {
         put("talkers_approximate", AttrValue::Bool(true));
     }
+    if let Some(flows) = &sum.flows {
+        put("flows", n(flows.flows));
+        put(
+            "top_flows",
+            AttrValue::L(
+                flows
+                    .top
+                    .iter()
+                    .take(top_n)
+                    .map(|f| flow_entry(f, flows.community_id_seed))
+                    .collect(),
+            ),
+        );
+    }
+    for (name, map) in [
+        ("top_dns_names", &sum.dns_names),
+        ("top_tls_sni", &sum.tls_snis),
+        ("top_http_hosts", &sum.http_hosts),
+    ] {
+        if map.is_empty() {
+            continue;
+        }
+        let list = Summary::top_names(map, top_n)
+            .into_iter()
+            .map(|(k, c)| {
+                AttrValue::M(BTreeMap::from([
+                    ("name".to_owned(), s(clip(k, MAX_NAME_BYTES))),
+                    ("count".to_owned(), n(c)),
+                ]))
+            })
+            .collect();
+        put(name, AttrValue::L(list));
+    }
+    if sum.names_truncated {
+        put("names_approximate", AttrValue::Bool(true));
+    }
     if let Some((start, series)) = sum.timeline.dense() {
         // At most TIMELINE_BUCKETS (120) entries per list: under 6 KB.
         let list = |f: fn(&Traffic) -> u64| AttrValue::L(series.iter().map(|t| n(f(t))).collect());
@@ -382,6 +453,7 @@ fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize
 mod tests {
     use super::*;
     use crate::dissect::Addr;
+    use crate::flows::{FlowStats, worst_case_flow};
     use crate::summary::{TIMELINE_BUCKETS, Timeline};
 
     fn source<'a>(s3_id: &'a str, outputs: &'a [(&'a str, String)]) -> ItemSource<'a> {
@@ -429,6 +501,20 @@ mod tests {
             .collect();
         sum.ports = (0..=u16::MAX).map(|p| (p, u64::MAX)).collect();
         sum.timeline = Timeline::full(u64::MAX);
+        sum.flows = Some(FlowStats {
+            community_id_seed: 0,
+            flows: u64::MAX,
+            top: (0..MAX_TOP_N as u16 + 10).map(worst_case_flow).collect(),
+        });
+        let names = |c: char| -> BTreeMap<String, u64> {
+            (0..20_000u32)
+                .map(|i| (format!("{i}{}", c.to_string().repeat(300)), u64::MAX))
+                .collect()
+        };
+        sum.dns_names = names('d');
+        sum.tls_snis = names('é');
+        sum.http_hosts = names('h');
+        sum.names_truncated = true;
         let id = format!("{}/{}", "b".repeat(63), "k".repeat(1024));
         assert_eq!(id.len(), 1088);
         let reason = "é".repeat(500_000);

@@ -6,19 +6,22 @@
 //! AWS lab's CSV from those batches. [`convert::Engine`] runs that pipeline in parallel with
 //! bounded memory, keeping file order.
 
+pub mod app;
 pub mod columns;
 pub mod convert;
 pub mod dissect;
 pub mod encode;
+pub mod flows;
 pub mod item;
 pub mod reader;
 pub mod summary;
 
-pub use columns::{decode_chunk, schema};
+pub use columns::{decode_chunk, decode_chunk_with, schema};
 pub use convert::{
     BuildError, ConvertError, Engine, EngineBuilder, Opened, Outputs, OutputsError, Report,
 };
 pub use encode::Format;
+pub use flows::{FlowConfig, FlowStats, flow_schema};
 pub use item::{AttrValue, Item, ItemSource, Outcome as ItemOutcome, summary_item};
 pub use reader::{CaptureFormat, CaptureReader, Compression, ReadError, probe, sniff};
 pub use summary::{Summary, Traffic, human_bytes};

@@ -3,7 +3,9 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
+use crate::app::AppFields;
 use crate::dissect::{Addr, Packet};
+use crate::flows::FlowStats;
 use crate::reader::{FrameMeta, NO_TIMESTAMP};
 
 /// Counts and extents of one capture (or one chunk of it).
@@ -35,6 +37,16 @@ pub struct Summary {
     pub ports: BTreeMap<u16, u64>,
     /// Packets and bytes over time, in at most [`TIMELINE_BUCKETS`] buckets.
     pub timeline: Timeline,
+    /// DNS queries per query name, TLS ClientHellos per server name (SNI), HTTP requests per
+    /// Host. At most [`NAMES_CAP`] names each: see [`Summary::merge`].
+    pub dns_names: BTreeMap<String, u64>,
+    pub tls_snis: BTreeMap<String, u64>,
+    pub http_hosts: BTreeMap<String, u64>,
+    /// True once a name map has been pruned (its ranking is then approximate).
+    pub names_truncated: bool,
+    /// The capture's flows, when they were tracked: set once for the whole capture by the
+    /// conversion, never by a chunk.
+    pub flows: Option<FlowStats>,
 }
 
 /// What one address sent and received.
@@ -165,6 +177,10 @@ fn talker_order(a: &(Addr, Traffic), b: &(Addr, Traffic)) -> Ordering {
         .then(a.0.cmp(&b.0))
 }
 
+/// Most names each of [`Summary::dns_names`], [`Summary::tls_snis`] and
+/// [`Summary::http_hosts`] keeps (random subdomains would otherwise grow them without bound).
+pub const NAMES_CAP: usize = 10_000;
+
 /// Biggest first: packets desc, then key asc.
 fn count_order<K: Ord>(a: &(K, u64), b: &(K, u64)) -> Ordering {
     b.1.cmp(&a.1).then(a.0.cmp(&b.0))
@@ -204,6 +220,31 @@ pub(crate) struct Counter {
     /// The chunk's timeline with its latest bucket held apart: frames mostly come in time
     /// order, so most packets add to this one bucket instead of a map entry.
     timeline: TimelineRun,
+}
+
+/// Count one name (clipped to DNS's 253-byte limit, on a char boundary).
+fn count_name(map: &mut BTreeMap<String, u64>, name: &str) {
+    let mut end = name.len().min(253);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    let name = &name[..end];
+    match map.get_mut(name) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(name.to_owned(), 1);
+        }
+    }
+}
+
+/// Keep the biggest half of `map` once it holds more than `cap` entries; true if pruned.
+fn prune_counts(map: &mut BTreeMap<String, u64>, cap: usize) -> bool {
+    if map.len() <= cap {
+        return false;
+    }
+    let all = std::mem::take(map).into_iter().collect();
+    *map = top_n(all, cap / 2, count_order).into_iter().collect();
+    true
 }
 
 /// A [`Timeline`] plus a run of packets in one bucket not yet added to it.
@@ -310,6 +351,21 @@ impl Counter {
         }
     }
 
+    /// Count a packet's application fields: DNS queries (not responses) by name, ClientHellos
+    /// by SNI, HTTP requests by Host.
+    pub(crate) fn add_app(&mut self, app: &AppFields) {
+        let s = &mut self.summary;
+        if let (Some(name), None) = (&app.dns_qname, app.dns_rcode) {
+            count_name(&mut s.dns_names, name);
+        }
+        if let Some(sni) = &app.tls_sni {
+            count_name(&mut s.tls_snis, sni);
+        }
+        if let Some(host) = &app.http_host {
+            count_name(&mut s.http_hosts, host);
+        }
+    }
+
     pub(crate) fn finish(self) -> Summary {
         let mut s = self.summary;
         s.link_types.extend(self.link_types);
@@ -331,6 +387,7 @@ impl Counter {
         s.timeline = self.timeline.finish();
         // Only an unusually large chunk can get here.
         s.prune_talkers();
+        s.prune_names();
         s
     }
 }
@@ -372,7 +429,41 @@ impl Summary {
             *self.ports.entry(*k).or_default() += v;
         }
         self.timeline.merge(&other.timeline);
+        for (mine, theirs) in [
+            (&mut self.dns_names, &other.dns_names),
+            (&mut self.tls_snis, &other.tls_snis),
+            (&mut self.http_hosts, &other.http_hosts),
+        ] {
+            for (k, v) in theirs {
+                match mine.get_mut(k) {
+                    Some(n) => *n += v,
+                    None => {
+                        mine.insert(k.clone(), *v);
+                    }
+                }
+            }
+        }
+        self.names_truncated |= other.names_truncated;
         self.prune_talkers();
+        self.prune_names();
+    }
+
+    fn prune_names(&mut self) {
+        for map in [
+            &mut self.dns_names,
+            &mut self.tls_snis,
+            &mut self.http_hosts,
+        ] {
+            if prune_counts(map, NAMES_CAP) {
+                self.names_truncated = true;
+            }
+        }
+    }
+
+    /// The `n` names of `map` with the most counts (then alphabetical).
+    pub fn top_names(map: &BTreeMap<String, u64>, n: usize) -> Vec<(&str, u64)> {
+        let all = map.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        top_n(all, n, count_order)
     }
 
     fn prune_talkers(&mut self) {

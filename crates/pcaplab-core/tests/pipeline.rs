@@ -18,10 +18,13 @@ struct Converted {
     parquet: Vec<u8>,
     csv: Vec<u8>,
     lab_csv: Vec<u8>,
+    flows: Vec<u8>,
+    flows_csv: Vec<u8>,
 }
 
 fn convert(engine: &Engine, name: &str, bytes: Vec<u8>) -> Converted {
     let (mut parquet, mut csv, mut lab_csv) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut flows, mut flows_csv) = (Vec::new(), Vec::new());
     let report = engine.convert(
         name,
         Box::new(Cursor::new(bytes)),
@@ -29,6 +32,9 @@ fn convert(engine: &Engine, name: &str, bytes: Vec<u8>) -> Converted {
             parquet: Some(Box::new(&mut parquet)),
             csv: Some(Box::new(&mut csv)),
             lab_csv: Some(Box::new(&mut lab_csv)),
+            flows: Some(Box::new(&mut flows)),
+            flows_csv: Some(Box::new(&mut flows_csv)),
+            track_flows: true,
         },
     );
     Converted {
@@ -36,7 +42,21 @@ fn convert(engine: &Engine, name: &str, bytes: Vec<u8>) -> Converted {
         parquet,
         csv,
         lab_csv,
+        flows,
+        flows_csv,
     }
+}
+
+/// The flow CSV's header and its rows sorted: flows retire in an order that depends on where
+/// chunks end, their set does not.
+fn sorted_lines(csv: &[u8]) -> Vec<String> {
+    let text = String::from_utf8(csv.to_vec()).expect("utf8");
+    let mut lines = text.lines().map(str::to_owned);
+    let header = lines.next().expect("header");
+    let mut rows: Vec<String> = lines.collect();
+    rows.sort();
+    rows.insert(0, header);
+    rows
 }
 
 fn read_parquet(bytes: Vec<u8>) -> Vec<RecordBatch> {
@@ -168,6 +188,18 @@ fn output_does_not_depend_on_threads_or_chunking() {
     assert_eq!(a.csv, b.csv);
     assert_eq!(a.csv, c.csv);
     assert_eq!(a.lab_csv, b.lab_csv);
+    let flows = sorted_lines(&a.flows_csv);
+    assert!(flows.len() > 100, "{}", flows.len());
+    assert_eq!(flows, sorted_lines(&b.flows_csv));
+    assert_eq!(flows, sorted_lines(&c.flows_csv));
+    let fa = read_parquet(a.flows);
+    assert_eq!(rows(&fa), flows.len() - 1);
+    let (sa, sc) = (
+        a.report.as_ref().expect("a").summary.flows.clone(),
+        c.report.as_ref().expect("c").summary.flows.clone(),
+    );
+    assert_eq!(sa, sc);
+    assert_eq!(sa.map(|s| s.flows as usize), Some(flows.len() - 1));
     let (pa, pb) = (read_parquet(a.parquet), read_parquet(b.parquet));
     assert_eq!(rows(&pa), 4709);
     let concat = |v: &[RecordBatch]| {

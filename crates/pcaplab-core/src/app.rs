@@ -1,0 +1,1152 @@
+//! Application-layer fields of a single packet: DNS question/answers, TLS
+//! ClientHello SNI + JA3, HTTP/1.x request line + Host.
+//!
+//! One packet in, fields out: there is no reassembly across packets. The
+//! payload is the transport payload (bytes after the TCP/UDP header) and may be
+//! cut short by the capture's snap length. Parsing is done by `simple-dns`,
+//! `tls-parser` and `httparse`; this module only adds cheap pre-checks so that
+//! payloads of no interest are rejected in a few nanoseconds.
+//!
+//! Never panics on any input bytes.
+
+use std::fmt::Write as _;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use md5::{Digest, Md5};
+use simple_dns::Packet;
+use simple_dns::rdata::RData;
+use tls_parser::{
+    SNIType, TlsClientHelloContents, TlsExtension, TlsExtensionType, TlsMessage,
+    TlsMessageHandshake, parse_tls_client_hello_extension, parse_tls_extension_unknown,
+    parse_tls_handshake_client_hello, parse_tls_plaintext, parse_tls_record_header,
+};
+
+/// Application fields of one packet; all None/empty when the packet carries none.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppFields {
+    /// First question's name, no trailing dot; the root name is `<Root>` (as tshark prints it).
+    pub dns_qname: Option<String>,
+    /// First question's numeric QTYPE.
+    pub dns_qtype: Option<u16>,
+    /// Responses only (QR=1): the 4-bit RCODE of the header; None on queries.
+    pub dns_rcode: Option<u8>,
+    /// Answer section of responses, one text per record: A/AAAA -> address,
+    /// CNAME/NS/PTR -> name, MX -> "<pref> <name>", TXT -> strings joined
+    /// (lossy UTF-8), anything else -> "TYPE<n>".
+    pub dns_answers: Vec<String>,
+    /// TLS ClientHello server_name (host_name entry).
+    pub tls_sni: Option<String>,
+    /// JA3 of the ClientHello: lowercase hex md5 of the JA3 string.
+    pub tls_ja3: Option<String>,
+    /// HTTP request method.
+    pub http_method: Option<String>,
+    /// HTTP Host header value, trimmed.
+    pub http_host: Option<String>,
+    /// HTTP request-target as sent.
+    pub http_uri: Option<String>,
+}
+
+impl AppFields {
+    /// Reset to empty, keeping the answers vector's allocation.
+    pub fn clear(&mut self) {
+        self.dns_qname = None;
+        self.dns_qtype = None;
+        self.dns_rcode = None;
+        self.dns_answers.clear();
+        self.tls_sni = None;
+        self.tls_ja3 = None;
+        self.http_method = None;
+        self.http_host = None;
+        self.http_uri = None;
+    }
+
+    /// True when no field is set.
+    pub fn is_empty(&self) -> bool {
+        self.dns_qname.is_none()
+            && self.dns_qtype.is_none()
+            && self.dns_rcode.is_none()
+            && self.dns_answers.is_empty()
+            && self.tls_sni.is_none()
+            && self.tls_ja3.is_none()
+            && self.http_method.is_none()
+            && self.http_host.is_none()
+            && self.http_uri.is_none()
+    }
+}
+
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IP protocol number of UDP.
+pub const IPPROTO_UDP: u8 = 17;
+
+const DNS_PORT: u16 = 53;
+const MDNS_PORT: u16 = 5353;
+const LLMNR_PORT: u16 = 5355;
+
+/// Decode `payload` of a packet with the given IP protocol and ports into `out` (cleared first).
+/// Returns true when any field was set.
+///
+/// At most one of DNS, TLS and HTTP is decoded:
+/// - UDP with either port 53, 5353 (mDNS) or 5355 (LLMNR): DNS message.
+/// - TCP with either port 53: 2-byte length prefix + DNS message (only when the
+///   whole message is in this payload).
+/// - other TCP (or TCP port 53 that did not yield DNS): TLS ClientHello or
+///   HTTP/1.x request, by content.
+pub fn app_fields(
+    ip_proto: u8,
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+    out: &mut AppFields,
+) -> bool {
+    out.clear();
+    let is_port = |p: u16| src_port == p || dst_port == p;
+    match ip_proto {
+        IPPROTO_UDP if is_port(DNS_PORT) || is_port(MDNS_PORT) || is_port(LLMNR_PORT) => {
+            dns_message(payload, out);
+        }
+        IPPROTO_TCP => {
+            if is_port(DNS_PORT) {
+                dns_over_tcp(payload, out);
+            }
+            if out.is_empty() {
+                match payload.first() {
+                    Some(0x16) => tls_client_hello(payload, out),
+                    Some(b'A'..=b'Z') => http_request(payload, out),
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+    !out.is_empty()
+}
+
+// ---------------------------------------------------------------------------
+// DNS
+// ---------------------------------------------------------------------------
+
+const DNS_HEADER_LEN: usize = 12;
+/// Smallest possible question on the wire: root name (1) + QTYPE + QCLASS.
+const DNS_MIN_QUESTION: usize = 5;
+/// Smallest possible resource record: root name (1) + TYPE, CLASS, TTL, RDLENGTH.
+const DNS_MIN_RR: usize = 11;
+
+fn dns_over_tcp(payload: &[u8], out: &mut AppFields) {
+    let Some(len) = be16(payload, 0) else {
+        return;
+    };
+    let len = usize::from(len);
+    // Only a message that is complete in this segment (no reassembly).
+    if let Some(msg) = payload.get(2..2 + len) {
+        dns_message(msg, out);
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    match b.get(at..at + 2) {
+        Some(&[h, l]) => Some(u16::from_be_bytes([h, l])),
+        _ => None,
+    }
+}
+
+/// Decode one DNS message (without TCP length prefix).
+fn dns_message(msg: &[u8], out: &mut AppFields) {
+    if msg.len() < DNS_HEADER_LEN {
+        return;
+    }
+    // Header fields read directly: QR bit and the 4-bit RCODE (simple-dns
+    // folds the EDNS extended RCODE into its value; we want the header's).
+    let is_response = msg[2] & 0x80 != 0;
+    let rcode = msg[3] & 0x0f;
+
+    // Counts plausibility: if the sections cannot fit, simple-dns would fail
+    // anyway (after pre-allocating up to 65535 entries per section), so skip
+    // straight to the question-only fallback.
+    let counts: [usize; 4] = [4, 6, 8, 10].map(|at| usize::from(be16(msg, at).unwrap_or(0)));
+    let min_len = DNS_HEADER_LEN
+        + counts[0] * DNS_MIN_QUESTION
+        + (counts[1] + counts[2] + counts[3]) * DNS_MIN_RR;
+
+    if min_len <= msg.len()
+        && let Ok(packet) = Packet::parse(msg)
+    {
+        if let Some(q) = packet.questions.first() {
+            out.dns_qname = Some(name_text(&q.qname));
+            out.dns_qtype = Some(u16::from(q.qtype));
+        }
+        if is_response {
+            out.dns_rcode = Some(rcode);
+            out.dns_answers
+                .extend(packet.answers.into_iter().map(|rr| rdata_text(rr.rdata)));
+        }
+        return;
+    }
+
+    // simple-dns rejects the whole message for things an analyst does not
+    // care about here (QTYPE/QCLASS it does not know, a class it does not know
+    // in any record, the reserved Z bit, a malformed rdata of a known type,
+    // truncated answer sections, ...). Still report the question, as tshark
+    // does, decoded by simple-dns itself.
+    if let Some((qname, qtype)) = dns_first_question(msg) {
+        out.dns_qname = Some(qname);
+        out.dns_qtype = Some(qtype);
+        if is_response {
+            out.dns_rcode = Some(rcode);
+        }
+    }
+}
+
+/// Header + first question only, parsed with simple-dns on a patched copy:
+/// counts set to 1/0/0/0, Z bit cleared, QTYPE/QCLASS replaced by A/IN (the
+/// original QTYPE is returned). Names are decoded (including compression
+/// pointers) by simple-dns; here the name is only skipped to find its end.
+fn dns_first_question(msg: &[u8]) -> Option<(String, u16)> {
+    if be16(msg, 4)? == 0 {
+        return None;
+    }
+    let mut pos = DNS_HEADER_LEN;
+    loop {
+        let b = *msg.get(pos)?;
+        match b & 0xc0 {
+            0x00 if b == 0 => {
+                pos += 1;
+                break;
+            }
+            0x00 => pos += 1 + usize::from(b),
+            0xc0 => {
+                pos += 2;
+                break;
+            }
+            _ => return None, // extended label types: not supported
+        }
+    }
+    let qtype = be16(msg, pos)?;
+    let qend = pos + 4;
+    let mut buf = msg.get(..qend)?.to_vec();
+    buf[3] &= !0x40; // reserved Z bit
+    buf[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
+    buf[pos..qend].copy_from_slice(&[0, 1, 0, 1]);
+    let packet = Packet::parse(&buf).ok()?;
+    let q = packet.questions.first()?;
+    Some((name_text(&q.qname), qtype))
+}
+
+fn name_text(name: &simple_dns::Name<'_>) -> String {
+    if name.get_labels().is_empty() {
+        "<Root>".to_owned()
+    } else {
+        name.to_string()
+    }
+}
+
+fn rdata_text(rdata: RData<'_>) -> String {
+    match rdata {
+        RData::A(a) => Ipv4Addr::from(a.address).to_string(),
+        RData::AAAA(a) => Ipv6Addr::from(a.address).to_string(),
+        RData::CNAME(n) => name_text(&n.0),
+        RData::NS(n) => name_text(&n.0),
+        RData::PTR(n) => name_text(&n.0),
+        RData::MX(mx) => format!("{} {}", mx.preference, name_text(&mx.exchange)),
+        RData::TXT(txt) => String::try_from(txt)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        other => format!("TYPE{}", u16::from(other.type_code())),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// TLS ClientHello: SNI + JA3
+// ---------------------------------------------------------------------------
+
+const TLS_HANDSHAKE: u8 = 0x16;
+const TLS_CLIENT_HELLO: u8 = 1;
+
+/// GREASE values (RFC 8701): 0x0a0a, 0x1a1a, ... 0xfafa.
+fn is_grease(v: u16) -> bool {
+    let [hi, lo] = v.to_be_bytes();
+    hi == lo && lo & 0x0f == 0x0a
+}
+
+fn tls_client_hello(payload: &[u8], out: &mut AppFields) {
+    // Cheap pre-check: handshake record, version major 3, first handshake
+    // message is a ClientHello.
+    if payload.len() < 6
+        || payload[0] != TLS_HANDSHAKE
+        || payload[1] != 3
+        || payload[5] != TLS_CLIENT_HELLO
+    {
+        return;
+    }
+    match parse_tls_plaintext(payload) {
+        Ok((_, record)) => {
+            let hello = record.msg.iter().find_map(|m| match m {
+                TlsMessage::Handshake(TlsMessageHandshake::ClientHello(ch)) => Some(ch),
+                _ => None,
+            });
+            if let Some(ch) = hello {
+                let info = scan_extensions(ch.ext.unwrap_or_default());
+                out.tls_ja3 = ja3_string(ch, &info).map(|s| md5_hex(s.as_bytes()));
+                out.tls_sni = info.sni;
+            }
+        }
+        Err(_) => tls_client_hello_partial(payload, out),
+    }
+}
+
+/// The record is cut short (ClientHello split over TCP segments, snap length)
+/// or the handshake message continues in a further record. tls-parser's
+/// record/message parsers need the whole message, but its ClientHello body
+/// parser accepts a body whose extension block is cut (`ext` = None), and its
+/// single-extension parser can walk the extensions that are complete.
+fn tls_client_hello_partial(payload: &[u8], out: &mut AppFields) {
+    let Ok((rest, hdr)) = parse_tls_record_header(payload) else {
+        return;
+    };
+    let rec = &rest[..rest.len().min(usize::from(hdr.len))];
+    // 4-byte handshake header: type (checked above), 24-bit length.
+    let Some(&[_, l0, l1, l2]) = rec.get(..4) else {
+        return;
+    };
+    let msg_len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
+    let body = &rec[4..];
+    let complete = body.len() >= msg_len;
+    let body = &body[..body.len().min(msg_len)];
+    let Ok((after, ch)) = parse_tls_handshake_client_hello(body) else {
+        return;
+    };
+    if complete {
+        // Whole ClientHello present (only the record was cut): full result.
+        let info = scan_extensions(ch.ext.unwrap_or_default());
+        out.tls_ja3 = ja3_string(&ch, &info).map(|s| md5_hex(s.as_bytes()));
+        out.tls_sni = info.sni;
+        return;
+    }
+    // Extension block cut: skip its 2-byte length and walk what is there.
+    let exts = match ch.ext {
+        Some(e) => e,
+        None => after.get(2..).unwrap_or_default(),
+    };
+    out.tls_sni = scan_extensions(exts).sni;
+}
+
+/// What JA3 and SNI need from the extension block.
+#[derive(Default)]
+struct HelloExtensions {
+    sni: Option<String>,
+    /// Extension types in order of appearance, GREASE included (filtered later).
+    types: Vec<u16>,
+    curves: Vec<u16>,
+    point_formats: Vec<u8>,
+    /// The whole block was walked (no malformed or cut extension).
+    complete: bool,
+}
+
+fn scan_extensions(mut rem: &[u8]) -> HelloExtensions {
+    let mut info = HelloExtensions::default();
+    while !rem.is_empty() {
+        match parse_tls_client_hello_extension(rem) {
+            Ok((next, ext)) => {
+                let t = match &ext {
+                    // tls-parser's GREASE test (t & 0x0f0f == 0x0a0a) is
+                    // looser than JA3's; keep the real type and filter later.
+                    TlsExtension::Grease(t, _) => *t,
+                    other => TlsExtensionType::from(other).0,
+                };
+                info.types.push(t);
+                match ext {
+                    TlsExtension::SNI(names) if info.sni.is_none() => {
+                        info.sni = names
+                            .iter()
+                            .find(|(kind, _)| *kind == SNIType::HostName)
+                            .map(|(_, name)| String::from_utf8_lossy(name).into_owned());
+                    }
+                    TlsExtension::EllipticCurves(groups) => {
+                        info.curves = groups.iter().map(|g| g.0).collect();
+                    }
+                    TlsExtension::EcPointFormats(pf) => info.point_formats = pf.to_vec(),
+                    _ => {}
+                }
+                rem = next;
+            }
+            // Known type with content tls-parser rejects (e.g. a non-empty
+            // extended_master_secret): keep its type for JA3, skip its body.
+            Err(_) => match parse_tls_extension_unknown(rem) {
+                Ok((next, TlsExtension::Unknown(t, _))) => {
+                    info.types.push(t.0);
+                    rem = next;
+                }
+                _ => return info,
+            },
+        }
+    }
+    info.complete = true;
+    info
+}
+
+/// JA3 string of a ClientHello: "SSLVersion,Ciphers,Extensions,EllipticCurves,
+/// EllipticCurvePointFormats", decimal values joined by '-', GREASE removed
+/// from ciphers, extensions and curves. None when the extension block is
+/// malformed (the list would be incomplete).
+fn ja3_string(ch: &TlsClientHelloContents<'_>, ext: &HelloExtensions) -> Option<String> {
+    if !ext.complete {
+        return None;
+    }
+    fn list<I: Iterator<Item = u16>>(s: &mut String, values: I) {
+        for (i, v) in values.enumerate() {
+            if i > 0 {
+                s.push('-');
+            }
+            let _ = write!(s, "{v}");
+        }
+    }
+    let mut s = String::with_capacity(160);
+    let _ = write!(s, "{},", ch.version.0);
+    list(
+        &mut s,
+        ch.ciphers.iter().map(|c| c.0).filter(|&c| !is_grease(c)),
+    );
+    s.push(',');
+    list(&mut s, ext.types.iter().copied().filter(|&t| !is_grease(t)));
+    s.push(',');
+    list(
+        &mut s,
+        ext.curves.iter().copied().filter(|&c| !is_grease(c)),
+    );
+    s.push(',');
+    list(&mut s, ext.point_formats.iter().map(|&p| u16::from(p)));
+    Some(s)
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digest = Md5::digest(data);
+    let mut s = String::with_capacity(32);
+    for b in digest.iter() {
+        s.push(char::from(HEX[usize::from(b >> 4)]));
+        s.push(char::from(HEX[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/1.x request
+// ---------------------------------------------------------------------------
+
+const HTTP_METHODS: [&[u8]; 9] = [
+    b"GET ",
+    b"POST ",
+    b"HEAD ",
+    b"PUT ",
+    b"DELETE ",
+    b"OPTIONS ",
+    b"CONNECT ",
+    b"PATCH ",
+    b"TRACE ",
+];
+const HTTP_MAX_HEADERS: usize = 64;
+
+fn http_request(payload: &[u8], out: &mut AppFields) {
+    if !HTTP_METHODS.iter().any(|m| payload.starts_with(m)) {
+        return;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; HTTP_MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    // Complete, Partial (headers cut) and header errors are all fine as long
+    // as the request line was parsed: on Partial/Err httparse leaves
+    // `req.headers` as the whole array, whose first entries hold the headers
+    // that were complete and the rest EMPTY_HEADER (empty name).
+    let _ = req.parse(payload);
+    let (Some(method), Some(path), Some(_)) = (req.method, req.path, req.version) else {
+        return;
+    };
+    out.http_method = Some(method.to_owned());
+    out.http_uri = Some(path.to_owned());
+    out.http_host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_owned());
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(proto: u8, sport: u16, dport: u16, payload: &[u8]) -> AppFields {
+        let mut out = AppFields::default();
+        let set = app_fields(proto, sport, dport, payload, &mut out);
+        assert_eq!(set, !out.is_empty());
+        out
+    }
+
+    // ---- DNS builders ----
+
+    fn dns_header(id: u16, flags: u16, qd: u16, an: u16, ns: u16, ar: u16) -> Vec<u8> {
+        [id, flags, qd, an, ns, ar]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect()
+    }
+
+    fn push_name(buf: &mut Vec<u8>, name: &str) {
+        for label in name.split('.').filter(|l| !l.is_empty()) {
+            buf.push(u8::try_from(label.len()).expect("label length"));
+            buf.extend_from_slice(label.as_bytes());
+        }
+        buf.push(0);
+    }
+
+    fn push_question(buf: &mut Vec<u8>, name: &str, qtype: u16, qclass: u16) {
+        push_name(buf, name);
+        buf.extend_from_slice(&qtype.to_be_bytes());
+        buf.extend_from_slice(&qclass.to_be_bytes());
+    }
+
+    /// RR whose owner is a compression pointer; returns the rdata offset.
+    fn push_rr(buf: &mut Vec<u8>, owner_ptr: u16, rtype: u16, rdata: &[u8]) -> usize {
+        buf.extend_from_slice(&(0xc000 | owner_ptr).to_be_bytes());
+        buf.extend_from_slice(&rtype.to_be_bytes());
+        buf.extend_from_slice(&1u16.to_be_bytes()); // IN
+        buf.extend_from_slice(&3600u32.to_be_bytes());
+        buf.extend_from_slice(&u16::try_from(rdata.len()).expect("rdlen").to_be_bytes());
+        let at = buf.len();
+        buf.extend_from_slice(rdata);
+        at
+    }
+
+    fn dns_query(name: &str, qtype: u16) -> Vec<u8> {
+        let mut q = dns_header(0x1234, 0x0100, 1, 0, 0, 0);
+        push_question(&mut q, name, qtype, 1);
+        q
+    }
+
+    /// www.example.com A -> CNAME web.example.com (compressed), A, AAAA.
+    fn dns_response() -> Vec<u8> {
+        let mut r = dns_header(0x1234, 0x8180, 1, 3, 0, 0);
+        push_question(&mut r, "www.example.com", 1, 1);
+        let example = 12 + 4; // offset of "example.com" inside the question
+        // CNAME rdata: "web" + pointer to "example.com"
+        let mut cname = vec![3, b'w', b'e', b'b'];
+        cname.extend_from_slice(&(0xc000u16 | example).to_be_bytes());
+        let web = push_rr(&mut r, 12, 5, &cname);
+        let web = u16::try_from(web).expect("offset");
+        push_rr(&mut r, web, 1, &[93, 184, 216, 34]);
+        let v6: Ipv6Addr = "2606:2800:220:1:248:1893:25c8:1946".parse().expect("v6");
+        push_rr(&mut r, web, 28, &v6.octets());
+        r
+    }
+
+    #[test]
+    fn dns_query_fields() {
+        let q = dns_query("www.example.com", 1);
+        let f = run(IPPROTO_UDP, 40000, 53, &q);
+        assert_eq!(f.dns_qname.as_deref(), Some("www.example.com"));
+        assert_eq!(f.dns_qtype, Some(1));
+        assert_eq!(f.dns_rcode, None);
+        assert!(f.dns_answers.is_empty());
+        assert!(f.tls_sni.is_none() && f.http_method.is_none());
+    }
+
+    #[test]
+    fn dns_response_answers_with_compression() {
+        let r = dns_response();
+        let f = run(IPPROTO_UDP, 53, 40000, &r);
+        assert_eq!(f.dns_qname.as_deref(), Some("www.example.com"));
+        assert_eq!(f.dns_qtype, Some(1));
+        assert_eq!(f.dns_rcode, Some(0));
+        assert_eq!(
+            f.dns_answers,
+            vec![
+                "web.example.com".to_owned(),
+                "93.184.216.34".to_owned(),
+                "2606:2800:220:1:248:1893:25c8:1946".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_nxdomain() {
+        let mut r = dns_header(7, 0x8183, 1, 0, 0, 0);
+        push_question(&mut r, "nope.example", 28, 1);
+        let f = run(IPPROTO_UDP, 53, 5000, &r);
+        assert_eq!(f.dns_qname.as_deref(), Some("nope.example"));
+        assert_eq!(f.dns_qtype, Some(28));
+        assert_eq!(f.dns_rcode, Some(3));
+        assert!(f.dns_answers.is_empty());
+    }
+
+    #[test]
+    fn dns_mx_txt_and_other_types() {
+        let mut r = dns_header(9, 0x8180, 1, 4, 0, 0);
+        push_question(&mut r, "example.com", 255, 1);
+        // MX 10 mail.example.com (compressed)
+        let mut mx = 10u16.to_be_bytes().to_vec();
+        mx.extend_from_slice(&[4, b'm', b'a', b'i', b'l', 0xc0, 12]);
+        push_rr(&mut r, 12, 15, &mx);
+        // TXT with two strings, one invalid UTF-8 byte
+        push_rr(&mut r, 12, 16, b"\x05hello\x04w\xffld");
+        // SOA-like known type we do not render, and an unknown type (99)
+        push_rr(&mut r, 12, 33, &[0, 0, 0, 0, 0, 80, 0xc0, 12]); // SRV
+        push_rr(&mut r, 12, 99, b"\x03spf");
+        let f = run(IPPROTO_UDP, 53, 5000, &r);
+        assert_eq!(f.dns_qtype, Some(255));
+        assert_eq!(
+            f.dns_answers,
+            vec![
+                "10 mail.example.com".to_owned(),
+                "hellow\u{fffd}ld".to_owned(),
+                "TYPE33".to_owned(),
+                "TYPE99".to_owned(),
+            ]
+        );
+    }
+
+    #[test]
+    fn dns_root_name() {
+        let q = dns_query("", 2); // ". NS"
+        let f = run(IPPROTO_UDP, 1024, 53, &q);
+        assert_eq!(f.dns_qname.as_deref(), Some("<Root>"));
+        assert_eq!(f.dns_qtype, Some(2));
+    }
+
+    #[test]
+    fn mdns_and_llmnr() {
+        // mDNS query with the unicast-response bit in QCLASS.
+        let mut q = dns_header(0, 0, 1, 0, 0, 0);
+        push_question(&mut q, "_googlecast._tcp.local", 12, 0x8001);
+        let f = run(IPPROTO_UDP, 5353, 5353, &q);
+        assert_eq!(f.dns_qname.as_deref(), Some("_googlecast._tcp.local"));
+        assert_eq!(f.dns_qtype, Some(12));
+
+        // mDNS announcement: no question, PTR answer with cache-flush class.
+        let mut r = dns_header(0, 0x8400, 0, 1, 0, 0);
+        r.extend_from_slice(&[5, b'_', b'h', b't', b't', b'p', 4, b'_', b't', b'c', b'p']);
+        r.extend_from_slice(&[5, b'l', b'o', b'c', b'a', b'l', 0]);
+        r.extend_from_slice(&[0, 12, 0x80, 1, 0, 0, 0, 120, 0, 7]);
+        r.extend_from_slice(&[4, b'b', b'o', b'x', b'1', 0xc0, 12]);
+        let f = run(IPPROTO_UDP, 5353, 5353, &r);
+        assert_eq!(f.dns_qname, None);
+        assert_eq!(f.dns_rcode, Some(0));
+        assert_eq!(f.dns_answers, vec!["box1._http._tcp.local".to_owned()]);
+
+        let q = dns_query("printer", 1);
+        let f = run(IPPROTO_UDP, 61000, 5355, &q);
+        assert_eq!(f.dns_qname.as_deref(), Some("printer"));
+
+        // Same bytes on an unrelated UDP port: nothing.
+        assert!(run(IPPROTO_UDP, 61000, 5356, &q).is_empty());
+    }
+
+    #[test]
+    fn dns_over_tcp_length_prefix() {
+        let r = dns_response();
+        let mut seg = u16::try_from(r.len()).expect("len").to_be_bytes().to_vec();
+        seg.extend_from_slice(&r);
+        let f = run(IPPROTO_TCP, 53, 40000, &seg);
+        assert_eq!(f.dns_qname.as_deref(), Some("www.example.com"));
+        assert_eq!(f.dns_answers.len(), 3);
+
+        // Message continues in the next segment: nothing.
+        assert!(run(IPPROTO_TCP, 53, 40000, &seg[..seg.len() - 1]).is_empty());
+        assert!(run(IPPROTO_TCP, 53, 40000, &seg[..1]).is_empty());
+        // Without prefix it is not DNS over TCP.
+        assert!(run(IPPROTO_TCP, 53, 40000, &r).dns_answers.is_empty());
+    }
+
+    #[test]
+    fn dns_truncated() {
+        let q = dns_query("www.example.com", 1);
+        for cut in 0..q.len() {
+            let f = run(IPPROTO_UDP, 40000, 53, &q[..cut]);
+            assert!(f.is_empty(), "cut {cut}: {f:?}");
+        }
+        // Response cut inside the answer section (snap length): the question
+        // is still reported, answers are not.
+        let r = dns_response();
+        let f = run(IPPROTO_UDP, 53, 40000, &r[..r.len() - 5]);
+        assert_eq!(f.dns_qname.as_deref(), Some("www.example.com"));
+        assert_eq!(f.dns_rcode, Some(0));
+        assert!(f.dns_answers.is_empty());
+    }
+
+    #[test]
+    fn dns_strictness_of_simple_dns_and_fallback() {
+        // Unknown QTYPE (52 = TLSA): simple-dns rejects the whole message.
+        let q = dns_query("_443._tcp.example.com", 52);
+        assert!(Packet::parse(&q).is_err());
+        let f = run(IPPROTO_UDP, 40000, 53, &q);
+        assert_eq!(f.dns_qname.as_deref(), Some("_443._tcp.example.com"));
+        assert_eq!(f.dns_qtype, Some(52));
+
+        // Unknown QCLASS (0).
+        let mut q = dns_header(1, 0x0100, 1, 0, 0, 0);
+        push_question(&mut q, "a.example", 1, 0);
+        assert!(Packet::parse(&q).is_err());
+        assert_eq!(
+            run(IPPROTO_UDP, 40000, 53, &q).dns_qname.as_deref(),
+            Some("a.example")
+        );
+
+        // Reserved Z bit set.
+        let mut q = dns_query("z.example", 1);
+        q[3] |= 0x40;
+        assert!(Packet::parse(&q).is_err());
+        assert_eq!(
+            run(IPPROTO_UDP, 40000, 53, &q).dns_qname.as_deref(),
+            Some("z.example")
+        );
+
+        // Trailing bytes after the message are accepted by simple-dns.
+        let mut q = dns_query("t.example", 1);
+        q.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+        assert!(Packet::parse(&q).is_ok());
+        assert_eq!(
+            run(IPPROTO_UDP, 40000, 53, &q).dns_qname.as_deref(),
+            Some("t.example")
+        );
+
+        // Unknown RR type in the answers is fine (kept as raw data).
+        let mut r = dns_header(2, 0x8180, 1, 1, 0, 0);
+        push_question(&mut r, "x.example", 1, 1);
+        push_rr(&mut r, 12, 0xff00, &[1, 2, 3]);
+        assert!(Packet::parse(&r).is_ok());
+        assert_eq!(
+            run(IPPROTO_UDP, 53, 40000, &r).dns_answers,
+            vec!["TYPE65280"]
+        );
+
+        // Forward compression pointer: rejected by simple-dns (no loops possible).
+        let mut q = dns_header(3, 0x0100, 1, 0, 0, 0);
+        q.extend_from_slice(&[0xc0, 30, 0, 1, 0, 1]);
+        assert!(run(IPPROTO_UDP, 40000, 53, &q).is_empty());
+        // Pointer to itself.
+        let mut q = dns_header(3, 0x0100, 1, 0, 0, 0);
+        q.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1]);
+        assert!(run(IPPROTO_UDP, 40000, 53, &q).is_empty());
+    }
+
+    // ---- TLS builders ----
+
+    fn ext(t: u16, data: &[u8]) -> Vec<u8> {
+        let mut v = t.to_be_bytes().to_vec();
+        v.extend_from_slice(&u16::try_from(data.len()).expect("ext len").to_be_bytes());
+        v.extend_from_slice(data);
+        v
+    }
+
+    fn u16s(prefix_len_bytes: usize, values: &[u16]) -> Vec<u8> {
+        let body: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
+        let mut v = Vec::new();
+        if prefix_len_bytes == 1 {
+            v.push(u8::try_from(body.len()).expect("len"));
+        } else {
+            v.extend_from_slice(&u16::try_from(body.len()).expect("len").to_be_bytes());
+        }
+        v.extend_from_slice(&body);
+        v
+    }
+
+    fn client_hello_record(version: u16, ciphers: &[u16], exts: Option<&[u8]>) -> Vec<u8> {
+        let mut body = version.to_be_bytes().to_vec();
+        body.extend_from_slice(&[0x11; 32]); // random
+        body.push(32);
+        body.extend_from_slice(&[0x22; 32]); // session id
+        body.extend_from_slice(&u16s(2, ciphers));
+        body.extend_from_slice(&[1, 0]); // compression: null
+        if let Some(e) = exts {
+            body.extend_from_slice(&u16::try_from(e.len()).expect("len").to_be_bytes());
+            body.extend_from_slice(e);
+        }
+        let len = u32::try_from(body.len()).expect("len").to_be_bytes();
+        let mut hs = vec![TLS_CLIENT_HELLO, len[1], len[2], len[3]];
+        hs.extend_from_slice(&body);
+        let mut rec = vec![TLS_HANDSHAKE, 3, 1];
+        rec.extend_from_slice(&u16::try_from(hs.len()).expect("len").to_be_bytes());
+        rec.extend_from_slice(&hs);
+        rec
+    }
+
+    fn sni_ext(host: &str) -> Vec<u8> {
+        let mut entry = vec![0];
+        entry.extend_from_slice(&u16::try_from(host.len()).expect("len").to_be_bytes());
+        entry.extend_from_slice(host.as_bytes());
+        let mut d = u16::try_from(entry.len())
+            .expect("len")
+            .to_be_bytes()
+            .to_vec();
+        d.extend_from_slice(&entry);
+        ext(0, &d)
+    }
+
+    /// A Chrome-like TLS 1.3 ClientHello (legacy version TLS 1.2) with GREASE.
+    fn modern_client_hello() -> Vec<u8> {
+        let mut e = Vec::new();
+        e.extend(ext(0x1a1a, &[]));
+        e.extend(sni_ext("www.example.com"));
+        e.extend(ext(23, &[]));
+        e.extend(ext(0xff01, &[0]));
+        e.extend(ext(10, &u16s(2, &[0x2a2a, 29, 23, 24])));
+        e.extend(ext(11, &[1, 0]));
+        e.extend(ext(35, &[]));
+        e.extend(ext(16, b"\x00\x0c\x02h2\x08http/1.1"));
+        e.extend(ext(13, &u16s(2, &[0x0403, 0x0804, 0x0401])));
+        e.extend(ext(43, &u16s(1, &[0x3a3a, 0x0304, 0x0303])));
+        let mut ks = vec![0, 36, 0, 29, 0, 32];
+        ks.extend_from_slice(&[0x33; 32]);
+        e.extend(ext(51, &ks));
+        e.extend(ext(45, &[1, 1]));
+        e.extend(ext(0x4a4a, &[0]));
+        e.extend(ext(21, &[0; 120]));
+        client_hello_record(
+            0x0303,
+            &[0x0a0a, 0x1301, 0x1302, 0xc02b, 0xc02f, 0x009c],
+            Some(&e),
+        )
+    }
+
+    const MODERN_JA3: &str =
+        "771,4865-4866-49195-49199-156,0-23-65281-10-11-35-16-13-43-51-45-21,29-23-24,0";
+    // printf '%s' "$MODERN_JA3" | md5sum
+    const MODERN_JA3_MD5: &str = "0a3d930f33ffbef4ae12153717793ec4";
+
+    fn hello_of(rec: &[u8]) -> TlsClientHelloContents<'_> {
+        let (_, body) = rec.split_at(9);
+        let (_, ch) = parse_tls_handshake_client_hello(body).expect("client hello");
+        ch
+    }
+
+    #[test]
+    fn grease_values() {
+        let all: Vec<u16> = (0..=u16::MAX).filter(|&v| is_grease(v)).collect();
+        assert_eq!(all.len(), 16);
+        assert_eq!(all.first(), Some(&0x0a0a));
+        assert_eq!(all.last(), Some(&0xfafa));
+        assert!(!is_grease(0x0a1a));
+    }
+
+    #[test]
+    fn ja3_string_modern() {
+        let rec = modern_client_hello();
+        let ch = hello_of(&rec);
+        let info = scan_extensions(ch.ext.expect("extensions"));
+        assert_eq!(ja3_string(&ch, &info).as_deref(), Some(MODERN_JA3));
+        assert_eq!(md5_hex(MODERN_JA3.as_bytes()), MODERN_JA3_MD5);
+    }
+
+    #[test]
+    fn tls_client_hello_fields() {
+        let rec = modern_client_hello();
+        let f = run(IPPROTO_TCP, 51000, 443, &rec);
+        assert_eq!(f.tls_sni.as_deref(), Some("www.example.com"));
+        assert_eq!(f.tls_ja3.as_deref(), Some(MODERN_JA3_MD5));
+        assert!(f.dns_qname.is_none() && f.http_method.is_none());
+        // By content: any port.
+        assert_eq!(run(IPPROTO_TCP, 51000, 8443, &rec).tls_sni, f.tls_sni);
+        // Not over UDP.
+        assert!(run(IPPROTO_UDP, 51000, 443, &rec).is_empty());
+        // Trailing bytes of a following record in the same segment: fine.
+        let mut two = rec.clone();
+        two.extend_from_slice(&[0x14, 3, 3, 0, 1, 1]);
+        assert_eq!(run(IPPROTO_TCP, 1, 2, &two), f);
+    }
+
+    #[test]
+    fn tls_old_hello_without_extensions() {
+        let rec = client_hello_record(0x0301, &[0x002f, 0x0035, 0x000a], None);
+        let ch = hello_of(&rec);
+        let info = scan_extensions(ch.ext.unwrap_or_default());
+        assert_eq!(ja3_string(&ch, &info).as_deref(), Some("769,47-53-10,,,"));
+        let f = run(IPPROTO_TCP, 1, 443, &rec);
+        // printf '%s' '769,47-53-10,,,' | md5sum
+        assert_eq!(
+            f.tls_ja3.as_deref(),
+            Some("7bc4acc37e8095387bed8c0b30a6081a")
+        );
+        assert_eq!(f.tls_sni, None);
+    }
+
+    #[test]
+    fn tls_malformed_known_extension_still_counted() {
+        // extended_master_secret must be empty; tls-parser rejects content,
+        // the type still belongs in JA3.
+        let mut e = sni_ext("a.example");
+        e.extend(ext(23, &[7]));
+        e.extend(ext(10, &u16s(2, &[29])));
+        let rec = client_hello_record(0x0303, &[0x1301], Some(&e));
+        let ch = hello_of(&rec);
+        let info = scan_extensions(ch.ext.expect("extensions"));
+        assert_eq!(
+            ja3_string(&ch, &info).as_deref(),
+            Some("771,4865,0-23-10,29,")
+        );
+        assert_eq!(
+            run(IPPROTO_TCP, 1, 443, &rec).tls_sni.as_deref(),
+            Some("a.example")
+        );
+    }
+
+    #[test]
+    fn tls_client_hello_cut() {
+        let rec = modern_client_hello();
+        // Cut in half: SNI (early in the extensions) is there, JA3 is not.
+        let half = &rec[..rec.len() / 2];
+        let f = run(IPPROTO_TCP, 51000, 443, half);
+        assert_eq!(f.tls_sni.as_deref(), Some("www.example.com"));
+        assert_eq!(f.tls_ja3, None);
+        // Cut before the SNI extension is complete: nothing.
+        for cut in 0..120 {
+            let f = run(IPPROTO_TCP, 51000, 443, &rec[..cut]);
+            assert!(f.is_empty(), "cut {cut}: {f:?}");
+        }
+        // Every cut: no panic, never a JA3 for an incomplete hello.
+        for cut in 0..rec.len() {
+            let f = run(IPPROTO_TCP, 51000, 443, &rec[..cut]);
+            assert_eq!(f.tls_ja3, None);
+        }
+    }
+
+    #[test]
+    fn tls_handshake_split_over_records() {
+        // Record is complete but carries only the first part of the
+        // handshake message (the rest would follow in a second record).
+        let rec = modern_client_hello();
+        let mut first = rec[..150].to_vec();
+        first[3..5].copy_from_slice(&145u16.to_be_bytes());
+        first.extend_from_slice(&[0x16, 3, 3, 0, 10]); // next record's header
+        let f = run(IPPROTO_TCP, 51000, 443, &first);
+        assert_eq!(f.tls_sni.as_deref(), Some("www.example.com"));
+        assert_eq!(f.tls_ja3, None);
+
+        // Record announces more (a further handshake message) than the
+        // segment holds, but the ClientHello itself is complete: full result.
+        let mut longer = rec.clone();
+        let rec_len = u16::try_from(rec.len() - 5 + 40).expect("len");
+        longer[3..5].copy_from_slice(&rec_len.to_be_bytes());
+        let f = run(IPPROTO_TCP, 51000, 443, &longer);
+        assert_eq!(f.tls_sni.as_deref(), Some("www.example.com"));
+        assert_eq!(f.tls_ja3.as_deref(), Some(MODERN_JA3_MD5));
+    }
+
+    // ---- HTTP ----
+
+    #[test]
+    fn http_get_with_host() {
+        let p =
+            b"GET /index.html?q=1&r=%20 HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: t\r\n\r\n";
+        let f = run(IPPROTO_TCP, 50000, 80, p);
+        assert_eq!(f.http_method.as_deref(), Some("GET"));
+        assert_eq!(f.http_host.as_deref(), Some("www.example.com"));
+        assert_eq!(f.http_uri.as_deref(), Some("/index.html?q=1&r=%20"));
+        assert!(f.dns_qname.is_none() && f.tls_sni.is_none());
+    }
+
+    #[test]
+    fn http_lowercase_host_trimmed() {
+        let p = b"POST http://proxy.example/x HTTP/1.0\r\nAccept: */*\r\nhost:   example.org  \r\n\r\nbody";
+        let f = run(IPPROTO_TCP, 50000, 3128, p);
+        assert_eq!(f.http_method.as_deref(), Some("POST"));
+        assert_eq!(f.http_host.as_deref(), Some("example.org"));
+        assert_eq!(f.http_uri.as_deref(), Some("http://proxy.example/x"));
+    }
+
+    #[test]
+    fn http_headers_cut_short() {
+        let p = b"PUT /upload HTTP/1.1\r\nUser-Agent: x\r\nHOST: files.example\r\nContent-Le";
+        let f = run(IPPROTO_TCP, 50000, 80, p);
+        assert_eq!(f.http_method.as_deref(), Some("PUT"));
+        assert_eq!(f.http_uri.as_deref(), Some("/upload"));
+        assert_eq!(f.http_host.as_deref(), Some("files.example"));
+
+        // Host line itself cut: not reported.
+        let f = run(IPPROTO_TCP, 50000, 80, b"GET / HTTP/1.1\r\nHost: exa");
+        assert_eq!(f.http_uri.as_deref(), Some("/"));
+        assert_eq!(f.http_host, None);
+
+        // Request line cut: nothing.
+        assert!(run(IPPROTO_TCP, 50000, 80, b"GET /very/long/pa").is_empty());
+        assert!(run(IPPROTO_TCP, 50000, 80, b"GET ").is_empty());
+    }
+
+    #[test]
+    fn http_non_requests() {
+        for p in [
+            &b"HTTP/1.1 200 OK\r\nHost: x\r\n\r\n"[..],
+            b"GETX / HTTP/1.1\r\n\r\n",
+            b"get / HTTP/1.1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"SSH-2.0-OpenSSH_9.6\r\n",
+            b"GET / FTP/1.0\r\n\r\n",
+            b"",
+        ] {
+            assert!(run(IPPROTO_TCP, 50000, 80, p).is_empty(), "{p:?}");
+        }
+    }
+
+    #[test]
+    fn clear_and_is_empty() {
+        let mut f = run(IPPROTO_UDP, 53, 1, &dns_response());
+        assert!(!f.is_empty());
+        f.clear();
+        assert!(f.is_empty());
+        assert_eq!(f, AppFields::default());
+        // app_fields clears previous content.
+        let mut out = run(IPPROTO_TCP, 1, 443, &modern_client_hello());
+        assert!(!app_fields(IPPROTO_TCP, 1, 2, b"\x00\x01", &mut out));
+        assert!(out.is_empty());
+    }
+
+    // ---- robustness ----
+
+    struct XorShift(u64);
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn below(&mut self, n: u64) -> usize {
+            usize::try_from(self.next() % n).expect("small")
+        }
+    }
+
+    fn all_branches(p: &[u8], out: &mut AppFields) {
+        for (proto, sp, dp) in [
+            (IPPROTO_UDP, 53, 1),
+            (IPPROTO_UDP, 5353, 5353),
+            (IPPROTO_UDP, 1, 5355),
+            (IPPROTO_TCP, 1, 53),
+            (IPPROTO_TCP, 1, 443),
+            (IPPROTO_TCP, 80, 1),
+            (1, 53, 53),
+        ] {
+            let set = app_fields(proto, sp, dp, p, out);
+            assert_eq!(set, !out.is_empty());
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
+        let mut out = AppFields::default();
+        let seeds = [
+            dns_response(),
+            dns_query("www.example.com", 1),
+            modern_client_hello(),
+            b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+        ];
+        for i in 0..6000 {
+            let len = match i % 4 {
+                0 => rng.below(16),
+                1 => rng.below(80),
+                2 => rng.below(600),
+                _ => rng.below(1600),
+            };
+            let mut p: Vec<u8> = (0..len).map(|_| rng.next().to_le_bytes()[3]).collect();
+            // Steer some payloads past the pre-checks.
+            match i % 5 {
+                1 if p.len() >= 6 => p[..6].copy_from_slice(&[0x16, 3, 1, 1, 0, 1]),
+                2 if p.len() >= 4 => p[..4].copy_from_slice(b"GET "),
+                3 if p.len() >= 12 => p[4..12].copy_from_slice(&[0, 1, 0, 2, 0, 0, 0, 0]),
+                _ => {}
+            }
+            all_branches(&p, &mut out);
+
+            // Mutated valid packets: flip a few bytes, cut at a random length.
+            let mut m = seeds[i % seeds.len()].clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(m.len() as u64);
+                m[at] = rng.next().to_le_bytes()[0];
+            }
+            let cut = rng.below(m.len() as u64 + 1);
+            all_branches(&m[..cut], &mut out);
+        }
+        // Every prefix of the valid packets.
+        for s in &seeds {
+            for cut in 0..=s.len() {
+                all_branches(&s[..cut], &mut out);
+            }
+        }
+    }
+
+    #[test]
+    #[ignore = "micro-benchmark; run with --release -- --ignored --nocapture"]
+    fn bench_app_fields() {
+        use std::hint::black_box;
+        use std::time::Instant;
+
+        let mut rng = XorShift(42);
+        let mut other: Vec<u8> = (0..1400).map(|_| rng.next().to_le_bytes()[0]).collect();
+        other[0] = 0x17; // TLS application data, the common case on 443
+        let dns = dns_response();
+        let hello = modern_client_hello();
+        let mut out = AppFields::default();
+        let mut bench = |name: &str, proto: u8, sp: u16, dp: u16, payload: &[u8], iters: u32| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                black_box(app_fields(
+                    black_box(proto),
+                    black_box(sp),
+                    black_box(dp),
+                    black_box(payload),
+                    &mut out,
+                ));
+            }
+            let ns = start.elapsed().as_nanos() as f64 / f64::from(iters);
+            println!("{name:40} {ns:9.1} ns/call");
+        };
+        bench(
+            "1400-byte non-matching TCP",
+            IPPROTO_TCP,
+            443,
+            50000,
+            &other,
+            5_000_000,
+        );
+        bench(
+            "1400-byte non-matching TCP, port 53",
+            IPPROTO_TCP,
+            53,
+            50000,
+            &other,
+            5_000_000,
+        );
+        bench(
+            "DNS response (3 answers)",
+            IPPROTO_UDP,
+            53,
+            50000,
+            &dns,
+            500_000,
+        );
+        bench(
+            "DNS query",
+            IPPROTO_UDP,
+            50000,
+            53,
+            &dns_query("www.example.com", 1),
+            500_000,
+        );
+        bench(
+            "TLS ClientHello (SNI + JA3)",
+            IPPROTO_TCP,
+            50000,
+            443,
+            &hello,
+            200_000,
+        );
+        bench(
+            "TLS ClientHello cut in half (SNI)",
+            IPPROTO_TCP,
+            50000,
+            443,
+            &hello[..hello.len() / 2],
+            200_000,
+        );
+        bench("HTTP GET", IPPROTO_TCP, 50000, 80, b"GET /index.html HTTP/1.1\r\nHost: www.example.com\r\nUser-Agent: curl/8.0\r\nAccept: */*\r\n\r\n", 500_000);
+    }
+}

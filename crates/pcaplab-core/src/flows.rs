@@ -1,0 +1,1192 @@
+//! Bidirectional flows, like Zeek's conn.log, from one pass over the decoded packets.
+//!
+//! A flow is keyed by IP protocol, outer and inner VLAN ID and the two endpoints (address and
+//! port, or ICMP type and code paired as Community ID pairs them), in canonical order so that
+//! both directions land on one key. The originator is the sender of the flow's first packet,
+//! except that a flow whose first packet is a SYN-ACK is flipped (history `^`), as Zeek does.
+//! A flow ends when it has been idle longer than its protocol's inactivity timeout (Zeek's
+//! defaults: TCP 5 min, UDP and everything else 1 min); the next packet starts a new one.
+//!
+//! Work is split like the rest of the pipeline. Each chunk of frames is folded, on a worker
+//! thread, into [`ChunkFlows`]: per key one segment, or several where the chunk itself holds an
+//! idle gap. The writer thread merges chunks in file order into a [`FlowTable`] of live flows
+//! and retires the flows that can no longer grow, so memory follows the number of live flows,
+//! not the capture's size. A segment continues a live flow exactly when its first packet would
+//! have, packet by packet, so with timestamps in file order the flows do not depend on how the
+//! capture was chunked (tested).
+
+use std::cmp::Ordering;
+use std::sync::{Arc, OnceLock};
+
+use arrow_array::builder::{
+    Float64Builder, PrimitiveBuilder, StringBuilder, TimestampNanosecondBuilder,
+};
+use arrow_array::types::{UInt8Type, UInt16Type, UInt64Type};
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
+use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
+use base64::Engine as _;
+use rustc_hash::FxHashMap;
+use sha1::{Digest, Sha1};
+
+use crate::columns::TextBuf;
+use crate::dissect::{Addr, Packet};
+use crate::reader::{FrameMeta, NO_TIMESTAMP};
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+
+const SECOND_NS: i64 = 1_000_000_000;
+
+/// Flow settings: inactivity timeouts and the Community ID seed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowConfig {
+    pub tcp_timeout_ns: i64,
+    pub udp_timeout_ns: i64,
+    /// ICMP and every other IP protocol.
+    pub other_timeout_ns: i64,
+    pub community_id_seed: u16,
+}
+
+impl Default for FlowConfig {
+    /// Zeek's `tcp_inactivity_timeout` (5 min), `udp_inactivity_timeout` and
+    /// `icmp_inactivity_timeout` (1 min); seed 0.
+    fn default() -> Self {
+        FlowConfig {
+            tcp_timeout_ns: 300 * SECOND_NS,
+            udp_timeout_ns: 60 * SECOND_NS,
+            other_timeout_ns: 60 * SECOND_NS,
+            community_id_seed: 0,
+        }
+    }
+}
+
+impl FlowConfig {
+    fn timeout(&self, proto: u8) -> i64 {
+        match proto {
+            IPPROTO_TCP => self.tcp_timeout_ns,
+            IPPROTO_UDP => self.udp_timeout_ns,
+            _ => self.other_timeout_ns,
+        }
+    }
+
+    fn min_timeout(&self) -> i64 {
+        self.tcp_timeout_ns
+            .min(self.udp_timeout_ns)
+            .min(self.other_timeout_ns)
+    }
+}
+
+/// One side of a flow: an address and a port (ICMP: type or code; none for portless protocols
+/// and for IP fragments after the first).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Endpoint {
+    pub addr: Addr,
+    pub port: Option<u16>,
+}
+
+/// No VLAN tag at this depth (VLAN IDs are 12 bits).
+const NO_VLAN: u16 = u16::MAX;
+
+/// What identifies a flow: `a` ≤ `b` unless the protocol is one-way ICMP.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub proto: u8,
+    vlans: [u16; 2],
+    pub a: Endpoint,
+    pub b: Endpoint,
+}
+
+impl FlowKey {
+    pub fn vlan(&self) -> Option<u16> {
+        Some(self.vlans[0]).filter(|v| *v != NO_VLAN)
+    }
+
+    pub fn inner_vlan(&self) -> Option<u16> {
+        Some(self.vlans[1]).filter(|v| *v != NO_VLAN)
+    }
+
+    /// The Community ID v1 of the flow (<https://github.com/corelight/community-id-spec>).
+    pub fn community_id(&self, seed: u16) -> String {
+        community_id(seed, self.proto, &self.a, &self.b)
+    }
+}
+
+fn addr_bytes(a: &Addr) -> &[u8] {
+    match a {
+        Addr::V4(b) => b,
+        Addr::V6(b) => b,
+    }
+}
+
+/// Community ID v1 of an already ordered pair of endpoints: `1:` + base64(SHA-1(seed, a, b,
+/// proto, 0, a.port, b.port)); ports are hashed only when both are known.
+pub fn community_id(seed: u16, proto: u8, a: &Endpoint, b: &Endpoint) -> String {
+    let mut h = Sha1::new();
+    h.update(seed.to_be_bytes());
+    h.update(addr_bytes(&a.addr));
+    h.update(addr_bytes(&b.addr));
+    h.update([proto, 0]);
+    if let (Some(pa), Some(pb)) = (a.port, b.port) {
+        h.update(pa.to_be_bytes());
+        h.update(pb.to_be_bytes());
+    }
+    format!(
+        "1:{}",
+        base64::engine::general_purpose::STANDARD.encode(h.finalize())
+    )
+}
+
+/// ICMP type → the type of its answer, as Community ID (and Zeek) pair them; `None` for
+/// one-way messages, whose "ports" are type and code.
+fn icmp_counterpart(proto: u8, t: u8) -> Option<u8> {
+    match (proto, t) {
+        (IPPROTO_ICMP, _) => match t {
+            8 => Some(0),
+            0 => Some(8),
+            13 => Some(14),
+            14 => Some(13),
+            15 => Some(16),
+            16 => Some(15),
+            10 => Some(9),
+            17 => Some(18),
+            18 => Some(17),
+            _ => None,
+        },
+        (IPPROTO_ICMPV6, _) => match t {
+            128 => Some(129),
+            129 => Some(128),
+            133 => Some(134),
+            134 => Some(133),
+            135 => Some(136),
+            136 => Some(135),
+            130 => Some(131),
+            131 => Some(130),
+            139 => Some(140),
+            140 => Some(139),
+            144 => Some(145),
+            145 => Some(144),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Community ID's endpoint order: address, then port.
+fn is_lt(x: &Endpoint, y: &Endpoint) -> bool {
+    (x.addr, x.port.unwrap_or(0)) < (y.addr, y.port.unwrap_or(0))
+}
+
+/// The key of a packet's flow and whether the packet was sent by `a` (None without IP).
+pub fn key_of(p: &Packet) -> Option<(FlowKey, bool)> {
+    let ip = p.ip?;
+    let mut vlans = [NO_VLAN; 2];
+    for (slot, v) in vlans.iter_mut().zip(p.vlans()) {
+        *slot = *v;
+    }
+    let endpoints = |sp: Option<u16>, dp: Option<u16>| {
+        (
+            Endpoint {
+                addr: ip.src,
+                port: sp,
+            },
+            Endpoint {
+                addr: ip.dst,
+                port: dp,
+            },
+        )
+    };
+    let mut one_way = false;
+    let (src, dst) = match (ip.proto, p.icmp_type) {
+        (IPPROTO_ICMP | IPPROTO_ICMPV6, Some(t)) => match icmp_counterpart(ip.proto, t) {
+            Some(answer) => endpoints(Some(u16::from(t)), Some(u16::from(answer))),
+            None => {
+                one_way = true;
+                endpoints(Some(u16::from(t)), p.icmp_code.map(u16::from))
+            }
+        },
+        _ => match (p.src_port, p.dst_port) {
+            (Some(s), Some(d)) => endpoints(Some(s), Some(d)),
+            _ => endpoints(None, None),
+        },
+    };
+    let (a, b, from_a) = if one_way || is_lt(&src, &dst) || src == dst {
+        (src, dst, true)
+    } else {
+        (dst, src, false)
+    };
+    Some((
+        FlowKey {
+            proto: ip.proto,
+            vlans,
+            a,
+            b,
+        },
+        from_a,
+    ))
+}
+
+/// What one direction of a flow sent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Side {
+    pub packets: u64,
+    /// Sum of wire lengths.
+    pub bytes: u64,
+    /// Transport payload bytes, as the headers declare them.
+    pub payload_bytes: u64,
+    /// TCP flags seen (OR of all packets).
+    pub tcp_flags: u16,
+}
+
+/// Zeek's history letters, per side: `S` SYN, `H` SYN-ACK, `A` pure ACK, `D` data, `F` FIN,
+/// `R` RST. Upper case for the originator, lower case for the responder.
+const LETTERS: [u8; 6] = *b"SHADFR";
+const L_SYN: usize = 0;
+const L_SYNACK: usize = 1;
+const L_ACK: usize = 2;
+const L_DATA: usize = 3;
+const L_FIN: usize = 4;
+const L_RST: usize = 5;
+
+/// Each (letter, side) once, in order of first occurrence; side is `a` (0) or `b` (1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct History {
+    events: [u8; 12],
+    len: u8,
+}
+
+impl History {
+    fn push(&mut self, letter: usize, side: usize) {
+        let code = (letter * 2 + side) as u8;
+        if !self.events[..usize::from(self.len)].contains(&code) && usize::from(self.len) < 12 {
+            self.events[usize::from(self.len)] = code;
+            self.len += 1;
+        }
+    }
+
+    fn extend(&mut self, other: &History) {
+        for code in &other.events[..usize::from(other.len)] {
+            self.push(usize::from(code / 2), usize::from(code % 2));
+        }
+    }
+
+    fn events(&self) -> impl Iterator<Item = (u8, usize)> + '_ {
+        self.events[..usize::from(self.len)]
+            .iter()
+            .map(|c| (LETTERS[usize::from(c / 2)], usize::from(c % 2)))
+    }
+
+    fn has(&self, letter: u8, side: usize) -> bool {
+        self.events().any(|(l, s)| l == letter && s == side)
+    }
+}
+
+const FIN: u16 = 0x01;
+const SYN: u16 = 0x02;
+const RST: u16 = 0x04;
+const ACK: u16 = 0x10;
+
+/// One packet as flows see it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seen<'a> {
+    pub frame: u64,
+    pub ts: i64,
+    pub wire_len: u32,
+    pub payload_len: u32,
+    pub tcp_flags: Option<u16>,
+    /// TLS SNI, HTTP Host or DNS query name carried by the packet.
+    pub server_name: Option<&'a str>,
+}
+
+/// A flow, or the part of one that a chunk holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub first_frame: u64,
+    /// Timestamp of the first packet in file order (the one that decides continuation).
+    first_seen_ts: i64,
+    /// Earliest and latest timestamps; [`NO_TIMESTAMP`] when no packet had one.
+    pub first_ts: i64,
+    pub last_ts: i64,
+    /// Whether endpoint `a` of the key is the originator.
+    orig_a: bool,
+    /// The first packet was a SYN-ACK: the originator is its receiver.
+    flipped: bool,
+    /// Indexed by side: 0 = `a`, 1 = `b`.
+    sides: [Side; 2],
+    history: History,
+    pub server_name: Option<Box<str>>,
+}
+
+impl Segment {
+    fn new(proto: u8, from_a: bool, s: &Seen) -> Self {
+        let synack =
+            proto == IPPROTO_TCP && s.tcp_flags.is_some_and(|f| f & (SYN | ACK) == SYN | ACK);
+        let mut seg = Segment {
+            first_frame: s.frame,
+            first_seen_ts: s.ts,
+            first_ts: NO_TIMESTAMP,
+            last_ts: NO_TIMESTAMP,
+            orig_a: from_a != synack,
+            flipped: synack,
+            sides: [Side::default(); 2],
+            history: History::default(),
+            server_name: None,
+        };
+        seg.add(proto, from_a, s);
+        seg
+    }
+
+    fn add(&mut self, proto: u8, from_a: bool, s: &Seen) {
+        let side = usize::from(!from_a);
+        let d = &mut self.sides[side];
+        d.packets += 1;
+        d.bytes += u64::from(s.wire_len);
+        d.payload_bytes += u64::from(s.payload_len);
+        if s.ts != NO_TIMESTAMP {
+            if self.first_ts == NO_TIMESTAMP || s.ts < self.first_ts {
+                self.first_ts = s.ts;
+            }
+            if self.last_ts == NO_TIMESTAMP || s.ts > self.last_ts {
+                self.last_ts = s.ts;
+            }
+        }
+        match proto {
+            IPPROTO_TCP => {
+                let Some(f) = s.tcp_flags else { return };
+                d.tcp_flags |= f;
+                if f & SYN != 0 {
+                    let l = if f & ACK != 0 { L_SYNACK } else { L_SYN };
+                    self.history.push(l, side);
+                }
+                if f & FIN != 0 {
+                    self.history.push(L_FIN, side);
+                }
+                if f & RST != 0 {
+                    self.history.push(L_RST, side);
+                }
+                if s.payload_len > 0 {
+                    self.history.push(L_DATA, side);
+                } else if f & (SYN | FIN | RST | ACK) == ACK {
+                    self.history.push(L_ACK, side);
+                }
+            }
+            IPPROTO_UDP if s.payload_len > 0 => self.history.push(L_DATA, side),
+            _ => {}
+        }
+        if self.server_name.is_none()
+            && let Some(name) = s.server_name
+        {
+            self.server_name = Some(name.into());
+        }
+    }
+
+    /// Whether a packet (or segment starting) at `ts` continues this flow.
+    fn continues(&self, ts: i64, timeout: i64) -> bool {
+        self.last_ts == NO_TIMESTAMP
+            || ts == NO_TIMESTAMP
+            || i128::from(ts) - i128::from(self.last_ts) <= i128::from(timeout)
+    }
+
+    /// Fold a later segment of the same flow into this one.
+    fn merge(&mut self, later: Segment) {
+        for (d, o) in self.sides.iter_mut().zip(later.sides) {
+            d.packets += o.packets;
+            d.bytes += o.bytes;
+            d.payload_bytes += o.payload_bytes;
+            d.tcp_flags |= o.tcp_flags;
+        }
+        if later.first_ts != NO_TIMESTAMP
+            && (self.first_ts == NO_TIMESTAMP || later.first_ts < self.first_ts)
+        {
+            self.first_ts = later.first_ts;
+        }
+        if later.last_ts != NO_TIMESTAMP
+            && (self.last_ts == NO_TIMESTAMP || later.last_ts > self.last_ts)
+        {
+            self.last_ts = later.last_ts;
+        }
+        self.history.extend(&later.history);
+        if self.server_name.is_none() {
+            self.server_name = later.server_name;
+        }
+    }
+}
+
+/// The flows of one chunk, in order of first packet.
+#[derive(Debug, Default)]
+pub struct ChunkFlows {
+    /// Key → index of its latest segment in `segments`.
+    index: FxHashMap<FlowKey, usize>,
+    /// (key, segment, whether it is the key's first segment in this chunk and so may continue
+    /// a flow of an earlier chunk).
+    segments: Vec<(FlowKey, Segment, bool)>,
+    /// The chunk's latest timestamp.
+    max_ts: Option<i64>,
+}
+
+impl ChunkFlows {
+    pub(crate) fn add(&mut self, cfg: &FlowConfig, f: &FrameMeta, p: &Packet, s: &Seen) {
+        if f.ts_ns != NO_TIMESTAMP {
+            self.max_ts = Some(self.max_ts.map_or(f.ts_ns, |m| m.max(f.ts_ns)));
+        }
+        let Some((key, from_a)) = key_of(p) else {
+            return;
+        };
+        let timeout = cfg.timeout(key.proto);
+        match self.index.get(&key) {
+            Some(&i) if self.segments[i].1.continues(s.ts, timeout) => {
+                self.segments[i].1.add(key.proto, from_a, s);
+            }
+            known => {
+                let first = known.is_none();
+                self.index.insert(key, self.segments.len());
+                self.segments
+                    .push((key, Segment::new(key.proto, from_a, s), first));
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.segments.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+}
+
+/// A finished (or, at the end of the capture, last) flow.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    pub key: FlowKey,
+    pub seg: Segment,
+}
+
+impl Flow {
+    pub fn originator(&self) -> &Endpoint {
+        if self.seg.orig_a {
+            &self.key.a
+        } else {
+            &self.key.b
+        }
+    }
+
+    pub fn responder(&self) -> &Endpoint {
+        if self.seg.orig_a {
+            &self.key.b
+        } else {
+            &self.key.a
+        }
+    }
+
+    fn orig_side(&self) -> usize {
+        usize::from(!self.seg.orig_a)
+    }
+
+    pub fn orig(&self) -> &Side {
+        &self.seg.sides[self.orig_side()]
+    }
+
+    pub fn resp(&self) -> &Side {
+        &self.seg.sides[1 - self.orig_side()]
+    }
+
+    pub fn packets(&self) -> u64 {
+        self.seg.sides[0].packets + self.seg.sides[1].packets
+    }
+
+    pub fn bytes(&self) -> u64 {
+        self.seg.sides[0].bytes + self.seg.sides[1].bytes
+    }
+
+    /// Zeek's history string: `^` if flipped, then each letter once per direction in order of
+    /// first occurrence, upper case for the originator.
+    pub fn history(&self) -> String {
+        let orig = self.orig_side();
+        let mut h = String::new();
+        if self.seg.flipped {
+            h.push('^');
+        }
+        for (letter, side) in self.seg.history.events() {
+            h.push(if side == orig {
+                char::from(letter)
+            } else {
+                char::from(letter.to_ascii_lowercase())
+            });
+        }
+        h
+    }
+
+    /// Zeek's `conn_state`, from the TCP events each side was seen to send (Zeek tracks
+    /// sequence numbers too; this is the flag-level approximation).
+    pub fn conn_state(&self) -> &'static str {
+        let orig = self.orig_side();
+        let resp = 1 - orig;
+        let (o, r) = (self.orig(), self.resp());
+        match self.key.proto {
+            IPPROTO_TCP => {
+                let h = &self.seg.history;
+                let state = |side: usize, other: usize| -> TcpState {
+                    let sent = |l: u8| h.has(l, side);
+                    if sent(b'R') {
+                        TcpState::Reset
+                    } else if sent(b'F') {
+                        TcpState::Closed
+                    } else if sent(b'S') || sent(b'H') {
+                        // Established once the peer has answered (and the handshake's
+                        // third packet, or later data, came back).
+                        let answered = if sent(b'S') {
+                            h.has(b'H', other) && (sent(b'A') || sent(b'D'))
+                        } else {
+                            h.has(b'A', other) || h.has(b'D', other)
+                        };
+                        if answered {
+                            TcpState::Established
+                        } else if sent(b'S') {
+                            TcpState::SynSent
+                        } else {
+                            TcpState::SynAckSent
+                        }
+                    } else if self.seg.sides[side].packets > 0 {
+                        TcpState::Partial
+                    } else {
+                        TcpState::Inactive
+                    }
+                };
+                zeek_tcp_state(
+                    state(orig, resp),
+                    state(resp, orig),
+                    o.payload_bytes == 0 && r.payload_bytes == 0,
+                    &self.history(),
+                )
+            }
+            IPPROTO_UDP => match (o.packets > 0, r.packets > 0) {
+                (true, true) => "SF",
+                (true, false) => "S0",
+                (false, true) => "SHR",
+                (false, false) => "OTH",
+            },
+            _ => "OTH",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TcpState {
+    Inactive,
+    SynSent,
+    SynAckSent,
+    Partial,
+    Established,
+    Closed,
+    Reset,
+}
+
+/// Zeek's `conn_state()` (base/protocols/conn/main.zeek) over the two endpoint states.
+fn zeek_tcp_state(os: TcpState, rs: TcpState, no_payload: bool, history: &str) -> &'static str {
+    use TcpState::*;
+    let o_inactive = matches!(os, Inactive | Partial);
+    let r_inactive = matches!(rs, Inactive | Partial);
+    if rs == Reset {
+        if matches!(os, SynSent | SynAckSent) || (os == Reset && no_payload) {
+            "REJ"
+        } else if o_inactive {
+            "RSTRH"
+        } else {
+            "RSTR"
+        }
+    } else if os == Reset {
+        if r_inactive {
+            // /^?S[^HAFGIQ]*R.*/
+            let h = history.strip_prefix('^').unwrap_or(history);
+            match h.strip_prefix('S') {
+                Some(rest) => {
+                    let before_r = rest.split('R').next().unwrap_or(rest);
+                    if rest.contains('R') && !before_r.contains(['H', 'A', 'F', 'G', 'I', 'Q']) {
+                        "RSTOS0"
+                    } else {
+                        "OTH"
+                    }
+                }
+                None => "OTH",
+            }
+        } else {
+            "RSTO"
+        }
+    } else if rs == Closed && os == Closed {
+        "SF"
+    } else if os == Closed {
+        if r_inactive { "SH" } else { "S2" }
+    } else if rs == Closed {
+        if o_inactive { "SHR" } else { "S3" }
+    } else if os == SynSent && rs == Inactive {
+        "S0"
+    } else if os == Established && rs == Established {
+        "S1"
+    } else {
+        "OTH"
+    }
+}
+
+/// Flow totals and the biggest flows, for the summary item.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// The seed of the flows' Community IDs.
+    pub community_id_seed: u16,
+    pub flows: u64,
+    /// The [`TOP_FLOWS`] flows with the most bytes, biggest first.
+    pub top: Vec<Flow>,
+}
+
+/// How many of the biggest flows [`FlowStats`] keeps.
+pub const TOP_FLOWS: usize = 100;
+
+/// Biggest first: bytes, then packets, then earliest first frame.
+fn flow_order(a: &Flow, b: &Flow) -> Ordering {
+    b.bytes()
+        .cmp(&a.bytes())
+        .then(b.packets().cmp(&a.packets()))
+        .then(a.seg.first_frame.cmp(&b.seg.first_frame))
+}
+
+/// The live flows of one capture, fed chunk by chunk in file order (on the writer thread).
+pub struct FlowTable {
+    cfg: FlowConfig,
+    live: FxHashMap<FlowKey, Segment>,
+    retired: Vec<Flow>,
+    stats: FlowStats,
+    /// The latest timestamp seen, and the one at which idle flows were last retired.
+    now: Option<i64>,
+    swept: Option<i64>,
+}
+
+impl FlowTable {
+    pub fn new(cfg: FlowConfig) -> Self {
+        FlowTable {
+            cfg,
+            live: FxHashMap::default(),
+            retired: Vec::new(),
+            stats: FlowStats {
+                community_id_seed: cfg.community_id_seed,
+                ..FlowStats::default()
+            },
+            now: None,
+            swept: None,
+        }
+    }
+
+    /// Fold the next chunk's flows in.
+    pub fn merge(&mut self, chunk: ChunkFlows) {
+        for (key, seg, may_continue) in chunk.segments {
+            let timeout = self.cfg.timeout(key.proto);
+            match self.live.remove(&key) {
+                Some(mut live) if may_continue && live.continues(seg.first_seen_ts, timeout) => {
+                    live.merge(seg);
+                    self.live.insert(key, live);
+                }
+                previous => {
+                    if let Some(done) = previous {
+                        self.retire(Flow { key, seg: done });
+                    }
+                    self.live.insert(key, seg);
+                }
+            }
+        }
+        if let Some(t) = chunk.max_ts {
+            self.now = Some(self.now.map_or(t, |n| n.max(t)));
+        }
+        self.sweep();
+    }
+
+    /// Retire flows idle for longer than their timeout. To keep the cost per packet small,
+    /// the table is only walked when time has moved on by a quarter of the shortest timeout.
+    fn sweep(&mut self) {
+        let Some(now) = self.now else { return };
+        let step = (self.cfg.min_timeout() / 4).max(1);
+        if self.swept.is_some_and(|s| now.saturating_sub(s) < step) {
+            return;
+        }
+        self.swept = Some(now);
+        let cfg = self.cfg;
+        let mut idle = Vec::new();
+        self.live.retain(|key, seg| {
+            let expired = seg.last_ts != NO_TIMESTAMP
+                && i128::from(now) - i128::from(seg.last_ts) > i128::from(cfg.timeout(key.proto));
+            if expired {
+                idle.push((*key, seg.clone()));
+            }
+            !expired
+        });
+        for (key, seg) in idle {
+            self.retire(Flow { key, seg });
+        }
+    }
+
+    fn retire(&mut self, flow: Flow) {
+        self.stats.flows += 1;
+        let top = &mut self.stats.top;
+        if top.len() < TOP_FLOWS || top.last().is_some_and(|l| flow_order(&flow, l).is_lt()) {
+            let at = top
+                .binary_search_by(|x| flow_order(x, &flow))
+                .unwrap_or_else(|i| i);
+            top.insert(at, flow.clone());
+            top.truncate(TOP_FLOWS);
+        }
+        self.retired.push(flow);
+    }
+
+    /// The flows retired since the last call, by first frame.
+    pub fn take_retired(&mut self) -> Vec<Flow> {
+        let mut v = std::mem::take(&mut self.retired);
+        v.sort_unstable_by_key(|f| f.seg.first_frame);
+        v
+    }
+
+    /// Flows still live.
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+
+    /// End of capture: every live flow is retired; returns them (by first frame) and the
+    /// totals.
+    pub fn finish(mut self) -> (Vec<Flow>, FlowStats) {
+        let live: Vec<(FlowKey, Segment)> = self.live.drain().collect();
+        for (key, seg) in live {
+            self.retire(Flow { key, seg });
+        }
+        let rest = self.take_retired();
+        (rest, self.stats)
+    }
+}
+
+/// Column names of the flow table, in schema order.
+pub mod col {
+    pub const CAPTURE: &str = "capture";
+    pub const COMMUNITY_ID: &str = "community_id";
+    pub const IP_PROTO: &str = "ip_proto";
+    pub const VLAN: &str = "vlan";
+    pub const INNER_VLAN: &str = "inner_vlan";
+    pub const SRC_IP: &str = "src_ip";
+    pub const SRC_PORT: &str = "src_port";
+    pub const DST_IP: &str = "dst_ip";
+    pub const DST_PORT: &str = "dst_port";
+    pub const FIRST_TS: &str = "first_ts";
+    pub const LAST_TS: &str = "last_ts";
+    pub const DURATION: &str = "duration";
+    pub const PACKETS: &str = "packets";
+    pub const BYTES: &str = "bytes";
+    pub const ORIG_PACKETS: &str = "orig_packets";
+    pub const ORIG_BYTES: &str = "orig_bytes";
+    pub const RESP_PACKETS: &str = "resp_packets";
+    pub const RESP_BYTES: &str = "resp_bytes";
+    pub const ORIG_PAYLOAD_BYTES: &str = "orig_payload_bytes";
+    pub const RESP_PAYLOAD_BYTES: &str = "resp_payload_bytes";
+    pub const ORIG_TCP_FLAGS: &str = "orig_tcp_flags";
+    pub const RESP_TCP_FLAGS: &str = "resp_tcp_flags";
+    pub const CONN_STATE: &str = "conn_state";
+    pub const HISTORY: &str = "history";
+    pub const SERVER_NAME: &str = "server_name";
+    pub const FIRST_FRAME: &str = "first_frame";
+}
+
+/// The flow table's schema (see the README for each column's meaning).
+pub fn flow_schema() -> SchemaRef {
+    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
+    Arc::clone(SCHEMA.get_or_init(|| {
+        let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
+        let ts = || DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
+        Arc::new(Schema::new(vec![
+            f(col::CAPTURE, DataType::Utf8, false),
+            f(col::COMMUNITY_ID, DataType::Utf8, false),
+            f(col::IP_PROTO, DataType::UInt8, false),
+            f(col::VLAN, DataType::UInt16, true),
+            f(col::INNER_VLAN, DataType::UInt16, true),
+            f(col::SRC_IP, DataType::Utf8, false),
+            f(col::SRC_PORT, DataType::UInt16, true),
+            f(col::DST_IP, DataType::Utf8, false),
+            f(col::DST_PORT, DataType::UInt16, true),
+            f(col::FIRST_TS, ts(), true),
+            f(col::LAST_TS, ts(), true),
+            f(col::DURATION, DataType::Float64, true),
+            f(col::PACKETS, DataType::UInt64, false),
+            f(col::BYTES, DataType::UInt64, false),
+            f(col::ORIG_PACKETS, DataType::UInt64, false),
+            f(col::ORIG_BYTES, DataType::UInt64, false),
+            f(col::RESP_PACKETS, DataType::UInt64, false),
+            f(col::RESP_BYTES, DataType::UInt64, false),
+            f(col::ORIG_PAYLOAD_BYTES, DataType::UInt64, false),
+            f(col::RESP_PAYLOAD_BYTES, DataType::UInt64, false),
+            f(col::ORIG_TCP_FLAGS, DataType::UInt16, true),
+            f(col::RESP_TCP_FLAGS, DataType::UInt16, true),
+            f(col::CONN_STATE, DataType::Utf8, false),
+            f(col::HISTORY, DataType::Utf8, false),
+            f(col::SERVER_NAME, DataType::Utf8, true),
+            f(col::FIRST_FRAME, DataType::UInt64, false),
+        ]))
+    }))
+}
+
+/// The rows of `flows` as a batch of [`flow_schema`].
+pub fn flows_batch(
+    capture: &str,
+    cfg: &FlowConfig,
+    flows: &[Flow],
+) -> Result<RecordBatch, ArrowError> {
+    let n = flows.len();
+    let mut community_id = StringBuilder::with_capacity(n, n * 30);
+    let mut ip_proto = PrimitiveBuilder::<UInt8Type>::with_capacity(n);
+    let mut vlan = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
+    let mut inner_vlan = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
+    let mut src_ip = StringBuilder::with_capacity(n, n * 16);
+    let mut src_port = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
+    let mut dst_ip = StringBuilder::with_capacity(n, n * 16);
+    let mut dst_port = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
+    let mut first_ts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut last_ts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
+    let mut duration = Float64Builder::with_capacity(n);
+    let mut u64s: Vec<PrimitiveBuilder<UInt64Type>> =
+        (0..8).map(|_| PrimitiveBuilder::with_capacity(n)).collect();
+    let mut orig_flags = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
+    let mut resp_flags = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
+    let mut conn_state = StringBuilder::with_capacity(n, n * 3);
+    let mut history = StringBuilder::with_capacity(n, n * 6);
+    let mut server_name = StringBuilder::new();
+    let mut first_frame = PrimitiveBuilder::<UInt64Type>::with_capacity(n);
+    let mut text = TextBuf::new();
+    for fl in flows {
+        let (o, r) = (fl.originator(), fl.responder());
+        community_id.append_value(fl.key.community_id(cfg.community_id_seed));
+        ip_proto.append_value(fl.key.proto);
+        vlan.append_option(fl.key.vlan());
+        inner_vlan.append_option(fl.key.inner_vlan());
+        src_ip.append_value(text.addr(&o.addr));
+        src_port.append_option(o.port);
+        dst_ip.append_value(text.addr(&r.addr));
+        dst_port.append_option(r.port);
+        let known = |t: i64| Some(t).filter(|t| *t != NO_TIMESTAMP);
+        first_ts.append_option(known(fl.seg.first_ts));
+        last_ts.append_option(known(fl.seg.last_ts));
+        duration.append_option(
+            known(fl.seg.first_ts)
+                .zip(known(fl.seg.last_ts))
+                .map(|(a, b)| (i128::from(b) - i128::from(a)) as f64 / 1e9),
+        );
+        let (os, rs) = (fl.orig(), fl.resp());
+        for (b, v) in u64s.iter_mut().zip([
+            fl.packets(),
+            fl.bytes(),
+            os.packets,
+            os.bytes,
+            rs.packets,
+            rs.bytes,
+            os.payload_bytes,
+            rs.payload_bytes,
+        ]) {
+            b.append_value(v);
+        }
+        let tcp = fl.key.proto == IPPROTO_TCP;
+        orig_flags.append_option(tcp.then_some(os.tcp_flags));
+        resp_flags.append_option(tcp.then_some(rs.tcp_flags));
+        conn_state.append_value(fl.conn_state());
+        history.append_value(fl.history());
+        server_name.append_option(fl.seg.server_name.as_deref());
+        first_frame.append_value(fl.seg.first_frame);
+    }
+    let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+        capture, n,
+    )));
+    let mut columns: Vec<ArrayRef> = vec![
+        capture,
+        Arc::new(community_id.finish()),
+        Arc::new(ip_proto.finish()),
+        Arc::new(vlan.finish()),
+        Arc::new(inner_vlan.finish()),
+        Arc::new(src_ip.finish()),
+        Arc::new(src_port.finish()),
+        Arc::new(dst_ip.finish()),
+        Arc::new(dst_port.finish()),
+        Arc::new(first_ts.finish()),
+        Arc::new(last_ts.finish()),
+        Arc::new(duration.finish()),
+    ];
+    columns.extend(u64s.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
+    columns.extend([
+        Arc::new(orig_flags.finish()) as ArrayRef,
+        Arc::new(resp_flags.finish()),
+        Arc::new(conn_state.finish()),
+        Arc::new(history.finish()),
+        Arc::new(server_name.finish()),
+        Arc::new(first_frame.finish()),
+    ]);
+    RecordBatch::try_new(flow_schema(), columns)
+}
+
+/// The largest flow an item can be asked to hold: IPv6 endpoints, VLANs, every counter at
+/// its maximum and a 300-byte server name.
+#[cfg(test)]
+pub(crate) fn worst_case_flow(i: u16) -> Flow {
+    let addr = Addr::V6([0xff; 16]);
+    let side = Side {
+        packets: u64::MAX / 2,
+        bytes: u64::MAX / 2,
+        payload_bytes: u64::MAX / 2,
+        tcp_flags: 0xfff,
+    };
+    Flow {
+        key: FlowKey {
+            proto: 255,
+            vlans: [4095, 4095],
+            a: Endpoint {
+                addr,
+                port: Some(u16::MAX),
+            },
+            b: Endpoint {
+                addr,
+                port: Some(i),
+            },
+        },
+        seg: Segment {
+            first_frame: u64::MAX,
+            first_seen_ts: i64::MIN + 1,
+            first_ts: i64::MIN + 1,
+            last_ts: i64::MAX,
+            orig_a: true,
+            flipped: true,
+            sides: [side; 2],
+            history: History::default(),
+            server_name: Some("é".repeat(150).into()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dissect::Ip;
+
+    fn v4(last: u8) -> Addr {
+        Addr::V4([10, 0, 0, last])
+    }
+
+    fn tcp(src: u8, sp: u16, dst: u8, dp: u16, flags: u16) -> Packet {
+        Packet {
+            ip: Some(Ip {
+                version: 4,
+                src: v4(src),
+                dst: v4(dst),
+                proto: IPPROTO_TCP,
+                len: 40,
+                ttl: 64,
+                frag_offset: 0,
+                more_fragments: false,
+            }),
+            src_port: Some(sp),
+            dst_port: Some(dp),
+            tcp_flags: Some(flags),
+            payload_len: Some(0),
+            ..Packet::default()
+        }
+    }
+
+    fn with_payload(mut p: Packet, n: u32) -> Packet {
+        p.payload_len = Some(n);
+        p
+    }
+
+    /// Feed packets (timestamps in seconds) through chunks of `chunk` packets.
+    fn run(cfg: FlowConfig, packets: &[(i64, Packet)], chunk: usize) -> Vec<Flow> {
+        let mut table = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        for (c, part) in packets.chunks(chunk).enumerate() {
+            let mut cf = ChunkFlows::default();
+            for (i, (ts, p)) in part.iter().enumerate() {
+                let f = FrameMeta {
+                    start: 0,
+                    cap_len: 60,
+                    wire_len: 60,
+                    ts_ns: ts * SECOND_NS,
+                    interface_id: 0,
+                    link_type: 1,
+                };
+                let seen = Seen {
+                    frame: (c * chunk + i + 1) as u64,
+                    ts: f.ts_ns,
+                    wire_len: 60,
+                    payload_len: p.payload_len.unwrap_or(0),
+                    tcp_flags: p.tcp_flags,
+                    server_name: None,
+                };
+                cf.add(&cfg, &f, p, &seen);
+            }
+            table.merge(cf);
+            out.extend(table.take_retired());
+        }
+        let (rest, stats) = table.finish();
+        out.extend(rest);
+        out.sort_by_key(|f| f.seg.first_frame);
+        assert_eq!(stats.flows as usize, out.len());
+        out
+    }
+
+    fn handshake_and_close(ts: i64) -> Vec<(i64, Packet)> {
+        vec![
+            (ts, tcp(1, 40000, 2, 80, SYN)),
+            (ts, tcp(2, 80, 1, 40000, SYN | ACK)),
+            (ts, tcp(1, 40000, 2, 80, ACK)),
+            (ts + 1, with_payload(tcp(1, 40000, 2, 80, ACK | 0x08), 100)),
+            (ts + 1, with_payload(tcp(2, 80, 1, 40000, ACK | 0x08), 1000)),
+            (ts + 2, tcp(1, 40000, 2, 80, FIN | ACK)),
+            (ts + 2, tcp(2, 80, 1, 40000, FIN | ACK)),
+            (ts + 2, tcp(1, 40000, 2, 80, ACK)),
+        ]
+    }
+
+    #[test]
+    fn a_closed_connection_is_sf() {
+        let flows = run(FlowConfig::default(), &handshake_and_close(100), 100);
+        assert_eq!(flows.len(), 1);
+        let f = &flows[0];
+        assert_eq!(f.originator().addr, v4(1));
+        assert_eq!(f.originator().port, Some(40000));
+        assert_eq!(f.responder().port, Some(80));
+        assert_eq!(f.conn_state(), "SF");
+        assert_eq!(f.history(), "ShADdFf");
+        assert_eq!((f.orig().packets, f.resp().packets), (5, 3));
+        assert_eq!(
+            (f.orig().payload_bytes, f.resp().payload_bytes),
+            (100, 1000)
+        );
+        assert_eq!(f.seg.first_ts, 100 * SECOND_NS);
+        assert_eq!(f.seg.last_ts, 102 * SECOND_NS);
+    }
+
+    #[test]
+    fn conn_states() {
+        let cfg = FlowConfig::default();
+        let one = |ps: Vec<(i64, Packet)>| {
+            let f = run(cfg, &ps, 100);
+            assert_eq!(f.len(), 1);
+            (f[0].conn_state(), f[0].history())
+        };
+        assert_eq!(one(vec![(0, tcp(1, 5, 2, 80, SYN))]), ("S0", "S".into()));
+        assert_eq!(
+            one(vec![
+                (0, tcp(1, 5, 2, 80, SYN)),
+                (0, tcp(2, 80, 1, 5, RST | ACK))
+            ]),
+            ("REJ", "Sr".into())
+        );
+        assert_eq!(
+            one(vec![
+                (0, tcp(1, 5, 2, 80, SYN)),
+                (0, tcp(2, 80, 1, 5, SYN | ACK)),
+                (0, tcp(1, 5, 2, 80, ACK)),
+            ]),
+            ("S1", "ShA".into())
+        );
+        assert_eq!(
+            one(vec![
+                (0, tcp(1, 5, 2, 80, SYN)),
+                (0, tcp(2, 80, 1, 5, SYN | ACK)),
+                (0, tcp(1, 5, 2, 80, ACK)),
+                (0, tcp(1, 5, 2, 80, RST)),
+            ]),
+            ("RSTO", "ShAR".into())
+        );
+        assert_eq!(
+            one(vec![(0, tcp(1, 5, 2, 80, SYN)), (0, tcp(1, 5, 2, 80, RST))]),
+            ("RSTOS0", "SR".into())
+        );
+        // Midstream: no handshake seen.
+        assert_eq!(
+            one(vec![
+                (0, with_payload(tcp(1, 5, 2, 80, ACK), 10)),
+                (0, tcp(2, 80, 1, 5, ACK)),
+            ]),
+            ("OTH", "Da".into())
+        );
+        // First packet a SYN-ACK: flipped, the SYN-ACK's receiver is the originator.
+        let f = run(
+            cfg,
+            &[(0, tcp(2, 80, 1, 5, SYN | ACK)), (0, tcp(1, 5, 2, 80, ACK))],
+            100,
+        );
+        assert_eq!(f[0].originator().port, Some(5));
+        assert_eq!(f[0].history(), "^hA");
+    }
+
+    #[test]
+    fn idle_flows_split_and_chunking_does_not_matter() {
+        let mut packets = handshake_and_close(0);
+        // The same 5-tuple again after 301 s (TCP timeout 300 s): a second flow; after 299 s it
+        // would have continued.
+        packets.extend(handshake_and_close(303));
+        packets.extend(handshake_and_close(303 + 2 + 299));
+        // A UDP exchange idle 61 s (timeout 60 s) and a ping pair.
+        let mut udp = tcp(3, 5353, 4, 53, 0);
+        udp.tcp_flags = None;
+        if let Some(ip) = &mut udp.ip {
+            ip.proto = IPPROTO_UDP;
+        }
+        packets.push((10, with_payload(udp, 30)));
+        packets.push((71, with_payload(udp, 30)));
+        packets.sort_by_key(|(t, _)| *t);
+        let reference = run(FlowConfig::default(), &packets, packets.len());
+        assert_eq!(reference.len(), 4);
+        assert_eq!(
+            reference.iter().map(|f| f.packets()).collect::<Vec<_>>(),
+            vec![8, 1, 1, 16]
+        );
+        for chunk in [1, 2, 3, 5, 7] {
+            assert_eq!(
+                run(FlowConfig::default(), &packets, chunk),
+                reference,
+                "{chunk}"
+            );
+        }
+        let short = FlowConfig {
+            tcp_timeout_ns: SECOND_NS / 2,
+            ..FlowConfig::default()
+        };
+        // With a 0.5 s timeout each 1 s gap of the handshakes splits the flow.
+        assert_eq!(run(short, &packets, packets.len()).len(), 2 + 3 * 3);
+        for chunk in [1, 2, 3] {
+            assert_eq!(
+                run(short, &packets, chunk),
+                run(short, &packets, packets.len())
+            );
+        }
+    }
+
+    #[test]
+    fn top_flows_are_the_biggest() {
+        let mut table = FlowTable::new(FlowConfig::default());
+        for i in 0..(TOP_FLOWS as u64 + 50) {
+            let key = key_of(&tcp(1, i as u16, 2, 80, ACK)).expect("key").0;
+            let mut seg = Segment::new(
+                IPPROTO_TCP,
+                true,
+                &Seen {
+                    frame: i + 1,
+                    ts: 0,
+                    wire_len: (i % 37) as u32,
+                    payload_len: 0,
+                    tcp_flags: Some(ACK),
+                    server_name: None,
+                },
+            );
+            seg.sides[0].packets = 1;
+            table.retire(Flow { key, seg });
+        }
+        let (_, stats) = table.finish();
+        assert_eq!(stats.top.len(), TOP_FLOWS);
+        assert!(
+            stats
+                .top
+                .windows(2)
+                .all(|w| flow_order(&w[0], &w[1]).is_le())
+        );
+        assert_eq!(stats.top[0].bytes(), 36);
+    }
+}
