@@ -52,6 +52,10 @@ enum FormatArg {
     Csv,
     /// csv/<base>.csv: the AWS lab's src,dst,len,proto
     LabCsv,
+    /// flows/date=YYYY-MM-DD/<id>.flows.parquet: bidirectional flows (conn.log-like)
+    Flows,
+    /// flows_csv/date=YYYY-MM-DD/<id>.flows.csv: the same flows as CSV
+    FlowsCsv,
     /// dynamodb/<id>.json: the summary item, for DynamoDB's "Import from S3"
     DynamodbJson,
 }
@@ -70,6 +74,8 @@ impl From<FormatArg> for Output {
             FormatArg::Parquet => Output::Data(Format::Parquet),
             FormatArg::Csv => Output::Data(Format::Csv),
             FormatArg::LabCsv => Output::Data(Format::LabCsv),
+            FormatArg::Flows => Output::Data(Format::Flows),
+            FormatArg::FlowsCsv => Output::Data(Format::FlowsCsv),
             FormatArg::DynamodbJson => Output::DynamodbJson,
         }
     }
@@ -228,6 +234,19 @@ struct EngineArgs {
     /// Frames per chunk (and per Parquet row group) [default: the engine's].
     #[arg(long, value_name = "N", hide = true)]
     chunk_frames: Option<NonZeroUsize>,
+    /// Flows: a TCP flow idle this long ends; its next packet starts a new flow (Zeek's
+    /// default).
+    #[arg(long, default_value = "5m", value_parser = duration, value_name = "DURATION")]
+    tcp_timeout: Duration,
+    /// Flows: the same for UDP.
+    #[arg(long, default_value = "1m", value_parser = duration, value_name = "DURATION")]
+    udp_timeout: Duration,
+    /// Flows: the same for ICMP and every other IP protocol.
+    #[arg(long, default_value = "1m", value_parser = duration, value_name = "DURATION")]
+    other_timeout: Duration,
+    /// Flows: the seed of the Community IDs (0 unless your other tools use another).
+    #[arg(long, default_value = "0", value_name = "N")]
+    community_id_seed: u16,
 }
 
 impl EngineArgs {
@@ -239,7 +258,21 @@ impl EngineArgs {
     }
 
     fn build(&self) -> anyhow::Result<pcaplab_core::Engine> {
-        let mut builder = pcaplab_core::Engine::builder().jobs(self.jobs());
+        let ns = |d: Duration, flag: &str| {
+            i64::try_from(d.as_nanos())
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| anyhow::anyhow!("--{flag} must be between 1ns and 292 years"))
+        };
+        let flows = pcaplab_core::FlowConfig {
+            tcp_timeout_ns: ns(self.tcp_timeout, "tcp-timeout")?,
+            udp_timeout_ns: ns(self.udp_timeout, "udp-timeout")?,
+            other_timeout_ns: ns(self.other_timeout, "other-timeout")?,
+            community_id_seed: self.community_id_seed,
+        };
+        let mut builder = pcaplab_core::Engine::builder()
+            .jobs(self.jobs())
+            .flows(flows);
         if let Some(n) = self.chunk_frames {
             builder = builder.chunk_frames(n.get());
         }

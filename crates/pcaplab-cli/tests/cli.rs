@@ -162,6 +162,14 @@ fn bad_arguments_exit_2_with_a_message() {
     );
     let o = pcaplab(&["convert", "x.pcap", "--out", "o", "--jobs", "0"]);
     assert_eq!(o.status.code(), Some(2));
+    for flag in ["--tcp-timeout", "--udp-timeout", "--other-timeout"] {
+        let o = pcaplab(&["convert", "x.pcap", "--out", "o", flag, "0s"]);
+        assert_eq!(o.status.code(), Some(2), "{flag}");
+        assert!(stderr(&o).contains(flag), "{}", stderr(&o));
+    }
+    let o = pcaplab(&["convert", "x.pcap", "--out", "o", "--udp-timeout", "soon"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("soon"), "{}", stderr(&o));
 }
 
 #[test]
@@ -233,6 +241,90 @@ fn own_captures_convert_cleanly() {
     ] {
         assert!(out.path().join(f).is_file(), "missing {f}; {err}");
     }
+}
+
+/// Flows and app fields, read back by DuckDB: the flow Parquet and CSV agree, every IP packet
+/// is in exactly one flow, the app columns hold what the captures carry, and the item counts
+/// the flows and names.
+#[test]
+fn duckdb_reads_flows_and_app_fields() {
+    let Some(dir) = corpus() else { return };
+    let Some(py) = python() else { return };
+    let out = tempfile::tempdir().expect("tempdir");
+    let files = [
+        "pcapplusplus__tls.pcap",
+        "pcapplusplus__DnsPackets.pcap",
+        "chrissanders__http_google.pcapng",
+    ];
+    let mut args = vec!["convert".to_owned()];
+    args.extend(files.iter().map(|f| dir.join(f).display().to_string()));
+    args.extend(
+        [
+            "--out",
+            out.path().to_str().expect("utf8"),
+            "--format",
+            "parquet,flows,flows-csv,dynamodb-json",
+        ]
+        .map(str::to_owned),
+    );
+    let o = pcaplab(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = r#"
+import sys, json, glob, duckdb
+d = sys.argv[1]
+con = duckdb.connect()
+flows = f"read_parquet('{d}/flows/*/*.flows.parquet')"
+packets = f"read_parquet('{d}/packets/*/*.parquet')"
+csv = f"read_csv('{d}/flows_csv/*/*.flows.csv', header=true, all_varchar=true)"
+n_flows = con.execute(f"select count(*) from {flows}").fetchone()[0]
+assert n_flows == con.execute(f"select count(*) from {csv}").fetchone()[0]
+# The CSV holds the same flows as the Parquet.
+diff = con.execute(f"""select count(*) from (
+  select community_id, first_frame::varchar, packets::varchar, conn_state, history from {flows}
+  except select community_id, first_frame, packets, conn_state, history from {csv})""").fetchone()[0]
+assert diff == 0, diff
+# Every packet with an IP header is counted in exactly one flow, per capture.
+per = con.execute(f"""select p.capture, p.n, f.n from
+  (select capture, count(*) n from {packets} where ip_version is not null group by all) p
+  join (select capture, sum(packets) n from {flows} group by all) f using (capture)
+  order by all""").fetchall()
+assert len(per) == 3 and all(a == b for _, a, b in per), per
+# A flow's first frame is a packet of that flow's endpoints.
+bad = con.execute(f"""select count(*) from {flows} f join {packets} p
+  on p.capture = f.capture and p.frame_number = f.first_frame
+  where not ((p.src_ip = f.src_ip and p.dst_ip = f.dst_ip) or (p.src_ip = f.dst_ip and p.dst_ip = f.src_ip))""").fetchone()[0]
+assert bad == 0, bad
+typ = con.execute(f"select typeof(dns_answers), typeof(dns_qtype), typeof(duration) from {packets}, {flows} limit 1").fetchone()
+assert typ == ("VARCHAR[]", "USMALLINT", "DOUBLE"), typ
+sni = con.execute(f"select count(*) from {packets} where tls_sni = 'ssl.gstatic.com' and tls_ja3 is not null").fetchone()[0]
+assert sni >= 1, sni
+dns = con.execute(f"""select count(*) from {packets}
+  where dns_qname = 'www.google.com' and dns_rcode = 0 and len(dns_answers) > 0""").fetchone()[0]
+assert dns >= 1, dns
+http = con.execute(f"select http_method, http_host from {packets} where http_host is not null order by frame_number limit 1").fetchone()
+assert http[0] == "GET" and "google" in http[1], http
+states = dict(con.execute(f"select conn_state, count(*) from {flows} where ip_proto = 6 group by all").fetchall())
+assert states.get("SF", 0) >= 1, states
+for f in glob.glob(f"{d}/dynamodb/*.json"):
+    item = json.load(open(f))["Item"]
+    cap = item["s3Id"]["S"].rsplit("/", 1)[-1]
+    want = con.execute(f"select count(*) from {flows} where capture like '%' || ?", [cap]).fetchone()[0]
+    assert int(item["flows"]["N"]) == want, (cap, item["flows"], want)
+    assert len(item["top_flows"]["L"]) >= 1
+    if "DnsPackets" in cap:
+        names = [e["M"]["name"]["S"] for e in item["top_dns_names"]["L"]]
+        assert "www.google.com" in names, names
+    if "tls" in cap:
+        names = [e["M"]["name"]["S"] for e in item["top_tls_sni"]["L"]]
+        assert "ssl.gstatic.com" in names, names
+print("ok", n_flows)
+"#;
+    let stdout = run_python(
+        &mut Command::new(&py),
+        script,
+        &[out.path().to_str().expect("utf8")],
+    );
+    assert!(stdout.starts_with("ok "), "{stdout}");
 }
 
 #[test]

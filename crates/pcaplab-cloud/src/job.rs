@@ -513,6 +513,9 @@ impl Job {
                     Output::DynamodbJson => None,
                 })
                 .collect();
+            // The item's flow count and top flows need the flows tracked.
+            let track_flows = self.options.table.is_some()
+                || self.options.outputs.contains(&Output::DynamodbJson);
             let (root, name, file_name) = (root.clone(), name.clone(), file_name.clone());
             let (etag, reader, last_modified) = (
                 source.info.etag.clone(),
@@ -527,7 +530,10 @@ impl Job {
                         etag: etag.as_deref(),
                         date: layout::utc_date(opened.first_ts.or(last_modified).unwrap_or(0)),
                     };
-                    let mut outputs = Outputs::default();
+                    let mut outputs = Outputs {
+                        track_flows,
+                        ..Outputs::default()
+                    };
                     let mut started = uploads.lock().unwrap_or_else(|p| p.into_inner());
                     for f in formats {
                         let key = layout::key(Output::Data(f), &naming);

@@ -4,6 +4,8 @@
 //! packets/date=YYYY-MM-DD/<id>[.<etag>].parquet   one Hive-partitioned dataset (Athena, Glue, DuckDB)
 //! packets_csv/date=YYYY-MM-DD/<id>[.<etag>].csv    the same rows as CSV
 //! csv/<base>.csv                                    the AWS lab's src,dst,len,proto file
+//! flows/date=YYYY-MM-DD/<id>[.<etag>].flows.parquet the capture's flows (a second dataset)
+//! flows_csv/date=YYYY-MM-DD/<id>[.<etag>].flows.csv the same flows as CSV
 //! dynamodb/<id>.json                                the summary item as DynamoDB JSON
 //! ```
 //!
@@ -35,7 +37,7 @@ impl Output {
         }
     }
 
-    /// The output named `parquet`, `csv`, `lab-csv` or `dynamodb-json`.
+    /// The output named `parquet`, `csv`, `lab-csv`, `flows`, `flows-csv` or `dynamodb-json`.
     pub fn parse(name: &str) -> Option<Output> {
         match name {
             "dynamodb-json" => Some(Output::DynamodbJson),
@@ -106,6 +108,8 @@ pub fn key(output: Output, n: &Naming<'_>) -> String {
         Output::Data(Format::Parquet) => versioned("packets", ".parquet"),
         Output::Data(Format::Csv) => versioned("packets_csv", ".csv"),
         Output::Data(Format::LabCsv) => format!("csv/{}.csv", escape(base_name(n.file_name))),
+        Output::Data(Format::Flows) => versioned("flows", ".flows.parquet"),
+        Output::Data(Format::FlowsCsv) => versioned("flows_csv", ".flows.csv"),
         Output::DynamodbJson => format!("dynamodb/{}.json", escape(n.id)),
     }
 }
@@ -131,6 +135,14 @@ mod tests {
             "packets_csv/date=2024-05-01/bucket%2Fin coming%2Fx+y.pcap.gz.9b2cf535f27731c974343645a3985328-3.csv"
         );
         assert_eq!(key(Output::Data(Format::LabCsv), &n), "csv/x+y.pcap.csv");
+        assert_eq!(
+            key(Output::Data(Format::Flows), &n),
+            "flows/date=2024-05-01/bucket%2Fin coming%2Fx+y.pcap.gz.9b2cf535f27731c974343645a3985328-3.flows.parquet"
+        );
+        assert_eq!(
+            key(Output::Data(Format::FlowsCsv), &n),
+            "flows_csv/date=2024-05-01/bucket%2Fin coming%2Fx+y.pcap.gz.9b2cf535f27731c974343645a3985328-3.flows.csv"
+        );
         assert_eq!(
             key(Output::DynamodbJson, &n),
             "dynamodb/bucket%2Fin coming%2Fx+y.pcap.gz.json"
