@@ -5,9 +5,14 @@
 #
 # Builds a large input by appending COPIES copies of CAPTURE (default: the corpus'
 # pcap-parser__wireshark_samples-test.pcapng, 120 copies ≈ 138 MB) with `mergecap -a`, then times
-#   - pcaplab convert --format parquet
+#   - pcaplab convert --format parquet          (packet rows, app fields included)
+#   - pcaplab convert --format parquet,flows    (the same plus the flow table)
 #   - pcaplab convert --format csv
 #   - tshark -T fields with the oracle's fields (what a tshark user runs to get columns)
+#   - tshark -T fields with the app fields (DNS name, TLS SNI, HTTP Host)
+#   - tshark -q -z conv,tcp -z conv,udp         (tshark's flow table)
+#   - $BASELINE_BIN convert --format parquet    (when set: another pcaplab build, e.g. one
+#                                                without app fields, on the same input)
 # and prints packets/s, the ratio to tshark, peak RSS (/usr/bin/time -v) and output bytes per
 # packet. Needs tshark and mergecap (Debian: apt-get install tshark) and GNU time (apt: time).
 # Each tool runs RUNS times (default 3); the median is reported.
@@ -37,7 +42,8 @@ packets=$(capinfos -c -M "$input" | awk -F': *' '/Number of packets/ {print $2}'
 bytes=$(stat -c %s "$input")
 echo "input: $copies x $(basename "$src") = $bytes bytes, $packets packets; jobs=$jobs; runs=$runs (median)"
 
-# run NAME OUTPUT_PATH CMD... : prints "seconds rss_kib out_bytes" of the median run
+# measure OUTPUT_GLOB CMD... : prints "seconds rss_kib out_bytes" of the median run (by time);
+# out_bytes is the total size of the files OUTPUT_GLOB (under $work/out) matches.
 measure() {
   local out="$1"; shift
   local results=()
@@ -48,7 +54,7 @@ measure() {
     local wall rss size
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$work/time.txt")
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
-    size=$(stat -c %s "$out" 2>/dev/null || echo 0)
+    size=$(cd "$work/out" && du -cb $out 2>/dev/null | awk 'END {print $1 + 0}')
     results+=("$wall $rss $size")
   done
   printf '%s\n' "${results[@]}" | sort -n | sed -n "$(( (runs + 1) / 2 ))p"
@@ -59,12 +65,24 @@ fields=(-e frame.number -e frame.time_epoch -e frame.len -e frame.cap_len
   -e ipv6.src -e ipv6.dst -e ipv6.nxt -e tcp.srcport -e tcp.dstport
   -e udp.srcport -e udp.dstport -e tcp.flags)
 
-read -r t_s t_rss t_out < <(measure "$work/out/tshark.tsv" \
+app_fields=(-e frame.number -e dns.qry.name -e tls.handshake.extensions_server_name -e http.host)
+
+read -r t_s t_rss t_out < <(measure "tshark.tsv" \
   sh -c 'tshark -n -r "$0" -T fields -E header=y -E separator=/t "$@" > "'"$work"'/out/tshark.tsv"' "$input" "${fields[@]}")
-read -r p_s p_rss p_out < <(measure "$work/out/bench-input.pcap.parquet" \
+read -r ta_s ta_rss ta_out < <(measure "tshark-app.tsv" \
+  sh -c 'tshark -n -r "$0" -T fields -E header=y -E separator=/t "$@" > "'"$work"'/out/tshark-app.tsv"' "$input" "${app_fields[@]}")
+read -r tc_s tc_rss tc_out < <(measure "tshark-conv.txt" \
+  sh -c 'tshark -n -q -r "$0" -z conv,tcp -z conv,udp > "'"$work"'/out/tshark-conv.txt"' "$input")
+read -r p_s p_rss p_out < <(measure "packets/*/*.parquet" \
   "$bin" convert "$input" --out "$work/out" --format parquet --jobs "$jobs" --quiet)
-read -r c_s c_rss c_out < <(measure "$work/out/bench-input.pcap.csv" \
+read -r f_s f_rss f_out < <(measure "packets/*/*.parquet flows/*/*.parquet" \
+  "$bin" convert "$input" --out "$work/out" --format parquet,flows --jobs "$jobs" --quiet)
+read -r c_s c_rss c_out < <(measure "packets_csv/*/*.csv" \
   "$bin" convert "$input" --out "$work/out" --format csv --jobs "$jobs" --quiet)
+if [ -n "${BASELINE_BIN:-}" ]; then
+  read -r b_s b_rss b_out < <(measure "packets/*/*.parquet" \
+    "$BASELINE_BIN" convert "$input" --out "$work/out" --format parquet --jobs "$jobs" --quiet)
+fi
 
 report() { # name seconds rss out
   awk -v n="$1" -v s="$2" -v r="$3" -v o="$4" -v p="$packets" -v ts="$t_s" 'BEGIN {
@@ -73,6 +91,16 @@ report() { # name seconds rss out
       n, s, rate, (trate > 0) ? rate / trate : 0, r / 1024, o / p }'
 }
 report "tshark -T fields" "$t_s" "$t_rss" "$t_out"
+report "tshark app fields" "$ta_s" "$ta_rss" "$ta_out"
+report "tshark conv" "$tc_s" "$tc_rss" "$tc_out"
 report "pcaplab parquet" "$p_s" "$p_rss" "$p_out"
+report "pcaplab +flows" "$f_s" "$f_rss" "$f_out"
 report "pcaplab csv" "$c_s" "$c_rss" "$c_out"
+if [ -n "${BASELINE_BIN:-}" ]; then
+  report "baseline parquet" "$b_s" "$b_rss" "$b_out"
+  awk -v b="$b_s" -v p="$p_s" -v f="$f_s" 'BEGIN {
+    printf "cost vs baseline: app fields %+.1f%%, app fields + flows %+.1f%% (of the baseline time)\n",
+      (p / b - 1) * 100, (f / b - 1) * 100 }'
+fi
+awk -v p="$p_s" -v f="$f_s" 'BEGIN { printf "cost of flows: %+.1f%% of the parquet time\n", (f / p - 1) * 100 }'
 [ -n "${BENCH_DIR:-}" ] || rm -rf "$work"

@@ -337,8 +337,12 @@ fn page_renders_in_chromium() {
         .filter(|p| p.as_u64() > Some(0))
         .count();
     assert_eq!(charts["timeline"], busy, "{report}");
-    // IPv4 and IPv6 over VLAN: TCP and UDP, 8 addresses.
+    // IPv4 and IPv6 over VLAN: TCP and UDP, 8 addresses; its flows are listed, one table row
+    // per top flow.
     assert_eq!((len("protocols"), len("top_talkers")), (2, 8), "{detail}");
+    assert!(detail["flows"].as_u64() >= Some(1), "{detail}");
+    assert!(len("top_flows") >= 1, "{detail}");
+    assert_eq!(report["flowRows"], len("top_flows"), "{report}");
     for shot in ["index.png", "capture.png"] {
         let bytes = std::fs::read(shots.join(shot)).expect("screenshot");
         assert!(

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::ArrowColumnChunk;
 
 use crate::columns::decode_chunk_with;
@@ -31,7 +32,6 @@ use crate::encode::{
 use crate::flows::{ChunkFlows, Flow, FlowConfig, FlowStats, FlowTable, flow_schema, flows_batch};
 use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, NO_TIMESTAMP, ReadError};
 use crate::summary::Summary;
-use parquet::arrow::ArrowWriter;
 
 /// Frames per chunk (and Parquet row group) unless set otherwise. Measured with
 /// benches/compare.sh: 16 Ki frames keeps peak RSS under 64 MiB at full speed; larger chunks
@@ -618,7 +618,6 @@ impl Engine {
         let mut pending: BTreeMap<u64, Result<Encoded, ChunkFailure>> = BTreeMap::new();
         let mut next = 0u64;
         let mut outcome: Result<(), ChunkFailure> = Ok(());
-        // Flow outputs are written on this thread as flows retire.
         for (seq, r) in results.iter() {
             pending.insert(seq, r);
             while let Some(r) = pending.remove(&next) {

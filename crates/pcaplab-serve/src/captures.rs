@@ -51,7 +51,35 @@ pub struct Detail {
     pub talkers_approximate: bool,
     pub top_ports: Vec<Count>,
     pub timeline: Option<Timeline>,
+    /// Flows in the capture, when they were tracked, and the biggest ones.
+    pub flows: Option<u64>,
+    pub top_flows: Vec<FlowRow>,
+    /// Names most often queried (DNS), asked for (TLS SNI) and requested (HTTP Host).
+    pub top_dns_names: Vec<NameCount>,
+    pub top_tls_sni: Vec<NameCount>,
+    pub top_http_hosts: Vec<NameCount>,
     pub outputs: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowRow {
+    pub community_id: String,
+    pub proto: String,
+    pub src: String,
+    pub src_port: Option<u16>,
+    pub dst: String,
+    pub dst_port: Option<u16>,
+    pub packets: u64,
+    pub bytes: u64,
+    pub duration_s: Option<f64>,
+    pub conn_state: String,
+    pub server_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct NameCount {
+    pub name: String,
+    pub count: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -196,6 +224,33 @@ impl Detail {
             }),
             _ => None,
         };
+        let top_flows = maps(m, "top_flows")
+            .filter_map(|f| {
+                Some(FlowRow {
+                    community_id: string(f, "community_id")?,
+                    proto: string(f, "proto")?,
+                    src: string(f, "src")?,
+                    src_port: number(f, "src_port"),
+                    dst: string(f, "dst")?,
+                    dst_port: number(f, "dst_port"),
+                    packets: number(f, "packets")?,
+                    bytes: number(f, "bytes")?,
+                    duration_s: number(f, "duration_s"),
+                    conn_state: string(f, "conn_state").unwrap_or_default(),
+                    server_name: string(f, "server_name"),
+                })
+            })
+            .collect();
+        let names = |k: &str| -> Vec<NameCount> {
+            maps(m, k)
+                .filter_map(|n| {
+                    Some(NameCount {
+                        name: string(n, "name")?,
+                        count: number(n, "count")?,
+                    })
+                })
+                .collect()
+        };
         let outputs = match m.get("outputs") {
             Some(AttrValue::M(o)) => o
                 .iter()
@@ -220,6 +275,11 @@ impl Detail {
             ),
             top_ports,
             timeline,
+            flows: number(m, "flows"),
+            top_flows,
+            top_dns_names: names("top_dns_names"),
+            top_tls_sni: names("top_tls_sni"),
+            top_http_hosts: names("top_http_hosts"),
             outputs,
         })
     }
@@ -517,6 +577,10 @@ mod tests {
             "top_ports":{"L":[{"M":{"port":{"N":"80"},"packets":{"N":"30"}}}]},
             "timeline":{"M":{"start":{"S":"2024-03-01T12:00:00.000000000Z"},"bucket_ms":{"N":"64"},
               "packets":{"L":[{"N":"3"},{"N":"0"},{"N":"30"}]},"bytes":{"L":[{"N":"300"},{"N":"0"},{"N":"5700"}]}}},
+            "flows":{"N":"4"},"top_flows":{"L":[{"M":{"community_id":{"S":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="},
+              "proto":{"S":"tcp"},"src":{"S":"10.0.0.1"},"src_port":{"N":"34855"},"dst":{"S":"10.0.0.2"},"dst_port":{"N":"80"},
+              "packets":{"N":"30"},"bytes":{"N":"5700"},"duration_s":{"N":"1.5"},"conn_state":{"S":"SF"},"server_name":{"S":"example.com"}}}]},
+            "top_dns_names":{"L":[{"M":{"name":{"S":"example.com"},"count":{"N":"2"}}}]},
             "talkers_approximate":{"BOOL":true},"outputs":{"M":{"parquet":{"S":"file:///x.parquet"}}}}}"#;
         let m = parse_item_file(line.as_bytes()).expect("item");
         let d = Detail::from_item(&m).expect("detail");
@@ -533,6 +597,21 @@ mod tests {
         let t = d.timeline.expect("timeline");
         assert_eq!((t.bucket_ms, t.packets), (64, vec![3, 0, 30]));
         assert!(d.talkers_approximate);
+        assert_eq!(d.flows, Some(4));
+        let f = &d.top_flows[0];
+        assert_eq!(
+            (
+                f.src_port,
+                f.dst_port,
+                f.packets,
+                f.bytes,
+                f.conn_state.as_str()
+            ),
+            (Some(34855), Some(80), 30, 5700, "SF")
+        );
+        assert_eq!(f.server_name.as_deref(), Some("example.com"));
+        assert_eq!(d.top_dns_names[0].count, 2);
+        assert!(d.top_tls_sni.is_empty() && d.top_http_hosts.is_empty());
         assert_eq!(d.outputs.len(), 1);
         for bad in ["", "[]", r#"{"Item":3}"#, r#"{"NotItem":{}}"#] {
             assert!(parse_item_file(bad.as_bytes()).is_err(), "{bad}");

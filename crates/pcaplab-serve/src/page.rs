@@ -8,7 +8,7 @@ use pcaplab_core::human_bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::Snapshot;
-use crate::captures::{Capture, Count, Detail, Listing, Talker, Timeline};
+use crate::captures::{Capture, Count, Detail, Listing, NameCount, Talker, Timeline};
 
 /// Text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -317,8 +317,55 @@ pub fn capture(snapshot: &Snapshot, d: &Detail) -> String {
         "timeline",
         &d.timeline.as_ref().map(timeline).unwrap_or_default(),
     );
-    h.push_str("</div>\n<p><a href=\"/\">All captures</a></p>\n</body></html>\n");
+    for (title, kind, names) in [
+        ("Top DNS names", "dns", &d.top_dns_names),
+        ("Top TLS server names", "sni", &d.top_tls_sni),
+        ("Top HTTP hosts", "http", &d.top_http_hosts),
+    ] {
+        if !names.is_empty() {
+            let items: Vec<Bar> = names.iter().map(Bar::name).collect();
+            chart(&mut h, title, kind, &bars(&items));
+        }
+    }
+    h.push_str("</div>\n");
+    flows_table(&mut h, d);
+    h.push_str("<p><a href=\"/\">All captures</a></p>\n</body></html>\n");
     h
+}
+
+/// The biggest flows: who talked to whom, how much, for how long, about what.
+fn flows_table(h: &mut String, d: &Detail) {
+    let Some(total) = d.flows else { return };
+    let _ = writeln!(
+        h,
+        "<h2>Top flows <span class=\"muted\">({} flows in all)</span></h2>",
+        thousands(total)
+    );
+    if d.top_flows.is_empty() {
+        return;
+    }
+    h.push_str("<table id=\"flows\"><thead><tr><th>Originator</th><th>Responder</th><th>Proto</th><th>State</th><th class=\"n\">Packets</th><th class=\"n\">Bytes</th><th class=\"n\">Duration</th><th>Server name</th></tr></thead><tbody>\n");
+    let endpoint = |a: &str, p: Option<u16>| match p {
+        Some(p) if a.contains(':') => format!("[{}]:{p}", esc(a)),
+        Some(p) => format!("{}:{p}", esc(a)),
+        None => esc(a),
+    };
+    for f in &d.top_flows {
+        let _ = writeln!(
+            h,
+            "<tr title=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            esc(&f.community_id),
+            endpoint(&f.src, f.src_port),
+            endpoint(&f.dst, f.dst_port),
+            esc(&f.proto),
+            esc(&f.conn_state),
+            thousands(f.packets),
+            human_bytes(f.bytes),
+            f.duration_s.map(span).unwrap_or_default(),
+            f.server_name.as_deref().map(esc).unwrap_or_default(),
+        );
+    }
+    h.push_str("</tbody></table>\n");
 }
 
 /// A page for a capture that is not there, or a source that failed.
@@ -371,6 +418,15 @@ impl Bar {
             value: c.packets,
             text: thousands(c.packets),
             tooltip: format!("{label}: {} packets", thousands(c.packets)),
+        }
+    }
+
+    fn name(n: &NameCount) -> Bar {
+        Bar {
+            label: n.name.clone(),
+            value: n.count,
+            text: thousands(n.count),
+            tooltip: format!("{}: {}", n.name, thousands(n.count)),
         }
     }
 

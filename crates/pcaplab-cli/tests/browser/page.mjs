@@ -24,7 +24,7 @@
 //                        asks for by itself when a page names no <link rel="icon">).
 //
 // Prints one JSON line on stdout and exits 0 when all holds:
-//   {"captures":N,"followed":"NAME","charts":{"protocols":K,...},"screenshots":[...]}
+//   {"captures":N,"followed":"NAME","charts":{"protocols":K,...},"flowRows":F,"screenshots":[...]}
 // otherwise prints what failed on stderr and exits 1. Gives up after 60 s.
 
 import { createRequire } from 'node:module';
@@ -244,10 +244,13 @@ async function run() {
     charts[name] = count;
   }
 
+  // The top flows table: its rows (none when the page has no table).
+  const flowRows = await page.locator('table#flows tbody tr').count();
+
   const captureShot = path.join(shotDir, 'capture.png');
   await page.screenshot({ path: captureShot, fullPage: true });
 
-  return { captures, followed, charts, screenshots: [indexShot, captureShot] };
+  return { captures, followed, charts, flowRows, screenshots: [indexShot, captureShot] };
 }
 
 // Let the page's own requests (scripts, styles, data it fetches) finish, so that their failures
