@@ -82,6 +82,8 @@ pub const IPPROTO_UDP: u8 = 17;
 const DNS_PORT: u16 = 53;
 const MDNS_PORT: u16 = 5353;
 const LLMNR_PORT: u16 = 5355;
+/// SSDP: HTTP requests over UDP (UPnP discovery).
+const SSDP_PORT: u16 = 1900;
 
 /// Decode `payload` of a packet with the given IP protocol and ports into `out` (cleared first).
 /// Returns true when any field was set.
@@ -99,27 +101,59 @@ pub fn app_fields(
     payload: &[u8],
     out: &mut AppFields,
 ) -> bool {
+    parse_app(ip_proto, src_port, dst_port, payload, out);
+    !out.is_empty()
+}
+
+/// What [`parse_app`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parsed {
+    /// No application message starts here.
+    Nothing,
+    /// A whole message (or all the fields it can give).
+    Complete,
+    /// A message that continues past this payload — a ClientHello, HTTP request head or DNS
+    /// over TCP message split over TCP segments: `out` holds what the part gave; the
+    /// payload with the next segments appended may give more.
+    Partial,
+}
+
+/// [`app_fields`], also telling whether the message continues past `payload`.
+pub fn parse_app(
+    ip_proto: u8,
+    src_port: u16,
+    dst_port: u16,
+    payload: &[u8],
+    out: &mut AppFields,
+) -> Parsed {
     out.clear();
     let is_port = |p: u16| src_port == p || dst_port == p;
-    match ip_proto {
+    let parsed = match ip_proto {
         IPPROTO_UDP if is_port(DNS_PORT) || is_port(MDNS_PORT) || is_port(LLMNR_PORT) => {
             dns_message(payload, out);
+            Parsed::Complete
         }
+        IPPROTO_UDP if is_port(SSDP_PORT) => http_request(payload, out),
         IPPROTO_TCP => {
+            let mut parsed = Parsed::Nothing;
             if is_port(DNS_PORT) {
-                dns_over_tcp(payload, out);
+                parsed = dns_over_tcp(payload, out);
             }
-            if out.is_empty() {
-                match payload.first() {
+            if out.is_empty() && parsed != Parsed::Partial {
+                parsed = match payload.first() {
                     Some(0x16) => tls_client_hello(payload, out),
                     Some(b'A'..=b'Z') => http_request(payload, out),
-                    _ => {}
-                }
+                    _ => Parsed::Nothing,
+                };
             }
+            parsed
         }
-        _ => {}
+        _ => Parsed::Nothing,
+    };
+    match parsed {
+        Parsed::Complete if out.is_empty() => Parsed::Nothing,
+        p => p,
     }
-    !out.is_empty()
 }
 
 // ---------------------------------------------------------------------------
@@ -132,14 +166,19 @@ const DNS_MIN_QUESTION: usize = 5;
 /// Smallest possible resource record: root name (1) + TYPE, CLASS, TTL, RDLENGTH.
 const DNS_MIN_RR: usize = 11;
 
-fn dns_over_tcp(payload: &[u8], out: &mut AppFields) {
+fn dns_over_tcp(payload: &[u8], out: &mut AppFields) -> Parsed {
     let Some(len) = be16(payload, 0) else {
-        return;
+        return Parsed::Nothing;
     };
     let len = usize::from(len);
-    // Only a message that is complete in this segment (no reassembly).
-    if let Some(msg) = payload.get(2..2 + len) {
-        dns_message(msg, out);
+    match payload.get(2..2 + len) {
+        Some(msg) => {
+            dns_message(msg, out);
+            Parsed::Complete
+        }
+        // The message continues in the next segments.
+        None if len >= DNS_HEADER_LEN => Parsed::Partial,
+        None => Parsed::Nothing,
     }
 }
 
@@ -267,7 +306,7 @@ fn is_grease(v: u16) -> bool {
     hi == lo && lo & 0x0f == 0x0a
 }
 
-fn tls_client_hello(payload: &[u8], out: &mut AppFields) {
+fn tls_client_hello(payload: &[u8], out: &mut AppFields) -> Parsed {
     // Cheap pre-check: handshake record, version major 3, first handshake
     // message is a ClientHello.
     if payload.len() < 6
@@ -275,7 +314,7 @@ fn tls_client_hello(payload: &[u8], out: &mut AppFields) {
         || payload[1] != 3
         || payload[5] != TLS_CLIENT_HELLO
     {
-        return;
+        return Parsed::Nothing;
     }
     match parse_tls_plaintext(payload) {
         Ok((_, record)) => {
@@ -288,6 +327,7 @@ fn tls_client_hello(payload: &[u8], out: &mut AppFields) {
                 out.tls_ja3 = ja3_string(ch, &info).map(|s| md5_hex(s.as_bytes()));
                 out.tls_sni = info.sni;
             }
+            Parsed::Complete
         }
         Err(_) => tls_client_hello_partial(payload, out),
     }
@@ -298,28 +338,33 @@ fn tls_client_hello(payload: &[u8], out: &mut AppFields) {
 /// record/message parsers need the whole message, but its ClientHello body
 /// parser accepts a body whose extension block is cut (`ext` = None), and its
 /// single-extension parser can walk the extensions that are complete.
-fn tls_client_hello_partial(payload: &[u8], out: &mut AppFields) {
+fn tls_client_hello_partial(payload: &[u8], out: &mut AppFields) -> Parsed {
     let Ok((rest, hdr)) = parse_tls_record_header(payload) else {
-        return;
+        // Not even the 5-byte record header: more may come.
+        return Parsed::Partial;
     };
     let rec = &rest[..rest.len().min(usize::from(hdr.len))];
     // 4-byte handshake header: type (checked above), 24-bit length.
     let Some(&[_, l0, l1, l2]) = rec.get(..4) else {
-        return;
+        return Parsed::Partial;
     };
     let msg_len = usize::from(l0) << 16 | usize::from(l1) << 8 | usize::from(l2);
     let body = &rec[4..];
     let complete = body.len() >= msg_len;
     let body = &body[..body.len().min(msg_len)];
     let Ok((after, ch)) = parse_tls_handshake_client_hello(body) else {
-        return;
+        return if complete {
+            Parsed::Nothing
+        } else {
+            Parsed::Partial
+        };
     };
     if complete {
         // Whole ClientHello present (only the record was cut): full result.
         let info = scan_extensions(ch.ext.unwrap_or_default());
         out.tls_ja3 = ja3_string(&ch, &info).map(|s| md5_hex(s.as_bytes()));
         out.tls_sni = info.sni;
-        return;
+        return Parsed::Complete;
     }
     // Extension block cut: skip its 2-byte length and walk what is there.
     let exts = match ch.ext {
@@ -327,6 +372,7 @@ fn tls_client_hello_partial(payload: &[u8], out: &mut AppFields) {
         None => after.get(2..).unwrap_or_default(),
     };
     out.tls_sni = scan_extensions(exts).sni;
+    Parsed::Partial
 }
 
 /// What JA3 and SNI need from the extension block.
@@ -432,7 +478,9 @@ fn md5_hex(data: &[u8]) -> String {
 // HTTP/1.x request
 // ---------------------------------------------------------------------------
 
-const HTTP_METHODS: [&[u8]; 9] = [
+/// Methods that mark a payload as an HTTP/1.x request: RFC 9110's, WebDAV's, and UPnP's (GENA
+/// eventing over TCP, SSDP discovery over UDP), which tshark also shows as HTTP.
+const HTTP_METHODS: [&[u8]; 20] = [
     b"GET ",
     b"POST ",
     b"HEAD ",
@@ -442,12 +490,23 @@ const HTTP_METHODS: [&[u8]; 9] = [
     b"CONNECT ",
     b"PATCH ",
     b"TRACE ",
+    b"PROPFIND ",
+    b"PROPPATCH ",
+    b"MKCOL ",
+    b"COPY ",
+    b"MOVE ",
+    b"LOCK ",
+    b"UNLOCK ",
+    b"SUBSCRIBE ",
+    b"UNSUBSCRIBE ",
+    b"NOTIFY ",
+    b"M-SEARCH ",
 ];
 const HTTP_MAX_HEADERS: usize = 64;
 
-fn http_request(payload: &[u8], out: &mut AppFields) {
+fn http_request(payload: &[u8], out: &mut AppFields) -> Parsed {
     if !HTTP_METHODS.iter().any(|m| payload.starts_with(m)) {
-        return;
+        return Parsed::Nothing;
     }
     let mut headers = [httparse::EMPTY_HEADER; HTTP_MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
@@ -455,9 +514,32 @@ fn http_request(payload: &[u8], out: &mut AppFields) {
     // as the request line was parsed: on Partial/Err httparse leaves
     // `req.headers` as the whole array, whose first entries hold the headers
     // that were complete and the rest EMPTY_HEADER (empty name).
-    let _ = req.parse(payload);
+    let parsed = match req.parse(payload) {
+        Ok(httparse::Status::Partial) => Parsed::Partial,
+        Ok(httparse::Status::Complete(head)) => {
+            // A body announced by Content-Length that continues past this payload: the
+            // request ends (and tshark shows it) where the body does.
+            let body = req
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| {
+                    std::str::from_utf8(h.value)
+                        .ok()?
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                });
+            match body {
+                Some(len) if head.saturating_add(len) > payload.len() => Parsed::Partial,
+                _ => Parsed::Complete,
+            }
+        }
+        Err(_) => Parsed::Nothing,
+    };
     let (Some(method), Some(path), Some(_)) = (req.method, req.path, req.version) else {
-        return;
+        // A request line that continues in the next segment.
+        return parsed;
     };
     out.http_method = Some(method.to_owned());
     out.http_uri = Some(path.to_owned());
@@ -466,6 +548,10 @@ fn http_request(payload: &[u8], out: &mut AppFields) {
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("host"))
         .map(|h| String::from_utf8_lossy(h.value).trim().to_owned());
+    match parsed {
+        Parsed::Partial => Parsed::Partial,
+        _ => Parsed::Complete,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -969,6 +1055,46 @@ mod tests {
         // Request line cut: nothing.
         assert!(run(IPPROTO_TCP, 50000, 80, b"GET /very/long/pa").is_empty());
         assert!(run(IPPROTO_TCP, 50000, 80, b"GET ").is_empty());
+    }
+
+    #[test]
+    fn http_body_past_the_payload_is_partial() {
+        let head = b"POST /ocsp HTTP/1.1\r\nHost: ocsp.example\r\nContent-Length: 5\r\n\r\n";
+        let mut out = AppFields::default();
+        assert_eq!(
+            parse_app(IPPROTO_TCP, 5, 80, head, &mut out),
+            Parsed::Partial
+        );
+        assert_eq!(out.http_host.as_deref(), Some("ocsp.example"));
+        let whole = [&head[..], b"hello"].concat();
+        assert_eq!(
+            parse_app(IPPROTO_TCP, 5, 80, &whole, &mut out),
+            Parsed::Complete
+        );
+        assert_eq!(out.http_method.as_deref(), Some("POST"));
+    }
+
+    #[test]
+    fn ssdp_over_udp() {
+        let f = run(
+            IPPROTO_UDP,
+            49152,
+            1900,
+            b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n\r\n",
+        );
+        assert_eq!(f.http_method.as_deref(), Some("M-SEARCH"));
+        assert_eq!(f.http_uri.as_deref(), Some("*"));
+        assert_eq!(f.http_host.as_deref(), Some("239.255.255.250:1900"));
+        // Other UDP ports are not HTTP.
+        assert!(
+            run(
+                IPPROTO_UDP,
+                49152,
+                1901,
+                b"NOTIFY * HTTP/1.1\r\nHost: h\r\n\r\n"
+            )
+            .is_empty()
+        );
     }
 
     #[test]

@@ -10,9 +10,9 @@ use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::app::{AppFields, app_fields};
+use crate::app::{AppFields, Parsed, parse_app};
 use crate::dissect::{Addr, Packet, dissect};
-use crate::flows::{ChunkFlows, FlowConfig, Seen};
+use crate::flows::{ChunkFlows, FlowConfig, FlowKey, Seen, key_of};
 use crate::reader::{Chunk, NO_TIMESTAMP};
 use crate::summary::{Counter, Summary};
 
@@ -43,6 +43,7 @@ pub mod col {
     pub const ICMP_TYPE: &str = "icmp_type";
     pub const ICMP_CODE: &str = "icmp_code";
     pub const PAYLOAD_LEN: &str = "payload_len";
+    pub const DECODE_ERROR: &str = "decode_error";
     pub const DNS_QNAME: &str = "dns_qname";
     pub const DNS_QTYPE: &str = "dns_qtype";
     pub const DNS_RCODE: &str = "dns_rcode";
@@ -52,7 +53,6 @@ pub mod col {
     pub const HTTP_METHOD: &str = "http_method";
     pub const HTTP_HOST: &str = "http_host";
     pub const HTTP_URI: &str = "http_uri";
-    pub const DECODE_ERROR: &str = "decode_error";
 }
 
 /// The packet schema shared by Parquet and CSV (see the README for each column's meaning).
@@ -94,6 +94,7 @@ pub fn schema() -> SchemaRef {
             f(col::ICMP_TYPE, DataType::UInt8, true),
             f(col::ICMP_CODE, DataType::UInt8, true),
             f(col::PAYLOAD_LEN, DataType::UInt32, true),
+            f(col::DECODE_ERROR, DataType::Utf8, true),
             f(col::DNS_QNAME, DataType::Utf8, true),
             f(col::DNS_QTYPE, DataType::UInt16, true),
             f(col::DNS_RCODE, DataType::UInt8, true),
@@ -107,7 +108,6 @@ pub fn schema() -> SchemaRef {
             f(col::HTTP_METHOD, DataType::Utf8, true),
             f(col::HTTP_HOST, DataType::Utf8, true),
             f(col::HTTP_URI, DataType::Utf8, true),
-            f(col::DECODE_ERROR, DataType::Utf8, true),
         ]))
     }))
 }
@@ -283,6 +283,164 @@ impl Builders {
     }
 }
 
+/// The name a flow is about, from one packet's fields: TLS SNI, HTTP Host, or a DNS query's name.
+fn server_name(app: &AppFields) -> Option<&str> {
+    app.tls_sni
+        .as_deref()
+        .or(app.http_host.as_deref())
+        .or(app.dns_qname.as_deref().filter(|_| app.dns_rcode.is_none()))
+}
+
+/// Most bytes of one message followed over TCP segments (a ClientHello is at most 16 KiB plus
+/// its record header; request heads beyond that are cut there).
+const MAX_MESSAGE: usize = 16 * 1024 + 5;
+/// Most messages followed at once in a chunk (so at most 4 MiB of message bytes per chunk).
+const MAX_FOLLOWED: usize = 256;
+
+/// A message whose first segment did not hold all of it.
+struct Followed {
+    /// Row of its first segment.
+    row: usize,
+    /// Its bytes so far.
+    buf: Vec<u8>,
+    /// The sequence number the next segment must start at.
+    next_seq: u32,
+    /// What the bytes so far gave.
+    partial: AppFields,
+    ip_proto: u8,
+    ports: (u16, u16),
+}
+
+/// The application fields of one chunk's rows, following TCP messages over segments within
+/// the chunk. A message completed by a later segment lands on that segment's row (as tshark
+/// shows it); one that is not completed — a gap, more than [`MAX_MESSAGE`] bytes, or the end
+/// of the chunk — lands with what it gave on its first segment's row.
+#[derive(Default)]
+struct Messages {
+    /// (row, fields), for rows that have any.
+    rows: Vec<(usize, AppFields)>,
+    /// Followed messages by flow and direction.
+    followed: rustc_hash::FxHashMap<(FlowKey, bool), Followed>,
+    /// Fields that landed on an earlier row since the last [`Messages::settle`], with their
+    /// flow: messages given up on.
+    given_up: Vec<(FlowKey, AppFields)>,
+}
+
+impl Messages {
+    /// Decode packet `row`'s application fields into `app` (empty when the row gets none now).
+    fn add(&mut self, row: usize, data: &[u8], p: &Packet, app: &mut AppFields) {
+        app.clear();
+        let (Some(ip), Some(sp), Some(dp), Some((off, len))) =
+            (p.ip, p.src_port, p.dst_port, p.payload)
+        else {
+            return;
+        };
+        let payload = &data[off..off + len];
+        // The whole declared payload was captured: a segment can be followed.
+        let whole = p.payload_len == Some(len as u32);
+        let seq = p.tcp_seq.filter(|_| ip.proto == crate::flows::IPPROTO_TCP);
+        // The flow and direction, looked up only when a message may continue or start.
+        let id = || key_of(p);
+        if let Some(seq) = seq
+            && !self.followed.is_empty()
+            && let Some(id) = id()
+            && let Some(m) = self.followed.get_mut(&id)
+        {
+            if seq == m.next_seq && whole && m.buf.len() + len <= MAX_MESSAGE {
+                m.buf.extend_from_slice(payload);
+                m.next_seq = seq.wrapping_add(len as u32);
+                match parse_app(m.ip_proto, m.ports.0, m.ports.1, &m.buf, app) {
+                    Parsed::Partial => {
+                        std::mem::swap(&mut m.partial, app);
+                        app.clear();
+                    }
+                    _ => {
+                        // Complete (or no longer parseable: then nothing more to give).
+                        if app.is_empty()
+                            && let Some(m) = self.followed.remove(&id)
+                        {
+                            self.give_up(id.0, m);
+                        } else {
+                            self.followed.remove(&id);
+                            self.rows.push((row, app.clone()));
+                        }
+                    }
+                }
+                return;
+            }
+            // A retransmission of what was followed already: nothing new.
+            if seq.wrapping_sub(m.next_seq) > u32::MAX / 2 {
+                return;
+            }
+            // A gap or a cut segment: give up on the message, then decode this one afresh.
+            if let Some(m) = self.followed.remove(&id) {
+                self.give_up(id.0, m);
+            }
+        }
+        let parsed = parse_app(ip.proto, sp, dp, payload, app);
+        let follow = match (parsed, seq) {
+            (Parsed::Partial, Some(seq)) if whole && self.followed.len() < MAX_FOLLOWED => {
+                id().map(|id| (id, seq))
+            }
+            _ => None,
+        };
+        match (parsed, follow) {
+            (Parsed::Partial, Some((id, seq))) => {
+                let partial = std::mem::take(app);
+                self.followed.insert(
+                    id,
+                    Followed {
+                        row,
+                        buf: payload.to_vec(),
+                        next_seq: seq.wrapping_add(len as u32),
+                        partial,
+                        ip_proto: ip.proto,
+                        ports: (sp, dp),
+                    },
+                );
+            }
+            (Parsed::Nothing, _) => {}
+            _ => {
+                if !app.is_empty() {
+                    self.rows.push((row, app.clone()));
+                }
+            }
+        }
+    }
+
+    fn give_up(&mut self, key: FlowKey, m: Followed) {
+        if !m.partial.is_empty() {
+            self.given_up.push((key, m.partial.clone()));
+            self.rows.push((m.row, m.partial));
+        }
+    }
+
+    /// Count the fields given up on since the last call, and name their flows.
+    fn settle(&mut self, counter: &mut Counter, flows: Option<&mut ChunkFlows>) {
+        let mut flows = flows;
+        for (key, fields) in self.given_up.drain(..) {
+            counter.add_app(&fields);
+            if let (Some(table), Some(name)) = (flows.as_deref_mut(), server_name(&fields)) {
+                table.name(&key, name);
+            }
+        }
+    }
+
+    /// End of chunk: give up on the messages still followed (they land on their first row).
+    fn flush(&mut self) {
+        let followed: Vec<_> = self.followed.drain().collect();
+        for ((key, _), m) in followed {
+            self.give_up(key, m);
+        }
+    }
+
+    /// Every row's fields, by row.
+    fn finish(mut self) -> Vec<(usize, AppFields)> {
+        self.rows.sort_by_key(|(row, _)| *row);
+        self.rows
+    }
+}
+
 /// Dissect every frame of `chunk` and build its columns (and statistics).
 ///
 /// The builders produce exactly the schema's types and lengths, so an error here is a bug;
@@ -304,23 +462,17 @@ pub fn decode_chunk_with(
     let mut app = AppFields::default();
     let mut text = TextBuf::new();
     let mut chunk_flows = flows.map(|_| ChunkFlows::default());
+    let mut messages = Messages::default();
     for (i, f) in chunk.frames.iter().enumerate() {
         let data = chunk.frame_data(f);
         let frame = chunk.first_frame + i as u64;
         dissect(f.link_type, data, &mut p);
-        let has_app = match (p.ip, p.src_port, p.dst_port, p.payload) {
-            (Some(ip), Some(sp), Some(dp), Some((off, len))) => {
-                app_fields(ip.proto, sp, dp, &data[off..off + len], &mut app)
-            }
-            _ => {
-                app.clear();
-                false
-            }
-        };
         counter.add(f, &p);
-        if has_app {
+        messages.add(i, data, &p, &mut app);
+        if !app.is_empty() {
             counter.add_app(&app);
         }
+        messages.settle(&mut counter, chunk_flows.as_mut());
         if let (Some(cfg), Some(table)) = (flows, &mut chunk_flows) {
             let seen = Seen {
                 frame,
@@ -328,11 +480,7 @@ pub fn decode_chunk_with(
                 wire_len: f.wire_len,
                 payload_len: p.payload_len.unwrap_or(0),
                 tcp_flags: p.tcp_flags,
-                server_name: app
-                    .tls_sni
-                    .as_deref()
-                    .or(app.http_host.as_deref())
-                    .or(app.dns_qname.as_deref().filter(|_| app.dns_rcode.is_none())),
+                server_name: server_name(&app),
             };
             table.add(cfg, f, &p, &seen);
         }
@@ -389,6 +537,20 @@ pub fn decode_chunk_with(
         b.icmp_type.append_option(p.icmp_type);
         b.icmp_code.append_option(p.icmp_code);
         b.payload_len.append_option(p.payload_len);
+        b.decode_error.append_option(p.error);
+    }
+    // Application fields: sparse, and a message followed over segments lands on the row of
+    // the segment that completed it, so they are built after the rows.
+    messages.flush();
+    messages.settle(&mut counter, chunk_flows.as_mut());
+    let mut rows = messages.finish().into_iter().peekable();
+    let none = AppFields::default();
+    for i in 0..n {
+        let app = match rows.peek() {
+            Some((row, _)) if *row == i => rows.next().map(|(_, a)| a),
+            _ => None,
+        };
+        let app = app.as_ref().unwrap_or(&none);
         b.dns_qname.append_option(app.dns_qname.as_deref());
         b.dns_qtype.append_option(app.dns_qtype);
         b.dns_rcode.append_option(app.dns_rcode);
@@ -405,7 +567,6 @@ pub fn decode_chunk_with(
         b.http_method.append_option(app.http_method.as_deref());
         b.http_host.append_option(app.http_host.as_deref());
         b.http_uri.append_option(app.http_uri.as_deref());
-        b.decode_error.append_option(p.error);
     }
     let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
         capture, n,
@@ -436,6 +597,7 @@ pub fn decode_chunk_with(
         Arc::new(b.icmp_type.finish()),
         Arc::new(b.icmp_code.finish()),
         Arc::new(b.payload_len.finish()),
+        Arc::new(b.decode_error.finish()),
         Arc::new(b.dns_qname.finish()),
         Arc::new(b.dns_qtype.finish()),
         Arc::new(b.dns_rcode.finish()),
@@ -445,7 +607,6 @@ pub fn decode_chunk_with(
         Arc::new(b.http_method.finish()),
         Arc::new(b.http_host.finish()),
         Arc::new(b.http_uri.finish()),
-        Arc::new(b.decode_error.finish()),
     ];
     Ok(Decoded {
         batch: RecordBatch::try_new(schema(), columns)?,
@@ -469,6 +630,132 @@ mod tests {
         assert_eq!(t.ipv4(&[0, 10, 100, 9]), "0.10.100.9");
         let v6 = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
         assert_eq!(t.addr(&Addr::V6(v6)), "2001:db8::1");
+    }
+
+    /// An Ethernet/IPv4/TCP frame from 10.0.0.1:40000 to 10.0.0.2:80 (or back).
+    fn tcp_frame(back: bool, seq: u32, payload: &[u8]) -> Vec<u8> {
+        let (src, dst, sp, dp) = if back {
+            ([10, 0, 0, 2], [10, 0, 0, 1], 80, 40000)
+        } else {
+            ([10, 0, 0, 1], [10, 0, 0, 2], 40000, 80)
+        };
+        let builder = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, dst, 64)
+            .tcp(sp, dp, seq, 1024)
+            .ack(1);
+        let mut v = Vec::with_capacity(builder.size(payload.len()));
+        builder.write(&mut v, payload).expect("write");
+        v
+    }
+
+    fn chunk_of(frames: &[Vec<u8>]) -> Chunk {
+        let mut c = Chunk {
+            first_frame: 1,
+            ..Chunk::default()
+        };
+        for (i, f) in frames.iter().enumerate() {
+            c.frames.push(crate::reader::FrameMeta {
+                start: c.data.len() as u32,
+                cap_len: f.len() as u32,
+                wire_len: f.len() as u32,
+                ts_ns: i as i64,
+                interface_id: 0,
+                link_type: crate::dissect::linktype::ETHERNET,
+            });
+            c.data.extend_from_slice(f);
+        }
+        c
+    }
+
+    fn strings(batch: &RecordBatch, name: &str) -> Vec<Option<String>> {
+        let a = batch
+            .column_by_name(name)
+            .expect("column")
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .expect("strings");
+        a.iter().map(|v| v.map(str::to_owned)).collect()
+    }
+
+    #[test]
+    fn a_request_over_segments_lands_on_the_segment_that_completes_it() {
+        let head = b"GET /index.html HTTP/1.1\r\nUser-Agent: a-rather-long-agent\r\n";
+        let rest = b"Host: www.example.com\r\n\r\n";
+        let frames = [
+            tcp_frame(false, 1000, head),
+            // The server's ACK and a retransmission of the first part: ignored.
+            tcp_frame(true, 5000, b""),
+            tcp_frame(false, 1000, head),
+            tcp_frame(false, 1000 + head.len() as u32, rest),
+            // A second request, cut short and never completed in this chunk: what its first
+            // segment gave stays on that segment.
+            tcp_frame(
+                false,
+                1000 + (head.len() + rest.len()) as u32,
+                b"POST /form HTTP/1.1\r\nHo",
+            ),
+        ];
+        let d = decode_chunk_with("x", &chunk_of(&frames), Some(&FlowConfig::default()))
+            .expect("decode");
+        let host = strings(&d.batch, col::HTTP_HOST);
+        let method = strings(&d.batch, col::HTTP_METHOD);
+        assert_eq!(
+            host,
+            [None, None, None, Some("www.example.com".into()), None]
+        );
+        assert_eq!(
+            method,
+            [None, None, None, Some("GET".into()), Some("POST".into())]
+        );
+        assert_eq!(d.summary.http_hosts.get("www.example.com"), Some(&1));
+        let flows = d.flows.expect("flows");
+        assert_eq!(flows.len(), 1);
+    }
+
+    #[test]
+    fn a_client_hello_over_segments_gives_sni_and_ja3() {
+        // A ClientHello with a server_name extension and 1,500 bytes of padding (extension 21)
+        // after it, split in three segments.
+        let name = b"split.example.org";
+        let mut ext = Vec::new();
+        let sni_list_len = 3 + name.len();
+        ext.extend_from_slice(&[0, 0]);
+        ext.extend_from_slice(&((sni_list_len + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&(sni_list_len as u16).to_be_bytes());
+        ext.push(0);
+        ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        ext.extend_from_slice(name);
+        ext.extend_from_slice(&[0, 21]);
+        ext.extend_from_slice(&1500u16.to_be_bytes());
+        ext.extend_from_slice(&[0; 1500]);
+        let mut hello = vec![3, 3];
+        hello.extend_from_slice(&[7; 32]);
+        hello.push(0); // session id
+        hello.extend_from_slice(&[0, 2, 0x13, 0x01]); // one cipher suite
+        hello.extend_from_slice(&[1, 0]); // null compression
+        hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        hello.extend_from_slice(&ext);
+        let mut msg = vec![1, 0];
+        msg.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&hello);
+        let mut rec = vec![0x16, 3, 1];
+        rec.extend_from_slice(&(msg.len() as u16).to_be_bytes());
+        rec.extend_from_slice(&msg);
+        let (a, rest) = rec.split_at(40);
+        let (b, c) = rest.split_at(700);
+        let frames = [
+            tcp_frame(false, 1, a),
+            tcp_frame(false, 1 + a.len() as u32, b),
+            tcp_frame(false, 1 + (a.len() + b.len()) as u32, c),
+        ];
+        let d = decode_chunk("x", &chunk_of(&frames)).expect("decode");
+        let sni = strings(&d.batch, col::TLS_SNI);
+        let ja3 = strings(&d.batch, col::TLS_JA3);
+        assert_eq!(sni, [None, None, Some("split.example.org".into())]);
+        assert!(ja3[2].is_some() && ja3[0].is_none() && ja3[1].is_none());
+        // Decoded in one piece, the same fields.
+        let whole = decode_chunk("x", &chunk_of(&[tcp_frame(false, 1, &rec)])).expect("decode");
+        assert_eq!(strings(&whole.batch, col::TLS_JA3)[0], ja3[2]);
     }
 
     #[test]

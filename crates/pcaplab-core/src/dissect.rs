@@ -77,6 +77,8 @@ pub struct Packet {
     pub src_port: Option<u16>,
     pub dst_port: Option<u16>,
     pub tcp_flags: Option<u16>,
+    /// TCP sequence number (for following a message over segments; not a column).
+    pub tcp_seq: Option<u32>,
     pub icmp_type: Option<u8>,
     pub icmp_code: Option<u8>,
     /// Bytes after the transport header (or after the IP header when the transport is not
@@ -436,6 +438,7 @@ fn ip(data: &[u8], out: &mut Packet) {
             out.dst_port = Some(tcp.destination_port());
             let raw = tcp.header_slice();
             out.tcp_flags = Some(u16::from_be_bytes([raw[12], raw[13]]) & 0x0fff);
+            out.tcp_seq = Some(tcp.sequence_number());
             transport_header = Some(u32::from(tcp.data_offset()) * 4);
             out.payload = payload_at(tcp.payload());
         }

@@ -79,7 +79,7 @@ impl FlowConfig {
 }
 
 /// One side of a flow: an address and a port (ICMP: type or code; none for portless protocols
-/// and for IP fragments after the first).
+/// and for IP fragments, whose transport header is not read: there is no reassembly).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Endpoint {
     pub addr: Addr,
@@ -443,6 +443,17 @@ impl ChunkFlows {
                 self.index.insert(key, self.segments.len());
                 self.segments
                     .push((key, Segment::new(key.proto, from_a, s), first));
+            }
+        }
+    }
+
+    /// Give the latest flow of `key` a server name, unless it has one: for a message whose
+    /// fields were known only after later packets.
+    pub(crate) fn name(&mut self, key: &FlowKey, name: &str) {
+        if let Some(&i) = self.index.get(key) {
+            let seg = &mut self.segments[i].1;
+            if seg.server_name.is_none() {
+                seg.server_name = Some(name.into());
             }
         }
     }

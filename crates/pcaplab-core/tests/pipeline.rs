@@ -169,11 +169,57 @@ fn every_corpus_file_converts_without_panic() {
     assert!(converted >= 68, "{converted}");
 }
 
+/// The application columns: a message followed over TCP segments lands on the segment that
+/// completes it when both are in one chunk, on its first segment otherwise.
+const APP_COLUMNS: [&str; 9] = [
+    "dns_qname",
+    "dns_qtype",
+    "dns_rcode",
+    "dns_answers",
+    "tls_sni",
+    "tls_ja3",
+    "http_method",
+    "http_host",
+    "http_uri",
+];
+
+fn project(batch: &RecordBatch, app: bool) -> RecordBatch {
+    let keep: Vec<usize> = (0..batch.num_columns())
+        .filter(|&i| APP_COLUMNS.contains(&batch.schema().field(i).name().as_str()) == app)
+        .collect();
+    batch.project(&keep).expect("project")
+}
+
+/// One CSV line per row of `batch`.
+fn lines(batch: &RecordBatch) -> Vec<String> {
+    let csv = pcaplab_core::encode::encode_csv(batch).expect("csv");
+    String::from_utf8(csv)
+        .expect("utf8")
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Sorted flow rows without `server_name` (the second-to-last field), which follows the
+/// application fields.
+fn flows_without_names(csv: &[u8]) -> Vec<String> {
+    sorted_lines(csv)
+        .into_iter()
+        .map(|l| {
+            let mut f: Vec<&str> = l.rsplitn(3, ',').collect();
+            f.remove(1);
+            f.reverse();
+            f.join(",")
+        })
+        .collect()
+}
+
 #[test]
 fn output_does_not_depend_on_threads_or_chunking() {
     let Some(dir) = corpus() else { return };
     let bytes = std::fs::read(dir.join("pcapplusplus__many-protocols.pcap")).expect("read");
     let a = convert(&engine(1, 1 << 20), "many", bytes.clone());
+    let a2 = convert(&engine(2, 1 << 20), "many", bytes.clone());
     let b = convert(&engine(2, 97), "many", bytes.clone());
     let c = convert(
         &Engine::builder()
@@ -185,29 +231,95 @@ fn output_does_not_depend_on_threads_or_chunking() {
         "many",
         bytes,
     );
-    assert_eq!(a.csv, b.csv);
-    assert_eq!(a.csv, c.csv);
-    assert_eq!(a.lab_csv, b.lab_csv);
-    let flows = sorted_lines(&a.flows_csv);
-    assert!(flows.len() > 100, "{}", flows.len());
-    assert_eq!(flows, sorted_lines(&b.flows_csv));
-    assert_eq!(flows, sorted_lines(&c.flows_csv));
-    let fa = read_parquet(a.flows);
-    assert_eq!(rows(&fa), flows.len() - 1);
-    let (sa, sc) = (
-        a.report.as_ref().expect("a").summary.flows.clone(),
-        c.report.as_ref().expect("c").summary.flows.clone(),
+    // Threads: the same bytes.
+    assert_eq!(a.csv, a2.csv);
+    assert_eq!(a.flows_csv, a2.flows_csv);
+    assert_eq!(
+        a.report.as_ref().expect("a").summary,
+        a2.report.as_ref().expect("a2").summary
     );
-    assert_eq!(sa, sc);
-    assert_eq!(sa.map(|s| s.flows as usize), Some(flows.len() - 1));
-    let (pa, pb) = (read_parquet(a.parquet), read_parquet(b.parquet));
-    assert_eq!(rows(&pa), 4709);
     let concat = |v: &[RecordBatch]| {
         arrow_select::concat::concat_batches(&v[0].schema(), v).expect("concat")
     };
-    assert_eq!(concat(&pa), concat(&pb));
+    let (pa, pb, pc) = (
+        concat(&read_parquet(a.parquet)),
+        concat(&read_parquet(b.parquet)),
+        concat(&read_parquet(c.parquet)),
+    );
+    assert_eq!(pa.num_rows(), 4709);
+    // Chunking: every column but the application fields is the same.
+    assert_eq!(project(&pa, false), project(&pb, false));
+    assert_eq!(project(&pa, false), project(&pc, false));
+    assert_eq!(a.lab_csv, b.lab_csv);
+    assert_eq!(a.lab_csv, c.lab_csv);
+    // Application fields differ only where a chunk boundary cut a followed message: its first
+    // segment (row r) holds what it gave, where the one-chunk run has it on the completing
+    // segment (row r' > r, in another chunk).
+    let whole = lines(&project(&pa, true));
+    let mut cut = 0;
+    for (chunked, size) in [(&pb, 97), (&pc, 13)] {
+        let chunked = lines(&project(chunked, true));
+        let empty = ",".repeat(APP_COLUMNS.len() - 1);
+        let (mut firsts, mut completing) = (Vec::new(), Vec::new());
+        for (r, (w, c)) in whole.iter().zip(&chunked).enumerate() {
+            if w == c {
+                continue;
+            }
+            match (*w == empty, *c == empty) {
+                (true, false) => firsts.push(r),
+                (false, true) => completing.push(r),
+                _ => panic!("row {r} differs in its fields: {w} / {c}"),
+            }
+        }
+        assert_eq!(firsts.len(), completing.len(), "{firsts:?} {completing:?}");
+        for (r, done) in firsts.into_iter().zip(completing) {
+            assert!(r < done, "rows {r}, {done}");
+            assert_ne!(
+                r / size,
+                done / size,
+                "rows {r} and {done} are in one chunk of {size}"
+            );
+            cut += 1;
+        }
+    }
+    assert!(
+        cut >= 1,
+        "the 13-frame chunks cut no message: the check above checked nothing"
+    );
+    let flows = sorted_lines(&a.flows_csv);
+    assert!(flows.len() > 100, "{}", flows.len());
+    let unnamed = flows_without_names(&a.flows_csv);
+    assert_eq!(unnamed, flows_without_names(&b.flows_csv));
+    assert_eq!(unnamed, flows_without_names(&c.flows_csv));
+    let fa = read_parquet(a.flows);
+    assert_eq!(rows(&fa), flows.len() - 1);
+    let (sa, sc) = (
+        a.report
+            .as_ref()
+            .expect("a")
+            .summary
+            .flows
+            .clone()
+            .expect("flows"),
+        c.report
+            .as_ref()
+            .expect("c")
+            .summary
+            .flows
+            .clone()
+            .expect("flows"),
+    );
+    assert_eq!(sa.flows, sc.flows);
+    assert_eq!(sa.flows as usize, flows.len() - 1);
+    let top = |s: &pcaplab_core::FlowStats| -> Vec<_> {
+        s.top
+            .iter()
+            .map(|f| (f.key, f.seg.first_frame, f.bytes()))
+            .collect()
+    };
+    assert_eq!(top(&sa), top(&sc));
+    let all = pb;
     // File order: frame numbers 1..=n.
-    let all = concat(&pb);
     let frames = all
         .column_by_name("frame_number")
         .expect("col")

@@ -94,3 +94,42 @@ pub fn decode_file(path: &Path, chunk_frames: usize) -> DecodedFile {
         chunk_frames,
     )
 }
+
+/// The tshark to compare against (`$PCAPLAB_TSHARK`, else `tshark` on the `PATH`), or `None`
+/// — said loudly — when it cannot be run. With `PCAPLAB_REQUIRE_ALL` set, a missing tshark
+/// fails the test instead.
+pub fn tshark() -> Option<std::ffi::OsString> {
+    let program = std::env::var_os("PCAPLAB_TSHARK").unwrap_or_else(|| "tshark".into());
+    let runs = std::process::Command::new(&program)
+        .arg("-v")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if runs {
+        return Some(program);
+    }
+    assert!(
+        std::env::var_os("PCAPLAB_REQUIRE_ALL").is_none(),
+        "{} cannot be run and PCAPLAB_REQUIRE_ALL is set: the tshark comparisons must run",
+        program.to_string_lossy()
+    );
+    eprintln!(
+        "\n*** SKIPPED: {} cannot be run, so the live tshark comparisons did not run. ***\n\
+         *** Install tshark or set PCAPLAB_TSHARK to its path.                     ***\n",
+        program.to_string_lossy()
+    );
+    None
+}
+
+/// Every batch of an in-memory Parquet file.
+pub fn read_parquet(bytes: Vec<u8>) -> Vec<RecordBatch> {
+    parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(
+        bytes,
+    ))
+    .expect("valid parquet")
+    .build()
+    .expect("parquet reader")
+    .collect::<Result<_, _>>()
+    .expect("parquet batches")
+}
