@@ -240,6 +240,22 @@ struct Builders {
 }
 
 impl Builders {
+    /// `n` rows without application fields.
+    fn app_nulls(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.dns_qname.append_nulls(n);
+        self.dns_qtype.append_nulls(n);
+        self.dns_rcode.append_nulls(n);
+        self.dns_answers.append_nulls(n);
+        self.tls_sni.append_nulls(n);
+        self.tls_ja3.append_nulls(n);
+        self.http_method.append_nulls(n);
+        self.http_host.append_nulls(n);
+        self.http_uri.append_nulls(n);
+    }
+
     fn with_capacity(n: usize) -> Self {
         let strings = || StringBuilder::with_capacity(n, n * 17);
         Builders {
@@ -327,13 +343,19 @@ struct Messages {
 }
 
 impl Messages {
-    /// Decode packet `row`'s application fields into `app` (empty when the row gets none now).
-    fn add(&mut self, row: usize, data: &[u8], p: &Packet, app: &mut AppFields) {
-        app.clear();
+    /// Decode packet `row`'s application fields (with `app` as scratch space); the fields the
+    /// row gets, if any.
+    fn add(
+        &mut self,
+        row: usize,
+        data: &[u8],
+        p: &Packet,
+        app: &mut AppFields,
+    ) -> Option<&AppFields> {
         let (Some(ip), Some(sp), Some(dp), Some((off, len))) =
             (p.ip, p.src_port, p.dst_port, p.payload)
         else {
-            return;
+            return None;
         };
         let payload = &data[off..off + len];
         // The whole declared payload was captured: a segment can be followed.
@@ -352,25 +374,22 @@ impl Messages {
                 match parse_app(m.ip_proto, m.ports.0, m.ports.1, &m.buf, app) {
                     Parsed::Partial => {
                         std::mem::swap(&mut m.partial, app);
-                        app.clear();
+                        return None;
                     }
                     _ => {
                         // Complete (or no longer parseable: then nothing more to give).
-                        if app.is_empty()
-                            && let Some(m) = self.followed.remove(&id)
-                        {
+                        let m = self.followed.remove(&id)?;
+                        if app.is_empty() {
                             self.give_up(id.0, m);
-                        } else {
-                            self.followed.remove(&id);
-                            self.rows.push((row, app.clone()));
+                            return None;
                         }
+                        return self.push(row, app);
                     }
                 }
-                return;
             }
             // A retransmission of what was followed already: nothing new.
             if seq.wrapping_sub(m.next_seq) > u32::MAX / 2 {
-                return;
+                return None;
             }
             // A gap or a cut segment: give up on the message, then decode this one afresh.
             if let Some(m) = self.followed.remove(&id) {
@@ -400,12 +419,16 @@ impl Messages {
                 );
             }
             (Parsed::Nothing, _) => {}
-            _ => {
-                if !app.is_empty() {
-                    self.rows.push((row, app.clone()));
-                }
-            }
+            _ if !app.is_empty() => return self.push(row, app),
+            _ => {}
         }
+        None
+    }
+
+    /// Row `row` gets the fields in `app` (which is left empty).
+    fn push(&mut self, row: usize, app: &mut AppFields) -> Option<&AppFields> {
+        self.rows.push((row, std::mem::take(app)));
+        self.rows.last().map(|(_, a)| a)
     }
 
     fn give_up(&mut self, key: FlowKey, m: Followed) {
@@ -459,7 +482,7 @@ pub fn decode_chunk_with(
     let mut b = Builders::with_capacity(n);
     let mut counter = Counter::new();
     let mut p = Packet::default();
-    let mut app = AppFields::default();
+    let mut scratch = AppFields::default();
     let mut text = TextBuf::new();
     let mut chunk_flows = flows.map(|_| ChunkFlows::default());
     let mut messages = Messages::default();
@@ -468,11 +491,10 @@ pub fn decode_chunk_with(
         let frame = chunk.first_frame + i as u64;
         dissect(f.link_type, data, &mut p);
         counter.add(f, &p);
-        messages.add(i, data, &p, &mut app);
-        if !app.is_empty() {
-            counter.add_app(&app);
+        let app = messages.add(i, data, &p, &mut scratch);
+        if let Some(app) = app {
+            counter.add_app(app);
         }
-        messages.settle(&mut counter, chunk_flows.as_mut());
         if let (Some(cfg), Some(table)) = (flows, &mut chunk_flows) {
             let seen = Seen {
                 frame,
@@ -480,10 +502,11 @@ pub fn decode_chunk_with(
                 wire_len: f.wire_len,
                 payload_len: p.payload_len.unwrap_or(0),
                 tcp_flags: p.tcp_flags,
-                server_name: server_name(&app),
+                server_name: app.and_then(server_name),
             };
             table.add(cfg, f, &p, &seen);
         }
+        messages.settle(&mut counter, chunk_flows.as_mut());
         b.frame_number.append_value(frame);
         if f.ts_ns == NO_TIMESTAMP {
             b.ts.append_null();
@@ -543,14 +566,10 @@ pub fn decode_chunk_with(
     // the segment that completed it, so they are built after the rows.
     messages.flush();
     messages.settle(&mut counter, chunk_flows.as_mut());
-    let mut rows = messages.finish().into_iter().peekable();
-    let none = AppFields::default();
-    for i in 0..n {
-        let app = match rows.peek() {
-            Some((row, _)) if *row == i => rows.next().map(|(_, a)| a),
-            _ => None,
-        };
-        let app = app.as_ref().unwrap_or(&none);
+    let mut next = 0;
+    for (row, app) in messages.finish() {
+        b.app_nulls(row - next);
+        next = row + 1;
         b.dns_qname.append_option(app.dns_qname.as_deref());
         b.dns_qtype.append_option(app.dns_qtype);
         b.dns_rcode.append_option(app.dns_rcode);
@@ -568,6 +587,7 @@ pub fn decode_chunk_with(
         b.http_host.append_option(app.http_host.as_deref());
         b.http_uri.append_option(app.http_uri.as_deref());
     }
+    b.app_nulls(n - next);
     let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
         capture, n,
     )));

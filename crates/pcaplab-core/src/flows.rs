@@ -90,12 +90,35 @@ pub struct Endpoint {
 const NO_VLAN: u16 = u16::MAX;
 
 /// What identifies a flow: `a` ≤ `b` unless the protocol is one-way ICMP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowKey {
     pub proto: u8,
     vlans: [u16; 2],
     pub a: Endpoint,
     pub b: Endpoint,
+}
+
+/// Every packet's key is hashed: as five words rather than field by field (the derived hash
+/// makes a dozen hasher calls), consistent with `Eq`.
+impl std::hash::Hash for FlowKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        fn word(a: &Addr) -> u128 {
+            match a {
+                Addr::V4(b) => u128::from(u32::from_be_bytes(*b)) | 1 << 127,
+                Addr::V6(b) => u128::from_be_bytes(*b),
+            }
+        }
+        let port = |p: Option<u16>| p.map_or(0x1_0000, u64::from);
+        h.write_u64(
+            u64::from(self.proto)
+                | u64::from(self.vlans[0]) << 8
+                | u64::from(self.vlans[1]) << 24
+                | port(self.a.port) << 40,
+        );
+        h.write_u64(port(self.b.port));
+        h.write_u128(word(&self.a.addr));
+        h.write_u128(word(&self.b.addr));
+    }
 }
 
 impl FlowKey {
@@ -423,6 +446,9 @@ pub struct ChunkFlows {
     segments: Vec<(FlowKey, Segment, bool)>,
     /// The chunk's latest timestamp.
     max_ts: Option<i64>,
+    /// The last packet's key and segment: packets come in bursts of one flow, and this saves
+    /// hashing their keys.
+    last: Option<(FlowKey, usize)>,
 }
 
 impl ChunkFlows {
@@ -434,15 +460,22 @@ impl ChunkFlows {
             return;
         };
         let timeout = cfg.timeout(key.proto);
-        match self.index.get(&key) {
-            Some(&i) if self.segments[i].1.continues(s.ts, timeout) => {
+        let known = match self.last {
+            Some((k, i)) if k == key => Some(i),
+            _ => self.index.get(&key).copied(),
+        };
+        match known {
+            Some(i) if self.segments[i].1.continues(s.ts, timeout) => {
                 self.segments[i].1.add(key.proto, from_a, s);
+                self.last = Some((key, i));
             }
             known => {
                 let first = known.is_none();
-                self.index.insert(key, self.segments.len());
+                let i = self.segments.len();
+                self.index.insert(key, i);
                 self.segments
                     .push((key, Segment::new(key.proto, from_a, s), first));
+                self.last = Some((key, i));
             }
         }
     }
