@@ -308,7 +308,8 @@ fn sqs_mode_converts_every_notified_capture_exactly_once() {
     let queue = setup(&moto);
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big.pcap");
-    big_capture(&big, 600_000);
+    const BIG: u32 = 600_000;
+    big_capture(&big, BIG);
     std::fs::write(
         dir.path().join("bad.pcap"),
         b"this is not a capture, whatever its name",
@@ -404,7 +405,7 @@ sqs.send_message(QueueUrl=sys.argv[1], MessageBody=json.dumps(gone))"#,
             "{id}: {item:?}"
         );
         let want = if name == "big.pcap" {
-            300_000
+            u64::from(BIG)
         } else {
             expected_packets(&corpus, &py, name)
         };

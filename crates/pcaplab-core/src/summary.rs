@@ -716,6 +716,45 @@ mod tests {
     }
 
     #[test]
+    fn names_count_queries_and_merge_and_prune() {
+        let mut c = Counter::new();
+        let query = AppFields {
+            dns_qname: Some("example.com".into()),
+            dns_qtype: Some(1),
+            ..AppFields::default()
+        };
+        let response = AppFields {
+            dns_rcode: Some(0),
+            ..query.clone()
+        };
+        let hello = AppFields {
+            tls_sni: Some("é".repeat(200)),
+            ..AppFields::default()
+        };
+        for app in [&query, &query, &response, &hello] {
+            c.add_app(app);
+        }
+        let mut s = c.finish();
+        // Responses are not counted; names are clipped to 253 bytes on a char boundary.
+        assert_eq!(s.dns_names.get("example.com"), Some(&2));
+        let clipped = "é".repeat(126);
+        assert_eq!(s.tls_snis.get(&clipped), Some(&1));
+        let mut other = Summary::default();
+        for i in 0..NAMES_CAP as u32 {
+            other.dns_names.insert(format!("n{i:05}.example"), 1);
+        }
+        s.merge(&other);
+        assert!(s.names_truncated);
+        assert_eq!(s.dns_names.len(), NAMES_CAP / 2);
+        assert_eq!(s.dns_names.get("example.com"), Some(&2));
+        assert_eq!(
+            Summary::top_names(&s.dns_names, 2),
+            [("example.com", 2), ("n00000.example", 1)]
+        );
+        assert_eq!(s.tls_snis.len(), 1);
+    }
+
+    #[test]
     fn top_n_ordering() {
         let mut s = Summary::default();
         let t = |packets, bytes| Traffic { packets, bytes };
