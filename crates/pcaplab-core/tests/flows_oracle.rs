@@ -62,7 +62,7 @@ use arrow_array::{Array, RecordBatch};
 use pcaplab_core::flows::col as flow_col;
 use pcaplab_core::{ConvertError, Engine, FlowConfig, Outputs};
 
-use common::{corpus, manifest_files, read_parquet, tshark};
+use common::{compress_frames, corpus, expand_frames, manifest_files, read_parquet, tshark};
 
 const DIFFERENCES: &str = "tests/flows-oracle-differences.tsv";
 
@@ -351,55 +351,6 @@ fn is_frame_check(check: &str) -> bool {
     APP_FIELDS.iter().any(|(c, _)| *c == check)
 }
 
-/// `1-4,7,10-20/2`: runs of frames with a constant step.
-fn compress(frames: &BTreeSet<u64>) -> String {
-    let v: Vec<u64> = frames.iter().copied().collect();
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        if i + 2 < v.len() {
-            let step = v[i + 1] - v[i];
-            let mut j = i + 1;
-            while j + 1 < v.len() && v[j + 1] - v[j] == step {
-                j += 1;
-            }
-            if j >= i + 2 {
-                parts.push(if step == 1 {
-                    format!("{}-{}", v[i], v[j])
-                } else {
-                    format!("{}-{}/{step}", v[i], v[j])
-                });
-                i = j + 1;
-                continue;
-            }
-        }
-        parts.push(v[i].to_string());
-        i += 1;
-    }
-    parts.join(",")
-}
-
-fn expand(spec: &str) -> BTreeSet<u64> {
-    let mut out = BTreeSet::new();
-    for part in spec.split(',').filter(|p| !p.is_empty()) {
-        let (range, step) = part.split_once('/').unwrap_or((part, "1"));
-        let step: usize = step.parse().expect("frame list step");
-        match range.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (u64, u64) = (
-                    a.parse().expect("frame list start"),
-                    b.parse().expect("frame list end"),
-                );
-                out.extend((a..=b).step_by(step));
-            }
-            None => {
-                out.insert(range.parse().expect("frame"));
-            }
-        }
-    }
-    out
-}
-
 fn differences_path() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(DIFFERENCES)
 }
@@ -445,7 +396,7 @@ fn check_listed(found: &Found, write: bool) -> (Vec<String>, Vec<String>) {
         by_key
             .entry(&r.key)
             .or_default()
-            .push((expand(&r.subject), r.reason.as_str()));
+            .push((expand_frames(&r.subject), r.reason.as_str()));
     }
     let keys: BTreeSet<&Key> = by_key.keys().copied().chain(found.frames.keys()).collect();
     let empty = BTreeSet::new();
@@ -460,22 +411,22 @@ fn check_listed(found: &Found, write: bool) -> (Vec<String>, Vec<String>) {
             covered.extend(frames.iter().copied());
             let gone: BTreeSet<u64> = frames.difference(f).copied().collect();
             if !gone.is_empty() {
-                stale.push(format!("{key:?} frames {}", compress(&gone)));
+                stale.push(format!("{key:?} frames {}", compress_frames(&gone)));
             }
             let kept: BTreeSet<u64> = frames.intersection(f).copied().collect();
             if *reason == "UNEXPLAINED" {
                 if !kept.is_empty() {
-                    unexplained.push(format!("{key:?} frames {}", compress(&kept)));
+                    unexplained.push(format!("{key:?} frames {}", compress_frames(&kept)));
                 }
                 continue;
             }
             if !kept.is_empty() {
-                out_rows.push((key.clone(), compress(&kept), reason.to_string()));
+                out_rows.push((key.clone(), compress_frames(&kept), reason.to_string()));
             }
         }
         let new: BTreeSet<u64> = f.difference(&covered).copied().collect();
         if !new.is_empty() {
-            unexplained.push(format!("{key:?} frames {}", compress(&new)));
+            unexplained.push(format!("{key:?} frames {}", compress_frames(&new)));
         }
         let not_explained: BTreeSet<u64> = f
             .iter()
@@ -488,7 +439,11 @@ fn check_listed(found: &Found, write: bool) -> (Vec<String>, Vec<String>) {
             })
             .collect();
         if !not_explained.is_empty() {
-            out_rows.push((key.clone(), compress(&not_explained), "UNEXPLAINED".into()));
+            out_rows.push((
+                key.clone(),
+                compress_frames(&not_explained),
+                "UNEXPLAINED".into(),
+            ));
         }
     }
 
@@ -518,7 +473,7 @@ fn check_listed(found: &Found, write: bool) -> (Vec<String>, Vec<String>) {
         out_rows.sort_by(|a, b| {
             let first = |r: &(Key, String, String)| {
                 if is_frame_check(&r.0.1) {
-                    expand(&r.1).first().copied().unwrap_or(0)
+                    expand_frames(&r.1).first().copied().unwrap_or(0)
                 } else {
                     0
                 }
@@ -679,16 +634,6 @@ fn compare_conversations(
             ));
         }
     }
-}
-
-#[test]
-fn frame_lists_round_trip() {
-    let frames: BTreeSet<u64> = [1, 2, 3, 4, 7, 10, 12, 14, 16, 20, 21]
-        .into_iter()
-        .collect();
-    let spec = compress(&frames);
-    assert_eq!(spec, "1-4,7,10-16/2,20,21");
-    assert_eq!(expand(&spec), frames);
 }
 
 /// One `-T fields` line: frame number, application fields, first segment, frame fields.
@@ -931,7 +876,7 @@ fn matches_tshark_on_the_corpus() {
                 .take(90)
                 .collect();
             *why.entry((r.key.1.clone(), short)).or_default() +=
-                expand(&r.subject).intersection(frames).count();
+                expand_frames(&r.subject).intersection(frames).count();
         }
     }
     eprintln!("tshark's values that pcaplab does not have, by reason:");

@@ -16,7 +16,7 @@ use arrow_array::cast::AsArray;
 use arrow_array::types::{TimestampNanosecondType, UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
 
-use common::{corpus, decode_file};
+use common::{compress_frames, corpus, decode_file, expand_frames};
 
 const DIFFERENCES: &str = "tests/oracle-differences.tsv";
 
@@ -131,52 +131,6 @@ fn group(diffs: &[Difference]) -> Groups {
             .insert(d.frame);
     }
     g
-}
-
-/// `1-4,7,10-20/2`: runs of frames with a constant step.
-fn compress(frames: &BTreeSet<u64>) -> String {
-    let v: Vec<u64> = frames.iter().copied().collect();
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < v.len() {
-        let mut j = i;
-        if i + 2 < v.len() {
-            let step = v[i + 1] - v[i];
-            while j + 1 < v.len() && v[j + 1] - v[j] == step {
-                j += 1;
-            }
-            if j >= i + 2 {
-                parts.push(if step == 1 {
-                    format!("{}-{}", v[i], v[j])
-                } else {
-                    format!("{}-{}/{step}", v[i], v[j])
-                });
-                i = j + 1;
-                continue;
-            }
-        }
-        parts.push(v[i].to_string());
-        i += 1;
-    }
-    parts.join(",")
-}
-
-fn expand(spec: &str) -> BTreeSet<u64> {
-    let mut out = BTreeSet::new();
-    for part in spec.split(',').filter(|p| !p.is_empty()) {
-        let (range, step) = part.split_once('/').unwrap_or((part, "1"));
-        let step: u64 = step.parse().expect("step");
-        match range.split_once('-') {
-            Some((a, b)) => {
-                let (a, b): (u64, u64) = (a.parse().expect("from"), b.parse().expect("to"));
-                out.extend((a..=b).step_by(step as usize));
-            }
-            None => {
-                out.insert(range.parse().expect("frame"));
-            }
-        }
-    }
-    out
 }
 
 /// Compare one capture; counts go to `stats` (field → (compared, matched)).
@@ -389,20 +343,10 @@ fn listed() -> BTreeMap<(String, String, String), (BTreeSet<u64>, String)> {
             );
             (
                 (c[0].into(), c[1].into(), c[2].into()),
-                (expand(c[3]), c[4].to_string()),
+                (expand_frames(c[3]), c[4].to_string()),
             )
         })
         .collect()
-}
-
-#[test]
-fn frame_lists_round_trip() {
-    let frames: BTreeSet<u64> = [1, 2, 3, 4, 7, 10, 12, 14, 16, 20, 21]
-        .into_iter()
-        .collect();
-    let spec = compress(&frames);
-    assert_eq!(spec, "1-4,7,10-16/2,20,21");
-    assert_eq!(expand(&spec), frames);
 }
 
 #[test]
@@ -489,7 +433,7 @@ fn matches_tshark_on_the_corpus() {
                 key.0,
                 key.1,
                 key.2,
-                compress(frames)
+                compress_frames(frames)
             );
         }
         std::fs::write(differences_path(), text).expect("write differences");
@@ -514,7 +458,7 @@ fn matches_tshark_on_the_corpus() {
             k.0,
             k.1,
             k.2,
-            compress(frames)
+            compress_frames(frames)
         );
     }
     for k in stale.iter().take(20) {
@@ -526,4 +470,15 @@ fn matches_tshark_on_the_corpus() {
         unexplained.len(),
         stale.len()
     );
+}
+
+#[test]
+fn frame_lists_round_trip() {
+    let frames: BTreeSet<u64> = [1, 2, 3, 4, 7, 10, 12, 14, 16, 20, 21]
+        .into_iter()
+        .collect();
+    let spec = compress_frames(&frames);
+    assert_eq!(spec, "1-4,7,10-16/2,20,21");
+    assert_eq!(expand_frames(&spec), frames);
+    assert_eq!(expand_frames(""), BTreeSet::new());
 }

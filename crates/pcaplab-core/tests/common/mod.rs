@@ -133,3 +133,54 @@ pub fn read_parquet(bytes: Vec<u8>) -> Vec<RecordBatch> {
     .collect::<Result<_, _>>()
     .expect("parquet batches")
 }
+
+/// `1-4,7,10-20/2`: a set of frame numbers as runs with a constant step (the oracle tests'
+/// difference lists).
+pub fn compress_frames(frames: &std::collections::BTreeSet<u64>) -> String {
+    let v: Vec<u64> = frames.iter().copied().collect();
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < v.len() {
+        if i + 2 < v.len() {
+            let step = v[i + 1] - v[i];
+            let mut j = i + 1;
+            while j + 1 < v.len() && v[j + 1] - v[j] == step {
+                j += 1;
+            }
+            if j >= i + 2 {
+                parts.push(if step == 1 {
+                    format!("{}-{}", v[i], v[j])
+                } else {
+                    format!("{}-{}/{step}", v[i], v[j])
+                });
+                i = j + 1;
+                continue;
+            }
+        }
+        parts.push(v[i].to_string());
+        i += 1;
+    }
+    parts.join(",")
+}
+
+/// The frames a [`compress_frames`] list names.
+pub fn expand_frames(spec: &str) -> std::collections::BTreeSet<u64> {
+    let mut out = std::collections::BTreeSet::new();
+    for part in spec.split(',').filter(|p| !p.is_empty()) {
+        let (range, step) = part.split_once('/').unwrap_or((part, "1"));
+        let step: usize = step.parse().expect("frame list step");
+        match range.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (u64, u64) = (
+                    a.parse().expect("frame list start"),
+                    b.parse().expect("frame list end"),
+                );
+                out.extend((a..=b).step_by(step));
+            }
+            None => {
+                out.insert(range.parse().expect("frame"));
+            }
+        }
+    }
+    out
+}
