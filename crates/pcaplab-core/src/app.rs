@@ -12,6 +12,7 @@
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
+pub use crate::flows::{IPPROTO_TCP, IPPROTO_UDP};
 use md5::{Digest, Md5};
 use simple_dns::Packet;
 use simple_dns::rdata::RData;
@@ -73,11 +74,6 @@ impl AppFields {
             && self.http_uri.is_none()
     }
 }
-
-/// IP protocol number of TCP.
-pub const IPPROTO_TCP: u8 = 6;
-/// IP protocol number of UDP.
-pub const IPPROTO_UDP: u8 = 17;
 
 const DNS_PORT: u16 = 53;
 const MDNS_PORT: u16 = 5353;

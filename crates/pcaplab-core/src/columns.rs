@@ -323,8 +323,6 @@ struct Followed {
     next_seq: u32,
     /// What the bytes so far gave.
     partial: AppFields,
-    ip_proto: u8,
-    ports: (u16, u16),
 }
 
 /// The application fields of one chunk's rows, following TCP messages over segments within
@@ -371,7 +369,8 @@ impl Messages {
             if seq == m.next_seq && whole && m.buf.len() + len <= MAX_MESSAGE {
                 m.buf.extend_from_slice(payload);
                 m.next_seq = seq.wrapping_add(len as u32);
-                match parse_app(m.ip_proto, m.ports.0, m.ports.1, &m.buf, app) {
+                // Same flow and direction: this segment's protocol and ports are the message's.
+                match parse_app(ip.proto, sp, dp, &m.buf, app) {
                     Parsed::Partial => {
                         std::mem::swap(&mut m.partial, app);
                         return None;
@@ -413,8 +412,6 @@ impl Messages {
                         buf: payload.to_vec(),
                         next_seq: seq.wrapping_add(len as u32),
                         partial,
-                        ip_proto: ip.proto,
-                        ports: (sp, dp),
                     },
                 );
             }

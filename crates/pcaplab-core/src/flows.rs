@@ -787,11 +787,6 @@ impl FlowTable {
         v
     }
 
-    /// Flows still live.
-    pub fn live(&self) -> usize {
-        self.live.len()
-    }
-
     /// End of capture: every live flow is retired; returns them (by first frame) and the
     /// totals.
     pub fn finish(mut self) -> (Vec<Flow>, FlowStats) {
