@@ -711,12 +711,7 @@ fn matches_tshark_on_the_corpus() {
         })
         .build()
         .expect("engine");
-    let custom_block_files: BTreeSet<String> = std::fs::read_to_string(dir.join("manifest.csv"))
-        .expect("manifest")
-        .lines()
-        .filter(|l| l.contains("custom-block"))
-        .filter_map(|l| l.split(',').next().map(str::to_string))
-        .collect();
+    let custom_block_files = common::custom_block_files(&dir);
 
     let dump = std::env::var_os("PCAPLAB_FLOWS_ORACLE_DUMP").map(PathBuf::from);
     let mut field_stats: [FieldStats; APP_FIELDS.len()] = Default::default();

@@ -355,12 +355,7 @@ fn matches_tshark_on_the_corpus() {
     let mut stats: BTreeMap<&'static str, (u64, u64)> = BTreeMap::new();
     let mut diffs = Vec::new();
     let mut compared_files = 0;
-    let custom_block_files: BTreeSet<String> = std::fs::read_to_string(dir.join("manifest.csv"))
-        .expect("manifest")
-        .lines()
-        .filter(|l| l.contains("custom-block"))
-        .filter_map(|l| l.split(',').next().map(str::to_string))
-        .collect();
+    let custom_block_files = common::custom_block_files(&dir);
     for file in common::manifest_files(&dir) {
         let oracle = ["tsv", "tsv.gz"]
             .iter()

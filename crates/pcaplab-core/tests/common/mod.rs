@@ -43,6 +43,17 @@ pub fn manifest_files(dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// Corpus captures with pcapng Custom Blocks (per the manifest's notes), which tshark lists as
+/// frames: the oracle tests drop those rows so that the packets line up.
+pub fn custom_block_files(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_to_string(dir.join("manifest.csv"))
+        .expect("manifest.csv")
+        .lines()
+        .filter(|l| l.contains("custom-block"))
+        .filter_map(|l| l.split(',').next().map(str::to_string))
+        .collect()
+}
+
 /// A capture decoded without the threaded pipeline.
 pub struct DecodedFile {
     pub batches: Vec<RecordBatch>,
