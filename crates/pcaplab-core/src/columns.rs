@@ -11,9 +11,11 @@ use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::app::{AppFields, Parsed, parse_app};
-use crate::dissect::{Addr, Packet, dissect};
+use crate::dissect::defrag::ChunkDatagrams;
+use crate::dissect::frag::Expired;
+use crate::dissect::{Addr, Envelope, FragKey, Fragments, Packet, dissect_with};
 use crate::flows::{ChunkFlows, FlowConfig, FlowKey, Seen, key_of};
-use crate::reader::{Chunk, NO_TIMESTAMP};
+use crate::reader::{Chunk, FrameMeta, NO_TIMESTAMP};
 use crate::summary::{Counter, Summary};
 
 /// Column names, in schema order.
@@ -53,6 +55,14 @@ pub mod col {
     pub const HTTP_METHOD: &str = "http_method";
     pub const HTTP_HOST: &str = "http_host";
     pub const HTTP_URI: &str = "http_uri";
+    pub const TUNNELS: &str = "tunnels";
+    pub const TUNNEL_ID: &str = "tunnel_id";
+    pub const OUTER_SRC_IP: &str = "outer_src_ip";
+    pub const OUTER_DST_IP: &str = "outer_dst_ip";
+    pub const OUTER_SRC_PORT: &str = "outer_src_port";
+    pub const OUTER_DST_PORT: &str = "outer_dst_port";
+    pub const FRAG_DATAGRAM: &str = "frag_datagram";
+    pub const FRAG_COUNT: &str = "frag_count";
 }
 
 /// The packet schema shared by Parquet and CSV (see the README for each column's meaning).
@@ -108,6 +118,18 @@ pub fn schema() -> SchemaRef {
             f(col::HTTP_METHOD, DataType::Utf8, true),
             f(col::HTTP_HOST, DataType::Utf8, true),
             f(col::HTTP_URI, DataType::Utf8, true),
+            f(
+                col::TUNNELS,
+                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, false))),
+                true,
+            ),
+            f(col::TUNNEL_ID, DataType::UInt32, true),
+            f(col::OUTER_SRC_IP, DataType::Utf8, true),
+            f(col::OUTER_DST_IP, DataType::Utf8, true),
+            f(col::OUTER_SRC_PORT, DataType::UInt16, true),
+            f(col::OUTER_DST_PORT, DataType::UInt16, true),
+            f(col::FRAG_DATAGRAM, DataType::UInt64, true),
+            f(col::FRAG_COUNT, DataType::UInt32, true),
         ]))
     }))
 }
@@ -237,6 +259,17 @@ struct Builders {
     http_host: StringBuilder,
     http_uri: StringBuilder,
     decode_error: StringBuilder,
+    tunnels: ListBuilder<StringBuilder>,
+    tunnel_id: PrimitiveBuilder<UInt32Type>,
+    outer_src_ip: StringBuilder,
+    outer_dst_ip: StringBuilder,
+    outer_src_port: PrimitiveBuilder<UInt16Type>,
+    outer_dst_port: PrimitiveBuilder<UInt16Type>,
+    /// Rows before this one have their envelope columns.
+    env_next: usize,
+    frag_datagram: PrimitiveBuilder<UInt64Type>,
+    frag_count: PrimitiveBuilder<UInt32Type>,
+    frag_next: usize,
 }
 
 impl Builders {
@@ -254,6 +287,68 @@ impl Builders {
         self.http_method.append_nulls(n);
         self.http_host.append_nulls(n);
         self.http_uri.append_nulls(n);
+    }
+
+    /// Row `row`'s envelope columns (rows since the last tunnelled one are null there).
+    fn envelope(&mut self, row: usize, env: &Envelope, text: &mut TextBuf) {
+        self.env_nulls(row - self.env_next);
+        self.env_next = row + 1;
+        for e in env.layers() {
+            self.tunnels.values().append_value(e.name());
+        }
+        self.tunnels.append(true);
+        self.tunnel_id.append_option(env.tunnel_id);
+        match &env.outer {
+            Some(o) => {
+                self.outer_src_ip.append_value(text.addr(&o.src));
+                self.outer_dst_ip.append_value(text.addr(&o.dst));
+                self.outer_src_port.append_option(o.src_port);
+                self.outer_dst_port.append_option(o.dst_port);
+            }
+            None => {
+                self.outer_src_ip.append_null();
+                self.outer_dst_ip.append_null();
+                self.outer_src_port.append_null();
+                self.outer_dst_port.append_null();
+            }
+        }
+    }
+
+    fn env_nulls(&mut self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        self.tunnels.append_nulls(n);
+        self.tunnel_id.append_nulls(n);
+        self.outer_src_ip.append_nulls(n);
+        self.outer_dst_ip.append_nulls(n);
+        self.outer_src_port.append_nulls(n);
+        self.outer_dst_port.append_nulls(n);
+    }
+
+    /// Row `row` holds a fragment of datagram `datagram`, which it completed from `count`
+    /// fragments if `count` is set.
+    fn fragment(&mut self, row: usize, datagram: u64, count: Option<u32>) {
+        let n = row - self.frag_next;
+        if n > 0 {
+            self.frag_datagram.append_nulls(n);
+            self.frag_count.append_nulls(n);
+        }
+        self.frag_next = row + 1;
+        self.frag_datagram.append_value(datagram);
+        self.frag_count.append_option(count);
+    }
+
+    /// Null envelope and fragment columns up to row `n`.
+    fn finish_sparse(&mut self, n: usize) {
+        self.env_nulls(n - self.env_next);
+        self.env_next = n;
+        let rest = n - self.frag_next;
+        if rest > 0 {
+            self.frag_datagram.append_nulls(rest);
+            self.frag_count.append_nulls(rest);
+        }
+        self.frag_next = n;
     }
 
     fn with_capacity(n: usize) -> Self {
@@ -295,6 +390,17 @@ impl Builders {
             http_host: StringBuilder::new(),
             http_uri: StringBuilder::new(),
             decode_error: StringBuilder::new(),
+            tunnels: ListBuilder::new(StringBuilder::new())
+                .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false))),
+            tunnel_id: PrimitiveBuilder::new(),
+            outer_src_ip: StringBuilder::new(),
+            outer_dst_ip: StringBuilder::new(),
+            outer_src_port: PrimitiveBuilder::new(),
+            outer_dst_port: PrimitiveBuilder::new(),
+            env_next: 0,
+            frag_datagram: PrimitiveBuilder::new(),
+            frag_count: PrimitiveBuilder::new(),
+            frag_next: 0,
         }
     }
 }
@@ -461,6 +567,25 @@ impl Messages {
     }
 }
 
+/// An incomplete datagram given up by the reassembly counts its fragments in its flow (the
+/// transport's ports when its first fragment came, else the addresses alone).
+fn fold_given_up(cfg: &FlowConfig, table: &mut ChunkFlows, e: &Expired<FragKey>, p: &mut Packet) {
+    let at = FrameMeta {
+        start: 0,
+        cap_len: 0,
+        wire_len: 0,
+        ts_ns: e.last_ts,
+        interface_id: 0,
+        link_type: 0,
+    };
+    crate::dissect::defrag::given_up_packet(e, p);
+    let mut seen = Seen::packet(e.first_frame, e.last_ts, 0, p);
+    seen.packets = e.fragments;
+    seen.wire_len = e.wire_bytes;
+    seen.payload_len = 0;
+    table.add(cfg, &at, p, &seen);
+}
+
 /// Dissect every frame of `chunk` and build its columns (and statistics).
 ///
 /// The builders produce exactly the schema's types and lengths, so an error here is a bug;
@@ -483,24 +608,58 @@ pub fn decode_chunk_with(
     let mut text = TextBuf::new();
     let mut chunk_flows = flows.map(|_| ChunkFlows::default());
     let mut messages = Messages::default();
+    let frags = &chunk.frags;
+    let mut datagrams = ChunkDatagrams::new(frags);
+    let (mut notes, mut expired) = (frags.notes.iter().peekable(), frags.expired.iter());
+    let mut expired_next = expired.next();
+    let mut given_up = Packet::default();
+    counter.fragments(&frags.stats);
     for (i, f) in chunk.frames.iter().enumerate() {
         let data = chunk.frame_data(f);
         let frame = chunk.first_frame + i as u64;
-        dissect(f.link_type, data, &mut p);
+        // Datagrams given up before this frame count in their flows here.
+        while let Some((_, e)) = expired_next.filter(|(at, _)| *at as usize <= i) {
+            if let (Some(cfg), Some(table)) = (flows, &mut chunk_flows) {
+                fold_given_up(cfg, table, e, &mut given_up);
+            }
+            expired_next = expired.next();
+        }
+        let datagram = datagrams.at(i as u32);
+        let hook: Option<&mut dyn Fragments<'_>> = match datagram {
+            Some(_) => Some(&mut datagrams),
+            None => None,
+        };
+        dissect_with(f.link_type, data, &mut p, hook);
+        let note = notes.next_if(|(at, _)| *at as usize == i).map(|(_, n)| n);
+        if let Some(n) = note {
+            b.fragment(i, n.datagram, datagram.map(|d| d.fragments));
+            if p.error.is_none() {
+                p.error = n.error;
+            }
+        }
+        if !p.env.is_empty() {
+            b.envelope(i, &p.env, &mut text);
+        }
         counter.add(f, &p);
-        let app = messages.add(i, data, &p, &mut scratch);
+        let buf = match datagram {
+            Some(d) if p.payload_in_datagram => d.bytes.as_slice(),
+            _ => data,
+        };
+        let app = messages.add(i, buf, &p, &mut scratch);
         if let Some(app) = app {
             counter.add_app(app);
         }
-        if let (Some(cfg), Some(table)) = (flows, &mut chunk_flows) {
-            let seen = Seen {
-                frame,
-                ts: f.ts_ns,
-                wire_len: f.wire_len,
-                payload_len: p.payload_len.unwrap_or(0),
-                tcp_flags: p.tcp_flags,
-                server_name: app.and_then(server_name),
-            };
+        // A fragment counts in its flow with the datagram it belongs to: on the frame that
+        // completed it, or when it was given up.
+        if let (Some(cfg), Some(table)) = (flows, &mut chunk_flows)
+            && (note.is_none() || datagram.is_some())
+        {
+            let mut seen = Seen::packet(frame, f.ts_ns, f.wire_len, &p);
+            seen.server_name = app.and_then(server_name);
+            if let Some(d) = datagram {
+                seen.packets = d.fragments;
+                seen.wire_len = d.wire_bytes;
+            }
             table.add(cfg, f, &p, &seen);
         }
         messages.settle(&mut counter, chunk_flows.as_mut());
@@ -559,6 +718,14 @@ pub fn decode_chunk_with(
         b.payload_len.append_option(p.payload_len);
         b.decode_error.append_option(p.error);
     }
+    // Datagrams given up at the end of the capture, after its last frame.
+    if let (Some(cfg), Some(table)) = (flows, &mut chunk_flows) {
+        while let Some((_, e)) = expired_next {
+            fold_given_up(cfg, table, e, &mut given_up);
+            expired_next = expired.next();
+        }
+    }
+    b.finish_sparse(n);
     // Application fields: sparse, and a message followed over segments lands on the row of
     // the segment that completed it, so they are built after the rows.
     messages.flush();
@@ -624,6 +791,14 @@ pub fn decode_chunk_with(
         Arc::new(b.http_method.finish()),
         Arc::new(b.http_host.finish()),
         Arc::new(b.http_uri.finish()),
+        Arc::new(b.tunnels.finish()),
+        Arc::new(b.tunnel_id.finish()),
+        Arc::new(b.outer_src_ip.finish()),
+        Arc::new(b.outer_dst_ip.finish()),
+        Arc::new(b.outer_src_port.finish()),
+        Arc::new(b.outer_dst_port.finish()),
+        Arc::new(b.frag_datagram.finish()),
+        Arc::new(b.frag_count.finish()),
     ];
     Ok(Decoded {
         batch: RecordBatch::try_new(schema(), columns)?,

@@ -25,6 +25,8 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::ArrowColumnChunk;
 
 use crate::columns::decode_chunk_with;
+use crate::dissect::defrag::Defragmenter;
+use crate::dissect::frag::FragConfig;
 use crate::encode::{
     EncodeError, FLOW_ROW_GROUP, Format, LAB_CSV_HEADER, ParquetEncoder, ParquetSink, csv_header,
     csv_header_of, encode_csv, encode_lab_csv, encode_parquet, flows_parquet_writer,
@@ -48,6 +50,7 @@ pub struct EngineBuilder {
     chunk_bytes: usize,
     slots: Option<usize>,
     flows: FlowConfig,
+    fragments: FragConfig,
 }
 
 impl Default for EngineBuilder {
@@ -58,6 +61,7 @@ impl Default for EngineBuilder {
             chunk_bytes: DEFAULT_CHUNK_BYTES,
             slots: None,
             flows: FlowConfig::default(),
+            fragments: FragConfig::default(),
         }
     }
 }
@@ -71,6 +75,8 @@ pub enum BuildError {
     ChunkTooLarge { max: usize, got: usize },
     #[error("the {what} flow timeout must be positive")]
     FlowTimeout { what: &'static str },
+    #[error("the fragment reassembly {what} must be positive")]
+    Fragments { what: &'static str },
     #[error("could not start the worker threads: {0}")]
     ThreadPool(#[from] rayon::ThreadPoolBuildError),
 }
@@ -110,7 +116,19 @@ impl EngineBuilder {
         self
     }
 
+    /// IP fragment reassembly limits (default: 30 s, 8 MiB per capture).
+    pub fn fragments(mut self, cfg: FragConfig) -> Self {
+        self.fragments = cfg;
+        self
+    }
+
     pub fn build(self) -> Result<Engine, BuildError> {
+        if self.fragments.timeout_ns <= 0 {
+            return Err(BuildError::Fragments { what: "timeout" });
+        }
+        if self.fragments.max_bytes == 0 {
+            return Err(BuildError::Fragments { what: "memory" });
+        }
         if self.jobs == 0 {
             return Err(BuildError::Zero { what: "jobs" });
         }
@@ -156,6 +174,7 @@ impl EngineBuilder {
             chunk_frames: self.chunk_frames,
             chunk_bytes: self.chunk_bytes,
             flows: self.flows,
+            fragments: self.fragments,
             slot_give: give,
             slot_take: take,
         })
@@ -169,6 +188,7 @@ pub struct Engine {
     chunk_frames: usize,
     chunk_bytes: usize,
     flows: FlowConfig,
+    fragments: FragConfig,
     slot_give: Sender<()>,
     slot_take: Receiver<()>,
 }
@@ -449,6 +469,7 @@ impl Engine {
         let _ = self.slot_take.recv();
         let mut first = Chunk::default();
         let first_fill = reader.fill(&mut first, self.chunk_frames, self.chunk_bytes);
+        let mut defrag = Defragmenter::new(self.fragments);
         let opened = Opened {
             format: reader.format(),
             compression: reader.compression(),
@@ -550,7 +571,12 @@ impl Engine {
                         false
                     }
                 };
-                if chunk.frames.is_empty() {
+                let mut chunk = chunk;
+                defrag.scan(&mut chunk);
+                if !more {
+                    defrag.finish(&mut chunk);
+                }
+                if chunk.frames.is_empty() && chunk.frags.is_empty() {
                     let _ = self.slot_give.send(());
                 } else {
                     let tx = results_tx.clone();

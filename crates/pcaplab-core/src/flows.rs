@@ -19,9 +19,9 @@ use std::cmp::Ordering;
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::builder::{
-    Float64Builder, PrimitiveBuilder, StringBuilder, TimestampNanosecondBuilder,
+    Float64Builder, ListBuilder, PrimitiveBuilder, StringBuilder, TimestampNanosecondBuilder,
 };
-use arrow_array::types::{UInt8Type, UInt16Type, UInt64Type};
+use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use base64::Engine as _;
@@ -29,7 +29,7 @@ use rustc_hash::FxHashMap;
 use sha1::{Digest, Sha1};
 
 use crate::columns::TextBuf;
-use crate::dissect::{Addr, Packet};
+use crate::dissect::{Addr, Encap, Envelope, Outer, Packet};
 use crate::reader::{FrameMeta, NO_TIMESTAMP};
 
 pub const IPPROTO_ICMP: u8 = 1;
@@ -94,6 +94,9 @@ const NO_VLAN: u16 = u16::MAX;
 pub struct FlowKey {
     pub proto: u8,
     vlans: [u16; 2],
+    /// The innermost tunnel and its identifier: the same addresses in two VNIs (or inside
+    /// and outside a tunnel) are different conversations.
+    tunnel: (Encap, Option<u32>),
     pub a: Endpoint,
     pub b: Endpoint,
 }
@@ -115,7 +118,11 @@ impl std::hash::Hash for FlowKey {
                 | u64::from(self.vlans[1]) << 24
                 | port(self.a.port) << 40,
         );
-        h.write_u64(port(self.b.port));
+        h.write_u64(
+            port(self.b.port)
+                | u64::from(self.tunnel.0 as u8) << 17
+                | self.tunnel.1.map_or(1 << 24, |id| u64::from(id) << 25),
+        );
         h.write_u128(word(&self.a.addr));
         h.write_u128(word(&self.b.addr));
     }
@@ -201,6 +208,39 @@ fn is_lt(x: &Endpoint, y: &Endpoint) -> bool {
     (x.addr, x.port.unwrap_or(0)) < (y.addr, y.port.unwrap_or(0))
 }
 
+/// The key of a tunnel's own flow, from the outermost IP header of a packet it carried.
+fn outer_key(o: &Outer) -> (FlowKey, bool) {
+    let mut vlans = [NO_VLAN; 2];
+    for (slot, v) in vlans.iter_mut().zip(&o.vlans[..usize::from(o.vlan_count)]) {
+        *slot = *v;
+    }
+    let (src, dst) = (
+        Endpoint {
+            addr: o.src,
+            port: o.src_port,
+        },
+        Endpoint {
+            addr: o.dst,
+            port: o.dst_port,
+        },
+    );
+    let (a, b, from_a) = if is_lt(&src, &dst) || src == dst {
+        (src, dst, true)
+    } else {
+        (dst, src, false)
+    };
+    (
+        FlowKey {
+            proto: o.proto,
+            vlans,
+            tunnel: (Encap::None, None),
+            a,
+            b,
+        },
+        from_a,
+    )
+}
+
 /// The key of a packet's flow and whether the packet was sent by `a` (None without IP).
 pub fn key_of(p: &Packet) -> Option<(FlowKey, bool)> {
     let ip = p.ip?;
@@ -243,6 +283,7 @@ pub fn key_of(p: &Packet) -> Option<(FlowKey, bool)> {
         FlowKey {
             proto: ip.proto,
             vlans,
+            tunnel: (p.env.innermost(), p.env.tunnel_id),
             a,
             b,
         },
@@ -315,11 +356,31 @@ const ACK: u16 = 0x10;
 pub(crate) struct Seen<'a> {
     pub frame: u64,
     pub ts: i64,
-    pub wire_len: u32,
+    /// Frames this stands for: 1, or the fragments of a reassembled datagram.
+    pub packets: u32,
+    pub wire_len: u64,
     pub payload_len: u32,
     pub tcp_flags: Option<u16>,
     /// TLS SNI, HTTP Host or DNS query name carried by the packet.
     pub server_name: Option<&'a str>,
+    /// The tunnels the packet came through (for its inner flow).
+    pub envelope: Option<&'a Envelope>,
+}
+
+impl<'a> Seen<'a> {
+    /// One frame's packet.
+    pub(crate) fn packet(frame: u64, ts: i64, wire_len: u32, p: &'a Packet) -> Self {
+        Seen {
+            frame,
+            ts,
+            packets: 1,
+            wire_len: u64::from(wire_len),
+            payload_len: p.payload_len.unwrap_or(0),
+            tcp_flags: p.tcp_flags,
+            server_name: None,
+            envelope: (!p.env.is_empty()).then_some(&p.env),
+        }
+    }
 }
 
 /// A flow, or the part of one that a chunk holds.
@@ -339,6 +400,11 @@ pub struct Segment {
     sides: [Side; 2],
     history: History,
     pub server_name: Option<Box<str>>,
+    /// The tunnels the flow's first packet came through (the flow inside a tunnel).
+    pub envelope: Option<Box<Envelope>>,
+    /// A tunnel's own flow (e.g. UDP 4789 between mirror source and target): the
+    /// encapsulation it carries.
+    pub carries: Encap,
 }
 
 impl Segment {
@@ -355,6 +421,8 @@ impl Segment {
             sides: [Side::default(); 2],
             history: History::default(),
             server_name: None,
+            envelope: s.envelope.map(|e| Box::new(*e)),
+            carries: Encap::None,
         };
         seg.add(proto, from_a, s);
         seg
@@ -363,8 +431,8 @@ impl Segment {
     fn add(&mut self, proto: u8, from_a: bool, s: &Seen) {
         let side = usize::from(!from_a);
         let d = &mut self.sides[side];
-        d.packets += 1;
-        d.bytes += u64::from(s.wire_len);
+        d.packets += u64::from(s.packets);
+        d.bytes += s.wire_len;
         d.payload_bytes += u64::from(s.payload_len);
         if s.ts != NO_TIMESTAMP {
             if self.first_ts == NO_TIMESTAMP || s.ts < self.first_ts {
@@ -456,9 +524,28 @@ impl ChunkFlows {
         if f.ts_ns != NO_TIMESTAMP {
             self.max_ts = Some(self.max_ts.map_or(f.ts_ns, |m| m.max(f.ts_ns)));
         }
-        let Some((key, from_a)) = key_of(p) else {
-            return;
-        };
+        // A tunnelled packet counts in the tunnel's own flow too.
+        if let Some(outer) = &p.env.outer
+            && let Some(&carries) = p.env.layers().first()
+        {
+            let (key, from_a) = outer_key(outer);
+            let seen = Seen {
+                payload_len: outer.payload_len,
+                tcp_flags: None,
+                server_name: None,
+                envelope: None,
+                ..*s
+            };
+            let i = self.add_key(cfg, key, from_a, &seen);
+            self.segments[i].1.carries = carries;
+        }
+        if let Some((key, from_a)) = key_of(p) {
+            self.add_key(cfg, key, from_a, s);
+        }
+    }
+
+    /// Fold a packet of flow `key` in; the index of its segment.
+    fn add_key(&mut self, cfg: &FlowConfig, key: FlowKey, from_a: bool, s: &Seen) -> usize {
         let timeout = cfg.timeout(key.proto);
         let known = match self.last {
             Some((k, i)) if k == key => Some(i),
@@ -468,6 +555,7 @@ impl ChunkFlows {
             Some(i) if self.segments[i].1.continues(s.ts, timeout) => {
                 self.segments[i].1.add(key.proto, from_a, s);
                 self.last = Some((key, i));
+                i
             }
             known => {
                 let first = known.is_none();
@@ -476,6 +564,7 @@ impl ChunkFlows {
                 self.segments
                     .push((key, Segment::new(key.proto, from_a, s), first));
                 self.last = Some((key, i));
+                i
             }
         }
     }
@@ -770,7 +859,11 @@ impl FlowTable {
     fn retire(&mut self, flow: Flow) {
         self.stats.flows += 1;
         let top = &mut self.stats.top;
-        if top.len() < TOP_FLOWS || top.last().is_some_and(|l| flow_order(&flow, l).is_lt()) {
+        // The top flows are conversations: a tunnel's own flow repeats the bytes of the
+        // flows inside it.
+        if flow.seg.carries == Encap::None
+            && (top.len() < TOP_FLOWS || top.last().is_some_and(|l| flow_order(&flow, l).is_lt()))
+        {
             let at = top
                 .binary_search_by(|x| flow_order(x, &flow))
                 .unwrap_or_else(|i| i);
@@ -827,6 +920,10 @@ pub mod col {
     pub const HISTORY: &str = "history";
     pub const SERVER_NAME: &str = "server_name";
     pub const FIRST_FRAME: &str = "first_frame";
+    pub const TUNNELS: &str = "tunnels";
+    pub const TUNNEL_ID: &str = "tunnel_id";
+    pub const TUNNEL_PARENT: &str = "tunnel_parent";
+    pub const TUNNEL_TYPE: &str = "tunnel_type";
 }
 
 /// The flow table's schema (see the README for each column's meaning).
@@ -862,6 +959,14 @@ pub fn flow_schema() -> SchemaRef {
             f(col::HISTORY, DataType::Utf8, false),
             f(col::SERVER_NAME, DataType::Utf8, true),
             f(col::FIRST_FRAME, DataType::UInt64, false),
+            f(
+                col::TUNNELS,
+                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, false))),
+                true,
+            ),
+            f(col::TUNNEL_ID, DataType::UInt32, true),
+            f(col::TUNNEL_PARENT, DataType::Utf8, true),
+            f(col::TUNNEL_TYPE, DataType::Utf8, true),
         ]))
     }))
 }
@@ -892,6 +997,11 @@ pub fn flows_batch(
     let mut history = StringBuilder::with_capacity(n, n * 6);
     let mut server_name = StringBuilder::new();
     let mut first_frame = PrimitiveBuilder::<UInt64Type>::with_capacity(n);
+    let mut tunnels = ListBuilder::new(StringBuilder::new())
+        .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
+    let mut tunnel_id = PrimitiveBuilder::<UInt32Type>::new();
+    let mut tunnel_parent = StringBuilder::new();
+    let mut tunnel_type = StringBuilder::new();
     let mut text = TextBuf::new();
     for fl in flows {
         let (o, r) = (fl.originator(), fl.responder());
@@ -931,6 +1041,26 @@ pub fn flows_batch(
         history.append_value(fl.history());
         server_name.append_option(fl.seg.server_name.as_deref());
         first_frame.append_value(fl.seg.first_frame);
+        match fl.seg.envelope.as_deref() {
+            Some(env) => {
+                for e in env.layers() {
+                    tunnels.values().append_value(e.name());
+                }
+                tunnels.append(true);
+                tunnel_id.append_option(env.tunnel_id);
+                tunnel_parent.append_option(
+                    env.outer
+                        .as_ref()
+                        .map(|o| outer_key(o).0.community_id(cfg.community_id_seed)),
+                );
+            }
+            None => {
+                tunnels.append_null();
+                tunnel_id.append_null();
+                tunnel_parent.append_null();
+            }
+        }
+        tunnel_type.append_option(Some(fl.seg.carries.name()).filter(|n| !n.is_empty()));
     }
     let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
         capture, n,
@@ -957,6 +1087,10 @@ pub fn flows_batch(
         Arc::new(history.finish()),
         Arc::new(server_name.finish()),
         Arc::new(first_frame.finish()),
+        Arc::new(tunnels.finish()),
+        Arc::new(tunnel_id.finish()),
+        Arc::new(tunnel_parent.finish()),
+        Arc::new(tunnel_type.finish()),
     ]);
     RecordBatch::try_new(flow_schema(), columns)
 }
@@ -976,6 +1110,7 @@ pub(crate) fn worst_case_flow(i: u16) -> Flow {
         key: FlowKey {
             proto: 255,
             vlans: [4095, 4095],
+            tunnel: (Encap::None, None),
             a: Endpoint {
                 addr,
                 port: Some(u16::MAX),
@@ -995,6 +1130,8 @@ pub(crate) fn worst_case_flow(i: u16) -> Flow {
             sides: [side; 2],
             history: History::default(),
             server_name: Some("é".repeat(150).into()),
+            envelope: None,
+            carries: Encap::None,
         },
     }
 }
@@ -1048,14 +1185,7 @@ mod tests {
                     interface_id: 0,
                     link_type: 1,
                 };
-                let seen = Seen {
-                    frame: (c * chunk + i + 1) as u64,
-                    ts: f.ts_ns,
-                    wire_len: 60,
-                    payload_len: p.payload_len.unwrap_or(0),
-                    tcp_flags: p.tcp_flags,
-                    server_name: None,
-                };
+                let seen = Seen::packet((c * chunk + i + 1) as u64, f.ts_ns, 60, p);
                 cf.add(&cfg, &f, p, &seen);
             }
             table.merge(cf);
@@ -1207,12 +1337,8 @@ mod tests {
                 IPPROTO_TCP,
                 true,
                 &Seen {
-                    frame: i + 1,
-                    ts: 0,
-                    wire_len: (i % 37) as u32,
-                    payload_len: 0,
                     tcp_flags: Some(ACK),
-                    server_name: None,
+                    ..Seen::packet(i + 1, 0, (i % 37) as u32, &Packet::default())
                 },
             );
             seg.sides[0].packets = 1;

@@ -155,6 +155,9 @@ pub struct Chunk {
     pub first_frame: u64,
     pub frames: Vec<FrameMeta>,
     pub data: Vec<u8>,
+    /// What IP fragment reassembly found in these frames (see [`crate::dissect::defrag`]);
+    /// empty unless the chunk was scanned.
+    pub frags: crate::dissect::defrag::ChunkFrags,
 }
 
 impl Chunk {

@@ -4,7 +4,8 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 
 use crate::app::AppFields;
-use crate::dissect::{Addr, Packet};
+use crate::dissect::frag::FragStats;
+use crate::dissect::{Addr, Encap, Packet};
 use crate::flows::FlowStats;
 use crate::reader::{FrameMeta, NO_TIMESTAMP};
 
@@ -44,6 +45,11 @@ pub struct Summary {
     pub http_hosts: BTreeMap<String, u64>,
     /// True once a name map has been pruned (its ranking is then approximate).
     pub names_truncated: bool,
+    /// Packets per encapsulation (`vxlan`, `gre`, `erspan2`, ...): a packet counts once for
+    /// each tunnel it came through.
+    pub tunnels: BTreeMap<&'static str, u64>,
+    /// IP datagrams reassembled from fragments, and those given up.
+    pub fragments: FragStats,
     /// The capture's flows, when they were tracked: set once for the whole capture by the
     /// conversion, never by a chunk.
     pub flows: Option<FlowStats>,
@@ -220,6 +226,8 @@ pub(crate) struct Counter {
     /// The chunk's timeline with its latest bucket held apart: frames mostly come in time
     /// order, so most packets add to this one bucket instead of a map entry.
     timeline: TimelineRun,
+    /// Packets per encapsulation, indexed by `Encap as usize`.
+    tunnels: [u64; Encap::ALL.len() + 1],
 }
 
 /// Count one name (clipped to DNS's 253-byte limit, on a char boundary).
@@ -293,6 +301,7 @@ impl Counter {
             talkers: HashMap::new(),
             ports: Vec::new(),
             timeline: TimelineRun::default(),
+            tunnels: [0; Encap::ALL.len() + 1],
         }
     }
 
@@ -335,6 +344,9 @@ impl Counter {
                 self.talkers.entry(ip.dst).or_default().add(t);
             }
         }
+        for e in p.env.layers() {
+            self.tunnels[*e as usize] += 1;
+        }
         if p.src_port.is_some() || p.dst_port.is_some() {
             if self.ports.is_empty() {
                 self.ports = vec![0; 1 << 16];
@@ -366,9 +378,20 @@ impl Counter {
         }
     }
 
+    /// The chunk's reassembly counts.
+    pub(crate) fn fragments(&mut self, stats: &FragStats) {
+        self.summary.fragments.add(stats);
+    }
+
     pub(crate) fn finish(self) -> Summary {
         let mut s = self.summary;
         s.link_types.extend(self.link_types);
+        s.tunnels.extend(
+            Encap::ALL
+                .into_iter()
+                .map(|e| (e.name(), self.tunnels[e as usize]))
+                .filter(|(_, n)| *n > 0),
+        );
         s.network.extend(
             NETWORK
                 .into_iter()
@@ -417,6 +440,10 @@ impl Summary {
         for (k, v) in &other.network {
             *self.network.entry(k).or_default() += v;
         }
+        for (k, v) in &other.tunnels {
+            *self.tunnels.entry(k).or_default() += v;
+        }
+        self.fragments.add(&other.fragments);
         for (k, v) in &other.ip_protos {
             *self.ip_protos.entry(*k).or_default() += v;
         }

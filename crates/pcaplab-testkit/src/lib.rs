@@ -430,7 +430,10 @@ pub fn expected_packets(corpus: &Path, py: &Path, name: &str) -> u64 {
 
 /// `(oracle rows, capinfos packets)` when the manifest says tshark counted custom blocks.
 fn custom_block_note(corpus: &Path, name: &str) -> Option<(u64, u64)> {
-    let manifest = std::fs::read_to_string(corpus.join("manifest.csv")).expect("manifest.csv");
+    let manifest: String = ["manifest.csv", "manifest-depth.csv"]
+        .iter()
+        .map(|m| std::fs::read_to_string(corpus.join(m)).unwrap_or_else(|e| panic!("{m}: {e}")))
+        .collect();
     let line = manifest
         .lines()
         .find(|l| l.starts_with(&format!("{name},")))?;

@@ -1,13 +1,27 @@
-//! Link layer → IP → transport, without allocating.
+//! Link layer → IP → transport, through tunnels, without allocating.
 //!
-//! The link layers are walked here (Ethernet with VLAN/QinQ, MPLS and PPPoE, Linux SLL/SLL2,
-//! BSD null/loop, raw IP, PPP, IEEE 802.11 with or without radiotap); from the IP header on,
-//! etherparse's lax slicer does the work, so a packet cut short by the snap length still yields
-//! every header it holds. Whatever the bytes, the result is a [`Packet`]: fields that are not
-//! there stay `None` and `error` says, in a few words, why decoding stopped early.
+//! Each layer is a small function that decodes its header and hands the bytes it carries
+//! back to the dispatch here, the way Zeek's packet analyzers are arranged: [`link`] walks the
+//! link layers (Ethernet with VLAN/QinQ, MPLS and PPPoE, Linux SLL/SLL2, BSD null/loop, raw
+//! IP, PPP, IEEE 802.11 with or without radiotap), [`ip`] the IP header and the transport
+//! (etherparse's lax slicer, so a packet cut short by the snap length still yields every
+//! header it holds), [`tunnel`] each tunnel header (VXLAN, Geneve, GRE and ERSPAN, GTP-U,
+//! Teredo, AYIYA; IP-in-IP is in [`ip`]). A tunnel's inner packet is decoded like a frame of
+//! its own, up to [`MAX_TUNNELS`] deep: the [`Packet`]'s fields describe the innermost
+//! packet — the conversation — and its [`Envelope`] keeps the tunnels and the outermost IP
+//! header. IP fragments are reassembled by [`defrag`] (in file order, on the reading thread)
+//! and a completed datagram is decoded in place of the fragment that completed it.
+//!
+//! Whatever the bytes, the result is a [`Packet`]: fields that are not there stay `None` and
+//! `error` says, in a few words, why decoding stopped early.
 
-use etherparse::err::Layer;
-use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice, err};
+pub mod defrag;
+pub mod frag;
+mod ip;
+mod link;
+pub mod tunnel;
+
+pub use tunnel::Encap;
 
 /// LINKTYPE_* values we dissect (<https://www.tcpdump.org/linktypes.html>).
 pub mod linktype {
@@ -31,6 +45,9 @@ pub mod linktype {
 /// Most VLAN tags we record per packet (tshark's QinQinQ captures use three).
 pub const MAX_VLANS: usize = 8;
 
+/// Most tunnels decoded inside one another; a deeper one is left undecoded, with an error.
+pub const MAX_TUNNELS: usize = 8;
+
 /// An IP address as raw bytes (formatting to text happens once, in the column builder).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Addr {
@@ -47,7 +64,7 @@ impl std::fmt::Display for Addr {
     }
 }
 
-/// The outermost IP header.
+/// The innermost IP header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Ip {
     pub version: u8,
@@ -64,9 +81,53 @@ pub struct Ip {
     pub more_fragments: bool,
 }
 
+/// The outermost IP header of a tunnelled packet, and what the tunnel's own flow needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outer {
+    pub src: Addr,
+    pub dst: Addr,
+    /// The outer IP protocol (17 for UDP tunnels, 47 GRE, 4 / 41 IP-in-IP).
+    pub proto: u8,
+    /// UDP ports, for tunnels over UDP.
+    pub src_port: Option<u16>,
+    pub dst_port: Option<u16>,
+    /// The outer frame's VLAN tags (outermost two).
+    pub vlans: [u16; 2],
+    pub vlan_count: u8,
+    /// The outer transport payload (the tunnel header and all it carries), as declared.
+    pub payload_len: u32,
+}
+
+/// The tunnels a packet came through, outermost first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Envelope {
+    layers: [Encap; MAX_TUNNELS],
+    depth: u8,
+    /// The innermost tunnel identifier: VNI, TEID, GRE key, ERSPAN session, PPTP call id.
+    pub tunnel_id: Option<u32>,
+    pub outer: Option<Outer>,
+}
+
+impl Envelope {
+    pub fn layers(&self) -> &[Encap] {
+        &self.layers[..usize::from(self.depth)]
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.depth == 0
+    }
+
+    /// The innermost encapsulation (`Encap::None` without any).
+    pub fn innermost(&self) -> Encap {
+        self.layers().last().copied().unwrap_or_default()
+    }
+}
+
 /// Everything we decode from one frame; `None` where the packet has no such field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Packet {
+    /// The innermost Ethernet header's addresses (the outer frame's when the innermost
+    /// packet was carried without one, as in GRE, IP-in-IP or GTP-U).
     pub src_mac: Option<[u8; 6]>,
     pub dst_mac: Option<[u8; 6]>,
     /// The EtherType of the payload after any VLAN tags.
@@ -84,8 +145,12 @@ pub struct Packet {
     /// Bytes after the transport header (or after the IP header when the transport is not
     /// decoded), as the headers declare them — not limited by the snap length.
     pub payload_len: Option<u32>,
-    /// Where the TCP or UDP payload is in the frame: (offset, captured length).
+    /// Where the TCP or UDP payload is: (offset, captured length) in the frame, or in the
+    /// reassembled datagram when `payload_in_datagram`.
     pub payload: Option<(usize, usize)>,
+    pub payload_in_datagram: bool,
+    /// The tunnels the packet came through.
+    pub env: Envelope,
     /// Why decoding stopped early, if it did.
     pub error: Option<&'static str>,
 }
@@ -96,436 +161,207 @@ impl Packet {
     }
 }
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const ETHERTYPE_IPV6: u16 = 0x86dd;
-const ETHERTYPE_VLAN: u16 = 0x8100;
-const ETHERTYPE_QINQ: u16 = 0x88a8;
-const ETHERTYPE_QINQ_OLD: u16 = 0x9100;
-const ETHERTYPE_MPLS: u16 = 0x8847;
-const ETHERTYPE_MPLS_MC: u16 = 0x8848;
-const ETHERTYPE_PPPOE_SESSION: u16 = 0x8864;
+/// What identifies the datagram an IP fragment belongs to: its addresses, identification
+/// and (IPv4) protocol, and the tunnel it came through (so that overlapping address spaces
+/// in different VNIs stay apart).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FragKey {
+    pub src: Addr,
+    pub dst: Addr,
+    pub id: u32,
+    pub proto: u8,
+    pub tunnel: (Encap, Option<u32>),
+}
+
+/// Where reassembled datagrams come from while a frame is walked.
+pub trait Fragments<'d> {
+    /// The frame holds a fragment of datagram `key`. Returns the reassembled datagram (a
+    /// whole IP packet) to decode in the fragment's place when this frame completed one.
+    fn fragment(&mut self, key: &FragKey, frag: &frag::Fragment<'_>) -> Option<&'d [u8]>;
+}
+
+/// One frame's walk: the packet being filled, and where reassembled datagrams come from.
+struct Walk<'p, 'd, 'h> {
+    p: &'p mut Packet,
+    frags: Option<&'h mut dyn Fragments<'d>>,
+    /// The reassembled datagram decoded in this walk (one per frame at most).
+    datagram: Option<&'d [u8]>,
+}
+
+/// Decode one frame of the given link type into `out` (which is reset first). Fragments are
+/// decoded as they are (see [`dissect_with`]).
+pub fn dissect(link_type: u16, data: &[u8], out: &mut Packet) {
+    dissect_with(link_type, data, out, None);
+}
+
+/// [`dissect`], handing IP fragments to `frags`, which may give back the reassembled datagram
+/// to decode instead.
+pub fn dissect_with<'d>(
+    link_type: u16,
+    data: &'d [u8],
+    out: &mut Packet,
+    frags: Option<&mut dyn Fragments<'d>>,
+) {
+    *out = Packet::default();
+    let mut w = Walk {
+        p: out,
+        frags,
+        datagram: None,
+    };
+    link::dissect_link(&mut w, link_type, data);
+    let datagram = w.datagram;
+    // `ip` recorded the payload's address; make it an offset into the buffer that holds it.
+    if let Some((at, len)) = out.payload {
+        let within = |buf: &[u8]| {
+            at.checked_sub(buf.as_ptr().addr())
+                .filter(|off| off.saturating_add(len) <= buf.len())
+        };
+        out.payload = match (within(data), datagram.and_then(within)) {
+            (Some(off), _) => Some((off, len)),
+            (None, Some(off)) => {
+                out.payload_in_datagram = true;
+                Some((off, len))
+            }
+            _ => None,
+        };
+    }
+}
+
+/// Enter a tunnel: record it in the envelope, then decode what it carries as the packet.
+fn enter(w: &mut Walk<'_, '_, '_>, d: tunnel::Decap<'_>) {
+    // A payload type not decoded here (a GRE keepalive, ARP, ...): the packet stays the outer.
+    if let tunnel::Inner::EtherType(t) = d.inner
+        && !link::is_known_ethertype(t)
+    {
+        return;
+    }
+    if push(w.p, d.encap, d.id) {
+        carry(w, d.inner, d.data);
+    }
+}
+
+/// Record a tunnel layer and clear the outer packet's transport fields, which the inner
+/// packet's replace; false when tunnels are nested too deep to go on.
+fn push(p: &mut Packet, encap: Encap, id: Option<u32>) -> bool {
+    let depth = usize::from(p.env.depth);
+    if depth >= MAX_TUNNELS {
+        p.error = Some("tunnels nested too deep");
+        return false;
+    }
+    if depth == 0
+        && let Some(ip) = p.ip
+    {
+        let mut vlans = [0; 2];
+        for (slot, v) in vlans.iter_mut().zip(p.vlans()) {
+            *slot = *v;
+        }
+        p.env.outer = Some(Outer {
+            src: ip.src,
+            dst: ip.dst,
+            proto: ip.proto,
+            src_port: p.src_port,
+            dst_port: p.dst_port,
+            vlans,
+            vlan_count: p.vlan_count.min(2),
+            payload_len: p.payload_len.unwrap_or(0),
+        });
+    }
+    p.env.layers[depth] = encap;
+    p.env.depth += 1;
+    if id.is_some() {
+        p.env.tunnel_id = id;
+    }
+    // The inner packet's fields replace the outer's.
+    p.ip = None;
+    p.src_port = None;
+    p.dst_port = None;
+    p.tcp_flags = None;
+    p.tcp_seq = None;
+    p.icmp_type = None;
+    p.icmp_code = None;
+    p.payload_len = None;
+    p.payload = None;
+    true
+}
+
+/// Decode the bytes a tunnel carries.
+fn carry(w: &mut Walk<'_, '_, '_>, inner: tunnel::Inner, data: &[u8]) {
+    let p = &mut *w.p;
+    match inner {
+        tunnel::Inner::Ethernet => {
+            p.src_mac = None;
+            p.dst_mac = None;
+            p.ethertype = None;
+            p.vlan_count = 0;
+            link::ethernet(w, data);
+        }
+        tunnel::Inner::EtherType(t) => link::ethertype_chain(w, t, data),
+        tunnel::Inner::Ip => link::raw_ip(w, data),
+        tunnel::Inner::Ppp => link::ppp(w, data),
+        // Decoded by the GRE handler before entering; never carried here.
+        tunnel::Inner::Erspan { .. } => p.error = Some("ERSPAN header outside GRE"),
+    }
+}
+
+/// A GRE packet (over IP, or over UDP port 4754): GRE, then ERSPAN where it carries one.
+fn gre(w: &mut Walk<'_, '_, '_>, data: &[u8], over_udp: bool) {
+    let outer = match tunnel::gre::parse(data, over_udp) {
+        Ok(d) => d,
+        Err(e) => {
+            w.p.error = Some(e);
+            return;
+        }
+    };
+    if let tunnel::Inner::Erspan { proto, sequenced } = outer.inner {
+        match tunnel::gre::erspan(proto, sequenced, outer.data) {
+            Ok(inner) => {
+                if push(w.p, outer.encap, outer.id) {
+                    enter(w, inner);
+                }
+            }
+            Err(e) => w.p.error = Some(e),
+        }
+        return;
+    }
+    enter(w, outer);
+}
+
+/// UDP ports whose payload is a tunnel header (either port may be the tunnel's).
+fn udp_tunnel(w: &mut Walk<'_, '_, '_>, port: u16, payload: &[u8]) -> bool {
+    let decap = match port {
+        4789 | 8472 => tunnel::vxlan::parse(payload).map(Some),
+        6081 => tunnel::geneve::parse(payload).map(Some),
+        4754 => {
+            gre(w, payload, true);
+            return true;
+        }
+        2152 => tunnel::gtp::parse(payload),
+        3544 => tunnel::teredo::parse(payload).map(Some),
+        5072 => tunnel::ayiya::parse(payload),
+        _ => return false,
+    };
+    match decap {
+        Ok(Some(d)) => enter(w, d),
+        Ok(None) => {}
+        Err(e) => w.p.error = Some(e),
+    }
+    true
+}
+
+/// Whether either UDP port is a tunnel's.
+fn is_tunnel_port(port: u16) -> bool {
+    matches!(port, 4789 | 8472 | 6081 | 4754 | 2152 | 3544 | 5072)
+}
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
-}
-
-fn mac(b: &[u8]) -> Option<[u8; 6]> {
-    b.get(..6)?.try_into().ok()
-}
-
-/// Decode one frame of the given link type into `out` (which is reset first).
-pub fn dissect(link_type: u16, data: &[u8], out: &mut Packet) {
-    *out = Packet::default();
-    dissect_link(link_type, data, out);
-    // `ip` recorded the payload's address; make it an offset into this frame.
-    if let Some((at, len)) = out.payload {
-        out.payload = at
-            .checked_sub(data.as_ptr().addr())
-            .filter(|off| off.saturating_add(len) <= data.len())
-            .map(|off| (off, len));
-    }
-}
-
-fn dissect_link(link_type: u16, data: &[u8], out: &mut Packet) {
-    match link_type {
-        linktype::ETHERNET => ethernet(data, out),
-        linktype::LINUX_SLL => match be16(data, 14) {
-            Some(proto) if data.len() >= 16 => {
-                // ARPHRD_NETLINK (824) and the "protocol" values below 0x0600 are not
-                // EtherTypes (802.2 LLC, CAN, ...).
-                if be16(data, 2) != Some(824) && proto >= 0x0600 {
-                    ethertype_chain(proto, &data[16..], out);
-                }
-            }
-            _ => out.error = Some("truncated Linux SLL header"),
-        },
-        linktype::LINUX_SLL2 => match be16(data, 0) {
-            Some(proto) if data.len() >= 20 => {
-                if be16(data, 8) != Some(824) && proto >= 0x0600 {
-                    ethertype_chain(proto, &data[20..], out);
-                }
-            }
-            _ => out.error = Some("truncated Linux SLL2 header"),
-        },
-        linktype::NULL | linktype::LOOP => null_loop(link_type, data, out),
-        linktype::RAW | linktype::RAW_OPENBSD | linktype::RAW_BSDOS => raw_ip(data, out),
-        linktype::IPV4 => ip(data, out),
-        linktype::IPV6 => ip(data, out),
-        linktype::PPP | linktype::PPP_HDLC => ppp(data, out),
-        linktype::PPP_ETHER => {
-            // PPPoE header (6 bytes) then PPP.
-            match data.get(6..) {
-                Some(rest) => ppp(rest, out),
-                None => out.error = Some("truncated PPPoE header"),
-            }
-        }
-        linktype::IEEE802_11 => ieee802_11(data, out),
-        linktype::IEEE802_11_RADIOTAP => radiotap(data, out),
-        _ => {}
-    }
-}
-
-fn ethernet(data: &[u8], out: &mut Packet) {
-    if data.len() < 14 {
-        out.error = Some("truncated Ethernet header");
-        // tshark still shows the addresses it has.
-        out.dst_mac = mac(data);
-        out.src_mac = data.get(6..).and_then(mac);
-        return;
-    }
-    out.dst_mac = mac(data);
-    out.src_mac = mac(&data[6..]);
-    let type_or_len = u16::from_be_bytes([data[12], data[13]]);
-    if type_or_len >= 0x0600 {
-        ethertype_chain(type_or_len, &data[14..], out);
-    } else {
-        // IEEE 802.3 length field: an 802.2 LLC header follows.
-        llc(&data[14..], out);
-    }
-}
-
-/// 802.2 LLC; with SNAP and an EtherType OUI the payload is an EtherType payload.
-fn llc(data: &[u8], out: &mut Packet) {
-    if let [0xaa, 0xaa, 0x03, 0, 0, 0, t0, t1, ..] = data {
-        ethertype_chain(u16::from_be_bytes([*t0, *t1]), &data[8..], out);
-    }
-}
-
-/// Follow EtherTypes through VLAN tags, MPLS labels and PPPoE down to IP.
-fn ethertype_chain(mut ethertype: u16, mut data: &[u8], out: &mut Packet) {
-    while let ETHERTYPE_VLAN | ETHERTYPE_QINQ | ETHERTYPE_QINQ_OLD = ethertype {
-        let (Some(tci), Some(next)) = (be16(data, 0), be16(data, 2)) else {
-            out.ethertype = Some(ethertype);
-            out.error = Some("truncated VLAN tag");
-            return;
-        };
-        if usize::from(out.vlan_count) < MAX_VLANS {
-            out.vlan_ids[usize::from(out.vlan_count)] = tci & 0x0fff;
-            out.vlan_count += 1;
-        }
-        ethertype = next;
-        data = &data[4..];
-    }
-    out.ethertype = Some(ethertype);
-    match ethertype {
-        ETHERTYPE_IPV4 | ETHERTYPE_IPV6 => ip(data, out),
-        ETHERTYPE_MPLS | ETHERTYPE_MPLS_MC => mpls(data, out),
-        ETHERTYPE_PPPOE_SESSION => match data.get(6..) {
-            Some(rest) => ppp_protocol(rest, out),
-            None => out.error = Some("truncated PPPoE header"),
-        },
-        _ => {}
-    }
-}
-
-/// MPLS label stack; after the bottom label, IPv4 or IPv6 by the version nibble, as tshark
-/// guesses when no pseudowire is configured.
-fn mpls(mut data: &[u8], out: &mut Packet) {
-    loop {
-        let Some(entry) = data.get(..4) else {
-            out.error = Some("truncated MPLS label stack");
-            return;
-        };
-        let bottom = entry[2] & 0x01 != 0;
-        data = &data[4..];
-        if bottom {
-            break;
-        }
-    }
-    match data.first().map(|b| b >> 4) {
-        Some(4) | Some(6) => ip(data, out),
-        _ => {}
-    }
-}
-
-fn raw_ip(data: &[u8], out: &mut Packet) {
-    match data.first().map(|b| b >> 4) {
-        Some(4) | Some(6) => ip(data, out),
-        Some(_) => out.error = Some("raw packet is neither IPv4 nor IPv6"),
-        None => out.error = Some("empty packet"),
-    }
-}
-
-/// BSD loopback: a 4-byte address family, host byte order for NULL, network order for LOOP.
-fn null_loop(link_type: u16, data: &[u8], out: &mut Packet) {
-    let Some(fam) = data.get(..4) else {
-        out.error = Some("truncated loopback header");
-        return;
-    };
-    let fam = if link_type == linktype::LOOP {
-        u32::from_be_bytes([fam[0], fam[1], fam[2], fam[3]])
-    } else {
-        // The capturing host's byte order: the family is small, so whichever half is zero
-        // tells which end holds it.
-        let le = u32::from_le_bytes([fam[0], fam[1], fam[2], fam[3]]);
-        if le & 0xffff == 0 { le >> 16 } else { le }
-    };
-    let data = &data[4..];
-    match fam {
-        // AF_INET everywhere; AF_INET6 on BSDs (24, 28, 30), Linux (10) and Windows (23).
-        2 | 10 | 23 | 24 | 28 | 30 => raw_ip(data, out),
-        _ => {}
-    }
-}
-
-/// PPP in HDLC-like framing (optional FF 03) with a 1- or 2-byte protocol field.
-fn ppp(data: &[u8], out: &mut Packet) {
-    let data = match data {
-        [0xff, 0x03, rest @ ..] => rest,
-        _ => data,
-    };
-    ppp_protocol(data, out);
-}
-
-fn ppp_protocol(data: &[u8], out: &mut Packet) {
-    // A protocol field with an odd first byte is compressed to one byte.
-    let (proto, rest) = match data {
-        [p, rest @ ..] if p & 1 == 1 => (u16::from(*p), rest),
-        [p0, p1, rest @ ..] => (u16::from_be_bytes([*p0, *p1]), rest),
-        _ => {
-            out.error = Some("truncated PPP header");
-            return;
-        }
-    };
-    match proto {
-        0x0021 | 0x0057 => ip(rest, out),
-        _ => {}
-    }
-}
-
-/// Radiotap header (its length is in bytes 2..4, little-endian), then 802.11.
-fn radiotap(data: &[u8], out: &mut Packet) {
-    let Some(len) = data
-        .get(2..4)
-        .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
-    else {
-        out.error = Some("truncated radiotap header");
-        return;
-    };
-    match data.get(len..) {
-        Some(rest) if len >= 8 => ieee802_11(rest, out),
-        _ => out.error = Some("truncated radiotap header"),
-    }
-}
-
-/// IEEE 802.11 data frames: the header, then LLC/SNAP, then an EtherType payload.
-fn ieee802_11(data: &[u8], out: &mut Packet) {
-    let Some(&[fc0, fc1]) = data.get(..2).and_then(|b| <&[u8; 2]>::try_from(b).ok()) else {
-        out.error = Some("truncated 802.11 header");
-        return;
-    };
-    let frame_type = (fc0 >> 2) & 0x3;
-    let subtype = fc0 >> 4;
-    let (to_ds, from_ds) = (fc1 & 0x01 != 0, fc1 & 0x02 != 0);
-    let protected = fc1 & 0x40 != 0;
-    // Only data frames (type 2) without protection carry an LLC payload we can read; subtypes
-    // with bit 2 set are "no data" frames.
-    if frame_type != 2 || subtype & 0x4 != 0 || protected {
-        return;
-    }
-    let mut header_len = 24;
-    if to_ds && from_ds {
-        header_len += 6; // address 4
-    }
-    if subtype & 0x8 != 0 {
-        header_len += 2; // QoS control
-        if fc1 & 0x80 != 0 {
-            header_len += 4; // HT control (the "order" bit on QoS frames)
-        }
-    }
-    match data.get(header_len..) {
-        Some(payload) => llc(payload, out),
-        None => out.error = Some("truncated 802.11 header"),
-    }
-}
-
-/// From the IP header on, with etherparse's lax slicer.
-fn ip(data: &[u8], out: &mut Packet) {
-    let sliced = match LaxSlicedPacket::from_ip(data) {
-        Ok(s) => s,
-        Err(err::ip::LaxHeaderSliceError::Len(_)) => {
-            out.error = Some("truncated IP header");
-            return;
-        }
-        Err(err::ip::LaxHeaderSliceError::Content(e)) => {
-            out.error = Some(match e {
-                err::ip::HeaderError::UnsupportedIpVersion { .. } => "unknown IP version",
-                err::ip::HeaderError::Ipv4HeaderLengthSmallerThanHeader { .. } => {
-                    "IPv4 header length below 20 bytes"
-                }
-            });
-            return;
-        }
-    };
-    let mut declared_payload: Option<u32> = None;
-    match &sliced.net {
-        Some(LaxNetSlice::Ipv4(v4)) => {
-            let h = v4.header();
-            let header_len = u32::from(h.ihl()) * 4;
-            let total = u32::from(h.total_len());
-            out.ip = Some(Ip {
-                version: 4,
-                src: Addr::V4(h.source()),
-                dst: Addr::V4(h.destination()),
-                proto: h.protocol().0,
-                len: total,
-                ttl: h.ttl(),
-                frag_offset: h.fragments_offset().value() * 8,
-                more_fragments: h.more_fragments(),
-            });
-            // Transport payload: declared by the total length (TSO captures carry 0 there;
-            // then the captured bytes are all we know).
-            declared_payload = Some(if total >= header_len {
-                total - header_len
-            } else {
-                v4.payload().payload.len() as u32
-            });
-            // An authentication header (IPv4's only extension) precedes the transport.
-            if let Some(ah_len) = v4.extensions().auth.map(|a| a.slice().len() as u32) {
-                declared_payload = declared_payload.map(|p| p.saturating_sub(ah_len));
-            }
-        }
-        Some(LaxNetSlice::Ipv6(v6)) => {
-            let h = v6.header();
-            let plen = u32::from(h.payload_length());
-            let mut frag_offset = 0;
-            let mut more_fragments = false;
-            let mut ext_len = 0u32;
-            for ext in v6.extensions().clone().into_iter() {
-                match &ext {
-                    Ipv6ExtensionSlice::Fragment(f) => {
-                        frag_offset = f.fragment_offset().value() * 8;
-                        more_fragments = f.more_fragments();
-                        ext_len += f.slice().len() as u32;
-                    }
-                    Ipv6ExtensionSlice::HopByHop(s)
-                    | Ipv6ExtensionSlice::Routing(s)
-                    | Ipv6ExtensionSlice::DestinationOptions(s) => {
-                        ext_len += s.slice().len() as u32
-                    }
-                    Ipv6ExtensionSlice::Authentication(a) => ext_len += a.slice().len() as u32,
-                }
-            }
-            let payload = v6.payload();
-            // A zero payload length with a hop-by-hop header is a jumbogram (RFC 2675) or a
-            // BIG TCP packet: the captured bytes are what we have.
-            let len = if plen == 0 && !payload.payload.is_empty() {
-                40 + ext_len + payload.payload.len() as u32
-            } else {
-                40 + plen
-            };
-            out.ip = Some(Ip {
-                version: 6,
-                src: Addr::V6(h.source()),
-                dst: Addr::V6(h.destination()),
-                proto: payload.ip_number.0,
-                len,
-                ttl: h.hop_limit(),
-                frag_offset,
-                more_fragments,
-            });
-            declared_payload = Some((len - 40).saturating_sub(ext_len));
-        }
-        Some(LaxNetSlice::Arp(_)) | None => {}
-    }
-    let fragmented = out
-        .ip
-        .is_some_and(|ip| ip.frag_offset != 0 || ip.more_fragments);
-    let mut transport_header: Option<u32> = None;
-    match &sliced.transport {
-        Some(TransportSlice::Tcp(tcp)) => {
-            out.src_port = Some(tcp.source_port());
-            out.dst_port = Some(tcp.destination_port());
-            let raw = tcp.header_slice();
-            out.tcp_flags = Some(u16::from_be_bytes([raw[12], raw[13]]) & 0x0fff);
-            out.tcp_seq = Some(tcp.sequence_number());
-            transport_header = Some(u32::from(tcp.data_offset()) * 4);
-            out.payload = payload_at(tcp.payload());
-        }
-        Some(TransportSlice::Udp(udp)) => {
-            out.src_port = Some(udp.source_port());
-            out.dst_port = Some(udp.destination_port());
-            transport_header = Some(8);
-            out.payload = payload_at(udp.payload());
-        }
-        Some(TransportSlice::Icmpv4(icmp)) => {
-            out.icmp_type = Some(icmp.type_u8());
-            out.icmp_code = Some(icmp.code_u8());
-            transport_header = Some(icmp.header_len() as u32);
-        }
-        Some(TransportSlice::Icmpv6(icmp)) => {
-            out.icmp_type = Some(icmp.type_u8());
-            out.icmp_code = Some(icmp.code_u8());
-            transport_header = Some(icmp.header_len() as u32);
-        }
-        Some(TransportSlice::Igmp(_)) | None => {}
-    }
-    // What etherparse did not slice but is (partly) there: SCTP's common header, and TCP/UDP
-    // headers cut short by the snap length. Like tshark, show the fields whose bytes exist:
-    // the ports (first 4 bytes of all three) and TCP's flags (bytes 12..14).
-    if sliced.transport.is_none()
-        && !fragmented
-        && let (Some(ip), Some(net)) = (out.ip, &sliced.net)
-    {
-        let payload = match net {
-            LaxNetSlice::Ipv4(v4) => v4.payload().payload,
-            LaxNetSlice::Ipv6(v6) => v6.payload().payload,
-            LaxNetSlice::Arp(_) => &[],
-        };
-        let proto = IpNumber(ip.proto);
-        if matches!(proto, IpNumber::TCP | IpNumber::UDP | IpNumber::SCTP)
-            && let (Some(s), Some(d)) = (be16(payload, 0), be16(payload, 2))
-        {
-            out.src_port = Some(s);
-            out.dst_port = Some(d);
-            transport_header = match proto {
-                IpNumber::SCTP => Some(12),
-                IpNumber::UDP => Some(8),
-                _ => payload.get(12).map(|b| u32::from(b >> 4) * 4),
-            };
-            if proto == IpNumber::TCP {
-                out.tcp_flags = be16(payload, 12).map(|f| f & 0x0fff);
-            }
-        }
-    }
-    out.payload_len = match (declared_payload, transport_header) {
-        (Some(p), Some(h)) => Some(p.saturating_sub(h)),
-        (Some(p), None) => Some(p),
-        (None, _) => None,
-    };
-    if let Some((e, layer)) = &sliced.stop_err {
-        out.error = Some(stop_reason(e, *layer));
-    }
-}
-
-/// A payload slice's address and length, made relative to the frame by [`dissect`]. The
-/// address is only compared, never dereferenced.
-fn payload_at(p: &[u8]) -> Option<(usize, usize)> {
-    (!p.is_empty()).then(|| (p.as_ptr().addr(), p.len()))
-}
-
-fn stop_reason(e: &err::packet::SliceError, layer: Layer) -> &'static str {
-    use err::packet::SliceError;
-    match (e, layer) {
-        (SliceError::Len(_), Layer::TcpHeader) => "truncated TCP header",
-        (SliceError::Len(_), Layer::UdpHeader) => "truncated UDP header",
-        (
-            SliceError::Len(_),
-            Layer::Icmpv4 | Layer::Icmpv4Timestamp | Layer::Icmpv4TimestampReply,
-        ) => "truncated ICMP header",
-        (SliceError::Len(_), Layer::Icmpv6) => "truncated ICMPv6 header",
-        (SliceError::Len(_), Layer::Igmp) => "truncated IGMP header",
-        (SliceError::Len(_), _) => "truncated IPv6 extension header",
-        (SliceError::Tcp(_), _) => "invalid TCP header",
-        (SliceError::Ip(_), _) => "invalid IP extension header",
-        _ => "malformed packet",
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use etherparse::PacketBuilder;
+    use link::ETHERTYPE_IPV4;
 
     fn tcp_v4_frame() -> Vec<u8> {
         let builder = PacketBuilder::ethernet2([1, 2, 3, 4, 5, 6], [7, 8, 9, 10, 11, 12])

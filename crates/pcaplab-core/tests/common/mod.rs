@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use arrow_array::RecordBatch;
+use pcaplab_core::dissect::defrag::Defragmenter;
+use pcaplab_core::dissect::frag::FragConfig;
 use pcaplab_core::{CaptureReader, ReadError, decode_chunk};
 
 /// The real-world corpus named by `$PCAPLAB_CORPUS`, or `None` — said loudly — when unset.
@@ -32,25 +34,39 @@ pub fn corpus() -> Option<PathBuf> {
     }
 }
 
-/// Capture file names listed in the corpus manifest, in manifest order.
+/// The corpus manifests: the original captures, then the tunnel, fragment and QUIC ones.
+pub const MANIFESTS: [&str; 2] = ["manifest.csv", "manifest-depth.csv"];
+
+/// Capture file names listed in the corpus manifests, in manifest order.
 pub fn manifest_files(dir: &Path) -> Vec<String> {
-    let text = std::fs::read_to_string(dir.join("manifest.csv")).expect("manifest.csv");
-    text.lines()
-        .skip(1)
-        .filter_map(|l| l.split(',').next())
-        .filter(|f| !f.is_empty())
-        .map(str::to_string)
-        .collect()
+    let mut files = Vec::new();
+    for manifest in MANIFESTS {
+        let path = dir.join(manifest);
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        files.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|l| l.split(',').next())
+                .filter(|f| !f.is_empty())
+                .map(str::to_string),
+        );
+    }
+    files
 }
 
 /// Corpus captures with pcapng Custom Blocks (per the manifest's notes), which tshark lists as
 /// frames: the oracle tests drop those rows so that the packets line up.
 pub fn custom_block_files(dir: &Path) -> std::collections::BTreeSet<String> {
-    std::fs::read_to_string(dir.join("manifest.csv"))
-        .expect("manifest.csv")
-        .lines()
-        .filter(|l| l.contains("custom-block"))
-        .filter_map(|l| l.split(',').next().map(str::to_string))
+    MANIFESTS
+        .iter()
+        .filter_map(|m| std::fs::read_to_string(dir.join(m)).ok())
+        .flat_map(|text| {
+            text.lines()
+                .filter(|l| l.contains("custom-block"))
+                .filter_map(|l| l.split(',').next().map(str::to_string))
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -74,10 +90,16 @@ pub fn decode_bytes(name: &str, bytes: Vec<u8>, chunk_frames: usize) -> DecodedF
             return out;
         }
     };
+    // Fragments are reassembled across chunks, in file order, as the pipeline does.
+    let mut defrag = Defragmenter::new(FragConfig::default());
     loop {
         let mut chunk = pcaplab_core::reader::Chunk::default();
         let r = reader.fill(&mut chunk, chunk_frames, 1 << 20);
-        if !chunk.frames.is_empty() {
+        defrag.scan(&mut chunk);
+        if !matches!(r, Ok(true)) {
+            defrag.finish(&mut chunk);
+        }
+        if !chunk.frames.is_empty() || !chunk.frags.is_empty() {
             out.batches
                 .push(decode_chunk(name, &chunk).expect("decode").batch);
         }

@@ -44,13 +44,11 @@ pub enum Encap {
     Ip6in6,
     Teredo,
     Ayiya,
-    /// MPLS label stack (recorded inside a tunnel only; see the README).
-    Mpls,
 }
 
 impl Encap {
     /// Every kind but `None`, in declaration order.
-    pub const ALL: [Encap; 17] = [
+    pub const ALL: [Encap; 15] = [
         Encap::Vxlan,
         Encap::Geneve,
         Encap::Gre,
@@ -66,8 +64,6 @@ impl Encap {
         Encap::Ip6in6,
         Encap::Teredo,
         Encap::Ayiya,
-        Encap::Mpls,
-        Encap::None,
     ];
 
     pub fn name(self) -> &'static str {
@@ -88,7 +84,6 @@ impl Encap {
             Encap::Ip6in6 => "6in6",
             Encap::Teredo => "teredo",
             Encap::Ayiya => "ayiya",
-            Encap::Mpls => "mpls",
         }
     }
 }
