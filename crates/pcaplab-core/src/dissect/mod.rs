@@ -22,6 +22,7 @@ mod link;
 pub mod tunnel;
 
 pub use tunnel::Encap;
+use tunnel::be16;
 
 /// LINKTYPE_* values we dissect (<https://www.tcpdump.org/linktypes.html>).
 pub mod linktype {
@@ -351,10 +352,6 @@ fn udp_tunnel(w: &mut Walk<'_, '_, '_>, port: u16, payload: &[u8]) -> bool {
 /// Whether either UDP port is a tunnel's.
 fn is_tunnel_port(port: u16) -> bool {
     matches!(port, 4789 | 8472 | 6081 | 4754 | 2152 | 3544 | 5072)
-}
-
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
 }
 
 #[cfg(test)]

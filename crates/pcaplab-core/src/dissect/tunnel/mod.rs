@@ -128,3 +128,11 @@ pub(crate) fn be16(b: &[u8], at: usize) -> Option<u16> {
 pub(crate) fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
+
+/// Whether `inner` lies inside `outer` (the decoders' property tests: what a header hands back
+/// is always a part of the bytes it was given).
+#[cfg(test)]
+pub(crate) fn within(outer: &[u8], inner: &[u8]) -> bool {
+    let (o, i) = (outer.as_ptr_range(), inner.as_ptr_range());
+    o.start <= i.start && i.end <= o.end
+}
