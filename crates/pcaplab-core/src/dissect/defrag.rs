@@ -215,14 +215,7 @@ struct Recorder<'r> {
 impl<'d> Fragments<'d> for Recorder<'_> {
     fn fragment(&mut self, key: &FragKey, frag: &Fragment<'_>) -> Option<&'d [u8]> {
         if self.added.is_none() {
-            let frag = Fragment {
-                offset: frag.offset,
-                more: frag.more,
-                data: frag.data,
-                whole: frag.whole,
-                header: frag.header,
-            };
-            self.added = Some(self.r.add(*key, self.frame, self.ts, self.wire_len, frag));
+            self.added = Some(self.r.add(*key, self.frame, self.ts, self.wire_len, *frag));
         }
         None
     }
