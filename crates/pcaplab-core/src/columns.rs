@@ -846,15 +846,8 @@ mod tests {
             ..Chunk::default()
         };
         for (i, f) in frames.iter().enumerate() {
-            c.frames.push(crate::reader::FrameMeta {
-                start: c.data.len() as u32,
-                cap_len: f.len() as u32,
-                wire_len: f.len() as u32,
-                ts_ns: i as i64,
-                interface_id: 0,
-                link_type: crate::dissect::linktype::ETHERNET,
-            });
-            c.data.extend_from_slice(f);
+            let ethernet = crate::dissect::linktype::ETHERNET;
+            c.push(i as i64, 0, ethernet, f.len() as u32, f);
         }
         c
     }

@@ -8,6 +8,7 @@
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
+use crate::dissect::defrag::may_hold_fragment;
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
@@ -158,6 +159,10 @@ pub struct Chunk {
     /// What IP fragment reassembly found in these frames (see [`crate::dissect::defrag`]);
     /// empty unless the chunk was scanned.
     pub frags: crate::dissect::defrag::ChunkFrags,
+    /// Indices of the frames that may hold an IP fragment, by a quick look taken as each was
+    /// framed, while its bytes were in cache ([`may_hold_fragment`]): the reassembly's scan
+    /// decodes only these.
+    pub maybe_fragments: Vec<u32>,
 }
 
 impl Chunk {
@@ -166,8 +171,19 @@ impl Chunk {
         &self.data[start..start + f.cap_len as usize]
     }
 
-    fn push(&mut self, ts_ns: i64, interface_id: u32, link_type: u16, wire_len: u32, bytes: &[u8]) {
+    /// Append a frame.
+    pub fn push(
+        &mut self,
+        ts_ns: i64,
+        interface_id: u32,
+        link_type: u16,
+        wire_len: u32,
+        bytes: &[u8],
+    ) {
         let start = self.data.len() as u32;
+        if may_hold_fragment(link_type, bytes) {
+            self.maybe_fragments.push(self.frames.len() as u32);
+        }
         self.data.extend_from_slice(bytes);
         self.frames.push(FrameMeta {
             start,

@@ -81,11 +81,12 @@ impl Defragmenter {
     pub fn scan(&mut self, chunk: &mut Chunk) {
         let before = self.r.stats();
         let mut found = std::mem::take(&mut chunk.frags);
+        let mut candidates = chunk.maybe_fragments.iter().copied().peekable();
         for (i, f) in chunk.frames.iter().enumerate() {
             let i = i as u32;
             self.r.advance(f.ts_ns);
-            let data = chunk.frame_data(f);
-            if may_hold_fragment(f.link_type, data) {
+            if candidates.next_if_eq(&i).is_some() {
+                let data = chunk.frame_data(f);
                 let mut rec = Recorder {
                     r: &mut self.r,
                     frame: chunk.first_frame + u64::from(i),
@@ -172,6 +173,7 @@ impl FragStats {
         self.timed_out += other.timed_out;
         self.evicted += other.evicted;
         self.invalid += other.invalid;
+        self.incomplete += other.incomplete;
         self.overlaps += other.overlaps;
     }
 }
@@ -181,6 +183,7 @@ fn add_stats(into: &mut FragStats, now: &FragStats, before: &FragStats) {
     into.timed_out += now.timed_out - before.timed_out;
     into.evicted += now.evicted - before.evicted;
     into.invalid += now.invalid - before.invalid;
+    into.incomplete += now.incomplete - before.incomplete;
     into.overlaps += now.overlaps - before.overlaps;
 }
 

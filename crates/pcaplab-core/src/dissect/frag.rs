@@ -165,6 +165,8 @@ pub struct FragStats {
     pub timed_out: u64,
     pub evicted: u64,
     pub invalid: u64,
+    /// Datagrams still incomplete when the capture ended.
+    pub incomplete: u64,
     /// Datagrams in which some fragment overlapped bytes already received with different
     /// content (counted once per datagram, whether it completed or not).
     pub overlaps: u64,
@@ -526,9 +528,11 @@ impl<K: Hash + Eq + Clone> Reassembler<K> {
                 out.push(d.into_expired(key, Ended::EndOfCapture));
             }
         }
+        self.stats.incomplete += out.len() as u64;
         // Every datagram is in `order`; this is only for safety.
         for (key, d) in self.table.drain() {
             out.push(d.into_expired(key, Ended::EndOfCapture));
+            self.stats.incomplete += 1;
         }
         self.deadlines.clear();
         self.held = 0;
@@ -540,7 +544,8 @@ impl<K: Hash + Eq + Clone> Reassembler<K> {
         self.held
     }
 
-    /// Counters: datagrams reassembled, timed out, evicted, invalid, with overlaps.
+    /// Counters: datagrams reassembled, timed out, evicted, invalid, incomplete at the end,
+    /// with overlaps.
     pub fn stats(&self) -> FragStats {
         self.stats
     }
@@ -769,6 +774,7 @@ mod tests {
         assert_eq!((e[1].key, e[1].head.as_slice()), (2, &p[..10]));
         assert_eq!(r.held_bytes(), 0);
         assert!(r.finish().is_empty());
+        assert_eq!(r.stats().incomplete, 2);
     }
 
     #[test]
@@ -1029,6 +1035,7 @@ mod tests {
         let s = r.stats();
         assert_eq!(s.reassembled, N / 10);
         assert!(s.evicted > 0);
+        assert_eq!(s.evicted + s.timed_out + s.incomplete, N - N / 10);
         assert_eq!(r.held_bytes(), 0);
     }
 
