@@ -247,6 +247,15 @@ struct EngineArgs {
     /// Flows: the seed of the Community IDs (0 unless your other tools use another).
     #[arg(long, default_value = "0", value_name = "N")]
     community_id_seed: u16,
+    /// IP fragments: an incomplete datagram whose first fragment is this old (capture time)
+    /// is given up (Linux's default).
+    #[arg(long, default_value = "30s", value_parser = duration, value_name = "DURATION")]
+    frag_timeout: Duration,
+    /// IP fragments: most memory (MiB) held for incomplete datagrams per capture; past it
+    /// the oldest are given up.
+    #[arg(long, default_value = "8", value_name = "MiB",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    frag_memory: u32,
 }
 
 impl EngineArgs {
@@ -270,9 +279,14 @@ impl EngineArgs {
             other_timeout_ns: ns(self.other_timeout, "other-timeout")?,
             community_id_seed: self.community_id_seed,
         };
+        let fragments = pcaplab_core::FragConfig {
+            timeout_ns: ns(self.frag_timeout, "frag-timeout")?,
+            max_bytes: usize::try_from(self.frag_memory)? << 20,
+        };
         let mut builder = pcaplab_core::Engine::builder()
             .jobs(self.jobs())
-            .flows(flows);
+            .flows(flows)
+            .fragments(fragments);
         if let Some(n) = self.chunk_frames {
             builder = builder.chunk_frames(n.get());
         }

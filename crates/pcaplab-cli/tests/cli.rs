@@ -162,10 +162,20 @@ fn bad_arguments_exit_2_with_a_message() {
     );
     let o = pcaplab(&["convert", "x.pcap", "--out", "o", "--jobs", "0"]);
     assert_eq!(o.status.code(), Some(2));
-    for flag in ["--tcp-timeout", "--udp-timeout", "--other-timeout"] {
+    for flag in [
+        "--tcp-timeout",
+        "--udp-timeout",
+        "--other-timeout",
+        "--frag-timeout",
+    ] {
         let o = pcaplab(&["convert", "x.pcap", "--out", "o", flag, "0s"]);
         assert_eq!(o.status.code(), Some(2), "{flag}");
         assert!(stderr(&o).contains(flag), "{}", stderr(&o));
+    }
+    for memory in ["0", "lots", "65537"] {
+        let o = pcaplab(&["convert", "x.pcap", "--out", "o", "--frag-memory", memory]);
+        assert_eq!(o.status.code(), Some(2), "{memory}");
+        assert!(stderr(&o).contains("--frag-memory"), "{}", stderr(&o));
     }
     let o = pcaplab(&["convert", "x.pcap", "--out", "o", "--udp-timeout", "soon"]);
     assert_eq!(o.status.code(), Some(2));
@@ -241,6 +251,65 @@ fn own_captures_convert_cleanly() {
     ] {
         assert!(out.path().join(f).is_file(), "missing {f}; {err}");
     }
+}
+
+/// The summary item counts the tunnels and the reassembled datagrams, and its talkers and
+/// names are the inner conversation's: the VXLAN mirror capture (12 packets, an HTTP GET for
+/// eu.httpbin.org inside) and an HTTP GET in 11 IPv4 fragments.
+#[test]
+fn items_count_tunnels_and_fragments() {
+    let Some(dir) = corpus() else { return };
+    let out = tempfile::tempdir().expect("tempdir");
+    let mut args = vec!["convert".to_owned()];
+    for f in [
+        "zeek__vxlan-encapsulated-http.pcap",
+        "pcapplusplus__frag_http_req.pcap",
+    ] {
+        args.push(dir.join(f).display().to_string());
+    }
+    args.extend(
+        [
+            "--out",
+            out.path().to_str().expect("utf8"),
+            "--format",
+            "dynamodb-json",
+            "--frag-timeout",
+            "10s",
+            "--frag-memory",
+            "1",
+        ]
+        .map(str::to_owned),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = pcaplab(&args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let item = |name: &str| -> serde_json::Value {
+        let path = out.path().join(format!("dynamodb/{name}.json"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        serde_json::from_str::<serde_json::Value>(&text).expect("json")["Item"].clone()
+    };
+    let vxlan = item("zeek__vxlan-encapsulated-http.pcap");
+    assert_eq!(vxlan["tunnels"]["M"]["vxlan"]["N"], "12", "{vxlan}");
+    assert!(vxlan.get("fragments").is_none(), "{vxlan}");
+    let mut talkers: Vec<&str> = vxlan["top_talkers"]["L"]
+        .as_array()
+        .expect("talkers")
+        .iter()
+        .map(|t| t["M"]["addr"]["S"].as_str().expect("addr"))
+        .collect();
+    talkers.sort_unstable();
+    assert_eq!(talkers, ["172.16.11.201", "54.86.237.188"], "{vxlan}");
+    let hosts = &vxlan["top_http_hosts"]["L"][0]["M"]["name"]["S"];
+    assert_eq!(hosts, "eu.httpbin.org", "{vxlan}");
+    let frag = item("pcapplusplus__frag_http_req.pcap");
+    let f = &frag["fragments"]["M"];
+    assert_eq!(f["reassembled"]["N"], "1", "{frag}");
+    for given_up in ["timed_out", "evicted", "invalid", "incomplete", "overlaps"] {
+        assert_eq!(f[given_up]["N"], "0", "{given_up}: {frag}");
+    }
+    assert!(frag.get("tunnels").is_none(), "{frag}");
+    let host = &frag["top_http_hosts"]["L"][0]["M"]["name"]["S"];
+    assert_eq!(host, "js.bizographics.com", "{frag}");
 }
 
 /// Flows and app fields, read back by DuckDB: the flow Parquet and CSV agree, every IP packet

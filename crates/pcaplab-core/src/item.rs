@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::dissect::frag::FragStats;
 use crate::encode::rfc3339_ns;
 use crate::flows::Flow;
 use crate::reader::{CaptureFormat, Compression, NO_TIMESTAMP};
@@ -369,6 +370,24 @@ fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize
     });
     put("ip_protos", count_map(ip_protos));
     put("decode_errors", n(sum.decode_errors));
+    if !sum.tunnels.is_empty() {
+        // At most one entry per encapsulation pcaplab decodes (Encap::ALL).
+        put("tunnels", count_map(counts(&sum.tunnels, str::to_owned)));
+    }
+    let f = &sum.fragments;
+    if *f != FragStats::default() {
+        put(
+            "fragments",
+            count_map(BTreeMap::from([
+                ("reassembled".to_owned(), f.reassembled),
+                ("timed_out".to_owned(), f.timed_out),
+                ("evicted".to_owned(), f.evicted),
+                ("invalid".to_owned(), f.invalid),
+                ("incomplete".to_owned(), f.incomplete),
+                ("overlaps".to_owned(), f.overlaps),
+            ])),
+        );
+    }
     let talkers = sum
         .top_talkers(top_n)
         .into_iter()
@@ -452,7 +471,7 @@ fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dissect::Addr;
+    use crate::dissect::{Addr, Encap};
     use crate::flows::{FlowStats, worst_case_flow};
     use crate::summary::{TIMELINE_BUCKETS, Timeline};
 
@@ -515,6 +534,15 @@ mod tests {
         sum.tls_snis = names('é');
         sum.http_hosts = names('h');
         sum.names_truncated = true;
+        sum.tunnels = Encap::ALL.map(|e| (e.name(), u64::MAX)).into();
+        sum.fragments = FragStats {
+            reassembled: u64::MAX,
+            timed_out: u64::MAX,
+            evicted: u64::MAX,
+            invalid: u64::MAX,
+            incomplete: u64::MAX,
+            overlaps: u64::MAX,
+        };
         let id = format!("{}/{}", "b".repeat(63), "k".repeat(1024));
         assert_eq!(id.len(), 1088);
         let reason = "é".repeat(500_000);
@@ -577,6 +605,14 @@ mod tests {
                 panic!("ip_protos")
             };
             assert_eq!(protos.len(), 256);
+            let Some(AttrValue::M(tunnels)) = item.get("tunnels") else {
+                panic!("tunnels")
+            };
+            assert_eq!(tunnels.len(), Encap::ALL.len());
+            let Some(AttrValue::M(frags)) = item.get("fragments") else {
+                panic!("fragments")
+            };
+            assert_eq!(frags.len(), 6);
             assert_eq!(
                 item.get("talkers_approximate"),
                 Some(&AttrValue::Bool(true))
@@ -626,6 +662,9 @@ mod tests {
         v6[15] = 1;
         sum.talkers.insert(Addr::V6(v6), t(1, 80));
         sum.ports.extend([(80, 3), (443, 1)]);
+        sum.tunnels.insert("vxlan", 2);
+        sum.fragments.reassembled = 1;
+        sum.fragments.timed_out = 1;
         let outputs = [("parquet", "s3://o/p.parquet".to_owned())];
         let report = Some((&sum, CaptureFormat::Pcap, Compression::Gzip));
         let item = summary_item(&source("b/k.pcap", &outputs), &Outcome::Ok, report, 1);
@@ -635,6 +674,8 @@ mod tests {
                 r#""compression":{{"S":"gzip"}},"decode_errors":{{"N":"0"}},"#,
                 r#""duration_s":{{"N":"1.5"}},"etag":{{"S":"\"abc\""}},"#,
                 r#""first_ts":{{"S":"1970-01-01T00:00:01.000000000Z"}},"#,
+                r#""fragments":{{"M":{{"evicted":{{"N":"0"}},"incomplete":{{"N":"0"}},"invalid":{{"N":"0"}},"#,
+                r#""overlaps":{{"N":"0"}},"reassembled":{{"N":"1"}},"timed_out":{{"N":"1"}}}}}},"#,
                 r#""ip_protos":{{"M":{{"200":{{"N":"1"}},"tcp":{{"N":"2"}}}}}},"#,
                 r#""last_ts":{{"S":"1970-01-01T00:00:02.500000000Z"}},"#,
                 r#""link_types":{{"M":{{"ethernet":{{"N":"3"}}}}}},"#,
@@ -646,6 +687,7 @@ mod tests {
                 r#""top_ports":{{"L":[{{"M":{{"packets":{{"N":"3"}},"port":{{"N":"80"}}}}}}]}},"#,
                 r#""top_talkers":{{"L":[{{"M":{{"addr":{{"S":"10.0.0.1"}},"#,
                 r#""bytes":{{"N":"120"}},"packets":{{"N":"2"}}}}}}]}},"#,
+                r#""tunnels":{{"M":{{"vxlan":{{"N":"2"}}}}}},"#,
                 r#""wire_bytes":{{"N":"200"}}}}}}"#
             ),
             env!("CARGO_PKG_VERSION")

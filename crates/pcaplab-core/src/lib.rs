@@ -20,6 +20,7 @@ pub use columns::{decode_chunk, decode_chunk_with, schema};
 pub use convert::{
     BuildError, ConvertError, Engine, EngineBuilder, Opened, Outputs, OutputsError, Report,
 };
+pub use dissect::frag::{FragConfig, FragStats};
 pub use encode::Format;
 pub use flows::{FlowConfig, FlowStats, flow_schema};
 pub use item::{AttrValue, Item, ItemSource, Outcome as ItemOutcome, summary_item};

@@ -1,9 +1,9 @@
 //! No byte sequence makes pcaplab panic: not as a whole file, not after a valid file header,
-//! not as a packet of any link type.
+//! not as a packet of any link type, not inside any tunnel, not as IP fragments.
 
 mod common;
 
-use pcaplab_core::dissect::{Packet, dissect, linktype};
+use pcaplab_core::dissect::{MAX_TUNNELS, Packet, dissect, linktype};
 use proptest::prelude::*;
 
 use common::decode_bytes;
@@ -48,6 +48,66 @@ fn headers() -> Vec<Vec<u8>> {
     vec![pcap_le.to_vec(), pcap_be_ns, modified, ng, snoop]
 }
 
+/// How random bytes are carried: (IP protocol, UDP destination port, a valid tunnel header to
+/// put before them). Every tunnel pcaplab decodes, plus plain UDP and TCP.
+const CARRIERS: [(u8, u16, &[u8]); 17] = [
+    (17, 4789, &[0x08, 0, 0, 0, 0, 0, 1, 0]),
+    (17, 8472, &[0x08, 0, 0, 0, 0, 0, 2, 0]),
+    (17, 6081, &[0, 0, 0x65, 0x58, 0, 0, 1, 0]),
+    (17, 4754, &[0, 0, 0x08, 0x00]),
+    (17, 2152, &[0x30, 0xff, 0, 0, 0, 0, 0, 1]),
+    (17, 3544, &[]),
+    (17, 5072, &[0x41, 0x52, 4, 0]),
+    (17, 53, &[]),
+    (47, 0, &[0, 0, 0x65, 0x58]),
+    (47, 0, &[0x10, 0, 0x88, 0xbe, 0, 0, 0, 1]),
+    (47, 0, &[0x10, 0, 0x22, 0xeb, 0, 0, 0, 1]),
+    (47, 0, &[0x30, 0x81, 0x88, 0x0b, 0, 0, 0, 0]),
+    (47, 0, &[0x20, 0, 0x86, 0xdd, 0, 0, 0, 7]),
+    (4, 0, &[]),
+    (41, 0, &[]),
+    (6, 0, &[]),
+    (47, 0, &[]),
+];
+
+/// An Ethernet/IPv4 frame carrying `body` as `CARRIERS[carrier]` does, its IPv4 header's
+/// identification and flags/fragment offset word set to `id` and `frag` (so the frame may be
+/// a fragment of a tunnel packet).
+fn carried(carrier: usize, id: u16, frag: u16, body: &[u8]) -> Vec<u8> {
+    let (proto, port, header) = CARRIERS[carrier];
+    let mut l4 = Vec::new();
+    if proto == 17 {
+        let len = (8 + header.len() + body.len()) as u16;
+        l4.extend_from_slice(&40000u16.to_be_bytes());
+        l4.extend_from_slice(&port.to_be_bytes());
+        l4.extend_from_slice(&len.to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+    }
+    l4.extend_from_slice(header);
+    l4.extend_from_slice(body);
+    let mut frame = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    frame.extend_from_slice(&[0x45, 0]);
+    frame.extend_from_slice(&((20 + l4.len()) as u16).to_be_bytes());
+    frame.extend_from_slice(&id.to_be_bytes());
+    frame.extend_from_slice(&frag.to_be_bytes());
+    frame.extend_from_slice(&[64, proto, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    frame.extend_from_slice(&l4);
+    frame
+}
+
+/// A classic pcap file (Ethernet, µs) of `frames`, one per millisecond.
+fn pcap_of(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = headers()[0].clone();
+    for (i, f) in frames.iter().enumerate() {
+        out.extend_from_slice(&0u32.to_le_bytes());
+        out.extend_from_slice(&((i as u32) * 1000).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+        out.extend_from_slice(f);
+    }
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
@@ -89,5 +149,39 @@ proptest! {
         let mut p = Packet::default();
         dissect(linktype::ETHERNET, &frame, &mut p);
         prop_assert_eq!(p.ethertype.is_some(), true);
+    }
+
+    /// Random bytes behind every tunnel header: no panic, the nesting stays bounded, and a
+    /// decoded tunnel always keeps the outer addresses.
+    #[test]
+    fn any_bytes_inside_each_tunnel(
+        carrier in 0..CARRIERS.len(),
+        body in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        let frame = carried(carrier, 1, 0x4000, &body);
+        let mut p = Packet::default();
+        dissect(linktype::ETHERNET, &frame, &mut p);
+        prop_assert!(p.env.layers().len() <= MAX_TUNNELS);
+        prop_assert_eq!(p.env.is_empty(), p.env.outer.is_none());
+    }
+
+    /// Tunnel packets whose outer IPv4 headers are random fragments, through the whole
+    /// pipeline (the file-order reassembly, chunks of 3 frames): no panic, one row per frame.
+    #[test]
+    fn any_fragments_of_tunnel_packets(
+        frames in proptest::collection::vec(
+            (0..CARRIERS.len(), 0u16..4, prop_oneof![Just(0x2000u16), Just(0), 0u16..0x4000],
+             proptest::collection::vec(any::<u8>(), 0..96)),
+            0..40,
+        ),
+    ) {
+        let frames: Vec<Vec<u8>> = frames
+            .iter()
+            .map(|(c, id, frag, body)| carried(*c, *id, *frag, body))
+            .collect();
+        let decoded = decode_bytes("fuzz", pcap_of(&frames), 3);
+        prop_assert!(decoded.open_error.is_none() && decoded.damage.is_none());
+        let rows: usize = decoded.batches.iter().map(|b| b.num_rows()).sum();
+        prop_assert_eq!(rows, frames.len());
     }
 }

@@ -328,6 +328,142 @@ fn output_does_not_depend_on_threads_or_chunking() {
     assert_eq!(a.report.expect("ok").summary, b.report.expect("ok").summary);
 }
 
+/// IP fragments are reassembled in file order before chunks are handed out, so a datagram
+/// whose fragments fall into different chunks (here: down to one frame per chunk) decodes the
+/// same, on any number of threads: every column, every flow and the summary are identical.
+#[test]
+fn fragments_do_not_depend_on_threads_or_chunking() {
+    let Some(dir) = corpus() else { return };
+    let mut reassembled = 0;
+    for (file, datagrams) in [
+        // 11 in-order IPv4 fragments of an HTTP GET.
+        ("pcapplusplus__frag_http_req.pcap", 1),
+        // Out of order, overlapping.
+        ("zeek__fragmented-4.pcap", 1),
+        // IPv6 fragment headers (a DNS response).
+        ("zeek__ipv6-fragmented-dns.pcap", 1),
+        // A GTP-U tunnel packet in two outer fragments.
+        ("zeek__gtp_ext_header.pcap", 1),
+        // 1024 fragments inside GRE of one maximum-size (65,535-byte) datagram.
+        (
+            "suricata-verify__bug-6942-6887-defrag-eth-ip-gre-ppp-ip-udp-data__eth-ip-gre-ppp-max-ip-packet.pcap",
+            1,
+        ),
+    ] {
+        let bytes = std::fs::read(dir.join(file)).expect("read");
+        let whole = convert(&engine(1, 1 << 20), file, bytes.clone());
+        let summary = whole.report.as_ref().expect(file).summary.clone();
+        assert_eq!(summary.fragments.reassembled, datagrams, "{file}");
+        reassembled += summary.fragments.reassembled;
+        let parquet = read_parquet(whole.parquet.clone());
+        for (jobs, chunk) in [(2, 1), (2, 2), (1, 3), (2, 7)] {
+            let cut = convert(
+                &Engine::builder()
+                    .jobs(jobs)
+                    .chunk_frames(chunk)
+                    .slots(2)
+                    .build()
+                    .expect("engine"),
+                file,
+                bytes.clone(),
+            );
+            let what = format!("{file}, {jobs} jobs, chunks of {chunk}");
+            assert_eq!(cut.report.as_ref().expect(&what).summary, summary, "{what}");
+            assert_eq!(cut.csv, whole.csv, "{what}");
+            assert_eq!(cut.flows_csv, whole.flows_csv, "{what}");
+            let concat = |v: &[RecordBatch]| {
+                arrow_select::concat::concat_batches(&v[0].schema(), v).expect("concat")
+            };
+            assert_eq!(
+                concat(&read_parquet(cut.parquet)),
+                concat(&parquet),
+                "{what}"
+            );
+        }
+    }
+    assert_eq!(
+        reassembled, 5,
+        "the captures' datagrams were not reassembled"
+    );
+}
+
+/// A fragment flood through the engine: 30,000 datagrams of which only every tenth completes,
+/// 1,000 bytes each (30 MB if all were held), with a 1 MiB cap. The complete ones are
+/// reassembled, the others are given up and counted, every fragment is a row and a packet of
+/// its flow.
+#[test]
+fn a_fragment_flood_is_bounded_and_counted() {
+    const DATAGRAMS: u32 = 30_000;
+    let fragment = |id: u16, offset: u16, more: bool| -> Vec<u8> {
+        let data = [0x5a_u8; 1000];
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00, 0x45, 0];
+        f.extend_from_slice(&(20 + data.len() as u16).to_be_bytes());
+        f.extend_from_slice(&id.to_be_bytes());
+        f.extend_from_slice(&((u16::from(more) << 13) | (offset / 8)).to_be_bytes());
+        f.extend_from_slice(&[64, 17, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+        f.extend_from_slice(&data);
+        f
+    };
+    let mut pcap = vec![
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ];
+    let mut frames = 0u32;
+    let mut record = |f: Vec<u8>| {
+        let (s, us) = (frames / 1000, (frames % 1000) * 1000);
+        for v in [s, us, f.len() as u32, f.len() as u32] {
+            pcap.extend_from_slice(&v.to_le_bytes());
+        }
+        pcap.extend_from_slice(&f);
+        frames += 1;
+    };
+    for i in 0..DATAGRAMS {
+        // Identifications repeat every 65,536 datagrams; these stay below that.
+        let id = i as u16;
+        record(fragment(id, 0, true));
+        if i % 10 == 9 {
+            record(fragment(id, 1000, false));
+        }
+    }
+    let engine = Engine::builder()
+        .jobs(2)
+        .chunk_frames(1000)
+        .fragments(pcaplab_core::FragConfig {
+            timeout_ns: 60_000_000_000,
+            max_bytes: 1 << 20,
+        })
+        .build()
+        .expect("engine");
+    let out = convert(&engine, "flood", pcap);
+    let s = out.report.expect("report").summary;
+    assert_eq!(s.packets, u64::from(frames));
+    let f = s.fragments;
+    assert_eq!(f.reassembled, u64::from(DATAGRAMS / 10), "{f:?}");
+    // About 1,000 incomplete datagrams fit in 1 MiB: almost all the others were evicted.
+    assert!(f.evicted > u64::from(DATAGRAMS) * 8 / 10, "{f:?}");
+    assert_eq!(
+        f.evicted + f.timed_out + f.incomplete,
+        u64::from(DATAGRAMS - DATAGRAMS / 10),
+        "{f:?}"
+    );
+    assert!(f.incomplete > 0, "{f:?}");
+    assert_eq!(rows(&read_parquet(out.parquet)), frames as usize);
+    // One UDP flow (no ports: the datagrams never complete or carry no UDP header in their
+    // first fragment): every fragment counted in it.
+    let flows = read_parquet(out.flows);
+    let packets: u64 = flows
+        .iter()
+        .map(|b| {
+            b.column_by_name("packets")
+                .expect("packets")
+                .as_primitive::<UInt64Type>()
+                .values()
+                .iter()
+                .sum::<u64>()
+        })
+        .sum();
+    assert_eq!(packets, u64::from(frames));
+}
+
 #[test]
 fn parquet_schema_and_values_read_back() {
     let Some(dir) = corpus() else { return };

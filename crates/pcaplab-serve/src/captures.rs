@@ -47,6 +47,11 @@ pub struct Detail {
     /// Packets per IP protocol, and per non-IP network protocol (`arp`, `other`, `none`).
     pub protocols: Vec<Count>,
     pub link_types: Vec<Count>,
+    /// Packets per encapsulation (`vxlan`, `gre`, …): a packet counts once per tunnel.
+    pub tunnels: Vec<Count>,
+    /// IP datagrams reassembled from fragments, those given up (`timed_out`, `evicted`,
+    /// `invalid`), incomplete at the end, with overlapping fragments: the non-zero counters.
+    pub fragments: Vec<Count>,
     pub top_talkers: Vec<Talker>,
     pub talkers_approximate: bool,
     pub top_ports: Vec<Count>,
@@ -268,6 +273,11 @@ impl Detail {
             decode_errors: number(m, "decode_errors"),
             protocols,
             link_types: counts(m, "link_types"),
+            tunnels: counts(m, "tunnels"),
+            fragments: counts(m, "fragments")
+                .into_iter()
+                .filter(|c| c.packets > 0)
+                .collect(),
             top_talkers,
             talkers_approximate: matches!(
                 m.get("talkers_approximate"),
@@ -581,6 +591,8 @@ mod tests {
               "proto":{"S":"tcp"},"src":{"S":"10.0.0.1"},"src_port":{"N":"34855"},"dst":{"S":"10.0.0.2"},"dst_port":{"N":"80"},
               "packets":{"N":"30"},"bytes":{"N":"5700"},"duration_s":{"N":"1.5"},"conn_state":{"S":"SF"},"server_name":{"S":"example.com"}}}]},
             "top_dns_names":{"L":[{"M":{"name":{"S":"example.com"},"count":{"N":"2"}}}]},
+            "tunnels":{"M":{"vxlan":{"N":"12"},"gre":{"N":"3"}}},
+            "fragments":{"M":{"reassembled":{"N":"2"},"timed_out":{"N":"1"},"evicted":{"N":"0"}}},
             "talkers_approximate":{"BOOL":true},"outputs":{"M":{"parquet":{"S":"file:///x.parquet"}}}}}"#;
         let m = parse_item_file(line.as_bytes()).expect("item");
         let d = Detail::from_item(&m).expect("detail");
@@ -594,7 +606,7 @@ mod tests {
         assert_eq!(names, [("tcp", 30), ("udp", 2), ("arp", 1)]);
         assert_eq!(d.top_talkers[0].bytes, 6000);
         assert_eq!(d.top_ports[0].name, "80");
-        let t = d.timeline.expect("timeline");
+        let t = d.timeline.clone().expect("timeline");
         assert_eq!((t.bucket_ms, t.packets), (64, vec![3, 0, 30]));
         assert!(d.talkers_approximate);
         assert_eq!(d.flows, Some(4));
@@ -613,6 +625,27 @@ mod tests {
         assert_eq!(d.top_dns_names[0].count, 2);
         assert!(d.top_tls_sni.is_empty() && d.top_http_hosts.is_empty());
         assert_eq!(d.outputs.len(), 1);
+        let listed = |c: &[Count]| -> Vec<(String, u64)> {
+            c.iter().map(|c| (c.name.clone(), c.packets)).collect()
+        };
+        assert_eq!(
+            listed(&d.tunnels),
+            [("vxlan".into(), 12), ("gre".into(), 3)]
+        );
+        // Zero counters are left out.
+        assert_eq!(
+            listed(&d.fragments),
+            [("reassembled".into(), 2), ("timed_out".into(), 1)]
+        );
+        let page = crate::page::capture(&crate::Snapshot::default(), &d);
+        assert!(
+            page.contains("<dt>Tunnels (packets)</dt><dd>vxlan (12), gre (3)</dd>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("<dt>Fragmented datagrams</dt><dd>reassembled (2), timed out (1)</dd>"),
+            "{page}"
+        );
         for bad in ["", "[]", r#"{"Item":3}"#, r#"{"NotItem":{}}"#] {
             assert!(parse_item_file(bad.as_bytes()).is_err(), "{bad}");
         }

@@ -271,13 +271,19 @@ pub fn capture(snapshot: &Snapshot, d: &Detail) -> String {
         "Decode errors",
         d.decode_errors.map(thousands).unwrap_or_default(),
     );
-    field(
-        "Link types",
-        d.link_types
+    let listed = |counts: &[Count]| {
+        counts
             .iter()
             .map(|l| format!("{} ({})", esc(&l.name), thousands(l.packets)))
             .collect::<Vec<_>>()
-            .join(", "),
+            .join(", ")
+    };
+    field("Link types", listed(&d.link_types));
+    field("Tunnels (packets)", listed(&d.tunnels));
+    // Counter names are identifiers (`timed_out`): shown as words.
+    field(
+        "Fragmented datagrams",
+        listed(&d.fragments).replace('_', " "),
     );
     field(
         "Processed",
