@@ -208,8 +208,9 @@ fn is_lt(x: &Endpoint, y: &Endpoint) -> bool {
     (x.addr, x.port.unwrap_or(0)) < (y.addr, y.port.unwrap_or(0))
 }
 
-/// The key of a tunnel's own flow, from the outermost IP header of a packet it carried.
-fn outer_key(o: &Outer) -> (FlowKey, bool) {
+/// The key of a tunnel's own flow, from the IP header that carried it (`within`: the tunnel
+/// that header came through, if any).
+fn outer_key(o: &Outer, within: (Encap, Option<u32>)) -> (FlowKey, bool) {
     let mut vlans = [NO_VLAN; 2];
     for (slot, v) in vlans.iter_mut().zip(&o.vlans[..usize::from(o.vlan_count)]) {
         *slot = *v;
@@ -233,7 +234,7 @@ fn outer_key(o: &Outer) -> (FlowKey, bool) {
         FlowKey {
             proto: o.proto,
             vlans,
-            tunnel: (Encap::None, None),
+            tunnel: within,
             a,
             b,
         },
@@ -524,11 +525,11 @@ impl ChunkFlows {
         if f.ts_ns != NO_TIMESTAMP {
             self.max_ts = Some(self.max_ts.map_or(f.ts_ns, |m| m.max(f.ts_ns)));
         }
-        // A tunnelled packet counts in the tunnel's own flow too.
+        // A tunnelled packet counts in each tunnel's own flow too, outermost first.
         if let Some(outer) = &p.env.outer
             && let Some(&carries) = p.env.layers().first()
         {
-            let (key, from_a) = outer_key(outer);
+            let (key, from_a) = outer_key(outer, (Encap::None, None));
             let seen = Seen {
                 payload_len: outer.payload_len,
                 tcp_flags: None,
@@ -538,6 +539,19 @@ impl ChunkFlows {
             };
             let i = self.add_key(cfg, key, from_a, &seen);
             self.segments[i].1.carries = carries;
+        }
+        for (layer, hop) in p.env.hops() {
+            let (key, from_a) = outer_key(&hop.carrier, hop.within);
+            let envelope = p.env.outer_layers(layer);
+            let seen = Seen {
+                payload_len: hop.carrier.payload_len,
+                tcp_flags: None,
+                server_name: None,
+                envelope: Some(&envelope),
+                ..*s
+            };
+            let i = self.add_key(cfg, key, from_a, &seen);
+            self.segments[i].1.carries = p.env.layers()[layer];
         }
         if let Some((key, from_a)) = key_of(p) {
             self.add_key(cfg, key, from_a, s);
@@ -1049,9 +1063,9 @@ pub fn flows_batch(
                 tunnels.append(true);
                 tunnel_id.append_option(env.tunnel_id);
                 tunnel_parent.append_option(
-                    env.outer
-                        .as_ref()
-                        .map(|o| outer_key(o).0.community_id(cfg.community_id_seed)),
+                    env.parent().map(|(o, within)| {
+                        outer_key(o, within).0.community_id(cfg.community_id_seed)
+                    }),
                 );
             }
             None => {

@@ -5,9 +5,9 @@ mod common;
 
 use std::io::Cursor;
 
-use arrow_array::RecordBatch;
 use arrow_array::cast::AsArray;
 use arrow_array::types::UInt64Type;
+use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pcaplab_core::{ConvertError, Engine, Outputs, ReadError, Report};
 
@@ -462,6 +462,67 @@ fn a_fragment_flood_is_bounded_and_counted() {
         })
         .sum();
     assert_eq!(packets, u64::from(frames));
+}
+
+/// Nested tunnels: a DNS query inside VXLAN inside VXLAN inside VXLAN (VNIs 1, 2, 3) is four
+/// flows — the three tunnels' own and the query — each linked to the one that carried it.
+#[test]
+fn nested_tunnels_are_flows_linked_to_their_carriers() {
+    let Some(dir) = corpus() else { return };
+    let file = "zeek__vxlan-triple-v2.pcap";
+    let bytes = std::fs::read(dir.join(file)).expect("read");
+    let out = convert(&engine(1, 1 << 20), file, bytes);
+    out.report.expect("report");
+    let flows = read_parquet(out.flows);
+    let b = arrow_select::concat::concat_batches(&flows[0].schema(), &flows).expect("concat");
+    let text = |name: &str, row: usize| -> Option<String> {
+        let c = b.column_by_name(name).expect(name).as_string::<i32>();
+        c.is_valid(row).then(|| c.value(row).to_owned())
+    };
+    let id = |row: usize| {
+        let c = b
+            .column_by_name("tunnel_id")
+            .expect("tunnel_id")
+            .as_primitive::<arrow_array::types::UInt32Type>();
+        c.is_valid(row).then(|| c.value(row))
+    };
+    let depth = |row: usize| {
+        let c = b
+            .column_by_name("tunnels")
+            .expect("tunnels")
+            .as_list::<i32>();
+        if c.is_valid(row) {
+            c.value(row).len()
+        } else {
+            0
+        }
+    };
+    // Outermost first: (source address, tunnel_type, tunnels, tunnel_id).
+    let mut rows: Vec<usize> = (0..b.num_rows()).collect();
+    rows.sort_by_key(|&r| depth(r));
+    let got: Vec<_> = rows
+        .iter()
+        .map(|&r| (text("src_ip", r), text("tunnel_type", r), depth(r), id(r)))
+        .collect();
+    let s = |v: &str| Some(v.to_owned());
+    assert_eq!(
+        got,
+        [
+            (s("1.1.1.1"), s("vxlan"), 0, None),
+            (s("2.2.2.2"), s("vxlan"), 1, Some(1)),
+            (s("3.3.3.3"), s("vxlan"), 2, Some(2)),
+            (s("4.4.4.4"), None, 3, Some(3)),
+        ]
+    );
+    // Each flow's parent is the flow of the tunnel that carried it.
+    assert_eq!(text("tunnel_parent", rows[0]), None);
+    for pair in rows.windows(2) {
+        assert_eq!(
+            text("tunnel_parent", pair[1]),
+            text("community_id", pair[0]),
+            "rows {pair:?}"
+        );
+    }
 }
 
 #[test]

@@ -82,7 +82,8 @@ pub struct Ip {
     pub more_fragments: bool,
 }
 
-/// The outermost IP header of a tunnelled packet, and what the tunnel's own flow needs.
+/// An IP header that carried a tunnel (the outermost one, or one inside another tunnel), and
+/// what that tunnel's own flow needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Outer {
     pub src: Addr,
@@ -92,11 +93,19 @@ pub struct Outer {
     /// UDP ports, for tunnels over UDP.
     pub src_port: Option<u16>,
     pub dst_port: Option<u16>,
-    /// The outer frame's VLAN tags (outermost two).
+    /// The VLAN tags of the frame it came in (outermost two).
     pub vlans: [u16; 2],
     pub vlan_count: u8,
-    /// The outer transport payload (the tunnel header and all it carries), as declared.
+    /// Its transport payload (the tunnel header and all it carries), as declared.
     pub payload_len: u32,
+}
+
+/// The IP header that carried a tunnel nested in another, and the tunnel it came through
+/// (type and identifier, which key its flow as they key an inner packet's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hop {
+    pub carrier: Outer,
+    pub within: (Encap, Option<u32>),
 }
 
 /// The tunnels a packet came through, outermost first.
@@ -106,7 +115,11 @@ pub struct Envelope {
     depth: u8,
     /// The innermost tunnel identifier: VNI, TEID, GRE key, ERSPAN session, PPTP call id.
     pub tunnel_id: Option<u32>,
+    /// The outermost IP header (the first tunnel's carrier).
     pub outer: Option<Outer>,
+    /// `hops[k - 1]`: the IP header that carried tunnel `k` (k ≥ 1) inside tunnel `k - 1`;
+    /// None when it was not carried by IP, or beyond the depth.
+    hops: [Option<Hop>; MAX_TUNNELS - 1],
 }
 
 impl Envelope {
@@ -121,6 +134,47 @@ impl Envelope {
     /// The innermost encapsulation (`Encap::None` without any).
     pub fn innermost(&self) -> Encap {
         self.layers().last().copied().unwrap_or_default()
+    }
+
+    /// The tunnels nested in others: (layer, the IP header that carried it).
+    pub fn hops(&self) -> impl Iterator<Item = (usize, &Hop)> {
+        let nested = usize::from(self.depth).saturating_sub(1);
+        self.hops[..nested]
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| Some((i + 1, h.as_ref()?)))
+    }
+
+    /// The envelope of what came through the first `layers` tunnels only: the envelope of
+    /// tunnel `layers`'s own carrier (see [`Envelope::hops`]).
+    pub fn outer_layers(&self, layers: usize) -> Envelope {
+        let depth = layers.min(usize::from(self.depth));
+        let mut e = Envelope {
+            layers: self.layers,
+            depth: depth as u8,
+            tunnel_id: None,
+            outer: self.outer,
+            hops: [None; MAX_TUNNELS - 1],
+        };
+        e.hops[..depth.saturating_sub(1)].copy_from_slice(&self.hops[..depth.saturating_sub(1)]);
+        e.layers[depth..].fill(Encap::None);
+        e.tunnel_id = match depth {
+            0 => None,
+            d if d == usize::from(self.depth) => self.tunnel_id,
+            d => self.hops[d - 1].and_then(|h| h.within.1),
+        };
+        e
+    }
+
+    /// The IP header that carried the innermost tunnel (nearest first, if one is unknown),
+    /// and the tunnel that header came through: the flow inside has its flow as parent.
+    pub fn parent(&self) -> Option<(&Outer, (Encap, Option<u32>))> {
+        let nested = usize::from(self.depth).saturating_sub(1);
+        self.hops[..nested]
+            .iter()
+            .rev()
+            .find_map(|h| h.as_ref().map(|h| (&h.carrier, h.within)))
+            .or_else(|| Some((self.outer.as_ref()?, (Encap::None, None))))
     }
 }
 
@@ -249,14 +303,12 @@ fn push(p: &mut Packet, encap: Encap, id: Option<u32>) -> bool {
         p.error = Some("tunnels nested too deep");
         return false;
     }
-    if depth == 0
-        && let Some(ip) = p.ip
-    {
+    if let Some(ip) = p.ip {
         let mut vlans = [0; 2];
         for (slot, v) in vlans.iter_mut().zip(p.vlans()) {
             *slot = *v;
         }
-        p.env.outer = Some(Outer {
+        let carrier = Outer {
             src: ip.src,
             dst: ip.dst,
             proto: ip.proto,
@@ -265,7 +317,16 @@ fn push(p: &mut Packet, encap: Encap, id: Option<u32>) -> bool {
             vlans,
             vlan_count: p.vlan_count.min(2),
             payload_len: p.payload_len.unwrap_or(0),
-        });
+        };
+        match depth {
+            0 => p.env.outer = Some(carrier),
+            d => {
+                p.env.hops[d - 1] = Some(Hop {
+                    carrier,
+                    within: (p.env.layers[d - 1], p.env.tunnel_id),
+                })
+            }
+        }
     }
     p.env.layers[depth] = encap;
     p.env.depth += 1;
