@@ -99,7 +99,7 @@ report "pcaplab csv" "$c_s" "$c_rss" "$c_out"
 if [ -n "${BASELINE_BIN:-}" ]; then
   report "baseline parquet" "$b_s" "$b_rss" "$b_out"
   awk -v b="$b_s" -v p="$p_s" -v f="$f_s" 'BEGIN {
-    printf "cost vs baseline: app fields %+.1f%%, app fields + flows %+.1f%% (of the baseline time)\n",
+    printf "vs baseline parquet: parquet %+.1f%%, parquet + flows %+.1f%% (of the baseline time)\n",
       (p / b - 1) * 100, (f / b - 1) * 100 }'
 fi
 awk -v p="$p_s" -v f="$f_s" 'BEGIN { printf "cost of flows: %+.1f%% of the parquet time\n", (f / p - 1) * 100 }'
