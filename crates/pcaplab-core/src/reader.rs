@@ -8,10 +8,11 @@
 use std::io::{self, Read};
 use std::sync::{Arc, Mutex};
 
-use crate::dissect::defrag::may_hold_fragment;
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
 use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
+
+use crate::dissect::defrag::may_hold_fragment;
 
 /// pcap-parser's buffer starts at this size and doubles (up to [`MAX_RECORD`]) for larger records.
 const INITIAL_BUFFER: usize = 1 << 20;
@@ -172,7 +173,7 @@ impl Chunk {
     }
 
     /// Append a frame.
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         ts_ns: i64,
         interface_id: u32,
