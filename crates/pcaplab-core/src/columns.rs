@@ -15,7 +15,7 @@ use crate::dissect::defrag::ChunkDatagrams;
 use crate::dissect::frag::Expired;
 use crate::dissect::{Addr, Envelope, FragKey, Fragments, Packet, dissect_with};
 use crate::flows::{ChunkFlows, FlowConfig, FlowKey, Seen, key_of};
-use crate::reader::{Chunk, FrameMeta, NO_TIMESTAMP};
+use crate::reader::{Chunk, NO_TIMESTAMP};
 use crate::summary::{Counter, Summary};
 
 /// Column names, in schema order.
@@ -291,7 +291,7 @@ impl Builders {
 
     /// Row `row`'s envelope columns (rows since the last tunnelled one are null there).
     fn envelope(&mut self, row: usize, env: &Envelope, text: &mut TextBuf) {
-        self.env_nulls(row - self.env_next);
+        self.env_nulls(row);
         self.env_next = row + 1;
         for e in env.layers() {
             self.tunnels.values().append_value(e.name());
@@ -314,7 +314,9 @@ impl Builders {
         }
     }
 
-    fn env_nulls(&mut self, n: usize) {
+    /// Null envelope columns for the rows from `env_next` to `row` (excluded).
+    fn env_nulls(&mut self, row: usize) {
+        let n = row - self.env_next;
         if n == 0 {
             return;
         }
@@ -329,25 +331,26 @@ impl Builders {
     /// Row `row` holds a fragment of datagram `datagram`, which it completed from `count`
     /// fragments if `count` is set.
     fn fragment(&mut self, row: usize, datagram: u64, count: Option<u32>) {
-        let n = row - self.frag_next;
-        if n > 0 {
-            self.frag_datagram.append_nulls(n);
-            self.frag_count.append_nulls(n);
-        }
+        self.frag_nulls(row);
         self.frag_next = row + 1;
         self.frag_datagram.append_value(datagram);
         self.frag_count.append_option(count);
     }
 
+    /// Null fragment columns for the rows from `frag_next` to `row` (excluded).
+    fn frag_nulls(&mut self, row: usize) {
+        let n = row - self.frag_next;
+        if n > 0 {
+            self.frag_datagram.append_nulls(n);
+            self.frag_count.append_nulls(n);
+        }
+    }
+
     /// Null envelope and fragment columns up to row `n`.
     fn finish_sparse(&mut self, n: usize) {
-        self.env_nulls(n - self.env_next);
+        self.env_nulls(n);
         self.env_next = n;
-        let rest = n - self.frag_next;
-        if rest > 0 {
-            self.frag_datagram.append_nulls(rest);
-            self.frag_count.append_nulls(rest);
-        }
+        self.frag_nulls(n);
         self.frag_next = n;
     }
 
@@ -570,20 +573,12 @@ impl Messages {
 /// An incomplete datagram given up by the reassembly counts its fragments in its flow (the
 /// transport's ports when its first fragment came, else the addresses alone).
 fn fold_given_up(cfg: &FlowConfig, table: &mut ChunkFlows, e: &Expired<FragKey>, p: &mut Packet) {
-    let at = FrameMeta {
-        start: 0,
-        cap_len: 0,
-        wire_len: 0,
-        ts_ns: e.last_ts,
-        interface_id: 0,
-        link_type: 0,
-    };
     crate::dissect::defrag::given_up_packet(e, p);
     let mut seen = Seen::packet(e.first_frame, e.last_ts, 0, p);
     seen.packets = e.fragments;
     seen.wire_len = e.wire_bytes;
     seen.payload_len = 0;
-    table.add(cfg, &at, p, &seen);
+    table.add(cfg, p, &seen);
 }
 
 /// Dissect every frame of `chunk` and build its columns (and statistics).
@@ -660,7 +655,7 @@ pub fn decode_chunk_with(
                 seen.packets = d.fragments;
                 seen.wire_len = d.wire_bytes;
             }
-            table.add(cfg, f, &p, &seen);
+            table.add(cfg, &p, &seen);
         }
         messages.settle(&mut counter, chunk_flows.as_mut());
         b.frame_number.append_value(frame);

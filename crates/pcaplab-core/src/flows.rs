@@ -30,7 +30,7 @@ use sha1::{Digest, Sha1};
 
 use crate::columns::TextBuf;
 use crate::dissect::{Addr, Encap, Envelope, Outer, Packet};
-use crate::reader::{FrameMeta, NO_TIMESTAMP};
+use crate::reader::NO_TIMESTAMP;
 
 pub const IPPROTO_ICMP: u8 = 1;
 pub const IPPROTO_TCP: u8 = 6;
@@ -208,47 +208,46 @@ fn is_lt(x: &Endpoint, y: &Endpoint) -> bool {
     (x.addr, x.port.unwrap_or(0)) < (y.addr, y.port.unwrap_or(0))
 }
 
-/// The key of a tunnel's own flow, from the IP header that carried it (`within`: the tunnel
-/// that header came through, if any).
-fn outer_key(o: &Outer, within: (Encap, Option<u32>)) -> (FlowKey, bool) {
+/// A flow's key from one packet's view of it, with the endpoints in canonical order (the
+/// sender first when `one_way`), and whether the packet was sent by `a`.
+fn canonical_key(
+    proto: u8,
+    tags: &[u16],
+    tunnel: (Encap, Option<u32>),
+    (src, dst): (Endpoint, Endpoint),
+    one_way: bool,
+) -> (FlowKey, bool) {
     let mut vlans = [NO_VLAN; 2];
-    for (slot, v) in vlans.iter_mut().zip(&o.vlans[..usize::from(o.vlan_count)]) {
+    for (slot, v) in vlans.iter_mut().zip(tags) {
         *slot = *v;
     }
-    let (src, dst) = (
-        Endpoint {
-            addr: o.src,
-            port: o.src_port,
-        },
-        Endpoint {
-            addr: o.dst,
-            port: o.dst_port,
-        },
-    );
-    let (a, b, from_a) = if is_lt(&src, &dst) || src == dst {
+    let (a, b, from_a) = if one_way || is_lt(&src, &dst) || src == dst {
         (src, dst, true)
     } else {
         (dst, src, false)
     };
-    (
-        FlowKey {
-            proto: o.proto,
-            vlans,
-            tunnel: within,
-            a,
-            b,
-        },
-        from_a,
-    )
+    let key = FlowKey {
+        proto,
+        vlans,
+        tunnel,
+        a,
+        b,
+    };
+    (key, from_a)
+}
+
+/// The key of a tunnel's own flow, from the IP header that carried it (`within`: the tunnel
+/// that header came through, if any).
+fn outer_key(o: &Outer, within: (Encap, Option<u32>)) -> (FlowKey, bool) {
+    let end = |addr, port| Endpoint { addr, port };
+    let endpoints = (end(o.src, o.src_port), end(o.dst, o.dst_port));
+    let tags = &o.vlans[..usize::from(o.vlan_count)];
+    canonical_key(o.proto, tags, within, endpoints, false)
 }
 
 /// The key of a packet's flow and whether the packet was sent by `a` (None without IP).
 pub fn key_of(p: &Packet) -> Option<(FlowKey, bool)> {
     let ip = p.ip?;
-    let mut vlans = [NO_VLAN; 2];
-    for (slot, v) in vlans.iter_mut().zip(p.vlans()) {
-        *slot = *v;
-    }
     let endpoints = |sp: Option<u16>, dp: Option<u16>| {
         (
             Endpoint {
@@ -275,20 +274,13 @@ pub fn key_of(p: &Packet) -> Option<(FlowKey, bool)> {
             _ => endpoints(None, None),
         },
     };
-    let (a, b, from_a) = if one_way || is_lt(&src, &dst) || src == dst {
-        (src, dst, true)
-    } else {
-        (dst, src, false)
-    };
-    Some((
-        FlowKey {
-            proto: ip.proto,
-            vlans,
-            tunnel: (p.env.innermost(), p.env.tunnel_id),
-            a,
-            b,
-        },
-        from_a,
+    let tunnel = (p.env.innermost(), p.env.tunnel_id);
+    Some(canonical_key(
+        ip.proto,
+        p.vlans(),
+        tunnel,
+        (src, dst),
+        one_way,
     ))
 }
 
@@ -521,33 +513,20 @@ pub struct ChunkFlows {
 }
 
 impl ChunkFlows {
-    pub(crate) fn add(&mut self, cfg: &FlowConfig, f: &FrameMeta, p: &Packet, s: &Seen) {
-        if f.ts_ns != NO_TIMESTAMP {
-            self.max_ts = Some(self.max_ts.map_or(f.ts_ns, |m| m.max(f.ts_ns)));
+    /// Fold packet `p` in, as `s` describes it (`s.ts` is the time it counts at).
+    pub(crate) fn add(&mut self, cfg: &FlowConfig, p: &Packet, s: &Seen) {
+        if s.ts != NO_TIMESTAMP {
+            self.max_ts = Some(self.max_ts.map_or(s.ts, |m| m.max(s.ts)));
         }
         // A tunnelled packet counts in each tunnel's own flow too, outermost first.
-        if let Some(outer) = &p.env.outer
-            && let Some(&carries) = p.env.layers().first()
-        {
-            let (key, from_a) = outer_key(outer, (Encap::None, None));
+        for (layer, carrier, within) in p.env.carriers() {
+            let (key, from_a) = outer_key(carrier, within);
+            let envelope = (layer > 0).then(|| p.env.outer_layers(layer));
             let seen = Seen {
-                payload_len: outer.payload_len,
+                payload_len: carrier.payload_len,
                 tcp_flags: None,
                 server_name: None,
-                envelope: None,
-                ..*s
-            };
-            let i = self.add_key(cfg, key, from_a, &seen);
-            self.segments[i].1.carries = carries;
-        }
-        for (layer, hop) in p.env.hops() {
-            let (key, from_a) = outer_key(&hop.carrier, hop.within);
-            let envelope = p.env.outer_layers(layer);
-            let seen = Seen {
-                payload_len: hop.carrier.payload_len,
-                tcp_flags: None,
-                server_name: None,
-                envelope: Some(&envelope),
+                envelope: envelope.as_ref(),
                 ..*s
             };
             let i = self.add_key(cfg, key, from_a, &seen);
@@ -1191,16 +1170,8 @@ mod tests {
         for (c, part) in packets.chunks(chunk).enumerate() {
             let mut cf = ChunkFlows::default();
             for (i, (ts, p)) in part.iter().enumerate() {
-                let f = FrameMeta {
-                    start: 0,
-                    cap_len: 60,
-                    wire_len: 60,
-                    ts_ns: ts * SECOND_NS,
-                    interface_id: 0,
-                    link_type: 1,
-                };
-                let seen = Seen::packet((c * chunk + i + 1) as u64, f.ts_ns, 60, p);
-                cf.add(&cfg, &f, p, &seen);
+                let seen = Seen::packet((c * chunk + i + 1) as u64, ts * SECOND_NS, 60, p);
+                cf.add(&cfg, p, &seen);
             }
             table.merge(cf);
             out.extend(table.take_retired());

@@ -136,13 +136,20 @@ impl Envelope {
         self.layers().last().copied().unwrap_or_default()
     }
 
-    /// The tunnels nested in others: (layer, the IP header that carried it).
-    pub fn hops(&self) -> impl Iterator<Item = (usize, &Hop)> {
+    /// Every tunnel's carrier, outermost first: (layer, the IP header that carried it, the
+    /// tunnel that header came through). Layer 0 is the outermost header's.
+    pub fn carriers(&self) -> impl Iterator<Item = (usize, &Outer, (Encap, Option<u32>))> {
+        let outer = self
+            .outer
+            .as_ref()
+            .filter(|_| self.depth > 0)
+            .map(|o| (0, o, (Encap::None, None)));
         let nested = usize::from(self.depth).saturating_sub(1);
-        self.hops[..nested]
+        let hops = self.hops[..nested]
             .iter()
             .enumerate()
-            .filter_map(|(i, h)| Some((i + 1, h.as_ref()?)))
+            .filter_map(|(i, h)| h.as_ref().map(|h| (i + 1, &h.carrier, h.within)));
+        outer.into_iter().chain(hops)
     }
 
     /// The envelope of what came through the first `layers` tunnels only: the envelope of
