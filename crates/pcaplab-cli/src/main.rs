@@ -247,6 +247,12 @@ struct EngineArgs {
     /// Flows: the seed of the Community IDs (0 unless your other tools use another).
     #[arg(long, default_value = "0", value_name = "N")]
     community_id_seed: u16,
+    /// Flows: most memory (MiB) the live flows of one capture may take; past it the flows
+    /// least likely to grow (closed, then single-packet, then least recently seen) are
+    /// written early with end_reason "evicted".
+    #[arg(long, default_value = "32", value_name = "MiB",
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    flow_memory: u32,
     /// IP fragments: an incomplete datagram whose first fragment is this old (capture time)
     /// is given up (Linux's default).
     #[arg(long, default_value = "30s", value_parser = duration, value_name = "DURATION")]
@@ -278,6 +284,7 @@ impl EngineArgs {
             udp_timeout_ns: ns(self.udp_timeout, "udp-timeout")?,
             other_timeout_ns: ns(self.other_timeout, "other-timeout")?,
             community_id_seed: self.community_id_seed,
+            max_bytes: usize::try_from(self.flow_memory)? << 20,
         };
         let fragments = pcaplab_core::FragConfig {
             timeout_ns: ns(self.frag_timeout, "frag-timeout")?,

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
-use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::ArrowColumnChunk;
 
 use crate::columns::decode_chunk_with;
@@ -29,9 +28,11 @@ use crate::dissect::defrag::Defragmenter;
 use crate::dissect::frag::FragConfig;
 use crate::encode::{
     EncodeError, FLOW_ROW_GROUP, Format, LAB_CSV_HEADER, ParquetEncoder, ParquetSink, csv_header,
-    csv_header_of, encode_csv, encode_lab_csv, encode_parquet, flows_parquet_writer,
+    csv_header_of, encode_csv, encode_lab_csv, encode_parquet, flows_parquet_sink,
 };
-use crate::flows::{ChunkFlows, Flow, FlowConfig, FlowStats, FlowTable, flow_schema, flows_batch};
+use crate::flows::{
+    ChunkFlows, Flow, FlowConfig, FlowStats, FlowTable, ShardedFlows, flow_schema, flows_batch,
+};
 use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, NO_TIMESTAMP, ReadError};
 use crate::summary::Summary;
 
@@ -278,7 +279,7 @@ pub enum ConvertError {
 /// One chunk, encoded for every requested format.
 struct Encoded {
     summary: Summary,
-    flows: Option<ChunkFlows>,
+    flows: Option<ShardedFlows>,
     parquet: Option<Vec<ArrowColumnChunk>>,
     csv: Option<Vec<u8>>,
     lab_csv: Option<Vec<u8>>,
@@ -320,7 +321,7 @@ fn encode_chunk(
             .map_err(|e| ChunkFailure::Encode("lab-csv", e.into()))?;
         Ok(Encoded {
             summary: decoded.summary,
-            flows: decoded.flows,
+            flows: decoded.flows.map(ChunkFlows::into_shards),
             parquet,
             csv,
             lab_csv,
@@ -344,36 +345,92 @@ struct FlowSinks<'a> {
     capture: Arc<str>,
     cfg: FlowConfig,
     table: FlowTable,
-    parquet: Option<ArrowWriter<Box<dyn Write + Send + 'a>>>,
+    parquet: Option<ParquetSink<Box<dyn Write + Send + 'a>>>,
     csv: Option<Box<dyn Write + Send + 'a>>,
+    /// Retired flows not yet written: written [`FLOW_ROW_GROUP`] at a time.
+    pending: Vec<Flow>,
 }
 
 impl FlowSinks<'_> {
-    fn write(&mut self, flows: Vec<Flow>) -> Result<(), (&'static str, EncodeError)> {
-        if flows.is_empty() || (self.parquet.is_none() && self.csv.is_none()) {
+    /// Fold a chunk's flows in and write those that ended; the work runs on `pool`.
+    fn merge(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        chunk: ShardedFlows,
+    ) -> Result<(), (&'static str, EncodeError)> {
+        let retired = pool.install(|| {
+            self.table.merge(chunk);
+            self.table.take_retired()
+        });
+        self.write(pool, retired, false)
+    }
+
+    /// Write `flows` once a row group's worth is pending (everything pending if `all`): each
+    /// row group is built (Community IDs hashed, addresses formatted) and encoded on a worker;
+    /// the writer only appends.
+    fn write(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        flows: Vec<Flow>,
+        all: bool,
+    ) -> Result<(), (&'static str, EncodeError)> {
+        use rayon::prelude::*;
+        if self.parquet.is_none() && self.csv.is_none() {
             return Ok(());
         }
-        let internal = |e: arrow_schema::ArrowError| EncodeError::Parquet(e.into());
-        for part in flows.chunks(FLOW_ROW_GROUP) {
-            let batch =
-                flows_batch(&self.capture, &self.cfg, part).map_err(|e| ("flows", internal(e)))?;
-            if let Some(w) = &mut self.parquet {
-                w.write(&batch).map_err(|e| ("flows", e.into()))?;
+        self.pending.extend(flows);
+        let ready = if all {
+            self.pending.len()
+        } else {
+            self.pending.len() / FLOW_ROW_GROUP * FLOW_ROW_GROUP
+        };
+        if ready == 0 {
+            return Ok(());
+        }
+        let rest = self.pending.split_off(ready);
+        let flows = std::mem::replace(&mut self.pending, rest);
+        let internal = |e: arrow_schema::ArrowError| ("flows", EncodeError::Parquet(e.into()));
+        let encoder = self.parquet.as_ref().map(|p| p.encoder());
+        let want_csv = self.csv.is_some();
+        let (capture, cfg) = (&self.capture, &self.cfg);
+        let groups: Vec<_> = pool.install(|| {
+            flows
+                .par_chunks(FLOW_ROW_GROUP)
+                .map(|part| {
+                    let batch = flows_batch(capture, cfg, part).map_err(internal)?;
+                    let parquet = encoder
+                        .as_ref()
+                        .map(|e| encode_parquet(e, &batch))
+                        .transpose()
+                        .map_err(|e| ("flows", e))?;
+                    let csv = want_csv
+                        .then(|| encode_csv(&batch))
+                        .transpose()
+                        .map_err(|e| ("flows-csv", EncodeError::from(e)))?;
+                    Ok((parquet, csv))
+                })
+                .collect::<Result<_, (&'static str, EncodeError)>>()
+        })?;
+        for (parquet, csv) in groups {
+            if let (Some(sink), Some(chunks)) = (&mut self.parquet, parquet) {
+                sink.append(chunks).map_err(|e| ("flows", e))?;
             }
-            if let Some(w) = &mut self.csv {
-                let bytes = encode_csv(&batch).map_err(|e| ("flows-csv", e.into()))?;
+            if let (Some(w), Some(bytes)) = (&mut self.csv, csv) {
                 w.write_all(&bytes).map_err(|e| ("flows-csv", e.into()))?;
             }
         }
         Ok(())
     }
 
-    fn finish(mut self) -> Result<FlowStats, (&'static str, EncodeError)> {
+    fn finish(
+        mut self,
+        pool: &rayon::ThreadPool,
+    ) -> Result<FlowStats, (&'static str, EncodeError)> {
         let table = std::mem::replace(&mut self.table, FlowTable::new(self.cfg));
-        let (rest, stats) = table.finish();
-        self.write(rest)?;
-        if let Some(w) = self.parquet {
-            let mut w = w.into_inner().map_err(|e| ("flows", e.into()))?;
+        let (rest, stats) = pool.install(|| table.finish());
+        self.write(pool, rest, true)?;
+        if let Some(sink) = self.parquet {
+            let mut w = sink.finish().map_err(|e| ("flows", e))?;
             w.flush().map_err(|e| ("flows", e.into()))?;
         }
         if let Some(mut w) = self.csv {
@@ -392,11 +449,13 @@ struct Sinks<'a> {
 }
 
 impl Sinks<'_> {
-    fn append(&mut self, e: Encoded) -> Result<(), (&'static str, EncodeError)> {
+    fn append(
+        &mut self,
+        pool: &rayon::ThreadPool,
+        e: Encoded,
+    ) -> Result<(), (&'static str, EncodeError)> {
         if let (Some(f), Some(chunk)) = (&mut self.flows, e.flows) {
-            f.table.merge(chunk);
-            let retired = f.table.take_retired();
-            f.write(retired)?;
+            f.merge(pool, chunk)?;
         }
         if let (Some(sink), Some(chunks)) = (&mut self.parquet, e.parquet) {
             sink.append(chunks).map_err(|e| ("parquet", e))?;
@@ -411,8 +470,11 @@ impl Sinks<'_> {
     }
 
     /// Finish every output; the flow totals when flows were tracked.
-    fn finish(self) -> Result<Option<FlowStats>, (&'static str, EncodeError)> {
-        let stats = self.flows.map(FlowSinks::finish).transpose()?;
+    fn finish(
+        self,
+        pool: &rayon::ThreadPool,
+    ) -> Result<Option<FlowStats>, (&'static str, EncodeError)> {
+        let stats = self.flows.map(|f| f.finish(pool)).transpose()?;
         if let Some(sink) = self.parquet {
             let mut w = sink.finish().map_err(|e| ("parquet", e))?;
             w.flush().map_err(|e| ("parquet", e.into()))?;
@@ -511,10 +573,11 @@ impl Engine {
                 table: FlowTable::new(self.flows),
                 parquet: outputs
                     .flows
-                    .map(|w| flows_parquet_writer(w, name))
+                    .map(|w| flows_parquet_sink(w, name))
                     .transpose()
                     .map_err(|e| write_err(("flows", e)))?,
                 csv,
+                pending: Vec::new(),
             })
         } else {
             None
@@ -652,7 +715,7 @@ impl Engine {
                     match r {
                         Ok(encoded) => {
                             summary.merge(&encoded.summary);
-                            if let Err((f, e)) = sinks.append(encoded) {
+                            if let Err((f, e)) = sinks.append(&self.pool, encoded) {
                                 outcome = Err(ChunkFailure::Encode(f, e));
                             }
                         }
@@ -666,7 +729,7 @@ impl Engine {
             }
         }
         if outcome.is_ok() {
-            match sinks.finish() {
+            match sinks.finish(&self.pool) {
                 Ok(flows) => summary.flows = flows,
                 Err((f, e)) => outcome = Err(ChunkFailure::Encode(f, e)),
             }

@@ -99,23 +99,29 @@ fn common_properties(capture: &str) -> parquet::file::properties::WriterProperti
         )]))
 }
 
-/// Rows per row group of the flow table.
-pub const FLOW_ROW_GROUP: usize = 64 * 1024;
+/// Rows per row group of the flow table: flows are gathered as they retire and encoded this
+/// many at a time, each row group on a worker thread.
+pub const FLOW_ROW_GROUP: usize = 16 * 1024;
 
-/// A Parquet writer of the flow table ([`crate::flows::flow_schema`]); flows are appended as
-/// they retire and grouped into row groups of [`FLOW_ROW_GROUP`] rows.
-pub fn flows_parquet_writer<W: Write + Send>(
+/// A Parquet sink of the flow table ([`crate::flows::flow_schema`]): [`common_properties`],
+/// with no dictionary for the columns whose every value is new (a dictionary of unique values
+/// only costs hashing).
+pub fn flows_parquet_sink<W: Write + Send>(
     out: W,
     capture: &str,
-) -> Result<ArrowWriter<W>, EncodeError> {
-    let props = common_properties(capture)
-        .set_max_row_group_row_count(Some(FLOW_ROW_GROUP))
-        .build();
-    Ok(ArrowWriter::try_new(
-        out,
-        crate::flows::flow_schema(),
-        Some(props),
-    )?)
+) -> Result<ParquetSink<W>, EncodeError> {
+    use crate::flows::col as f;
+    let mut b = common_properties(capture);
+    for c in [
+        f::COMMUNITY_ID,
+        f::FIRST_TS,
+        f::LAST_TS,
+        f::DURATION,
+        f::FIRST_FRAME,
+    ] {
+        b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    ParquetSink::with_schema(out, crate::flows::flow_schema(), b.build())
 }
 
 /// Parquet writer settings of the packet table: [`common_properties`], and delta encoding for
@@ -141,10 +147,19 @@ pub struct ParquetSink<W: Write + Send> {
 }
 
 impl<W: Write + Send> ParquetSink<W> {
+    /// The packet table's sink.
     pub fn new(out: W, capture: &str) -> Result<Self, EncodeError> {
-        let options = ArrowWriterOptions::new().with_properties(parquet_properties(capture));
+        Self::with_schema(out, schema(), parquet_properties(capture))
+    }
+
+    fn with_schema(
+        out: W,
+        schema: arrow_schema::SchemaRef,
+        props: WriterProperties,
+    ) -> Result<Self, EncodeError> {
+        let options = ArrowWriterOptions::new().with_properties(props);
         let (writer, factory) =
-            ArrowWriter::try_new_with_options(out, schema(), options)?.into_serialized_writer()?;
+            ArrowWriter::try_new_with_options(out, schema, options)?.into_serialized_writer()?;
         Ok(ParquetSink {
             writer,
             encoder: Arc::new(factory),

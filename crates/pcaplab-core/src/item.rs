@@ -416,6 +416,7 @@ fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize
     }
     if let Some(flows) = &sum.flows {
         put("flows", n(flows.flows));
+        put("flows_evicted", n(flows.evicted));
         put(
             "top_flows",
             AttrValue::L(
@@ -523,6 +524,7 @@ mod tests {
         sum.flows = Some(FlowStats {
             community_id_seed: 0,
             flows: u64::MAX,
+            evicted: u64::MAX,
             top: (0..MAX_TOP_N as u16 + 10).map(worst_case_flow).collect(),
         });
         let names = |c: char| -> BTreeMap<String, u64> {

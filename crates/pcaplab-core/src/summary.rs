@@ -1,7 +1,9 @@
 //! Per-capture statistics, accumulated per chunk in parallel and merged in file order.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap;
 
 use crate::app::AppFields;
 use crate::dissect::frag::FragStats;
@@ -29,8 +31,10 @@ pub struct Summary {
     /// Packets whose decoding stopped early (they still have a row).
     pub decode_errors: u64,
     /// Packets and wire bytes per IP address (outermost header), source or destination.
-    /// At most [`TALKERS_CAP`] entries: see [`Summary::merge`].
-    pub talkers: BTreeMap<Addr, Traffic>,
+    /// At most [`TALKERS_CAP`] entries: see [`Summary::merge`]. Hashed, not ordered: a chunk
+    /// of a scan brings thousands of new addresses, each merged in (see
+    /// [`Summary::top_talkers`] for the ranking).
+    pub talkers: FxHashMap<Addr, Traffic>,
     /// True once [`Summary::talkers`] has been pruned: the surviving counts are then exact
     /// only for addresses that were never pruned, and the ranking is approximate.
     pub talkers_truncated: bool,
@@ -218,8 +222,8 @@ pub(crate) struct Counter {
     link_types: Vec<(u16, u64)>,
     network: [u64; NETWORK.len()],
     ip_protos: [u64; 256],
-    /// Hashed per chunk, moved into the summary's ordered map once in `finish`.
-    talkers: HashMap<Addr, Traffic>,
+    /// Hashed per chunk, moved into the summary once in `finish`.
+    talkers: FxHashMap<Addr, Traffic>,
     /// Packets per port, indexed by port; allocated at the chunk's first port. u32 is
     /// enough: a chunk holds fewer than 2^28 frames (chunk bytes < 2^32, 16-byte headers).
     ports: Vec<u32>,
@@ -298,7 +302,7 @@ impl Counter {
             link_types: Vec::new(),
             network: [0; NETWORK.len()],
             ip_protos: [0; 256],
-            talkers: HashMap::new(),
+            talkers: FxHashMap::default(),
             ports: Vec::new(),
             timeline: TimelineRun::default(),
             tunnels: [0; Encap::ALL.len() + 1],
@@ -400,7 +404,7 @@ impl Counter {
         );
         s.ip_protos
             .extend((0..=u8::MAX).zip(self.ip_protos).filter(|(_, n)| *n > 0));
-        s.talkers.extend(self.talkers);
+        s.talkers = self.talkers;
         s.ports.extend(
             (0..=u16::MAX)
                 .zip(self.ports)
@@ -497,10 +501,13 @@ impl Summary {
         if self.talkers.len() <= TALKERS_CAP {
             return;
         }
-        let all = std::mem::take(&mut self.talkers).into_iter().collect();
-        self.talkers = top_n(all, TALKERS_CAP / 2, talker_order)
-            .into_iter()
-            .collect();
+        // In place: the map keeps its capacity for the next chunks of a scan.
+        let mut all: Vec<(Addr, Traffic)> = self.talkers.iter().map(|(a, t)| (*a, *t)).collect();
+        let keep = TALKERS_CAP / 2;
+        let (_, last, _) = all.select_nth_unstable_by(keep - 1, talker_order);
+        let last = *last;
+        self.talkers
+            .retain(|a, t| talker_order(&(*a, *t), &last).is_le());
         self.talkers_truncated = true;
     }
 

@@ -709,7 +709,7 @@ fn matches_tshark_on_the_corpus() {
             tcp_timeout_ns: NEVER,
             udp_timeout_ns: NEVER,
             other_timeout_ns: NEVER,
-            community_id_seed: 0,
+            ..FlowConfig::default()
         })
         .build()
         .expect("engine");

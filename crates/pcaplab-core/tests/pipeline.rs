@@ -464,6 +464,113 @@ fn a_fragment_flood_is_bounded_and_counted() {
     assert_eq!(packets, u64::from(frames));
 }
 
+/// A spoofed SYN flood (every packet a new flow) with one real conversation through it, under
+/// a flow memory budget far below the flood's flows: every flow is written exactly once, every
+/// packet is in exactly one flow, the evictions are counted, and the conversation is one flow.
+#[test]
+fn a_syn_flood_under_a_flow_budget_loses_and_duplicates_nothing() {
+    const SYNS: u32 = 40_000;
+    let tcp = |src: [u8; 4], sport: u16, dport: u16, flags: u8| -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+        f.extend_from_slice(&src);
+        f.extend_from_slice(&[192, 0, 2, 1]);
+        f.extend_from_slice(&sport.to_be_bytes());
+        f.extend_from_slice(&dport.to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+        f
+    };
+    let mut pcap = vec![
+        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
+    ];
+    let mut frames = 0u32;
+    let mut record = |f: Vec<u8>| {
+        // 50,000 packets per second.
+        let (s, us) = (frames / 50_000, (frames % 50_000) * 20);
+        for v in [s, us, f.len() as u32, f.len() as u32] {
+            pcap.extend_from_slice(&v.to_le_bytes());
+        }
+        pcap.extend_from_slice(&f);
+        frames += 1;
+    };
+    for i in 0..SYNS {
+        record(tcp(i.to_be_bytes(), 1024 + (i % 60_000) as u16, 80, 0x02));
+        if i % 400 == 0 {
+            record(tcp([198, 51, 100, 9], 40_000, 443, 0x10));
+        }
+    }
+    let flow_memory = 1 << 20;
+    let budget = pcaplab_core::flows::Budget::of(flow_memory).max_flows();
+    assert!(budget < SYNS as usize / 10, "{budget}");
+    for (jobs, chunk) in [(1, 16 * 1024), (2, 1000), (2, 333)] {
+        let engine = Engine::builder()
+            .jobs(jobs)
+            .chunk_frames(chunk)
+            .flows(pcaplab_core::FlowConfig {
+                max_bytes: flow_memory,
+                ..pcaplab_core::FlowConfig::default()
+            })
+            .build()
+            .expect("engine");
+        let out = convert(&engine, "flood", pcap.clone());
+        let s = out.report.expect("report").summary;
+        assert_eq!(s.packets, u64::from(frames));
+        let stats = s.flows.expect("flows");
+        let flows = read_parquet(out.flows);
+        let strings = |name: &str| -> Vec<String> {
+            flows
+                .iter()
+                .flat_map(|b| {
+                    let c = b.column_by_name(name).expect("column").as_string::<i32>();
+                    (0..c.len())
+                        .map(|i| c.value(i).to_owned())
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        let packets: Vec<u64> = flows
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("packets").expect("packets");
+                c.as_primitive::<UInt64Type>().values().to_vec()
+            })
+            .collect();
+        let dports: Vec<Option<u16>> = flows
+            .iter()
+            .flat_map(|b| {
+                let c = b.column_by_name("dst_port").expect("dst_port");
+                c.as_primitive::<arrow_array::types::UInt16Type>()
+                    .iter()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        // Every packet in exactly one flow, every flow once.
+        assert_eq!(
+            packets.iter().sum::<u64>(),
+            u64::from(frames),
+            "{jobs} {chunk}"
+        );
+        assert_eq!(packets.len() as u64, stats.flows);
+        assert_eq!(stats.flows, u64::from(SYNS) + 1, "{jobs} {chunk}");
+        let mut ids = strings("community_id");
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len() as u64, stats.flows, "no flow written twice");
+        let ends = strings("end_reason");
+        let evicted = ends.iter().filter(|e| *e == "evicted").count() as u64;
+        assert_eq!(evicted, stats.evicted);
+        assert!(evicted >= u64::from(SYNS) - budget as u64, "{evicted}");
+        assert!(ends.iter().all(|e| e == "evicted" || e == "end_of_capture"));
+        // The conversation outlived the flood as one flow.
+        let talk: Vec<usize> = (0..dports.len())
+            .filter(|&i| dports[i] == Some(443))
+            .collect();
+        assert_eq!(talk.len(), 1);
+        assert_eq!(packets[talk[0]], u64::from(SYNS / 400));
+        assert_eq!(ends[talk[0]], "end_of_capture");
+    }
+}
+
 /// Nested tunnels: a DNS query inside VXLAN inside VXLAN inside VXLAN (VNIs 1, 2, 3) is four
 /// flows — the three tunnels' own and the query — each linked to the one that carried it.
 #[test]

@@ -37,6 +37,9 @@ pub struct Config {
     pub table: Option<String>,
     /// `PCAPLAB_SNS_TOPIC_ARN`: where to announce converted captures.
     pub topic: Option<String>,
+    /// `PCAPLAB_FLOW_MEMORY_MB`: most memory (MiB, 1–65536) the live flows of one capture may
+    /// take (default: the engine's, 32); past it flows are evicted (written early).
+    pub flow_memory_mb: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +52,8 @@ pub enum ConfigError {
     Format { value: String, format: String },
     #[error("PCAPLAB_OUT={value:?}: the output must be on S3 (s3://BUCKET/PREFIX/)")]
     LocalOut { value: String },
+    #[error("PCAPLAB_FLOW_MEMORY_MB={value:?}: must be a number of MiB from 1 to 65536")]
+    FlowMemory { value: String },
 }
 
 impl Config {
@@ -84,11 +89,23 @@ impl Config {
             Some(t) if t.trim().is_empty() => None,
             Some(t) => Some(t.trim().to_owned()),
         };
+        let flow_memory_mb = match set("PCAPLAB_FLOW_MEMORY_MB") {
+            None => None,
+            Some(value) => Some(
+                value
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|mb| (1..=65_536).contains(mb))
+                    .ok_or(ConfigError::FlowMemory { value })?,
+            ),
+        };
         Ok(Config {
             out,
             outputs,
             table,
             topic: set("PCAPLAB_SNS_TOPIC_ARN"),
+            flow_memory_mb,
         })
     }
 }
@@ -112,8 +129,13 @@ impl Handler {
     pub async fn new(config: Config) -> Result<Self, JobError> {
         let aws = Arc::new(Aws::load().await);
         let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut flows = pcaplab_core::FlowConfig::default();
+        if let Some(mb) = config.flow_memory_mb {
+            flows.max_bytes = usize::try_from(mb).unwrap_or(usize::MAX) << 20;
+        }
         let engine = Engine::builder()
             .jobs(jobs)
+            .flows(flows)
             .build()
             .map_err(|e| JobError::Config {
                 url: "engine".into(),
@@ -229,6 +251,7 @@ mod tests {
         );
         assert_eq!(c.table.as_deref(), Some("PacketCaptures"));
         assert_eq!(c.topic, None);
+        assert_eq!(c.flow_memory_mb, None);
     }
 
     #[test]
@@ -238,6 +261,7 @@ mod tests {
             ("PCAPLAB_FORMATS", "parquet, csv,dynamodb-json,csv"),
             ("PCAPLAB_DYNAMODB_TABLE", ""),
             ("PCAPLAB_SNS_TOPIC_ARN", "arn:aws:sns:us-east-1:1:t"),
+            ("PCAPLAB_FLOW_MEMORY_MB", " 64 "),
         ])
         .expect("config");
         assert_eq!(
@@ -247,6 +271,11 @@ mod tests {
         assert_eq!(c.outputs.len(), 3);
         assert_eq!(c.table, None);
         assert_eq!(c.topic.as_deref(), Some("arn:aws:sns:us-east-1:1:t"));
+        assert_eq!(c.flow_memory_mb, Some(64));
+        for bad in ["0", "65537", "lots", "-1"] {
+            let e = config(&[("PCAPLAB_FLOW_MEMORY_MB", bad)]).expect_err(bad);
+            assert!(e.to_string().starts_with("PCAPLAB_FLOW_MEMORY_MB="), "{e}");
+        }
         let e = config(&[("PCAPLAB_FORMATS", "parquet,xml")]).expect_err("format");
         assert!(e.to_string().contains("unknown format \"xml\""), "{e}");
         let e = config(&[("PCAPLAB_OUT", "/tmp/out")]).expect_err("local");

@@ -10,25 +10,27 @@
 //! Work is split like the rest of the pipeline. Each chunk of frames is folded, on a worker
 //! thread, into [`ChunkFlows`]: per key one segment, or several where the chunk itself holds an
 //! idle gap. The writer thread merges chunks in file order into a [`FlowTable`] of live flows
-//! and retires the flows that can no longer grow, so memory follows the number of live flows,
-//! not the capture's size. A segment continues a live flow exactly when its first packet would
-//! have, packet by packet, so with timestamps in file order the flows do not depend on how the
-//! capture was chunked (tested).
+//! (sharded by key, the shards merged on every core) and retires the flows that can no longer
+//! grow, so memory follows the number of live flows, not the capture's size — and the number of
+//! live flows is bounded by a memory budget (see [`table`]). A segment continues a live flow
+//! exactly when its first packet would have, packet by packet, so with timestamps in file order
+//! and no eviction the flows do not depend on how the capture was chunked (tested).
+//!
+//! `state` holds Zeek's TCP history and `conn_state`, `table` the live flows, `schema` the
+//! flow table's columns.
 
-use std::cmp::Ordering;
-use std::sync::{Arc, OnceLock};
+mod schema;
+mod state;
+mod table;
 
-use arrow_array::builder::{
-    Float64Builder, ListBuilder, PrimitiveBuilder, StringBuilder, TimestampNanosecondBuilder,
-};
-use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
-use arrow_array::{ArrayRef, RecordBatch, StringArray};
-use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 use base64::Engine as _;
 use rustc_hash::FxHashMap;
 use sha1::{Digest, Sha1};
 
-use crate::columns::TextBuf;
+pub use schema::{col, flow_schema, flows_batch};
+use state::{History, L_ACK, L_DATA, L_FIN, L_RST, L_SYN, L_SYNACK, TcpState, zeek_tcp_state};
+pub use table::{Budget, FlowStats, FlowTable, SHARDS, TOP_FLOWS};
+
 use crate::dissect::{Addr, Encap, Envelope, Outer, Packet};
 use crate::reader::NO_TIMESTAMP;
 
@@ -39,7 +41,11 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 
 const SECOND_NS: i64 = 1_000_000_000;
 
-/// Flow settings: inactivity timeouts and the Community ID seed.
+/// The live flows' memory budget unless set otherwise: about 57,000 live flows (see
+/// [`Budget`]).
+pub const DEFAULT_FLOW_MEMORY: usize = 32 << 20;
+
+/// Flow settings: inactivity timeouts, the Community ID seed and the live flows' memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FlowConfig {
     pub tcp_timeout_ns: i64,
@@ -47,17 +53,21 @@ pub struct FlowConfig {
     /// ICMP and every other IP protocol.
     pub other_timeout_ns: i64,
     pub community_id_seed: u16,
+    /// Bytes the live flows of one capture may take; past it flows are evicted (written
+    /// early, [`EndReason::Evicted`]).
+    pub max_bytes: usize,
 }
 
 impl Default for FlowConfig {
     /// Zeek's `tcp_inactivity_timeout` (5 min), `udp_inactivity_timeout` and
-    /// `icmp_inactivity_timeout` (1 min); seed 0.
+    /// `icmp_inactivity_timeout` (1 min); seed 0; [`DEFAULT_FLOW_MEMORY`].
     fn default() -> Self {
         FlowConfig {
             tcp_timeout_ns: 300 * SECOND_NS,
             udp_timeout_ns: 60 * SECOND_NS,
             other_timeout_ns: 60 * SECOND_NS,
             community_id_seed: 0,
+            max_bytes: DEFAULT_FLOW_MEMORY,
         }
     }
 }
@@ -238,7 +248,7 @@ fn canonical_key(
 
 /// The key of a tunnel's own flow, from the IP header that carried it (`within`: the tunnel
 /// that header came through, if any).
-fn outer_key(o: &Outer, within: (Encap, Option<u32>)) -> (FlowKey, bool) {
+pub(super) fn outer_key(o: &Outer, within: (Encap, Option<u32>)) -> (FlowKey, bool) {
     let end = |addr, port| Endpoint { addr, port };
     let endpoints = (end(o.src, o.src_port), end(o.dst, o.dst_port));
     let tags = &o.vlans[..usize::from(o.vlan_count)];
@@ -296,49 +306,6 @@ pub struct Side {
     pub tcp_flags: u16,
 }
 
-/// Zeek's history letters, per side: `S` SYN, `H` SYN-ACK, `A` pure ACK, `D` data, `F` FIN,
-/// `R` RST. Upper case for the originator, lower case for the responder.
-const LETTERS: [u8; 6] = *b"SHADFR";
-const L_SYN: usize = 0;
-const L_SYNACK: usize = 1;
-const L_ACK: usize = 2;
-const L_DATA: usize = 3;
-const L_FIN: usize = 4;
-const L_RST: usize = 5;
-
-/// Each (letter, side) once, in order of first occurrence; side is `a` (0) or `b` (1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct History {
-    events: [u8; 12],
-    len: u8,
-}
-
-impl History {
-    fn push(&mut self, letter: usize, side: usize) {
-        let code = (letter * 2 + side) as u8;
-        if !self.events[..usize::from(self.len)].contains(&code) && usize::from(self.len) < 12 {
-            self.events[usize::from(self.len)] = code;
-            self.len += 1;
-        }
-    }
-
-    fn extend(&mut self, other: &History) {
-        for code in &other.events[..usize::from(other.len)] {
-            self.push(usize::from(code / 2), usize::from(code % 2));
-        }
-    }
-
-    fn events(&self) -> impl Iterator<Item = (u8, usize)> + '_ {
-        self.events[..usize::from(self.len)]
-            .iter()
-            .map(|c| (LETTERS[usize::from(c / 2)], usize::from(c % 2)))
-    }
-
-    fn has(&self, letter: u8, side: usize) -> bool {
-        self.events().any(|(l, s)| l == letter && s == side)
-    }
-}
-
 const FIN: u16 = 0x01;
 const SYN: u16 = 0x02;
 const RST: u16 = 0x04;
@@ -380,6 +347,8 @@ impl<'a> Seen<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
     pub first_frame: u64,
+    /// The latest frame that counted in it.
+    pub last_frame: u64,
     /// Timestamp of the first packet in file order (the one that decides continuation).
     first_seen_ts: i64,
     /// Earliest and latest timestamps; [`NO_TIMESTAMP`] when no packet had one.
@@ -406,6 +375,7 @@ impl Segment {
             proto == IPPROTO_TCP && s.tcp_flags.is_some_and(|f| f & (SYN | ACK) == SYN | ACK);
         let mut seg = Segment {
             first_frame: s.frame,
+            last_frame: s.frame,
             first_seen_ts: s.ts,
             first_ts: NO_TIMESTAMP,
             last_ts: NO_TIMESTAMP,
@@ -427,6 +397,7 @@ impl Segment {
         d.packets += u64::from(s.packets);
         d.bytes += s.wire_len;
         d.payload_bytes += u64::from(s.payload_len);
+        self.last_frame = self.last_frame.max(s.frame);
         if s.ts != NO_TIMESTAMP {
             if self.first_ts == NO_TIMESTAMP || s.ts < self.first_ts {
                 self.first_ts = s.ts;
@@ -465,6 +436,15 @@ impl Segment {
         }
     }
 
+    fn packets(&self) -> u64 {
+        self.sides[0].packets + self.sides[1].packets
+    }
+
+    /// A TCP connection closed: a FIN from each side, or a RST.
+    fn closed(&self) -> bool {
+        self.history.closed()
+    }
+
     /// Whether a packet (or segment starting) at `ts` continues this flow.
     fn continues(&self, ts: i64, timeout: i64) -> bool {
         self.last_ts == NO_TIMESTAMP
@@ -480,6 +460,7 @@ impl Segment {
             d.payload_bytes += o.payload_bytes;
             d.tcp_flags |= o.tcp_flags;
         }
+        self.last_frame = self.last_frame.max(later.last_frame);
         if later.first_ts != NO_TIMESTAMP
             && (self.first_ts == NO_TIMESTAMP || later.first_ts < self.first_ts)
         {
@@ -497,22 +478,45 @@ impl Segment {
     }
 }
 
-/// The flows of one chunk, in order of first packet.
-#[derive(Debug, Default)]
+/// The flows of one chunk, in order of first packet, split by the [`FlowTable`] shard of
+/// their keys (so that the writer only hands each shard its part).
+#[derive(Debug)]
 pub struct ChunkFlows {
-    /// Key → index of its latest segment in `segments`.
-    index: FxHashMap<FlowKey, usize>,
-    /// (key, segment, whether it is the key's first segment in this chunk and so may continue
-    /// a flow of an earlier chunk).
-    segments: Vec<(FlowKey, Segment, bool)>,
+    /// Key → (shard, index of its latest segment in that shard's part).
+    index: FxHashMap<FlowKey, (usize, usize)>,
+    /// Per shard: (key, segment, whether it is the key's first segment in this chunk and so
+    /// may continue a flow of an earlier chunk).
+    parts: Vec<Vec<(FlowKey, Segment, bool)>>,
     /// The chunk's latest timestamp.
     max_ts: Option<i64>,
     /// The last packet's key and segment: packets come in bursts of one flow, and this saves
     /// hashing their keys.
-    last: Option<(FlowKey, usize)>,
+    last: Option<(FlowKey, (usize, usize))>,
+}
+
+impl Default for ChunkFlows {
+    fn default() -> Self {
+        ChunkFlows::with_capacity(0)
+    }
 }
 
 impl ChunkFlows {
+    /// Room for about `frames` flows (a chunk of a scan or flood: a flow per frame) without
+    /// growing.
+    pub fn with_capacity(frames: usize) -> Self {
+        let per_shard = frames / SHARDS + frames / SHARDS / 4;
+        ChunkFlows {
+            index: FxHashMap::default(),
+            parts: (0..SHARDS).map(|_| Vec::with_capacity(per_shard)).collect(),
+            max_ts: None,
+            last: None,
+        }
+    }
+
+    fn segment(&mut self, (shard, i): (usize, usize)) -> &mut Segment {
+        &mut self.parts[shard][i].1
+    }
+
     /// Fold packet `p` in, as `s` describes it (`s.ts` is the time it counts at).
     pub(crate) fn add(&mut self, cfg: &FlowConfig, p: &Packet, s: &Seen) {
         if s.ts != NO_TIMESTAMP {
@@ -529,35 +533,42 @@ impl ChunkFlows {
                 envelope: envelope.as_ref(),
                 ..*s
             };
-            let i = self.add_key(cfg, key, from_a, &seen);
-            self.segments[i].1.carries = p.env.layers()[layer];
+            let at = self.add_key(cfg, key, from_a, &seen);
+            self.segment(at).carries = p.env.layers()[layer];
         }
         if let Some((key, from_a)) = key_of(p) {
             self.add_key(cfg, key, from_a, s);
         }
     }
 
-    /// Fold a packet of flow `key` in; the index of its segment.
-    fn add_key(&mut self, cfg: &FlowConfig, key: FlowKey, from_a: bool, s: &Seen) -> usize {
+    /// Fold a packet of flow `key` in; where its segment is.
+    fn add_key(
+        &mut self,
+        cfg: &FlowConfig,
+        key: FlowKey,
+        from_a: bool,
+        s: &Seen,
+    ) -> (usize, usize) {
         let timeout = cfg.timeout(key.proto);
         let known = match self.last {
-            Some((k, i)) if k == key => Some(i),
+            Some((k, at)) if k == key => Some(at),
             _ => self.index.get(&key).copied(),
         };
         match known {
-            Some(i) if self.segments[i].1.continues(s.ts, timeout) => {
-                self.segments[i].1.add(key.proto, from_a, s);
-                self.last = Some((key, i));
-                i
+            Some(at) if self.segment(at).continues(s.ts, timeout) => {
+                self.segment(at).add(key.proto, from_a, s);
+                self.last = Some((key, at));
+                at
             }
             known => {
                 let first = known.is_none();
-                let i = self.segments.len();
-                self.index.insert(key, i);
-                self.segments
-                    .push((key, Segment::new(key.proto, from_a, s), first));
-                self.last = Some((key, i));
-                i
+                let shard = known.map_or_else(|| table::shard_of(&key), |(shard, _)| shard);
+                let part = &mut self.parts[shard];
+                let at = (shard, part.len());
+                part.push((key, Segment::new(key.proto, from_a, s), first));
+                self.index.insert(key, at);
+                self.last = Some((key, at));
+                at
             }
         }
     }
@@ -565,8 +576,8 @@ impl ChunkFlows {
     /// Give the latest flow of `key` a server name, unless it has one: for a message whose
     /// fields were known only after later packets.
     pub(crate) fn name(&mut self, key: &FlowKey, name: &str) {
-        if let Some(&i) = self.index.get(key) {
-            let seg = &mut self.segments[i].1;
+        if let Some(&at) = self.index.get(key) {
+            let seg = self.segment(at);
             if seg.server_name.is_none() {
                 seg.server_name = Some(name.into());
             }
@@ -574,11 +585,53 @@ impl ChunkFlows {
     }
 
     pub fn len(&self) -> usize {
-        self.segments.len()
+        self.parts.iter().map(Vec::len).sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
+        self.len() == 0
+    }
+
+    /// The parts, for the [`FlowTable`]; the index is dropped here, on the worker thread.
+    pub fn into_shards(self) -> ShardedFlows {
+        ShardedFlows {
+            parts: self.parts,
+            max_ts: self.max_ts,
+        }
+    }
+}
+
+/// A chunk's flows, split by shard ([`ChunkFlows::into_shards`]); each part in order of first
+/// packet.
+#[derive(Debug, Default)]
+pub struct ShardedFlows {
+    parts: Vec<Vec<(FlowKey, Segment, bool)>>,
+    max_ts: Option<i64>,
+}
+
+/// Why a flow's row was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// No packet for longer than its protocol's inactivity timeout.
+    Idle,
+    /// A TCP connection closed by a FIN from each side or a RST (written once idle or at the
+    /// end of the capture).
+    TcpClose,
+    /// Written early: the live flows reached their memory budget. A later packet of the same
+    /// key starts a new flow.
+    Evicted,
+    /// Still live when the capture ended.
+    EndOfCapture,
+}
+
+impl EndReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Idle => "idle",
+            EndReason::TcpClose => "tcp_close",
+            EndReason::Evicted => "evicted",
+            EndReason::EndOfCapture => "end_of_capture",
+        }
     }
 }
 
@@ -587,6 +640,7 @@ impl ChunkFlows {
 pub struct Flow {
     pub key: FlowKey,
     pub seg: Segment,
+    pub end: EndReason,
 }
 
 impl Flow {
@@ -619,7 +673,7 @@ impl Flow {
     }
 
     pub fn packets(&self) -> u64 {
-        self.seg.sides[0].packets + self.seg.sides[1].packets
+        self.seg.packets()
     }
 
     pub fn bytes(&self) -> u64 {
@@ -698,396 +752,6 @@ impl Flow {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TcpState {
-    Inactive,
-    SynSent,
-    SynAckSent,
-    Partial,
-    Established,
-    Closed,
-    Reset,
-}
-
-/// Zeek's `conn_state()` (base/protocols/conn/main.zeek) over the two endpoint states.
-fn zeek_tcp_state(os: TcpState, rs: TcpState, no_payload: bool, history: &str) -> &'static str {
-    use TcpState::*;
-    let o_inactive = matches!(os, Inactive | Partial);
-    let r_inactive = matches!(rs, Inactive | Partial);
-    if rs == Reset {
-        if matches!(os, SynSent | SynAckSent) || (os == Reset && no_payload) {
-            "REJ"
-        } else if o_inactive {
-            "RSTRH"
-        } else {
-            "RSTR"
-        }
-    } else if os == Reset {
-        if r_inactive {
-            // /^?S[^HAFGIQ]*R.*/
-            let h = history.strip_prefix('^').unwrap_or(history);
-            match h.strip_prefix('S') {
-                Some(rest) => {
-                    let before_r = rest.split('R').next().unwrap_or(rest);
-                    if rest.contains('R') && !before_r.contains(['H', 'A', 'F', 'G', 'I', 'Q']) {
-                        "RSTOS0"
-                    } else {
-                        "OTH"
-                    }
-                }
-                None => "OTH",
-            }
-        } else {
-            "RSTO"
-        }
-    } else if rs == Closed && os == Closed {
-        "SF"
-    } else if os == Closed {
-        if r_inactive { "SH" } else { "S2" }
-    } else if rs == Closed {
-        if o_inactive { "SHR" } else { "S3" }
-    } else if os == SynSent && rs == Inactive {
-        "S0"
-    } else if os == Established && rs == Established {
-        "S1"
-    } else {
-        "OTH"
-    }
-}
-
-/// Flow totals and the biggest flows, for the summary item.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FlowStats {
-    /// The seed of the flows' Community IDs.
-    pub community_id_seed: u16,
-    pub flows: u64,
-    /// The [`TOP_FLOWS`] flows with the most bytes, biggest first.
-    pub top: Vec<Flow>,
-}
-
-/// How many of the biggest flows [`FlowStats`] keeps.
-pub const TOP_FLOWS: usize = 100;
-
-/// Biggest first: bytes, then packets, then earliest first frame.
-fn flow_order(a: &Flow, b: &Flow) -> Ordering {
-    b.bytes()
-        .cmp(&a.bytes())
-        .then(b.packets().cmp(&a.packets()))
-        .then(a.seg.first_frame.cmp(&b.seg.first_frame))
-}
-
-/// The live flows of one capture, fed chunk by chunk in file order (on the writer thread).
-pub struct FlowTable {
-    cfg: FlowConfig,
-    live: FxHashMap<FlowKey, Segment>,
-    retired: Vec<Flow>,
-    stats: FlowStats,
-    /// The latest timestamp seen, and the one at which idle flows were last retired.
-    now: Option<i64>,
-    swept: Option<i64>,
-}
-
-impl FlowTable {
-    pub fn new(cfg: FlowConfig) -> Self {
-        FlowTable {
-            cfg,
-            live: FxHashMap::default(),
-            retired: Vec::new(),
-            stats: FlowStats {
-                community_id_seed: cfg.community_id_seed,
-                ..FlowStats::default()
-            },
-            now: None,
-            swept: None,
-        }
-    }
-
-    /// Fold the next chunk's flows in.
-    pub fn merge(&mut self, chunk: ChunkFlows) {
-        for (key, seg, may_continue) in chunk.segments {
-            let timeout = self.cfg.timeout(key.proto);
-            match self.live.remove(&key) {
-                Some(mut live) if may_continue && live.continues(seg.first_seen_ts, timeout) => {
-                    live.merge(seg);
-                    self.live.insert(key, live);
-                }
-                previous => {
-                    if let Some(done) = previous {
-                        self.retire(Flow { key, seg: done });
-                    }
-                    self.live.insert(key, seg);
-                }
-            }
-        }
-        if let Some(t) = chunk.max_ts {
-            self.now = Some(self.now.map_or(t, |n| n.max(t)));
-        }
-        self.sweep();
-    }
-
-    /// Retire flows idle for longer than their timeout. To keep the cost per packet small,
-    /// the table is only walked when time has moved on by a quarter of the shortest timeout.
-    fn sweep(&mut self) {
-        let Some(now) = self.now else { return };
-        let step = (self.cfg.min_timeout() / 4).max(1);
-        if self.swept.is_some_and(|s| now.saturating_sub(s) < step) {
-            return;
-        }
-        self.swept = Some(now);
-        let cfg = self.cfg;
-        let mut idle = Vec::new();
-        self.live.retain(|key, seg| {
-            let expired = seg.last_ts != NO_TIMESTAMP
-                && i128::from(now) - i128::from(seg.last_ts) > i128::from(cfg.timeout(key.proto));
-            if expired {
-                idle.push((*key, seg.clone()));
-            }
-            !expired
-        });
-        for (key, seg) in idle {
-            self.retire(Flow { key, seg });
-        }
-    }
-
-    fn retire(&mut self, flow: Flow) {
-        self.stats.flows += 1;
-        let top = &mut self.stats.top;
-        // The top flows are conversations: a tunnel's own flow repeats the bytes of the
-        // flows inside it.
-        if flow.seg.carries == Encap::None
-            && (top.len() < TOP_FLOWS || top.last().is_some_and(|l| flow_order(&flow, l).is_lt()))
-        {
-            let at = top
-                .binary_search_by(|x| flow_order(x, &flow))
-                .unwrap_or_else(|i| i);
-            top.insert(at, flow.clone());
-            top.truncate(TOP_FLOWS);
-        }
-        self.retired.push(flow);
-    }
-
-    /// The flows retired since the last call, by first frame.
-    pub fn take_retired(&mut self) -> Vec<Flow> {
-        let mut v = std::mem::take(&mut self.retired);
-        v.sort_unstable_by_key(|f| f.seg.first_frame);
-        v
-    }
-
-    /// End of capture: every live flow is retired; returns them (by first frame) and the
-    /// totals.
-    pub fn finish(mut self) -> (Vec<Flow>, FlowStats) {
-        let live: Vec<(FlowKey, Segment)> = self.live.drain().collect();
-        for (key, seg) in live {
-            self.retire(Flow { key, seg });
-        }
-        let rest = self.take_retired();
-        (rest, self.stats)
-    }
-}
-
-/// Column names of the flow table, in schema order.
-pub mod col {
-    pub const CAPTURE: &str = "capture";
-    pub const COMMUNITY_ID: &str = "community_id";
-    pub const IP_PROTO: &str = "ip_proto";
-    pub const VLAN: &str = "vlan";
-    pub const INNER_VLAN: &str = "inner_vlan";
-    pub const SRC_IP: &str = "src_ip";
-    pub const SRC_PORT: &str = "src_port";
-    pub const DST_IP: &str = "dst_ip";
-    pub const DST_PORT: &str = "dst_port";
-    pub const FIRST_TS: &str = "first_ts";
-    pub const LAST_TS: &str = "last_ts";
-    pub const DURATION: &str = "duration";
-    pub const PACKETS: &str = "packets";
-    pub const BYTES: &str = "bytes";
-    pub const ORIG_PACKETS: &str = "orig_packets";
-    pub const ORIG_BYTES: &str = "orig_bytes";
-    pub const RESP_PACKETS: &str = "resp_packets";
-    pub const RESP_BYTES: &str = "resp_bytes";
-    pub const ORIG_PAYLOAD_BYTES: &str = "orig_payload_bytes";
-    pub const RESP_PAYLOAD_BYTES: &str = "resp_payload_bytes";
-    pub const ORIG_TCP_FLAGS: &str = "orig_tcp_flags";
-    pub const RESP_TCP_FLAGS: &str = "resp_tcp_flags";
-    pub const CONN_STATE: &str = "conn_state";
-    pub const HISTORY: &str = "history";
-    pub const SERVER_NAME: &str = "server_name";
-    pub const FIRST_FRAME: &str = "first_frame";
-    pub const TUNNELS: &str = "tunnels";
-    pub const TUNNEL_ID: &str = "tunnel_id";
-    pub const TUNNEL_PARENT: &str = "tunnel_parent";
-    pub const TUNNEL_TYPE: &str = "tunnel_type";
-}
-
-/// The flow table's schema (see the README for each column's meaning).
-pub fn flow_schema() -> SchemaRef {
-    static SCHEMA: OnceLock<SchemaRef> = OnceLock::new();
-    Arc::clone(SCHEMA.get_or_init(|| {
-        let f = |name: &str, t: DataType, nullable: bool| Field::new(name, t, nullable);
-        let ts = || DataType::Timestamp(TimeUnit::Nanosecond, Some("UTC".into()));
-        Arc::new(Schema::new(vec![
-            f(col::CAPTURE, DataType::Utf8, false),
-            f(col::COMMUNITY_ID, DataType::Utf8, false),
-            f(col::IP_PROTO, DataType::UInt8, false),
-            f(col::VLAN, DataType::UInt16, true),
-            f(col::INNER_VLAN, DataType::UInt16, true),
-            f(col::SRC_IP, DataType::Utf8, false),
-            f(col::SRC_PORT, DataType::UInt16, true),
-            f(col::DST_IP, DataType::Utf8, false),
-            f(col::DST_PORT, DataType::UInt16, true),
-            f(col::FIRST_TS, ts(), true),
-            f(col::LAST_TS, ts(), true),
-            f(col::DURATION, DataType::Float64, true),
-            f(col::PACKETS, DataType::UInt64, false),
-            f(col::BYTES, DataType::UInt64, false),
-            f(col::ORIG_PACKETS, DataType::UInt64, false),
-            f(col::ORIG_BYTES, DataType::UInt64, false),
-            f(col::RESP_PACKETS, DataType::UInt64, false),
-            f(col::RESP_BYTES, DataType::UInt64, false),
-            f(col::ORIG_PAYLOAD_BYTES, DataType::UInt64, false),
-            f(col::RESP_PAYLOAD_BYTES, DataType::UInt64, false),
-            f(col::ORIG_TCP_FLAGS, DataType::UInt16, true),
-            f(col::RESP_TCP_FLAGS, DataType::UInt16, true),
-            f(col::CONN_STATE, DataType::Utf8, false),
-            f(col::HISTORY, DataType::Utf8, false),
-            f(col::SERVER_NAME, DataType::Utf8, true),
-            f(col::FIRST_FRAME, DataType::UInt64, false),
-            f(
-                col::TUNNELS,
-                DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, false))),
-                true,
-            ),
-            f(col::TUNNEL_ID, DataType::UInt32, true),
-            f(col::TUNNEL_PARENT, DataType::Utf8, true),
-            f(col::TUNNEL_TYPE, DataType::Utf8, true),
-        ]))
-    }))
-}
-
-/// The rows of `flows` as a batch of [`flow_schema`].
-pub fn flows_batch(
-    capture: &str,
-    cfg: &FlowConfig,
-    flows: &[Flow],
-) -> Result<RecordBatch, ArrowError> {
-    let n = flows.len();
-    let mut community_id = StringBuilder::with_capacity(n, n * 30);
-    let mut ip_proto = PrimitiveBuilder::<UInt8Type>::with_capacity(n);
-    let mut vlan = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
-    let mut inner_vlan = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
-    let mut src_ip = StringBuilder::with_capacity(n, n * 16);
-    let mut src_port = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
-    let mut dst_ip = StringBuilder::with_capacity(n, n * 16);
-    let mut dst_port = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
-    let mut first_ts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut last_ts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
-    let mut duration = Float64Builder::with_capacity(n);
-    let mut u64s: Vec<PrimitiveBuilder<UInt64Type>> =
-        (0..8).map(|_| PrimitiveBuilder::with_capacity(n)).collect();
-    let mut orig_flags = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
-    let mut resp_flags = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
-    let mut conn_state = StringBuilder::with_capacity(n, n * 3);
-    let mut history = StringBuilder::with_capacity(n, n * 6);
-    let mut server_name = StringBuilder::new();
-    let mut first_frame = PrimitiveBuilder::<UInt64Type>::with_capacity(n);
-    let mut tunnels = ListBuilder::new(StringBuilder::new())
-        .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
-    let mut tunnel_id = PrimitiveBuilder::<UInt32Type>::new();
-    let mut tunnel_parent = StringBuilder::new();
-    let mut tunnel_type = StringBuilder::new();
-    let mut text = TextBuf::new();
-    for fl in flows {
-        let (o, r) = (fl.originator(), fl.responder());
-        community_id.append_value(fl.key.community_id(cfg.community_id_seed));
-        ip_proto.append_value(fl.key.proto);
-        vlan.append_option(fl.key.vlan());
-        inner_vlan.append_option(fl.key.inner_vlan());
-        src_ip.append_value(text.addr(&o.addr));
-        src_port.append_option(o.port);
-        dst_ip.append_value(text.addr(&r.addr));
-        dst_port.append_option(r.port);
-        let known = |t: i64| Some(t).filter(|t| *t != NO_TIMESTAMP);
-        first_ts.append_option(known(fl.seg.first_ts));
-        last_ts.append_option(known(fl.seg.last_ts));
-        duration.append_option(
-            known(fl.seg.first_ts)
-                .zip(known(fl.seg.last_ts))
-                .map(|(a, b)| (i128::from(b) - i128::from(a)) as f64 / 1e9),
-        );
-        let (os, rs) = (fl.orig(), fl.resp());
-        for (b, v) in u64s.iter_mut().zip([
-            fl.packets(),
-            fl.bytes(),
-            os.packets,
-            os.bytes,
-            rs.packets,
-            rs.bytes,
-            os.payload_bytes,
-            rs.payload_bytes,
-        ]) {
-            b.append_value(v);
-        }
-        let tcp = fl.key.proto == IPPROTO_TCP;
-        orig_flags.append_option(tcp.then_some(os.tcp_flags));
-        resp_flags.append_option(tcp.then_some(rs.tcp_flags));
-        conn_state.append_value(fl.conn_state());
-        history.append_value(fl.history());
-        server_name.append_option(fl.seg.server_name.as_deref());
-        first_frame.append_value(fl.seg.first_frame);
-        match fl.seg.envelope.as_deref() {
-            Some(env) => {
-                for e in env.layers() {
-                    tunnels.values().append_value(e.name());
-                }
-                tunnels.append(true);
-                tunnel_id.append_option(env.tunnel_id);
-                tunnel_parent.append_option(
-                    env.parent().map(|(o, within)| {
-                        outer_key(o, within).0.community_id(cfg.community_id_seed)
-                    }),
-                );
-            }
-            None => {
-                tunnels.append_null();
-                tunnel_id.append_null();
-                tunnel_parent.append_null();
-            }
-        }
-        tunnel_type.append_option(Some(fl.seg.carries.name()).filter(|n| !n.is_empty()));
-    }
-    let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-        capture, n,
-    )));
-    let mut columns: Vec<ArrayRef> = vec![
-        capture,
-        Arc::new(community_id.finish()),
-        Arc::new(ip_proto.finish()),
-        Arc::new(vlan.finish()),
-        Arc::new(inner_vlan.finish()),
-        Arc::new(src_ip.finish()),
-        Arc::new(src_port.finish()),
-        Arc::new(dst_ip.finish()),
-        Arc::new(dst_port.finish()),
-        Arc::new(first_ts.finish()),
-        Arc::new(last_ts.finish()),
-        Arc::new(duration.finish()),
-    ];
-    columns.extend(u64s.iter_mut().map(|b| Arc::new(b.finish()) as ArrayRef));
-    columns.extend([
-        Arc::new(orig_flags.finish()) as ArrayRef,
-        Arc::new(resp_flags.finish()),
-        Arc::new(conn_state.finish()),
-        Arc::new(history.finish()),
-        Arc::new(server_name.finish()),
-        Arc::new(first_frame.finish()),
-        Arc::new(tunnels.finish()),
-        Arc::new(tunnel_id.finish()),
-        Arc::new(tunnel_parent.finish()),
-        Arc::new(tunnel_type.finish()),
-    ]);
-    RecordBatch::try_new(flow_schema(), columns)
-}
-
 /// The largest flow an item can be asked to hold: IPv6 endpoints, VLANs, every counter at
 /// its maximum and a 300-byte server name.
 #[cfg(test)]
@@ -1115,6 +779,7 @@ pub(crate) fn worst_case_flow(i: u16) -> Flow {
         },
         seg: Segment {
             first_frame: u64::MAX,
+            last_frame: u64::MAX,
             first_seen_ts: i64::MIN + 1,
             first_ts: i64::MIN + 1,
             last_ts: i64::MAX,
@@ -1126,6 +791,7 @@ pub(crate) fn worst_case_flow(i: u16) -> Flow {
             envelope: None,
             carries: Encap::None,
         },
+        end: EndReason::EndOfCapture,
     }
 }
 
@@ -1134,11 +800,11 @@ mod tests {
     use super::*;
     use crate::dissect::Ip;
 
-    fn v4(last: u8) -> Addr {
+    pub(super) fn v4(last: u8) -> Addr {
         Addr::V4([10, 0, 0, last])
     }
 
-    fn tcp(src: u8, sp: u16, dst: u8, dp: u16, flags: u16) -> Packet {
+    pub(super) fn tcp(src: u8, sp: u16, dst: u8, dp: u16, flags: u16) -> Packet {
         Packet {
             ip: Some(Ip {
                 version: 4,
@@ -1164,7 +830,17 @@ mod tests {
     }
 
     /// Feed packets (timestamps in seconds) through chunks of `chunk` packets.
-    fn run(cfg: FlowConfig, packets: &[(i64, Packet)], chunk: usize) -> Vec<Flow> {
+    pub(super) fn run(cfg: FlowConfig, packets: &[(i64, Packet)], chunk: usize) -> Vec<Flow> {
+        run_with_stats(cfg, packets, chunk).0
+    }
+
+    /// Feed packets (timestamps in seconds) through chunks of `chunk` packets; every flow
+    /// written, by first frame, and the totals.
+    pub(super) fn run_with_stats(
+        cfg: FlowConfig,
+        packets: &[(i64, Packet)],
+        chunk: usize,
+    ) -> (Vec<Flow>, FlowStats) {
         let mut table = FlowTable::new(cfg);
         let mut out = Vec::new();
         for (c, part) in packets.chunks(chunk).enumerate() {
@@ -1173,14 +849,14 @@ mod tests {
                 let seen = Seen::packet((c * chunk + i + 1) as u64, ts * SECOND_NS, 60, p);
                 cf.add(&cfg, p, &seen);
             }
-            table.merge(cf);
+            table.merge(cf.into_shards());
             out.extend(table.take_retired());
         }
         let (rest, stats) = table.finish();
         out.extend(rest);
         out.sort_by_key(|f| f.seg.first_frame);
         assert_eq!(stats.flows as usize, out.len());
-        out
+        (out, stats)
     }
 
     fn handshake_and_close(ts: i64) -> Vec<(i64, Packet)> {
@@ -1311,32 +987,5 @@ mod tests {
                 run(short, &packets, packets.len())
             );
         }
-    }
-
-    #[test]
-    fn top_flows_are_the_biggest() {
-        let mut table = FlowTable::new(FlowConfig::default());
-        for i in 0..(TOP_FLOWS as u64 + 50) {
-            let key = key_of(&tcp(1, i as u16, 2, 80, ACK)).expect("key").0;
-            let mut seg = Segment::new(
-                IPPROTO_TCP,
-                true,
-                &Seen {
-                    tcp_flags: Some(ACK),
-                    ..Seen::packet(i + 1, 0, (i % 37) as u32, &Packet::default())
-                },
-            );
-            seg.sides[0].packets = 1;
-            table.retire(Flow { key, seg });
-        }
-        let (_, stats) = table.finish();
-        assert_eq!(stats.top.len(), TOP_FLOWS);
-        assert!(
-            stats
-                .top
-                .windows(2)
-                .all(|w| flow_order(&w[0], &w[1]).is_le())
-        );
-        assert_eq!(stats.top[0].bytes(), 36);
     }
 }

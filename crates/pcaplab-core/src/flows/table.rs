@@ -1,0 +1,471 @@
+//! The live flows of one capture, within a memory budget, on every core.
+//!
+//! The table is split into [`SHARDS`] shards by a hash of the flow key; each chunk's segments
+//! are split the same way on the worker that folded them ([`ChunkFlows::into_shards`]), and the
+//! shards merge their parts in parallel. A key lives in one shard only, so the shards never
+//! need each other, and since the shard count does not depend on the number of threads, the
+//! flows written do not either.
+//!
+//! Memory is bounded like a flow meter's (Suricata's memcap): each shard's hash table may hold
+//! at most [`Budget::max_live`] flows, a number chosen so that the table, at its largest, fits
+//! its share of [`FlowConfig::max_bytes`], and the bytes the flows hold outside the table
+//! (server names, tunnel envelopes) have a share of their own. When a new flow would pass
+//! either, a quarter of the shard's flows are evicted — TCP connections already closed first
+//! (nothing is lost but a late ACK), then single-packet flows (scans, floods, S0 attempts that
+//! will never complete), then the rest, each least recently seen first — and written with
+//! [`EndReason::Evicted`], so nothing is silently lost: a later packet of an evicted flow starts
+//! a new row.
+
+use std::cmp::Ordering;
+use std::hash::BuildHasher;
+use std::mem::size_of;
+
+use rayon::prelude::*;
+use rustc_hash::{FxBuildHasher, FxHashMap};
+
+use super::{EndReason, Flow, FlowConfig, FlowKey, Segment, ShardedFlows};
+use crate::dissect::Envelope;
+use crate::reader::NO_TIMESTAMP;
+
+/// Shards of the live table. Fixed, not the thread count, so that the flows written (which
+/// eviction makes depend on each shard's size) do not depend on `--jobs`.
+pub const SHARDS: usize = 8;
+
+/// The shard of a key: hashed apart from the shard's own table, from the hash's high bits
+/// (the table indexes its buckets with the low ones).
+pub(super) fn shard_of(key: &FlowKey) -> usize {
+    (FxBuildHasher.hash_one(key) >> 40) as usize % SHARDS
+}
+
+/// Flow totals and the biggest flows, for the summary item.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    /// The seed of the flows' Community IDs.
+    pub community_id_seed: u16,
+    pub flows: u64,
+    /// Flows written early because the live flows reached the memory budget.
+    pub evicted: u64,
+    /// The [`TOP_FLOWS`] flows with the most bytes, biggest first.
+    pub top: Vec<Flow>,
+}
+
+/// How many of the biggest flows [`FlowStats`] keeps.
+pub const TOP_FLOWS: usize = 100;
+
+/// Biggest first: bytes, then packets, then earliest first frame.
+fn flow_order(a: &Flow, b: &Flow) -> Ordering {
+    b.bytes()
+        .cmp(&a.bytes())
+        .then(b.packets().cmp(&a.packets()))
+        .then(a.seg.first_frame.cmp(&b.seg.first_frame))
+}
+
+/// Bytes one live flow takes in a hash table: key, segment and the table's control byte.
+const ENTRY_BYTES: usize = size_of::<(FlowKey, Segment)>() + 1;
+
+/// What the budget allows each shard.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Most flows live in a shard.
+    pub max_live: usize,
+    /// Most bytes a shard's flows may hold outside its table.
+    pub max_heap: usize,
+}
+
+impl Budget {
+    /// Split `max_bytes` over the shards. A hash table (hashbrown) has a power-of-two number of
+    /// buckets, up to 7/8 of them in use, and grows to twice its size when it must insert
+    /// while more than half full with no free bucket left (removals leave tombstones). So a
+    /// table that never holds more than half its usable capacity — 7/16 of its buckets — never
+    /// grows past that many buckets. The tables get the largest such size within 7/8 of the
+    /// budget; what is left of it is for names and envelopes.
+    pub fn of(max_bytes: usize) -> Budget {
+        let table = max_bytes / 8 * 7;
+        let mut buckets = 16 * SHARDS;
+        while buckets * 2 * ENTRY_BYTES <= table {
+            buckets *= 2;
+        }
+        let per_shard = buckets / SHARDS;
+        Budget {
+            max_live: per_shard * 7 / 16,
+            max_heap: max_bytes.saturating_sub(buckets * ENTRY_BYTES) / SHARDS,
+        }
+    }
+
+    /// Most flows live at once in the whole table.
+    pub fn max_flows(&self) -> usize {
+        self.max_live * SHARDS
+    }
+}
+
+/// Bytes a live flow holds outside its table entry.
+fn heap_of(seg: &Segment) -> usize {
+    seg.server_name.as_ref().map_or(0, |n| n.len())
+        + seg.envelope.as_ref().map_or(0, |_| size_of::<Envelope>())
+}
+
+/// Eviction order, lowest first: closed TCP connections, then flows of one packet, then the
+/// rest; within each, the least recently seen.
+fn eviction_rank(seg: &Segment) -> u64 {
+    let class: u64 = if seg.closed() {
+        0
+    } else if seg.packets() == 1 {
+        1
+    } else {
+        2
+    };
+    class << 62 | seg.last_frame.min((1 << 62) - 1)
+}
+
+/// One shard of the live flows.
+#[derive(Default)]
+struct Shard {
+    live: FxHashMap<FlowKey, Segment>,
+    /// Bytes the live flows hold outside the table.
+    heap: usize,
+    retired: Vec<Flow>,
+    flows: u64,
+    evicted: u64,
+    top: Vec<Flow>,
+    /// Scratch space for eviction ranks.
+    ranks: Vec<u64>,
+}
+
+impl Shard {
+    /// The table is allocated at its largest once: growing it step by step would leave each
+    /// smaller table's memory with the allocator (a scan's table is freed and reallocated
+    /// many times over), and only the pages of buckets in use are ever touched.
+    fn new(budget: &Budget) -> Self {
+        Shard {
+            live: FxHashMap::with_capacity_and_hasher(budget.max_live * 2, FxBuildHasher),
+            ..Shard::default()
+        }
+    }
+
+    fn merge(&mut self, cfg: &FlowConfig, budget: &Budget, part: Vec<(FlowKey, Segment, bool)>) {
+        for (key, seg, may_continue) in part {
+            if let Some(live) = self.live.get_mut(&key) {
+                self.heap -= heap_of(live);
+                if may_continue && live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
+                    live.merge(seg);
+                    self.heap += heap_of(live);
+                } else {
+                    self.heap += heap_of(&seg);
+                    let done = std::mem::replace(live, seg);
+                    self.retire(key, done, EndReason::Idle);
+                }
+                continue;
+            }
+            let heap = heap_of(&seg);
+            if self.live.len() >= budget.max_live || self.heap + heap > budget.max_heap {
+                self.evict(budget.max_live.div_ceil(4));
+            }
+            self.heap += heap;
+            self.live.insert(key, seg);
+        }
+    }
+
+    /// Write out (at least) `n` flows, lowest [`eviction_rank`] first.
+    fn evict(&mut self, n: usize) {
+        let n = n.clamp(1, self.live.len().max(1));
+        self.ranks.clear();
+        self.ranks.extend(self.live.values().map(eviction_rank));
+        if self.ranks.is_empty() {
+            return;
+        }
+        let (_, &mut cut, _) = self.ranks.select_nth_unstable(n - 1);
+        let victims: Vec<_> = self
+            .live
+            .extract_if(|_, seg| eviction_rank(seg) <= cut)
+            .collect();
+        for (key, seg) in victims {
+            self.heap -= heap_of(&seg);
+            self.evicted += 1;
+            self.retire(key, seg, EndReason::Evicted);
+        }
+    }
+
+    /// Retire the flows idle for longer than their timeout at `now`.
+    fn sweep(&mut self, cfg: &FlowConfig, now: i64) {
+        let idle: Vec<_> = self
+            .live
+            .extract_if(|key, seg| {
+                seg.last_ts != NO_TIMESTAMP
+                    && i128::from(now) - i128::from(seg.last_ts)
+                        > i128::from(cfg.timeout(key.proto))
+            })
+            .collect();
+        for (key, seg) in idle {
+            self.heap -= heap_of(&seg);
+            self.retire(key, seg, EndReason::Idle);
+        }
+    }
+
+    fn retire(&mut self, key: FlowKey, seg: Segment, why: EndReason) {
+        // A closed connection ended by its close, whenever its state is let go of.
+        let end = match why {
+            EndReason::Idle | EndReason::EndOfCapture if seg.closed() => EndReason::TcpClose,
+            why => why,
+        };
+        let flow = Flow { key, seg, end };
+        self.flows += 1;
+        let top = &mut self.top;
+        // The top flows are conversations: a tunnel's own flow repeats the bytes of the
+        // flows inside it.
+        if flow.seg.carries == crate::dissect::Encap::None
+            && (top.len() < TOP_FLOWS || top.last().is_some_and(|l| flow_order(&flow, l).is_lt()))
+        {
+            let at = top
+                .binary_search_by(|x| flow_order(x, &flow))
+                .unwrap_or_else(|i| i);
+            top.insert(at, flow.clone());
+            top.truncate(TOP_FLOWS);
+        }
+        self.retired.push(flow);
+    }
+}
+
+/// The live flows of one capture, fed chunk by chunk in file order (on the writer thread,
+/// which lends the shards' work to the engine's threads).
+pub struct FlowTable {
+    cfg: FlowConfig,
+    budget: Budget,
+    shards: Vec<Shard>,
+    /// The latest timestamp seen, and the one at which idle flows were last retired.
+    now: Option<i64>,
+    swept: Option<i64>,
+}
+
+impl FlowTable {
+    pub fn new(cfg: FlowConfig) -> Self {
+        let budget = Budget::of(cfg.max_bytes);
+        FlowTable {
+            cfg,
+            budget,
+            shards: (0..SHARDS).map(|_| Shard::new(&budget)).collect(),
+            now: None,
+            swept: None,
+        }
+    }
+
+    /// Fold the next chunk's flows in, on the current rayon pool's threads.
+    pub fn merge(&mut self, chunk: ShardedFlows) {
+        if let Some(t) = chunk.max_ts {
+            self.now = Some(self.now.map_or(t, |n| n.max(t)));
+        }
+        // Idle flows are retired when time has moved on by a quarter of the shortest timeout,
+        // to keep the cost per packet small; that does not change which packets make a flow,
+        // only when it is written.
+        let step = (self.cfg.min_timeout() / 4).max(1);
+        let sweep = match (self.now, self.swept) {
+            (Some(now), Some(s)) if now.saturating_sub(s) < step => None,
+            (now, _) => now,
+        };
+        if sweep.is_some() {
+            self.swept = sweep;
+        }
+        let (cfg, budget) = (&self.cfg, &self.budget);
+        let work = |(shard, part): (&mut Shard, Vec<_>)| {
+            shard.merge(cfg, budget, part);
+            if let Some(now) = sweep {
+                shard.sweep(cfg, now);
+            }
+        };
+        let busy = chunk.parts.iter().filter(|p| !p.is_empty()).count();
+        if busy > 1 {
+            self.shards.par_iter_mut().zip(chunk.parts).for_each(work);
+        } else {
+            self.shards.iter_mut().zip(chunk.parts).for_each(work);
+        }
+    }
+
+    /// The flows retired since the last call, by first frame.
+    pub fn take_retired(&mut self) -> Vec<Flow> {
+        let mut v: Vec<Flow> =
+            Vec::with_capacity(self.shards.iter().map(|s| s.retired.len()).sum());
+        for s in &mut self.shards {
+            v.append(&mut s.retired);
+        }
+        v.sort_unstable_by_key(|f| f.seg.first_frame);
+        v
+    }
+
+    /// End of capture: every live flow is retired; returns them (by first frame) and the
+    /// totals.
+    pub fn finish(mut self) -> (Vec<Flow>, FlowStats) {
+        let mut stats = FlowStats {
+            community_id_seed: self.cfg.community_id_seed,
+            ..FlowStats::default()
+        };
+        for s in &mut self.shards {
+            let live: Vec<_> = s.live.drain().collect();
+            for (key, seg) in live {
+                s.retire(key, seg, EndReason::EndOfCapture);
+            }
+            stats.flows += s.flows;
+            stats.evicted += s.evicted;
+            stats.top.append(&mut s.top);
+        }
+        stats.top.sort_unstable_by(flow_order);
+        stats.top.truncate(TOP_FLOWS);
+        (self.take_retired(), stats)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{run_with_stats, tcp};
+    use super::*;
+    use crate::dissect::Packet;
+    use crate::flows::{ChunkFlows, IPPROTO_TCP, Seen};
+
+    const SYN: u16 = 0x02;
+    const ACK: u16 = 0x10;
+    const FIN: u16 = 0x01;
+
+    #[test]
+    fn the_budget_bounds_the_tables_at_their_largest() {
+        for mib in [1, 8, 32, 100, 1024] {
+            let max = mib << 20;
+            let b = Budget::of(max);
+            let buckets = b.max_live * 16 / 7 * SHARDS;
+            assert!(buckets.is_power_of_two(), "{mib}: {buckets}");
+            assert!(buckets * ENTRY_BYTES + b.max_heap * SHARDS <= max, "{mib}");
+            // Not much of it wasted: at least 7/16 of the table's share in flows.
+            assert!(buckets * ENTRY_BYTES * 2 > max / 8 * 7, "{mib}");
+        }
+        // Tiny budgets still hold a few flows per shard.
+        assert!(Budget::of(0).max_live >= 7);
+    }
+
+    #[test]
+    fn top_flows_are_the_biggest() {
+        let cfg = FlowConfig::default();
+        let mut chunk = ChunkFlows::default();
+        for i in 0..(TOP_FLOWS as u64 + 50) {
+            let p = tcp(1, i as u16, 2, 80, ACK);
+            chunk.add(&cfg, &p, &Seen::packet(i + 1, 0, (i % 37) as u32, &p));
+        }
+        let mut table = FlowTable::new(cfg);
+        table.merge(chunk.into_shards());
+        let (_, stats) = table.finish();
+        assert_eq!(stats.top.len(), TOP_FLOWS);
+        assert!(
+            stats
+                .top
+                .windows(2)
+                .all(|w| flow_order(&w[0], &w[1]).is_le())
+        );
+        assert_eq!(stats.top[0].bytes(), 36);
+    }
+
+    /// A budget that holds `flows` live flows at most.
+    fn tiny(flows: usize) -> FlowConfig {
+        let mut max_bytes = 0;
+        while Budget::of(max_bytes).max_flows() < flows {
+            max_bytes += 4096;
+        }
+        FlowConfig {
+            max_bytes,
+            ..FlowConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_flood_under_a_tiny_budget_loses_no_packet_and_spares_the_real_conversation() {
+        let cfg = tiny(100);
+        let max = Budget::of(cfg.max_bytes).max_flows();
+        assert!(max < 200, "{max}");
+        // 5,000 spoofed SYNs (each its own flow), and one conversation of 50 packets all
+        // through them.
+        let mut packets = Vec::new();
+        for i in 0..5_000u16 {
+            packets.push((1, tcp(3, 1000 + i, 2, 80, SYN)));
+            if i % 100 == 0 {
+                let mut data = tcp(1, 40000, 2, 443, ACK);
+                data.payload_len = Some(100);
+                packets.push((1, data));
+            }
+        }
+        for chunk in [1, 7, 256, packets.len()] {
+            let (flows, stats) = run_with_stats(cfg, &packets, chunk);
+            // Every packet is in exactly one flow.
+            assert_eq!(
+                flows.iter().map(|f| f.packets()).sum::<u64>(),
+                packets.len() as u64
+            );
+            assert_eq!(stats.flows as usize, flows.len());
+            // Every SYN was its own flow, written once: evicted, or live at the end.
+            let syns: Vec<_> = flows
+                .iter()
+                .filter(|f| f.responder().port == Some(80))
+                .collect();
+            assert_eq!(syns.len(), 5_000, "{chunk}");
+            assert!(syns.iter().all(|f| f.packets() == 1));
+            let evicted = flows.iter().filter(|f| f.end == EndReason::Evicted).count();
+            assert_eq!(evicted as u64, stats.evicted);
+            assert!(evicted >= 5_000 - max, "{chunk}: {evicted}");
+            // The conversation was never evicted: single-packet flows go first.
+            let talk: Vec<_> = flows
+                .iter()
+                .filter(|f| f.responder().port == Some(443))
+                .collect();
+            assert_eq!(talk.len(), 1, "{chunk}");
+            assert_eq!(talk[0].packets(), 50);
+            assert_eq!(talk[0].end, EndReason::EndOfCapture);
+        }
+    }
+
+    #[test]
+    fn closed_connections_are_evicted_before_open_ones() {
+        let cfg = tiny(100);
+        let max = Budget::of(cfg.max_bytes).max_flows();
+        let mut packets = Vec::new();
+        // Half the budget in closed connections, then four times as many open ones (two
+        // packets each): every closed one goes before any open one.
+        for i in 0..(max / 2) as u16 {
+            packets.push((1, tcp(1, 30000 + i, 2, 80, FIN | ACK)));
+            packets.push((1, tcp(2, 80, 1, 30000 + i, FIN | ACK)));
+        }
+        for i in 0..(2 * max) as u16 {
+            packets.push((1, tcp(1, 2000 + i, 2, 80, ACK)));
+            packets.push((1, tcp(2, 80, 1, 2000 + i, ACK)));
+        }
+        let (flows, stats) = run_with_stats(cfg, &packets, packets.len());
+        assert_eq!(flows.len(), max / 2 + 2 * max);
+        let closed = |f: &&Flow| f.originator().port.is_some_and(|p| p >= 30000);
+        assert!(
+            flows
+                .iter()
+                .filter(closed)
+                .all(|f| f.end == EndReason::Evicted)
+        );
+        assert!(stats.evicted as usize >= max / 2 + max);
+        // The latest conversation is still live at the end.
+        let last = flows
+            .iter()
+            .max_by_key(|f| f.seg.last_frame)
+            .expect("flows");
+        assert_eq!(last.end, EndReason::EndOfCapture);
+    }
+
+    #[test]
+    fn end_reasons() {
+        let cfg = FlowConfig::default();
+        let (flows, _) = run_with_stats(
+            cfg,
+            &[
+                (0, tcp(1, 1, 2, 80, SYN)),
+                (0, tcp(1, 2, 2, 80, FIN | ACK)),
+                (0, tcp(2, 80, 1, 2, FIN | ACK)),
+                // Idle past the TCP timeout: the first flow ends; the same key again.
+                (400, tcp(1, 1, 2, 80, SYN)),
+            ],
+            1,
+        );
+        let ends: Vec<_> = flows.iter().map(|f| f.end.as_str()).collect();
+        assert_eq!(ends, ["idle", "tcp_close", "end_of_capture"]);
+        assert_eq!(flows[0].key.proto, IPPROTO_TCP);
+        let _ = Packet::default();
+    }
+}
