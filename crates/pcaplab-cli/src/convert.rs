@@ -260,7 +260,7 @@ async fn convert_all(
                         Some(damage) => {
                             t.failed += 1;
                             say(format!(
-                                "damaged {}: {damage}; kept the {} decoded before it",
+                                "damaged {}: {damage}; kept {}",
                                 input.location,
                                 plural(s.packets, "packet")
                             ));

@@ -711,7 +711,11 @@ pub fn decode_chunk_with(
         b.icmp_type.append_option(p.icmp_type);
         b.icmp_code.append_option(p.icmp_code);
         b.payload_len.append_option(p.payload_len);
-        b.decode_error.append_option(p.error);
+        // A frame salvaged from a cut record says so, before any dissection error.
+        match f.cut_note(p.error) {
+            Some(note) => b.decode_error.append_value(note),
+            None => b.decode_error.append_option(p.error),
+        }
     }
     // Datagrams given up at the end of the capture, after its last frame.
     if let (Some(cfg), Some(table)) = (flows, &mut chunk_flows) {

@@ -148,6 +148,42 @@ pub struct FrameMeta {
     pub ts_ns: i64,
     pub interface_id: u32,
     pub link_type: u16,
+    /// The capture ends inside this frame's record, after its header: the frame is salvaged
+    /// from what is there, `cap_len` of the `claimed_len` captured bytes the header announces
+    /// (all of them when the cut falls after the packet bytes, in a snoop record's padding or a
+    /// pcapng block's options or trailing length). Only ever the last frame of a capture; its
+    /// `decode_error` says so ([`FrameMeta::cut_note`]).
+    pub cut_short: bool,
+    /// The captured length the record's header announces: `cap_len`, except for a frame
+    /// [`cut_short`](Self::cut_short) inside its packet bytes.
+    pub claimed_len: u32,
+}
+
+// The two fields above live in what was alignment padding: a frame's metadata stays 32 bytes.
+const _: () = assert!(std::mem::size_of::<FrameMeta>() == 32);
+
+impl FrameMeta {
+    /// The `decode_error` of a frame salvaged from a record the capture ends inside
+    /// ([`cut_short`](Self::cut_short)); `None` for every other frame.
+    ///
+    /// The cut comes first, as it is the cause: what the dissection of the bytes present found
+    /// wrong (`dissected`, typically "truncated TCP header") follows it after "; ", since it
+    /// still says how far the decoding got. (At most one such frame per capture: the
+    /// allocation is of no account.)
+    pub fn cut_note(&self, dissected: Option<&str>) -> Option<String> {
+        if !self.cut_short {
+            return None;
+        }
+        let mut note = format!(
+            "truncated record: {} of {} captured bytes present (the capture ends inside it)",
+            self.cap_len, self.claimed_len
+        );
+        if let Some(e) = dissected {
+            note.push_str("; ");
+            note.push_str(e);
+        }
+        Some(note)
+    }
 }
 
 /// A run of consecutive frames, the unit of parallel work.
@@ -193,7 +229,33 @@ impl Chunk {
             ts_ns,
             interface_id,
             link_type,
+            cut_short: false,
+            claimed_len: bytes.len() as u32,
         });
+    }
+
+    /// Append a frame salvaged from a record the capture ends inside (see
+    /// [`FrameMeta::cut_short`]): `present` is what is left of the record after its header,
+    /// of which at most the `claimed` captured bytes are kept. Nothing is appended for a claim
+    /// beyond [`MAX_RECORD`]: a damaged length field, not a cut record.
+    fn push_cut(
+        &mut self,
+        ts_ns: i64,
+        interface_id: u32,
+        link_type: u16,
+        wire_len: u32,
+        present: &[u8],
+        claimed: u32,
+    ) {
+        if claimed as usize > MAX_RECORD {
+            return;
+        }
+        let bytes = &present[..present.len().min(claimed as usize)];
+        self.push(ts_ns, interface_id, link_type, wire_len, bytes);
+        if let Some(f) = self.frames.last_mut() {
+            f.cut_short = true;
+            f.claimed_len = claimed;
+        }
     }
 }
 
@@ -258,6 +320,10 @@ enum BlockKind {
         nanos: bool,
         big_endian: bool,
         link_type: u16,
+        /// The file header's snap length (0: none given).
+        snaplen: u32,
+        /// 16 bytes, or 24 in the "modified" format (as pcap-parser reads it).
+        record_header: usize,
     },
     PcapNg {
         /// Interfaces of the current section.
@@ -283,12 +349,7 @@ impl BlockKind {
                 },
                 PcapBlockOwned::Legacy(b),
             ) => {
-                let frac = if *nanos {
-                    i64::from(b.ts_usec)
-                } else {
-                    i64::from(b.ts_usec) * 1000
-                };
-                let ts = i64::from(b.ts_sec) * 1_000_000_000 + frac;
+                let ts = pcap_ts(*nanos, b.ts_sec, b.ts_usec);
                 let cap = b.data.len().min(b.caplen as usize);
                 chunk.push(ts, 0, *link_type, b.origlen, &b.data[..cap]);
                 Ok(())
@@ -312,6 +373,148 @@ impl BlockKind {
             }
         }
     }
+
+    /// Salvage the packet record the input ends (or fails) inside: `data` is what is left of
+    /// it (pcap-parser's unconsumed bytes, which start with it). A row needs the record's
+    /// header whole (pcap: 16 bytes, 24 in the modified format; an Enhanced or obsolete Packet
+    /// Block's 28 bytes up to its original length; a Simple Packet Block's 12) and believable
+    /// (see [`plausible_record`], [`ng_salvage`]); the row holds the packet bytes present,
+    /// up to the captured length claimed. A cut inside a header leaves nothing to show.
+    fn salvage(&self, data: &[u8], chunk: &mut Chunk) {
+        match self {
+            BlockKind::Pcap {
+                nanos,
+                big_endian,
+                link_type,
+                snaplen,
+                record_header,
+            } => {
+                let word = |at| u32_at(data, at, *big_endian);
+                let (Some(sec), Some(frac), Some(caplen), Some(origlen)) =
+                    (word(0), word(4), word(8), word(12))
+                else {
+                    return;
+                };
+                let Some(present) = data.get(*record_header..) else {
+                    return;
+                };
+                // All there: it failed to parse for another reason, it is not cut.
+                if present.len() >= caplen as usize
+                    || !plausible_record(*nanos, frac, caplen, origlen, *snaplen)
+                {
+                    return;
+                }
+                let ts = pcap_ts(*nanos, sec, frac);
+                chunk.push_cut(ts, 0, *link_type, origlen, present, caplen);
+            }
+            BlockKind::PcapNg {
+                interfaces,
+                section_base,
+                big_endian,
+            } => ng_salvage(data, *big_endian, interfaces, *section_base, chunk),
+        }
+    }
+}
+
+/// A pcap record's timestamp in ns since the epoch (`frac`: µs, or ns in a nanosecond file).
+fn pcap_ts(nanos: bool, sec: u32, frac: u32) -> i64 {
+    let frac = if nanos {
+        i64::from(frac)
+    } else {
+        i64::from(frac) * 1000
+    };
+    i64::from(sec) * 1_000_000_000 + frac
+}
+
+/// Whether the header of a pcap or snoop record cut short is believable enough to be kept as a
+/// row: its sub-second part is less than a second, and it claims no more captured bytes than
+/// the packet's original length and the file's snap length (0: none). A cut record is usually
+/// what a writer had written when it stopped; but a file damaged earlier (a wrong length throws
+/// the framing off, and the "header" at the damage is packet bytes) also ends inside a
+/// "record", whose fields are then noise. wiretap counts the same signs against a pcap variant
+/// it is trying out (`libpcap_try_header`).
+fn plausible_record(nanos: bool, frac: u32, caplen: u32, origlen: u32, snaplen: u32) -> bool {
+    let second = if nanos { 1_000_000_000 } else { 1_000_000 };
+    frac < second && caplen <= origlen && (snaplen == 0 || caplen <= snaplen)
+}
+
+/// [`BlockKind::salvage`] for pcapng: an Enhanced, Simple or obsolete Packet Block cut short.
+/// Believable means: the block length leaves room for the captured length claimed (as
+/// pcap-parser requires of a whole block), the block is longer than what is there (else it
+/// failed to parse for another reason), and its interface exists.
+fn ng_salvage(
+    data: &[u8],
+    big_endian: bool,
+    interfaces: &[Interface],
+    section_base: u32,
+    chunk: &mut Chunk,
+) {
+    let word = |at| u32_at(data, at, big_endian);
+    let (Some(block_type), Some(block_len)) = (word(0), word(4)) else {
+        return;
+    };
+    if data.len() as u64 >= u64::from(block_len) {
+        return;
+    }
+    match block_type {
+        EPB_TYPE | OPB_TYPE => {
+            let (Some(id), Some(ts_high), Some(ts_low), Some(caplen), Some(origlen)) =
+                (word(8), word(12), word(16), word(20), word(24))
+            else {
+                return;
+            };
+            // The obsolete Packet Block's interface is 16 bits (then 16 bits of drop count).
+            let if_id = match (block_type, data.get(8..10)) {
+                (OPB_TYPE, Some(&[a, b])) if big_endian => u32::from(u16::from_be_bytes([a, b])),
+                (OPB_TYPE, Some(&[a, b])) => u32::from(u16::from_le_bytes([a, b])),
+                _ => id,
+            };
+            let (Some(iface), Some(present)) = (interfaces.get(if_id as usize), data.get(28..))
+            else {
+                return;
+            };
+            if u64::from(caplen) + 32 > u64::from(block_len) {
+                return;
+            }
+            let ts = ts_ns(iface, ts_high, ts_low);
+            let id = section_base.saturating_add(if_id);
+            chunk.push_cut(ts, id, iface.link_type, origlen, present, caplen);
+        }
+        SPB_TYPE => {
+            let (Some(origlen), Some(iface), Some(present)) =
+                (word(8), interfaces.first(), data.get(12..))
+            else {
+                return;
+            };
+            // What a whole block would give (see `ng_block`): the original length, within
+            // the block and the interface's snap length.
+            let Some(mut claim) = block_len.checked_sub(16).map(|room| room.min(origlen)) else {
+                return;
+            };
+            if iface.snaplen != 0 {
+                claim = claim.min(iface.snaplen);
+            }
+            chunk.push_cut(
+                NO_TIMESTAMP,
+                section_base,
+                iface.link_type,
+                origlen,
+                present,
+                claim,
+            );
+        }
+        _ => {}
+    }
+}
+
+/// The 32-bit word at `at` of `b`, if `b` holds it.
+fn u32_at(b: &[u8], at: usize, big_endian: bool) -> Option<u32> {
+    let w: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(if big_endian {
+        u32::from_be_bytes(w)
+    } else {
+        u32::from_le_bytes(w)
+    })
 }
 
 /// Streams frames out of a capture, detecting compression and format by magic number.
@@ -327,16 +530,25 @@ pub struct CaptureReader {
 
 /// Read until `buf` is full or the input ends; returns how much was read.
 fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
+    match read_some(r, buf) {
+        (_, Some(e)) => Err(e),
+        (n, None) => Ok(n),
+    }
+}
+
+/// Read until `buf` is full or the input ends or fails: how much was read, and the failure.
+/// Unlike [`read_full`], the bytes read before a failure count.
+fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
             Ok(0) => break,
             Ok(k) => n += k,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
+            Err(e) => return (n, Some(e)),
         }
     }
-    Ok(n)
+    (n, None)
 }
 
 fn hex_magic(head: &[u8]) -> String {
@@ -509,6 +721,8 @@ impl CaptureReader {
             nanos: header.is_nanosecond_precision(),
             big_endian: header.is_bigendian(),
             link_type: link_type_of(header.network.0 as u32),
+            snaplen: header.snaplen,
+            record_header: if header.is_modified_format() { 24 } else { 16 },
         };
         reader.consume(consumed);
         Ok(Framer::Blocks {
@@ -553,16 +767,7 @@ impl CaptureReader {
 
     /// What the record at the current offset claims to be, for error messages.
     fn record_claim(&self) -> String {
-        let word = |b: &[u8], at: usize, be: bool| {
-            b.get(at..at + 4).map(|w| {
-                let w = [w[0], w[1], w[2], w[3]];
-                if be {
-                    u32::from_be_bytes(w)
-                } else {
-                    u32::from_le_bytes(w)
-                }
-            })
-        };
+        let word = u32_at;
         let Framer::Blocks { reader, kind } = &self.framer else {
             return String::new();
         };
@@ -658,6 +863,12 @@ impl CaptureReader {
                     })
                 }
             }
+            // The file ends inside a record (its header, its data, or a pcapng block's trailing
+            // length). The damage is at the record's first byte; every frame before it is kept,
+            // and so is what there is of the record itself when its header is whole
+            // (`fill_blocks` salvages it, see `BlockKind::salvage`). tshark (wiretap) drops
+            // such a record, for every format we read: pcaplab has one frame more, marked in
+            // its `decode_error`, because the partial record's headers are evidence.
             ParseFailure::UnexpectedEof => Err(ReadError::Damaged {
                 offset,
                 reason: format!(
@@ -697,7 +908,18 @@ impl CaptureReader {
                 Err(PcapError::Eof) => return Ok(false),
                 Err(e) => ParseFailure::from(&e),
             };
-            self.on_parse_error(failure)?;
+            // Input that ends, or fails (a cut gzip stream), inside a record: what the
+            // decompressor yielded of it is all there will be.
+            let cut = matches!(
+                failure,
+                ParseFailure::UnexpectedEof | ParseFailure::Incomplete | ParseFailure::ReadError
+            );
+            if let Err(e) = self.on_parse_error(failure) {
+                if cut && let Framer::Blocks { reader, kind } = &self.framer {
+                    kind.salvage(reader.data(), chunk);
+                }
+                return Err(e);
+            }
         }
     }
 
@@ -721,10 +943,13 @@ impl CaptureReader {
                 return Ok(true);
             }
             let mut hdr = [0u8; 24];
-            let n = read_full(input, &mut hdr).map_err(|source| ReadError::Io {
-                offset: *offset,
-                source,
-            })?;
+            let (n, failed) = read_some(input, &mut hdr);
+            if let Some(source) = failed {
+                return Err(ReadError::Io {
+                    offset: *offset,
+                    source,
+                });
+            }
             if n == 0 {
                 return Ok(false);
             }
@@ -747,17 +972,28 @@ impl CaptureReader {
                 });
             }
             buf.resize(rec_len - 24, 0);
-            let got = read_full(input, buf).map_err(|source| ReadError::Io {
-                offset: *offset,
-                source,
-            })?;
+            let (got, failed) = read_some(input, buf);
+            let ts = pcap_ts(false, ts_sec, ts_usec);
+            // Cut short (the input ends or fails inside the record, even if only in the padding
+            // after the packet): damaged at the record's first byte, and what there is of its
+            // packet is a row if the header is believable (see `on_parse_error` and
+            // `plausible_record`; the length fields were checked above). tshark drops it.
             if got < buf.len() {
-                return Err(ReadError::Damaged {
-                    offset: *offset,
-                    reason: "the capture ends in the middle of a record (truncated file)".into(),
+                if plausible_record(false, ts_usec, incl_len, orig_len, 0) {
+                    chunk.push_cut(ts, 0, *link_type, orig_len, &buf[..got], incl_len);
+                }
+                return Err(match failed {
+                    Some(source) => ReadError::Io {
+                        offset: *offset,
+                        source,
+                    },
+                    None => ReadError::Damaged {
+                        offset: *offset,
+                        reason: "the capture ends in the middle of a record (truncated file)"
+                            .into(),
+                    },
                 });
             }
-            let ts = i64::from(ts_sec) * 1_000_000_000 + i64::from(ts_usec) * 1000;
             chunk.push(ts, 0, *link_type, orig_len, &buf[..incl_len as usize]);
             *offset += rec_len as u64;
         }
@@ -895,6 +1131,9 @@ fn ng_block(
 
 /// The Packet Block of pcapng drafts before EPB existed (block type 2).
 const OPB_TYPE: u32 = 2;
+/// Simple and Enhanced Packet Blocks (pcap-parser's `SPB_MAGIC`, `EPB_MAGIC`).
+const SPB_TYPE: u32 = 3;
+const EPB_TYPE: u32 = 6;
 
 fn obsolete_packet_block(
     block: &[u8],
@@ -1048,5 +1287,711 @@ mod tests {
     fn link_type_masks_fcs_bits() {
         assert_eq!(link_type_of(0x3000_0001), 1);
         assert_eq!(link_type_of(276), 276);
+    }
+
+    /// A frame as these tests see it.
+    #[derive(Clone, Debug, PartialEq)]
+    struct Frame {
+        cap_len: u32,
+        wire_len: u32,
+        ts_ns: i64,
+        /// For a frame salvaged from a record cut short: the captured length its header claims.
+        cut: Option<u32>,
+        bytes: Vec<u8>,
+    }
+
+    /// Every frame of `bytes`, and the error that ended the reading.
+    fn frames_of(bytes: &[u8]) -> (Vec<Frame>, Option<ReadError>) {
+        let mut reader = match CaptureReader::new(Box::new(io::Cursor::new(bytes.to_vec()))) {
+            Ok(r) => r,
+            Err(e) => return (Vec::new(), Some(e)),
+        };
+        let mut frames = Vec::new();
+        loop {
+            // Small chunks, so that a cut also falls between chunks.
+            let mut chunk = Chunk::default();
+            let r = reader.fill(&mut chunk, 2, 1 << 20);
+            assert!(chunk.frames.len() <= 2, "a chunk over its frame limit");
+            for f in &chunk.frames {
+                assert!(f.cut_short || f.claimed_len == f.cap_len, "{f:?}");
+                frames.push(Frame {
+                    cap_len: f.cap_len,
+                    wire_len: f.wire_len,
+                    ts_ns: f.ts_ns,
+                    cut: f.cut_short.then_some(f.claimed_len),
+                    bytes: chunk.frame_data(f).to_vec(),
+                });
+            }
+            match r {
+                Ok(true) => {}
+                Ok(false) => return (frames, None),
+                Err(e) => return (frames, Some(e)),
+            }
+        }
+    }
+
+    /// One record of a made-up capture: where it lies, where its packet bytes start, and the
+    /// frame it holds (if any).
+    struct Rec {
+        start: usize,
+        end: usize,
+        /// Bytes before the packet's: pcap 16, snoop 24, pcapng EPB and OPB 28, SPB 12.
+        header: usize,
+        frame: Option<Frame>,
+    }
+
+    /// What a reader should show of a capture of `records` cut at `cut`: the frame of every
+    /// record that ends before the cut; then, if the cut falls inside a packet record after its
+    /// header, that record salvaged: the packet bytes present (up to its captured length),
+    /// marked with the captured length claimed. tshark shows the first part only.
+    fn expected(records: &[Rec], cut: usize) -> Vec<Frame> {
+        let mut frames: Vec<Frame> = records
+            .iter()
+            .filter(|r| r.end <= cut)
+            .filter_map(|r| r.frame.clone())
+            .collect();
+        if let Some(r) = records.iter().find(|r| r.start < cut && cut < r.end)
+            && let Some(f) = &r.frame
+            && cut >= r.start + r.header
+        {
+            let present = (cut - r.start - r.header).min(f.bytes.len());
+            frames.push(Frame {
+                cap_len: present as u32,
+                cut: Some(f.cap_len),
+                bytes: f.bytes[..present].to_vec(),
+                ..f.clone()
+            });
+        }
+        frames
+    }
+
+    /// Where to cut a record: every field boundary of the record headers (and the bytes either
+    /// side of it), the middle of the packet, the end of the packet and of its padding or
+    /// trailing block length. (Not every byte: each reader starts with a 1 MiB buffer, slow to
+    /// fill in a debug build.)
+    fn cuts(r: &Rec) -> impl Iterator<Item = usize> + '_ {
+        let heads = [
+            1, 2, 3, 4, 5, 7, 8, 9, 11, 12, 13, 15, 16, 17, 23, 24, 25, 27, 28, 29,
+        ];
+        let tails = [
+            (r.start + r.end) / 2,
+            r.end - 5,
+            r.end - 4,
+            r.end - 3,
+            r.end - 1,
+            r.end,
+        ];
+        heads
+            .into_iter()
+            .map(|k| r.start + k)
+            .chain(tails)
+            .filter(|&c| r.start < c && c <= r.end)
+    }
+
+    /// The damage reasons of a capture that ends inside a record: pcap-parser's formats, snoop.
+    const CUT_REASONS: [&str; 3] = [
+        "the file ends inside a record (",
+        "the capture ends in the middle of a record header (truncated file)",
+        "the capture ends in the middle of a record (truncated file)",
+    ];
+
+    /// Cut `bytes` inside and at the end of every record from `from` on, and check what is
+    /// read of it: the frames [`expected`] (tshark, TShark 4.0.17 on real captures cut with
+    /// `head -c`, see `tests/truncated.rs`, shows the same but the salvaged one: wiretap drops a
+    /// record it cannot read whole, header, data, padding or trailing length), and damage at the
+    /// first byte of the record the cut falls in. Returns how many cuts salvaged a frame.
+    fn check_cuts(what: &str, bytes: &[u8], records: &[Rec], from: usize) -> usize {
+        assert_eq!(records.last().map(|r| r.end), Some(bytes.len()), "{what}");
+        let points = std::iter::once(from).chain(records.iter().flat_map(cuts));
+        let mut salvaged = 0;
+        for cut in points.filter(|&c| c >= from) {
+            let (frames, error) = frames_of(&bytes[..cut]);
+            assert_eq!(frames, expected(records, cut), "{what} cut at {cut}");
+            salvaged += usize::from(frames.last().is_some_and(|f| f.cut.is_some()));
+            match records.iter().find(|r| r.start < cut && cut < r.end) {
+                Some(r) => match error {
+                    Some(ReadError::Damaged { offset, reason }) => {
+                        assert_eq!(offset, r.start as u64, "{what} cut at {cut}: {reason}");
+                        assert!(
+                            CUT_REASONS.iter().any(|p| reason.starts_with(p)),
+                            "{what} cut at {cut}: {reason}"
+                        );
+                    }
+                    other => panic!("{what} cut at {cut}: expected damage, got {other:?}"),
+                },
+                None => assert!(error.is_none(), "{what} cut at {cut}: {error:?}"),
+            }
+        }
+        salvaged
+    }
+
+    /// Made-up packet bytes of a given length.
+    fn packet(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
+    }
+
+    /// A pcap file (LINKTYPE_ETHERNET, snap length 65535) with one record per (captured bytes,
+    /// original length).
+    fn pcap(big_endian: bool, nanos: bool, packets: &[(Vec<u8>, u32)]) -> (Vec<u8>, Vec<Rec>) {
+        let u32b = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let u16b = |v: u16| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut out = Vec::new();
+        out.extend_from_slice(&u32b(if nanos { 0xa1b2_3c4d } else { 0xa1b2_c3d4 }));
+        out.extend_from_slice(&u16b(2));
+        out.extend_from_slice(&u16b(4));
+        out.extend_from_slice(&[0; 8]);
+        out.extend_from_slice(&u32b(65535));
+        out.extend_from_slice(&u32b(1));
+        let mut records = Vec::new();
+        for (i, (data, orig)) in packets.iter().enumerate() {
+            let start = out.len();
+            let sec = 1_700_000_000 + i as u32;
+            for v in [sec, 1000, data.len() as u32, *orig] {
+                out.extend_from_slice(&u32b(v));
+            }
+            out.extend_from_slice(data);
+            let frac_ns = if nanos { 1000 } else { 1_000_000 };
+            records.push(Rec {
+                start,
+                end: out.len(),
+                header: 16,
+                frame: Some(Frame {
+                    cap_len: data.len() as u32,
+                    wire_len: *orig,
+                    ts_ns: i64::from(sec) * 1_000_000_000 + frac_ns,
+                    cut: None,
+                    bytes: data.clone(),
+                }),
+            });
+        }
+        (out, records)
+    }
+
+    /// A little-endian pcapng block of `block_type` around `body` (padded): its start and end.
+    fn ng_block(out: &mut Vec<u8>, block_type: u32, body: &[u8]) -> (usize, usize) {
+        let start = out.len();
+        let len = (12 + body.len().next_multiple_of(4)) as u32;
+        out.extend_from_slice(&block_type.to_le_bytes());
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(body);
+        out.resize(start + len as usize - 4, 0);
+        out.extend_from_slice(&len.to_le_bytes());
+        (start, out.len())
+    }
+
+    /// The body of a little-endian Enhanced (or, `obsolete`, the old) Packet Block on
+    /// interface 0 (µs) holding `data` whole, and the frame it holds.
+    fn packet_block(obsolete: bool, ts_low: u32, data: &[u8]) -> (Vec<u8>, Frame) {
+        let len = data.len() as u32;
+        let mut body = Vec::new();
+        // EPB: interface 0; OPB: interface 0 (16 bits), drops 0 (16 bits).
+        for v in [0, 0x0006_0000, ts_low, len, len] {
+            body.extend_from_slice(&u32::to_le_bytes(v));
+        }
+        body.extend_from_slice(data);
+        if obsolete {
+            // An option after the packet (opt_comment "ab"), then opt_endofopt.
+            body.extend_from_slice(&[1, 0, 2, 0, b'a', b'b', 0, 0, 0, 0, 0, 0]);
+        }
+        let units = (0x0006_0000u64 << 32) | u64::from(ts_low);
+        let frame = Frame {
+            cap_len: len,
+            wire_len: len,
+            ts_ns: (units * 1000) as i64,
+            cut: None,
+            bytes: data.to_vec(),
+        };
+        (body, frame)
+    }
+
+    /// A little-endian pcapng file: SHB, an Ethernet IDB, then an Enhanced Packet Block per
+    /// packet, with one Simple Packet Block among them (its packets' original lengths are their
+    /// captured lengths).
+    fn pcapng(packets: &[Vec<u8>]) -> (Vec<u8>, Vec<Rec>) {
+        let mut out = Vec::new();
+        let mut shb = vec![0x4d, 0x3c, 0x2b, 0x1a, 1, 0, 0, 0];
+        shb.extend_from_slice(&[0xff; 8]);
+        let (start, end) = ng_block(&mut out, 0x0a0d_0d0a, &shb);
+        let mut records = vec![Rec {
+            start,
+            end,
+            header: 8,
+            frame: None,
+        }];
+        let (start, end) = ng_block(&mut out, 1, &[1, 0, 0, 0, 0, 0, 0, 0]);
+        records.push(Rec {
+            start,
+            end,
+            header: 8,
+            frame: None,
+        });
+        for (i, data) in packets.iter().enumerate() {
+            let len = data.len() as u32;
+            let (start, end, header, frame) = if i == 1 {
+                let mut body = len.to_le_bytes().to_vec();
+                body.extend_from_slice(data);
+                let (start, end) = ng_block(&mut out, 3, &body);
+                let frame = Frame {
+                    cap_len: len,
+                    wire_len: len,
+                    ts_ns: NO_TIMESTAMP,
+                    cut: None,
+                    bytes: data.clone(),
+                };
+                (start, end, 12, frame)
+            } else {
+                let (body, frame) = packet_block(false, 1000 + i as u32, data);
+                let (start, end) = ng_block(&mut out, 6, &body);
+                (start, end, 28, frame)
+            };
+            records.push(Rec {
+                start,
+                end,
+                header,
+                frame: Some(frame),
+            });
+        }
+        (out, records)
+    }
+
+    /// A snoop file (Ethernet) with one record per (captured bytes, original length), each
+    /// padded to a multiple of 4 bytes.
+    fn snoop(packets: &[(Vec<u8>, u32)]) -> (Vec<u8>, Vec<Rec>) {
+        let mut out = b"snoop\0\0\0".to_vec();
+        out.extend_from_slice(&[0, 0, 0, 2, 0, 0, 0, 4]);
+        let mut records = Vec::new();
+        for (i, (data, orig)) in packets.iter().enumerate() {
+            let start = out.len();
+            let rec_len = 24 + data.len().next_multiple_of(4);
+            let sec = 900_000_000 + i as u32;
+            for v in [*orig, data.len() as u32, rec_len as u32, 0, sec, 5] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            out.extend_from_slice(data);
+            out.resize(start + rec_len, 0);
+            records.push(Rec {
+                start,
+                end: out.len(),
+                header: 24,
+                frame: Some(Frame {
+                    cap_len: data.len() as u32,
+                    wire_len: *orig,
+                    ts_ns: i64::from(sec) * 1_000_000_000 + 5000,
+                    cut: None,
+                    bytes: data.clone(),
+                }),
+            });
+        }
+        (out, records)
+    }
+
+    #[test]
+    fn a_pcap_record_cut_after_its_header_is_salvaged() {
+        let packets = [
+            (packet(60, 1), 60),
+            (packet(1514, 2), 1514),
+            (packet(64, 3), 98),
+            (packet(0, 4), 0),
+            (packet(41, 5), 41),
+        ];
+        for (big_endian, nanos) in [(false, false), (true, true), (false, true)] {
+            let (bytes, records) = pcap(big_endian, nanos, &packets);
+            let what = format!("pcap (big endian {big_endian}, ns {nanos})");
+            // Each of the four records with packet bytes, cut at 16 (the header's end), 17,
+            // 23..=25, 27..=29, the middle and the tails but the end.
+            let salvaged = check_cuts(&what, &bytes, &records, 24);
+            assert_eq!(salvaged, 4 * (8 + 5), "{what}");
+        }
+    }
+
+    #[test]
+    fn a_pcapng_packet_block_cut_after_its_fixed_part_is_salvaged() {
+        let packets = [packet(60, 1), packet(1514, 2), packet(61, 3), packet(42, 4)];
+        let (bytes, records) = pcapng(&packets);
+        // From the end of the section header block: a cut inside it leaves no capture to open.
+        let salvaged = check_cuts("pcapng", &bytes, &records, records[0].end);
+        // EPBs: cut at 28, 29 and the 6 tails but the end; the SPB: 12, 13, 15..=17, 23..=25,
+        // 27..=29 and the tails.
+        assert_eq!(salvaged, 3 * 7 + 11 + 5, "pcapng");
+    }
+
+    #[test]
+    fn a_snoop_record_cut_after_its_header_is_salvaged() {
+        // 61 and 42 bytes leave padding after the packet: a cut in the padding, the packet
+        // whole, salvages the whole packet (still marked: the record is cut).
+        let packets = [
+            (packet(60, 1), 60),
+            (packet(61, 2), 61),
+            (packet(1514, 3), 1514),
+            (packet(42, 4), 1514),
+        ];
+        let (bytes, records) = snoop(&packets);
+        let salvaged = check_cuts("snoop", &bytes, &records, 16);
+        // 24, 25, 27..=29 and the tails but the end, of each record.
+        assert_eq!(salvaged, 4 * (5 + 5), "snoop");
+    }
+
+    #[test]
+    fn an_obsolete_packet_block_cut_after_its_fixed_part_is_salvaged() {
+        let (mut bytes, mut records) = pcapng(&[packet(60, 1)]);
+        let (body, frame) = packet_block(true, 77, &packet(100, 7));
+        let (start, end) = ng_block(&mut bytes, OPB_TYPE, &body);
+        records.push(Rec {
+            start,
+            end,
+            header: 28,
+            frame: Some(frame),
+        });
+        let salvaged = check_cuts("pcapng OPB", &bytes, &records, records[2].end);
+        assert_eq!(salvaged, 2 + 5, "pcapng OPB");
+        // In a big-endian section, where the 16-bit interface id is its first two bytes.
+        let be = |v: u32| v.to_be_bytes();
+        let mut bytes: Vec<u8> = [
+            &be(0x0a0d_0d0a)[..],
+            &be(28),
+            &be(0x1a2b_3c4d),
+            &[0, 1, 0, 0],
+            &[0xff; 8],
+            &be(28),
+            &be(1),
+            &be(20),
+            &[0, 1, 0, 0],
+            &be(0),
+            &be(20),
+        ]
+        .concat();
+        let start = bytes.len();
+        for v in [OPB_TYPE, 140, 0, 0, 1_000_000, 100, 1500] {
+            bytes.extend_from_slice(&be(v));
+        }
+        bytes.extend_from_slice(&packet(40, 3));
+        let (frames, error) = frames_of(&bytes);
+        let salvaged = Frame {
+            cap_len: 40,
+            wire_len: 1500,
+            ts_ns: 1_000_000_000,
+            cut: Some(100),
+            bytes: packet(40, 3),
+        };
+        assert_eq!(frames, [salvaged]);
+        assert!(
+            matches!(error, Some(ReadError::Damaged { offset, .. }) if offset == start as u64),
+            "{error:?}"
+        );
+    }
+
+    #[test]
+    fn a_salvaged_frame_says_what_is_missing() {
+        let mut chunk = Chunk::default();
+        chunk.push(1, 0, 1, 60, &packet(60, 0));
+        chunk.push_cut(2, 0, 1, 1514, &packet(40, 0), 1514);
+        // Never more than claimed, nor a claim beyond the record limit.
+        chunk.push_cut(3, 0, 1, 70, &packet(100, 0), 60);
+        chunk.push_cut(4, 0, 1, 70, &packet(100, 0), MAX_RECORD as u32 + 1);
+        let lens: Vec<_> = chunk
+            .frames
+            .iter()
+            .map(|f| (f.cap_len, f.claimed_len))
+            .collect();
+        assert_eq!(lens, [(60, 60), (40, 1514), (60, 60)]);
+        assert_eq!(chunk.data.len(), 160);
+        let [whole, cut, all_there] = [0, 1, 2].map(|i| chunk.frames[i]);
+        assert!(!whole.cut_short && cut.cut_short && all_there.cut_short);
+        assert_eq!(whole.cut_note(Some("truncated TCP header")), None);
+        let note =
+            "truncated record: 40 of 1514 captured bytes present (the capture ends inside it)";
+        assert_eq!(cut.cut_note(None).as_deref(), Some(note));
+        assert_eq!(
+            cut.cut_note(Some("truncated TCP header")),
+            Some(format!("{note}; truncated TCP header"))
+        );
+        assert_eq!(
+            all_there.cut_note(None).as_deref(),
+            Some("truncated record: 60 of 60 captured bytes present (the capture ends inside it)")
+        );
+    }
+
+    #[test]
+    fn a_salvaged_frame_is_a_decode_error_row_and_counted() {
+        use arrow_array::Array as _;
+        use arrow_array::cast::AsArray as _;
+        let builder = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .tcp(40000, 443, 1, 1024);
+        let mut tcp = Vec::new();
+        builder.write(&mut tcp, &[0x5a; 100]).expect("write");
+        let n = tcp.len() as u32;
+        let (bytes, records) = pcap(false, false, &[(tcp.clone(), n), (tcp, n)]);
+        let at = records[1].start + 16;
+        let note = |present: usize| {
+            format!(
+                "truncated record: {present} of {n} captured bytes present (the capture ends \
+                 inside it)"
+            )
+        };
+        // Cut inside the TCP header (the dissection's own error follows the cut's), inside the
+        // payload (the cut alone), and at the end (a whole record: no error at all).
+        for (cut, error) in [
+            (at + 40, Some(format!("{}; truncated TCP header", note(40)))),
+            (at + 90, Some(note(90))),
+            (bytes.len(), None),
+        ] {
+            let mut reader =
+                CaptureReader::new(Box::new(io::Cursor::new(bytes[..cut].to_vec()))).expect("open");
+            let mut chunk = Chunk {
+                first_frame: 1,
+                ..Chunk::default()
+            };
+            let filled = reader.fill(&mut chunk, 10, 1 << 20);
+            assert_eq!(filled.is_err(), error.is_some(), "cut at {cut}: {filled:?}");
+            let decoded = crate::columns::decode_chunk("cut", &chunk).expect("decode");
+            let column = decoded
+                .batch
+                .column_by_name(crate::columns::col::DECODE_ERROR)
+                .expect("decode_error")
+                .as_string::<i32>();
+            let errors: Vec<Option<&str>> = (0..column.len())
+                .map(|i| column.is_valid(i).then(|| column.value(i)))
+                .collect();
+            assert_eq!(errors, [None, error.as_deref()], "cut at {cut}");
+            let counted = u64::from(error.is_some());
+            assert_eq!(decoded.summary.decode_errors, counted, "cut at {cut}");
+            assert_eq!(decoded.summary.packets, 2, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_cut_record_whose_header_looks_damaged_is_no_row() {
+        // pcap (snap length 65535), each header followed by 10 bytes: a sub-second part of a
+        // second or more, more captured than original bytes, more than the snap length; and
+        // one that is believable, which is salvaged.
+        for (usec, caplen, origlen, kept) in [
+            (1_000_000, 100, 100, false),
+            (5, 100, 99, false),
+            (5, 65_536, 65_536, false),
+            (999_999, 65_535, 70_000, true),
+        ] {
+            let (mut bytes, records) = pcap(false, false, &[(packet(60, 1), 60)]);
+            let start = bytes.len();
+            for v in [1u32, usec, caplen, origlen] {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            bytes.extend_from_slice(&packet(10, 9));
+            let (frames, error) = frames_of(&bytes);
+            let what = format!("pcap record ({usec}, {caplen}, {origlen})");
+            assert_eq!(frames.len(), 1 + usize::from(kept), "{what}");
+            assert_eq!(
+                frames[0],
+                records[0].frame.clone().expect("frame"),
+                "{what}"
+            );
+            if kept {
+                assert_eq!(
+                    (frames[1].cap_len, frames[1].wire_len, frames[1].cut),
+                    (10, origlen, Some(caplen)),
+                    "{what}"
+                );
+                assert_eq!(frames[1].ts_ns, 1_999_999_000, "{what}");
+            }
+            match error {
+                Some(ReadError::Damaged { offset, .. }) => assert_eq!(offset, start as u64),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // snoop: a sub-second part of a second, more captured than original bytes.
+        for (usec, incl, orig) in [(1_000_000, 100, 100), (5, 100, 99)] {
+            let (mut bytes, records) = snoop(&[(packet(60, 1), 60)]);
+            for v in [orig, incl, 24u32 + incl, 0, 1, usec] {
+                bytes.extend_from_slice(&v.to_be_bytes());
+            }
+            bytes.extend_from_slice(&packet(10, 9));
+            let (frames, error) = frames_of(&bytes);
+            assert_eq!(
+                frames,
+                [records[0].frame.clone().expect("frame")],
+                "snoop {usec}"
+            );
+            assert!(
+                matches!(error, Some(ReadError::Damaged { .. })),
+                "{error:?}"
+            );
+        }
+        // pcapng: an EPB naming an interface the section lacks, one claiming more captured
+        // bytes than its block length holds, a block of an unknown type; each cut.
+        for (if_id, caplen, block_len, block_type) in [
+            (1, 40, 72, EPB_TYPE),
+            (0, 41, 72, EPB_TYPE),
+            (0, 40, 72, 0x0bad),
+            (0, 40, 72, EPB_TYPE),
+        ] {
+            let (mut bytes, records) = pcapng(&[packet(60, 1)]);
+            for v in [block_type, block_len, if_id, 0, 1, caplen, caplen] {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            bytes.extend_from_slice(&packet(10, 9));
+            let (frames, error) = frames_of(&bytes);
+            let what = format!("pcapng block {block_type} ({if_id}, {caplen}, {block_len})");
+            let kept = frames.get(1).map(|f| (f.cap_len, f.cut));
+            let ok = (if_id, caplen, block_type) == (0, 40, EPB_TYPE);
+            assert_eq!(kept, ok.then_some((10, Some(40))), "{what}");
+            assert_eq!(
+                frames[0],
+                records[2].frame.clone().expect("frame"),
+                "{what}"
+            );
+            assert!(
+                matches!(error, Some(ReadError::Damaged { .. })),
+                "{what}: {error:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn compressed_captures_cut_short_keep_what_the_decompressor_yields() {
+        use std::io::Write as _;
+        let captures = [
+            (
+                "pcap",
+                24,
+                pcap(
+                    false,
+                    false,
+                    &[
+                        (packet(60, 1), 60),
+                        (packet(1514, 2), 1514),
+                        (packet(90, 3), 90),
+                    ],
+                ),
+            ),
+            (
+                "pcapng",
+                28,
+                pcapng(&[packet(60, 1), packet(1514, 2), packet(90, 3)]),
+            ),
+            (
+                "snoop",
+                16,
+                snoop(&[
+                    (packet(60, 1), 60),
+                    (packet(1514, 2), 1514),
+                    (packet(90, 3), 90),
+                ]),
+            ),
+        ];
+        let mut salvaged = 0;
+        for (format, from, (bytes, records)) in captures {
+            // A whole gzip / zstd stream of a cut capture is the cut capture.
+            let cuts = records
+                .iter()
+                .flat_map(|r| [r.start + 3, r.start + r.header + 7, r.end - 1, r.end]);
+            for cut in cuts.filter(|&c| c >= from) {
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                gz.write_all(&bytes[..cut]).expect("gzip");
+                let zst = zstd::encode_all(&bytes[..cut], 1).expect("zstd");
+                let plain = frames_of(&bytes[..cut]);
+                assert_eq!(plain.0, expected(&records, cut), "{format} cut at {cut}");
+                for (name, stream) in [("gzip", gz.finish().expect("gzip")), ("zstd", zst)] {
+                    let what = format!("{name} of a {format} cut at {cut}");
+                    let (frames, error) = frames_of(&stream);
+                    assert_eq!(frames, plain.0, "{what}");
+                    match (&error, &plain.1) {
+                        (None, None) => {}
+                        (
+                            Some(ReadError::Damaged { offset: a, .. }),
+                            Some(ReadError::Damaged { offset: b, .. }),
+                        ) => assert_eq!(a, b, "{what}"),
+                        other => panic!("{what}: {other:?}"),
+                    }
+                }
+            }
+            // A cut gzip stream: the frames of what the decompressor yields (a record cut
+            // after its header salvaged), then an error.
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(&bytes).expect("gzip");
+            let gz = gz.finish().expect("gzip");
+            let every_ninth = (10..gz.len()).step_by(9);
+            for cut in every_ninth.chain(gz.len() - 12..gz.len()) {
+                let mut yielded = Vec::new();
+                let _ = flate2::read::MultiGzDecoder::new(&gz[..cut]).read_to_end(&mut yielded);
+                let (frames, error) = frames_of(&gz[..cut]);
+                let what = format!("{format}.gz cut at {cut} ({} bytes yielded)", yielded.len());
+                assert_eq!(frames, expected(&records, yielded.len()), "{what}");
+                salvaged += usize::from(frames.last().is_some_and(|f| f.cut.is_some()));
+                assert!(error.is_some(), "{what}: no error");
+            }
+        }
+        assert!(
+            salvaged >= 3,
+            "{salvaged} cut gzip streams salvaged a record"
+        );
+    }
+
+    #[test]
+    fn a_record_claiming_more_than_is_there_allocates_only_within_the_limit() {
+        // pcap: a record header that claims 2 GiB (beyond the limit: no row) and one that
+        // claims 4 MiB (within it: a row of what is there), each followed by 10 bytes.
+        for claim in [0x7fff_fff0u32, 4 << 20] {
+            let (mut bytes, records) = pcap(false, false, &[(packet(60, 1), 60)]);
+            // Without a snap length, the claim itself is believable.
+            bytes[16..20].fill(0);
+            let start = bytes.len();
+            for v in [1, 2, claim, claim] {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+            bytes.extend_from_slice(&packet(10, 9));
+            let (frames, error) = frames_of(&bytes);
+            let mut want = vec![records[0].frame.clone().expect("frame")];
+            if claim as usize <= MAX_RECORD {
+                want.push(Frame {
+                    cap_len: 10,
+                    wire_len: claim,
+                    ts_ns: 1_000_002_000,
+                    cut: Some(claim),
+                    bytes: packet(10, 9),
+                });
+            }
+            assert_eq!(frames, want, "claim {claim}");
+            match error {
+                Some(ReadError::Damaged { offset, .. }) => assert_eq!(offset, start as u64),
+                other => panic!("claim {claim}: {other:?}"),
+            }
+        }
+        // snoop: a record length of 4 GiB (no row), and one of 1 MiB holding 10 bytes (a row).
+        for (incl, rec_len) in [(0xffff_0000u32, 0xffff_fff0u32), (1 << 20, (1 << 20) + 24)] {
+            let (mut bytes, records) = snoop(&[(packet(60, 1), 60)]);
+            let start = bytes.len();
+            for v in [incl, incl, rec_len, 0, 1, 2] {
+                bytes.extend_from_slice(&v.to_be_bytes());
+            }
+            bytes.extend_from_slice(&packet(10, 9));
+            let (frames, error) = frames_of(&bytes);
+            let mut want = vec![records[0].frame.clone().expect("frame")];
+            if rec_len as usize <= MAX_RECORD {
+                want.push(Frame {
+                    cap_len: 10,
+                    wire_len: incl,
+                    ts_ns: 1_000_002_000,
+                    cut: Some(incl),
+                    bytes: packet(10, 9),
+                });
+            }
+            assert_eq!(frames, want, "record length {rec_len}");
+            match error {
+                Some(ReadError::Damaged { offset, .. }) => assert_eq!(offset, start as u64),
+                other => panic!("record length {rec_len}: {other:?}"),
+            }
+        }
     }
 }

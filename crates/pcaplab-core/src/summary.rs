@@ -362,7 +362,7 @@ impl Counter {
                 self.ports[usize::from(port)] += 1;
             }
         }
-        if p.error.is_some() {
+        if p.error.is_some() || f.cut_short {
             s.decode_errors += 1;
         }
     }
@@ -596,6 +596,8 @@ mod tests {
             ts_ns,
             interface_id: 0,
             link_type: 1,
+            cut_short: false,
+            claimed_len: wire_len.min(64),
         }
     }
 
