@@ -58,6 +58,8 @@ pub struct Detail {
     pub timeline: Option<Timeline>,
     /// Flows in the capture, when they were tracked, and the biggest ones.
     pub flows: Option<u64>,
+    /// Flows written early because the live flows reached their memory budget.
+    pub flows_evicted: Option<u64>,
     pub top_flows: Vec<FlowRow>,
     /// Names most often queried (DNS), asked for (TLS SNI) and requested (HTTP Host).
     pub top_dns_names: Vec<NameCount>,
@@ -286,6 +288,7 @@ impl Detail {
             top_ports,
             timeline,
             flows: number(m, "flows"),
+            flows_evicted: number(m, "flows_evicted"),
             top_flows,
             top_dns_names: names("top_dns_names"),
             top_tls_sni: names("top_tls_sni"),
@@ -587,7 +590,7 @@ mod tests {
             "top_ports":{"L":[{"M":{"port":{"N":"80"},"packets":{"N":"30"}}}]},
             "timeline":{"M":{"start":{"S":"2024-03-01T12:00:00.000000000Z"},"bucket_ms":{"N":"64"},
               "packets":{"L":[{"N":"3"},{"N":"0"},{"N":"30"}]},"bytes":{"L":[{"N":"300"},{"N":"0"},{"N":"5700"}]}}},
-            "flows":{"N":"4"},"top_flows":{"L":[{"M":{"community_id":{"S":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="},
+            "flows":{"N":"4"},"flows_evicted":{"N":"1"},"top_flows":{"L":[{"M":{"community_id":{"S":"1:LQU9qZlK+B5F3KDmev6m5PMibrg="},
               "proto":{"S":"tcp"},"src":{"S":"10.0.0.1"},"src_port":{"N":"34855"},"dst":{"S":"10.0.0.2"},"dst_port":{"N":"80"},
               "packets":{"N":"30"},"bytes":{"N":"5700"},"duration_s":{"N":"1.5"},"conn_state":{"S":"SF"},"server_name":{"S":"example.com"}}}]},
             "top_dns_names":{"L":[{"M":{"name":{"S":"example.com"},"count":{"N":"2"}}}]},
@@ -610,6 +613,7 @@ mod tests {
         assert_eq!((t.bucket_ms, t.packets), (64, vec![3, 0, 30]));
         assert!(d.talkers_approximate);
         assert_eq!(d.flows, Some(4));
+        assert_eq!(d.flows_evicted, Some(1));
         let f = &d.top_flows[0];
         assert_eq!(
             (

@@ -342,9 +342,16 @@ pub fn capture(snapshot: &Snapshot, d: &Detail) -> String {
 /// The biggest flows: who talked to whom, how much, for how long, about what.
 fn flows_table(h: &mut String, d: &Detail) {
     let Some(total) = d.flows else { return };
+    let evicted = match d.flows_evicted {
+        Some(n) if n > 0 => format!(
+            ", {} written early: the flow memory budget was reached",
+            thousands(n)
+        ),
+        _ => String::new(),
+    };
     let _ = writeln!(
         h,
-        "<h2>Top flows <span class=\"muted\">({} flows in all)</span></h2>",
+        "<h2>Top flows <span class=\"muted\">({} flows in all{evicted})</span></h2>",
         thousands(total)
     );
     if d.top_flows.is_empty() {
