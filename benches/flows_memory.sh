@@ -4,7 +4,8 @@
 #   benches/flows_memory.sh [PACKETS...]     (default: 1000000 4000000)
 #
 # For each size, writes a pcap of PACKETS UDP packets, each the first of a new flow (a new
-# source port and address), one every 100 µs: 10,000 new flows per second of capture time, so
+# source port and address), one every 100 µs (`benches/gen_traffic.py udp-flows PACKETS
+# OUT.pcap`): 10,000 new flows per second of capture time, so
 # with the 1-minute UDP timeout about 600,000 flows are live at any moment and every flow
 # older than that retires. Then times `pcaplab convert --format flows` on it and prints
 # flows written, seconds and peak RSS (/usr/bin/time -v). If memory follows the live flows,
@@ -20,26 +21,7 @@ trap 'rm -rf "$work"' EXIT
 sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(1000000 4000000)
 
 for n in "${sizes[@]}"; do
-  python3 - "$n" "$work/flows-$n.pcap" <<'PY'
-import struct, sys
-n, path = int(sys.argv[1]), sys.argv[2]
-with open(path, "wb") as f:
-    f.write(struct.pack("<IHHiIII", 0xa1b2c3d4, 2, 4, 0, 0, 65535, 1))
-    eth = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
-    base = 1_700_000_000 * 1_000_000
-    buf = []
-    for i in range(n):
-        src = bytes([10, (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff])
-        sport = 1024 + (i % 60000)
-        udp = struct.pack("!HHHH", sport, 53, 8 + 4, 0) + b"ping"
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src, bytes([192, 0, 2, 1]))
-        frame = eth + ip + udp
-        us = base + i * 100
-        buf.append(struct.pack("<IIII", us // 1_000_000, us % 1_000_000, len(frame), len(frame)) + frame)
-        if len(buf) == 100_000:
-            f.write(b"".join(buf)); buf.clear()
-    f.write(b"".join(buf))
-PY
+  python3 benches/gen_traffic.py udp-flows "$n" "$work/flows-$n.pcap"
   for timeout in 1m 1s; do
     rm -rf "$work/out"
     /usr/bin/time -v -o "$work/time.txt" "$bin" convert "$work/flows-$n.pcap" --out "$work/out" \

@@ -2,14 +2,17 @@
 # Peak memory and time of an S3 → S3 conversion of a large capture, against moto's server.
 #
 #   benches/s3_memory.sh [SIZE_MB]
+#   INPUT=CAPTURE benches/s3_memory.sh
 #
 # Generates a pcap of about SIZE_MB (default 1100) by repeating the records of a corpus
-# capture, uploads it to a bucket of a moto server started on a free loopback port, then runs
+# capture — or, with INPUT=CAPTURE, takes that capture as it is (any format pcaplab reads; it
+# is uploaded as big.pcap all the same, pcaplab sniffs the format) — uploads it to a bucket of
+# a moto server started on a free loopback port, then runs
 #   pcaplab convert s3://bench/big.pcap --out s3://bench/out/ --format parquet,csv,lab-csv \
 #     --dynamodb-table PacketCaptures
 # under /usr/bin/time -v and prints the peak RSS, the time and what was written. The input is
 # streamed and the outputs are multipart uploads, so the peak RSS must not grow with the input.
-# Needs the project venv (.ci/test makes it: moto, boto3) and GNU time.
+# Needs the project venv (bash .ci/venv makes it: moto, boto3) and GNU time.
 #
 # WATCH_CONCURRENCY=N runs `pcaplab watch --concurrency N` instead: the bucket notifies a queue,
 # N copies of the capture arrive at once, and the watcher converts them N at a time; it prints
@@ -17,23 +20,40 @@
 #
 # LAMBDA_MEMORY_MB=512 runs the conversion as a Lambda function of that size would: in a
 # cgroup (v1, needs root) with that memory limit and Lambda's CPU share (1 vCPU per 1,769 MB),
-# formats parquet,lab-csv (the function's default).
+# formats parquet,lab-csv (the function's default). With INPUT, e.g. a flood from
+# benches/gen_traffic.py:
+#   python3 benches/gen_traffic.py syn-flood 4000000 flood-4m.pcap
+#   LAMBDA_MEMORY_MB=512 INPUT=flood-4m.pcap benches/s3_memory.sh
+# Without root or cgroup v1 (memory and cpu controllers mounted under /sys/fs/cgroup), it stops
+# with an error.
 set -euo pipefail
+# INPUT relative to where the script was started, before moving to the repository.
+if [ -n "${INPUT:-}" ]; then
+  [ -f "$INPUT" ] || { echo "error: INPUT=$INPUT is not a file" >&2; exit 1; }
+  INPUT="$(realpath "$INPUT")"
+fi
 cd "$(dirname "$0")/.."
 
 size_mb="${1:-1100}"
 corpus="${PCAPLAB_CORPUS:-$(cd .. && pwd)/shared/captures}"
 src="$corpus/pcapplusplus__many-protocols.pcap"
 py=.venv/bin/python
-[ -x "$py" ] && [ -x .venv/bin/moto_server ] || { echo "error: no .venv with moto; run bash .ci/test once" >&2; exit 1; }
+if ! [ -x "$py" ] || ! [ -x .venv/bin/moto_server ]; then echo "error: no .venv with moto; run bash .ci/venv once" >&2; exit 1; fi
 command -v /usr/bin/time >/dev/null || { echo "error: GNU time is not installed (apt-get install time)" >&2; exit 1; }
 work="${BENCH_DIR:-$(mktemp -d)}"
 mkdir -p "$work"
+moto=; cgroup=
+cleanup() {
+  if [ -n "$moto" ]; then kill "$moto" 2>/dev/null || true; wait "$moto" 2>/dev/null || true; fi
+  if [ -n "$cgroup" ]; then rmdir "$cg/memory/$cgroup" "$cg/cpu/$cgroup" 2>/dev/null || true; fi
+  [ -n "${BENCH_DIR:-}" ] || rm -rf "$work"
+}
+trap cleanup EXIT
 
 cargo build --release -q -p pcaplab-cli
 bin="$PWD/target/release/pcaplab"
 
-input="$work/big.pcap"
+input="${INPUT:-$work/big.pcap}"
 if [ ! -f "$input" ]; then
   "$py" - "$src" "$input" "$size_mb" <<'PY'
 import sys
@@ -52,7 +72,6 @@ bytes=$(stat -c %s "$input")
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
 moto=$!
-trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null || true' EXIT
 export AWS_ENDPOINT_URL="http://127.0.0.1:$port" AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test \
   AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 for _ in $(seq 100); do curl -sf "$AWS_ENDPOINT_URL/moto-api/" >/dev/null && break; sleep 0.2; done
@@ -114,13 +133,16 @@ wrap=()
 if [ -n "${LAMBDA_MEMORY_MB:-}" ]; then
   formats=parquet,lab-csv
   cg=/sys/fs/cgroup
-  [ -d "$cg/memory" ] && [ -d "$cg/cpu" ] || { echo "error: LAMBDA_MEMORY_MB needs cgroup v1 memory and cpu controllers" >&2; exit 1; }
+  if ! [ -d "$cg/memory" ] || ! [ -d "$cg/cpu" ]; then
+    echo "error: LAMBDA_MEMORY_MB needs cgroup v1 memory and cpu controllers" >&2; exit 1
+  fi
   name="pcaplab-bench-$$"
   mkdir -p "$cg/memory/$name" "$cg/cpu/$name"
+  cgroup=$name
   echo $((LAMBDA_MEMORY_MB * 1024 * 1024)) >"$cg/memory/$name/memory.limit_in_bytes"
   echo 100000 >"$cg/cpu/$name/cpu.cfs_period_us"
   echo $((100000 * LAMBDA_MEMORY_MB / 1769)) >"$cg/cpu/$name/cpu.cfs_quota_us"
-  trap 'kill $moto 2>/dev/null; wait $moto 2>/dev/null || true; rmdir "$cg/memory/$name" "$cg/cpu/$name" 2>/dev/null || true' EXIT
+  # shellcheck disable=SC2016 # $$, $0, $1 and $@ are the inner shell's
   wrap=(sh -c 'echo $$ >"$0/memory/$1/cgroup.procs"; echo $$ >"$0/cpu/$1/cgroup.procs"; shift; exec "$@"' "$cg" "$name")
   echo "as a ${LAMBDA_MEMORY_MB} MB Lambda: memory limit ${LAMBDA_MEMORY_MB} MiB, CPU quota $((100 * LAMBDA_MEMORY_MB / 1769))% of one core"
 fi
