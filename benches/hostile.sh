@@ -24,7 +24,7 @@
 # and prints the two side by side with a "new/base" line of ratios (wall, packets/s, CPU, RSS).
 # EXTRA_ARGS (or NEW_ARGS) are extra flags for the new build only, e.g. EXTRA_ARGS="--flow-memory
 # 16", which the baseline may not know; BASE_ARGS are the baseline's. To give both builds a flag,
-# set both. The new build is this tree's: `cargo build --release -p pcaplab-cli`.
+# set both. The new build is this tree's: `cargo build --release -p pcaplab-cli`, or NEW_BIN.
 #
 # BENCH_DIR=DIR keeps the inputs there and reuses them on the next run (otherwise a temporary
 # directory, removed at the end). JOBS sets --jobs (default: the number of CPUs). The corpus is
@@ -66,8 +66,12 @@ tmp="$work/hostile-runs"
 if [ -z "${BENCH_DIR:-}" ]; then trap 'rm -rf "$work"' EXIT; else trap 'rm -rf "$tmp"' EXIT; fi
 rm -rf "$tmp"; mkdir -p "$tmp"
 
-cargo build --release -q -p pcaplab-cli
-bin="$PWD/target/release/pcaplab"
+if [ -n "${NEW_BIN:-}" ]; then
+  bin="$NEW_BIN"
+else
+  cargo build --release -q -p pcaplab-cli
+  bin="$PWD/target/release/pcaplab"
+fi
 
 # The inputs, as "label path" lines; the ordinary capture first (the ratios' reference).
 inputs=()
