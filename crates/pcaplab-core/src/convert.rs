@@ -426,8 +426,7 @@ impl FlowSinks<'_> {
         mut self,
         pool: &rayon::ThreadPool,
     ) -> Result<FlowStats, (&'static str, EncodeError)> {
-        let table = std::mem::replace(&mut self.table, FlowTable::new(self.cfg));
-        let (rest, stats) = pool.install(|| table.finish());
+        let (rest, stats) = pool.install(|| self.table.finish());
         self.write(pool, rest, true)?;
         if let Some(sink) = self.parquet {
             let mut w = sink.finish().map_err(|e| ("flows", e))?;

@@ -291,14 +291,14 @@ impl FlowTable {
     }
 
     /// End of capture: every live flow is retired; returns them (by first frame) and the
-    /// totals.
-    pub fn finish(mut self) -> (Vec<Flow>, FlowStats) {
+    /// totals. The tables' memory is given back before the rows are built.
+    pub fn finish(&mut self) -> (Vec<Flow>, FlowStats) {
         let mut stats = FlowStats {
             community_id_seed: self.cfg.community_id_seed,
             ..FlowStats::default()
         };
         for s in &mut self.shards {
-            let live: Vec<_> = s.live.drain().collect();
+            let live: Vec<_> = std::mem::take(&mut s.live).into_iter().collect();
             for (key, seg) in live {
                 s.retire(key, seg, EndReason::EndOfCapture);
             }
