@@ -132,16 +132,6 @@ struct Shard {
 }
 
 impl Shard {
-    /// The table is allocated at its largest once: growing it step by step would leave each
-    /// smaller table's memory with the allocator (a scan's table is freed and reallocated
-    /// many times over), and only the pages of buckets in use are ever touched.
-    fn new(budget: &Budget) -> Self {
-        Shard {
-            live: FxHashMap::with_capacity_and_hasher(budget.max_live * 2, FxBuildHasher),
-            ..Shard::default()
-        }
-    }
-
     fn merge(&mut self, cfg: &FlowConfig, budget: &Budget, part: Vec<(FlowKey, Segment, bool)>) {
         for (key, seg, may_continue) in part {
             if let Some(live) = self.live.get_mut(&key) {
@@ -242,7 +232,7 @@ impl FlowTable {
         FlowTable {
             cfg,
             budget,
-            shards: (0..SHARDS).map(|_| Shard::new(&budget)).collect(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
             now: None,
             swept: None,
         }
