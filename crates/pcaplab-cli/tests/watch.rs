@@ -7,13 +7,15 @@
 //!    naming a missing object end in the dead-letter queue; the queue ends empty.
 //! 2. A watcher SIGKILLed while it holds messages: another one finishes everything, nothing is
 //!    lost or doubled, and no partial output is visible.
-//! 3. Poll mode, two watchers on one prefix: no capture processed twice (their counters add up
+//! 3. A watcher stopped (SIGSTOP) past its visibility timeout is handed the message it is
+//!    still working on again: the capture is converted once and the message deleted.
+//! 4. Poll mode, two watchers on one prefix: no capture processed twice (their counters add up
 //!    to the captures), a dead watcher's claim is taken over when its lease runs out, a changed
 //!    object is processed again.
-//! 4. SIGTERM during processing finishes the capture and exits 0; past the shutdown deadline
+//! 5. SIGTERM during processing finishes the capture and exits 0; past the shutdown deadline
 //!    the message is handed back.
-//! 5. A watcher that cannot start says what is wrong (exit 2).
-//! 6. A poll watcher whose lease is taken over stops its work and writes nothing; once that
+//! 6. A watcher that cannot start says what is wrong (exit 2).
+//! 7. A poll watcher whose lease is taken over stops its work and writes nothing; once that
 //!    lease runs out, the capture is claimed and done.
 //!
 //! Needs `$PCAPLAB_PYTHON` (boto3, moto[server], pyarrow) and `$PCAPLAB_CORPUS`; without them
@@ -33,14 +35,15 @@ use serde_json::Value;
 const TABLE: &str = "PacketCaptures";
 
 /// Buckets `captures` (notifying the queue `captures` of every created object) and `results`,
-/// the table, and the queue's dead-letter queue after 2 receives. Prints the queue's URL.
+/// the table, and the queue's dead-letter queue after `sys.argv[1]` receives. Prints the
+/// queue's URL.
 const SETUP: &str = r#"
 s3.create_bucket(Bucket="captures"); s3.create_bucket(Bucket="results"); create_table()
 def arn(url):
     return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 dlq = sqs.create_queue(QueueName="captures-dlq")["QueueUrl"]
 q = sqs.create_queue(QueueName="captures", Attributes={"VisibilityTimeout": "30",
-    "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn(dlq), "maxReceiveCount": "2"})})["QueueUrl"]
+    "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn(dlq), "maxReceiveCount": sys.argv[1]})})["QueueUrl"]
 s3.put_bucket_notification_configuration(Bucket="captures", NotificationConfiguration={
     "QueueConfigurations": [{"QueueArn": arn(q), "Events": ["s3:ObjectCreated:*"]}]})
 print(q)
@@ -75,8 +78,16 @@ fn dataset_rows(moto: &Moto) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// [`SETUP`] with a dead-letter queue after 2 receives.
 fn setup(moto: &Moto) -> String {
-    moto.py(SETUP, &[]).trim().to_owned()
+    setup_receives(moto, 2)
+}
+
+/// [`SETUP`] with a dead-letter queue after `max_receives` receives.
+fn setup_receives(moto: &Moto, max_receives: u32) -> String {
+    moto.py(SETUP, &[&max_receives.to_string()])
+        .trim()
+        .to_owned()
 }
 
 /// `(visible, in flight, in the dead-letter queue)`.
@@ -431,8 +442,39 @@ sqs.send_message(QueueUrl=sys.argv[1], MessageBody=json.dumps(gone))"#,
     }
 
     // Every capture once: no message was redelivered, not even the big one, which took longer
-    // than the visibility timeout (extended while it ran).
+    // than the visibility timeout (extended while it ran) — and a message that did come back
+    // while its capture was in flight (the watcher starved of CPU past the timeout) was not
+    // converted again.
     let readable = (ids.len() - 1 - UNREADABLE.len()) as u64;
+    let converted = w.converted();
+    let mut conversions: BTreeMap<&str, Vec<u64>> = BTreeMap::new();
+    for (url, _, receives) in &converted {
+        conversions.entry(url).or_default().push(*receives);
+    }
+    let twice: Vec<_> = conversions.iter().filter(|(_, r)| r.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "converted more than once (the receive counts of their messages): {twice:?}\n{}",
+        w.log_text()
+    );
+    let readable_urls: BTreeSet<String> = uploads
+        .iter()
+        .filter(|(p, k)| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            ids.contains(&format!("captures/{k}"))
+                && name != "bad.pcap"
+                && !UNREADABLE.contains(&name)
+        })
+        .map(|(_, k)| format!("s3://captures/{k}"))
+        .collect();
+    assert_eq!(readable_urls.len() as u64, readable);
+    assert_eq!(
+        conversions
+            .keys()
+            .map(|u| u.to_string())
+            .collect::<BTreeSet<_>>(),
+        readable_urls
+    );
     assert_eq!(w.captures("processed") + w.captures("damaged"), readable);
     assert_eq!(w.captures("failed"), 1 + UNREADABLE.len() as u64);
     // in/gone.pcap, received twice.
@@ -442,7 +484,6 @@ sqs.send_message(QueueUrl=sys.argv[1], MessageBody=json.dumps(gone))"#,
     assert_eq!(messages("left"), 4.0);
     // notes.txt and sun.snoop.
     assert_eq!(w.metrics()["pcaplab_watch_skipped_total"], 2.0);
-    let converted = w.converted();
     assert_eq!(converted.len() as u64, readable);
     let (_, seconds, receives) = converted
         .iter()
@@ -539,6 +580,106 @@ fn a_killed_watcher_loses_nothing_and_doubles_nothing() {
         .filter(|(_, n)| *n > 0)
         .collect();
     assert_eq!(rows, packets);
+}
+
+/// A watcher that misses its visibility extensions — stopped here with SIGSTOP past the
+/// visibility timeout, as a watcher starved of CPU, paused by its host or cut off from SQS
+/// for a while would be — is handed the message it is still working on again by its own long
+/// poll. It must not convert the capture a second time (nor delete the message with a stale
+/// receipt handle): one conversion, one item, each output once, the message deleted.
+#[test]
+fn a_message_back_while_its_capture_is_in_flight_is_not_converted_twice() {
+    let Some((py, _corpus)) = prerequisites() else {
+        return;
+    };
+    let moto = Moto::start(&py);
+    // The message may come back more than once here: no dead-letter queue after 2 receives.
+    let queue = setup_receives(&moto, 10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let big = dir.path().join("big.pcap");
+    const BIG: u32 = 400_000;
+    big_capture(&big, BIG);
+    let mut w = Watcher::start(
+        &moto,
+        dir.path(),
+        "lapse",
+        &[
+            "--sqs-queue-url",
+            &queue,
+            "--out",
+            "s3://results/",
+            "--dynamodb-table",
+            TABLE,
+            "--concurrency",
+            "2",
+            "--visibility-timeout",
+            "1s",
+            // While the watcher is stopped, the receive it has pending (a free slot) waits in
+            // the queue and is handed the message as soon as its visibility lapses.
+            "--receive-wait",
+            "20s",
+        ],
+    );
+    moto.upload("captures", &[(big.clone(), "in/big.pcap".into())]);
+    wait_until("the capture in flight", Duration::from_secs(60), || {
+        w.metrics()["pcaplab_watch_in_flight"] >= 1.0
+    });
+    // The message came back: a log line in the span of its second receive, or (a watcher
+    // that takes it for new work) a second capture in flight.
+    let came_back = |w: &Watcher| {
+        w.metrics()["pcaplab_watch_in_flight"] >= 2.0
+            || w.logs().iter().any(|l| {
+                l["span"]["receives"]
+                    .as_str()
+                    .and_then(|r| r.parse::<u64>().ok())
+                    .is_some_and(|r| r >= 2)
+            })
+    };
+    for attempt in 1.. {
+        w.signal("STOP");
+        std::thread::sleep(Duration::from_secs(3));
+        w.signal("CONT");
+        std::thread::sleep(Duration::from_secs(1));
+        if came_back(&w) {
+            break;
+        }
+        assert!(
+            attempt < 5 && w.metrics()["pcaplab_watch_in_flight"] >= 1.0,
+            "the message did not come back while its capture was in flight:\n{}",
+            w.log_text()
+        );
+    }
+
+    let id = "captures/in/big.pcap";
+    wait_until("the capture's item", Duration::from_secs(180), || {
+        finished(&moto.items(), &BTreeSet::from([id.to_owned()]))
+    });
+    wait_until("an empty queue", Duration::from_secs(60), || {
+        depth(&moto) == (0, 0, 0)
+    });
+    wait_until("nothing in flight", Duration::from_secs(120), || {
+        w.metrics()["pcaplab_watch_in_flight"] == 0.0
+    });
+    // Converted once, by the task that received the message first.
+    let converted = w.converted();
+    assert_eq!(converted.len(), 1, "{converted:?}\n{}", w.log_text());
+    assert_eq!(converted[0].2, 1, "{converted:?}");
+    assert_eq!(w.captures("processed"), 1);
+    // Deleted (the queue is empty) with its latest receipt handle, not left for a retry.
+    assert_eq!(
+        w.metrics()["pcaplab_watch_messages_total{result=\"left\"}"],
+        0.0
+    );
+    assert!(w.metrics()["pcaplab_watch_redelivered_in_flight_total"] >= 1.0);
+    let items = moto.items();
+    assert_eq!(items[id].status, "ok");
+    assert_eq!(items[id].packets, Some(u64::from(BIG)));
+    assert_eq!(moto.keys("results", ""), listed_outputs(&items));
+    assert_eq!(
+        dataset_rows(&moto),
+        BTreeMap::from([(id.to_owned(), u64::from(BIG))])
+    );
+    w.stop("TERM");
 }
 
 #[test]

@@ -9,8 +9,11 @@
 //! - **SQS** ([`Source::Sqs`]): S3 notifications (direct, SNS-wrapped or EventBridge) are
 //!   long-polled from a queue. While a capture is processed its message's visibility timeout
 //!   is extended; the message is deleted only once the outputs and the item are written. A
-//!   failure leaves it for redelivery and, after the queue's maxReceiveCount, its dead-letter
-//!   queue. A corrupt capture is recorded as `failed` and its message deleted (no poison loop).
+//!   message that comes back while still in hand here (its visibility lapsed between two
+//!   extensions) is not processed a second time: its new receipt handle replaces the old one.
+//!   A failure leaves it for redelivery and, after the queue's maxReceiveCount, its
+//!   dead-letter queue. A corrupt capture is recorded as `failed` and its message deleted (no
+//!   poison loop).
 //! - **Poll** ([`Source::Poll`]): a prefix is listed every interval; new or changed objects (by
 //!   ETag) are claimed with a lease in the DynamoDB table ([`pcaplab_cloud::table::Lease`]), so
 //!   several watchers share a prefix without doing an object twice, and the claims of a crashed
@@ -26,7 +29,7 @@ pub mod metrics;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{Message as SqsMessage, MessageSystemAttributeName, QueueAttributeName};
@@ -243,6 +246,7 @@ pub async fn run(
                 url: queue_url.clone(),
                 visibility,
                 wait: (*wait).min(Duration::from_secs(20)),
+                in_hand: Mutex::default(),
             };
             let tasks = queue.run(&shared, &permits, stop).await;
             drain(tasks, config.shutdown_timeout, &abandon_tx, &metrics).await
@@ -368,6 +372,67 @@ struct Queue {
     url: String,
     visibility: Duration,
     wait: Duration,
+    /// The messages in hand, by message id, each with its latest receipt handle.
+    in_hand: Mutex<HashMap<String, Arc<Latest>>>,
+}
+
+/// The receipt handle of a message's latest receive.
+///
+/// A message whose visibility lapses while it is processed (the watcher starved of CPU, paused,
+/// or cut off from SQS for longer than the timeout less a third) is delivered again — often to
+/// this very watcher, whose long poll is waiting for work. It is the same message (same id),
+/// with a new receipt handle: it must not start a second conversion of the same capture, and
+/// from then on only the new handle counts (a delete with an older one succeeds, but
+/// SQS may keep the message).
+struct Latest(Mutex<String>);
+
+impl Latest {
+    fn get(&self) -> String {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, receipt: &str) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = receipt.to_owned();
+    }
+}
+
+/// A message's place in [`Queue::in_hand`], given up when dropped (however its task ends).
+struct Holding {
+    queue: Arc<Queue>,
+    id: String,
+    latest: Arc<Latest>,
+}
+
+impl Holding {
+    fn receipt(&self) -> String {
+        self.latest.get()
+    }
+
+    /// Give the message up if `receipt` is still its latest; `false`: it was received again
+    /// meanwhile (`receipt` is stale), and is kept.
+    fn give_up_if_latest(&self, receipt: &str) -> bool {
+        // Under the lock `Queue::hold` takes to record a new receive.
+        let mut in_hand = self.queue.lock_in_hand();
+        if self.latest.get() != receipt {
+            return false;
+        }
+        Self::remove(&mut in_hand, &self.id, &self.latest);
+        true
+    }
+
+    /// Remove `id`'s entry if it is still this holding's (not a later receive's, after the
+    /// message was given up).
+    fn remove(in_hand: &mut HashMap<String, Arc<Latest>>, id: &str, latest: &Arc<Latest>) {
+        if in_hand.get(id).is_some_and(|l| Arc::ptr_eq(l, latest)) {
+            in_hand.remove(id);
+        }
+    }
+}
+
+impl Drop for Holding {
+    fn drop(&mut self) {
+        Self::remove(&mut self.queue.lock_in_hand(), &self.id, &self.latest);
+    }
 }
 
 fn secs(d: Duration) -> i32 {
@@ -380,6 +445,28 @@ fn backoff(failures: u32) -> Duration {
 }
 
 impl Queue {
+    fn lock_in_hand(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Latest>>> {
+        self.in_hand.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Take a received message in hand. `None`: it is in hand already (its visibility lapsed
+    /// and it came back): the new receipt handle replaces the old one, and the task that has
+    /// it carries on with it.
+    fn hold(self: &Arc<Self>, id: &str, receipt: &str) -> Option<Holding> {
+        let mut in_hand = self.lock_in_hand();
+        if let Some(latest) = in_hand.get(id) {
+            latest.set(receipt);
+            return None;
+        }
+        let latest = Arc::new(Latest(Mutex::new(receipt.to_owned())));
+        in_hand.insert(id.to_owned(), Arc::clone(&latest));
+        Some(Holding {
+            queue: Arc::clone(self),
+            id: id.to_owned(),
+            latest,
+        })
+    }
+
     async fn run(
         self,
         shared: &Arc<Shared>,
@@ -444,31 +531,43 @@ impl Queue {
                 }
             };
             for m in messages {
+                let Some(receipt) = m.receipt_handle.as_deref() else {
+                    warn!(
+                        id = m.message_id.as_deref().unwrap_or_default(),
+                        "a message without a receipt handle; ignored"
+                    );
+                    continue;
+                };
+                // SQS gives every message an id; without one, this receive is its own.
+                let id = m.message_id.as_deref().unwrap_or(receipt);
+                let Some(holding) = queue.hold(id, receipt) else {
+                    shared.metrics.redelivered_in_flight();
+                    let _span = message_span(&m).entered();
+                    warn!(
+                        visibility_s = queue.visibility.as_secs_f64(),
+                        "the message came back while its capture is still in flight here (its visibility lapsed between two extensions): not processed twice; its new receipt handle is used from now on (a longer --visibility-timeout avoids this)"
+                    );
+                    continue;
+                };
                 let Some(permit) = held.pop() else {
                     // More than asked for: cannot happen with SQS; let it come back.
                     break;
                 };
-                let (queue, shared) = (Arc::clone(&queue), Arc::clone(shared));
-                tasks.spawn(async move { queue.handle(&shared, m, permit).await });
+                let shared = Arc::clone(shared);
+                tasks.spawn(async move { Queue::handle(&shared, m, holding, permit).await });
             }
         }
         tasks
     }
 
-    async fn handle(&self, shared: &Shared, m: SqsMessage, _permit: OwnedSemaphorePermit) {
-        let id = m.message_id.clone().unwrap_or_default();
-        let receives = m
-            .attributes
-            .as_ref()
-            .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
-            .cloned()
-            .unwrap_or_default();
-        let span = info_span!("message", id = %id, receives = %receives);
+    async fn handle(
+        shared: &Shared,
+        m: SqsMessage,
+        holding: Holding,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let queue = &*holding.queue;
         async {
-            let Some(receipt) = m.receipt_handle.clone() else {
-                warn!("a message without a receipt handle; ignored");
-                return;
-            };
             let objects = match pcaplab_cloud::notification::message(m.body().unwrap_or("")) {
                 Ok(objects) => objects,
                 Err(e) => {
@@ -485,12 +584,30 @@ impl Queue {
                 ok
             };
             let heartbeat = async {
-                let period = (self.visibility / 3).max(Duration::from_millis(200));
+                let period = (queue.visibility / 3).max(Duration::from_millis(200));
                 let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                // After a stall, one extension (not one per missed tick).
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut extended = Instant::now();
                 loop {
                     tick.tick().await;
-                    if let Err(e) = self.set_visibility(&receipt, self.visibility).await {
-                        warn!(error = %e, "cannot extend the message's visibility; another watcher may receive it");
+                    let since = extended.elapsed();
+                    // An extension still unanswered after a whole timeout is too late anyway:
+                    // give up on it and send the next one.
+                    let sent = tokio::time::timeout(
+                        queue.visibility,
+                        queue.set_visibility(&holding.receipt(), queue.visibility),
+                    )
+                    .await
+                    .unwrap_or_else(|_| Err("no answer within the visibility timeout".into()));
+                    match sent {
+                        Ok(()) => {
+                            extended = Instant::now();
+                            if since > queue.visibility {
+                                warn!(since_s = since.as_secs_f64(), visibility_s = queue.visibility.as_secs_f64(), "the message's visibility was extended late; it may have been delivered again meanwhile");
+                            }
+                        }
+                        Err(e) => warn!(error = %e, "cannot extend the message's visibility; another watcher may receive it"),
                     }
                 }
             };
@@ -498,7 +615,7 @@ impl Queue {
                 ok = work => ok,
                 () = heartbeat => false,
                 () = raised(shared.abandon.clone()) => {
-                    match self.set_visibility(&receipt, Duration::ZERO).await {
+                    match queue.set_visibility(&holding.receipt(), Duration::ZERO).await {
                         Ok(()) => info!("unfinished at the shutdown deadline: the message is visible again"),
                         Err(e) => warn!(error = %e, "unfinished at the shutdown deadline; the message comes back after its visibility timeout"),
                     }
@@ -511,15 +628,21 @@ impl Queue {
                 warn!("left on the queue for a retry (after the queue's maxReceiveCount: its dead-letter queue)");
                 return;
             }
-            match self.client.delete_message().queue_url(&self.url).receipt_handle(&receipt).send().await {
-                Ok(_) => shared.metrics.message(Message::Deleted),
-                Err(e) => {
+            // With the latest receipt handle; once more if the message came back meanwhile.
+            loop {
+                let receipt = holding.receipt();
+                if let Err(e) = queue.client.delete_message().queue_url(&queue.url).receipt_handle(&receipt).send().await {
                     shared.metrics.message(Message::Left);
                     warn!(error = %error_chain(&e), "done, but the message cannot be deleted: it will be redelivered (and done again, to the same effect)");
+                    return;
+                }
+                if holding.give_up_if_latest(&receipt) {
+                    shared.metrics.message(Message::Deleted);
+                    return;
                 }
             }
         }
-        .instrument(span)
+        .instrument(message_span(&m))
         .await;
     }
 
@@ -534,6 +657,17 @@ impl Queue {
             .map(|_| ())
             .map_err(|e| error_chain(&e))
     }
+}
+
+/// The span of a message's log lines: its id and receive count.
+fn message_span(m: &SqsMessage) -> tracing::Span {
+    let receives = m
+        .attributes
+        .as_ref()
+        .and_then(|a| a.get(&MessageSystemAttributeName::ApproximateReceiveCount))
+        .map(String::as_str)
+        .unwrap_or_default();
+    info_span!("message", id = m.message_id.as_deref().unwrap_or_default(), receives = %receives)
 }
 
 /// Why a listing failed (without the URL, which the caller names).
@@ -710,5 +844,51 @@ impl Poller {
             warn!(object = %object.location(), error = %e, "cannot release the lease; it runs out by itself");
         }
         (object.key, etag, finished)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn queue() -> Arc<Queue> {
+        let config = aws_sdk_sqs::Config::builder()
+            .behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest())
+            .build();
+        Arc::new(Queue {
+            client: aws_sdk_sqs::Client::from_conf(config),
+            url: "http://127.0.0.1:1/123456789012/q".into(),
+            visibility: Duration::from_secs(2),
+            wait: Duration::from_secs(1),
+            in_hand: Mutex::default(),
+        })
+    }
+
+    #[test]
+    fn a_message_back_while_in_hand_is_not_taken_twice() {
+        let q = queue();
+        let first = q.hold("m1", "r1").expect("a new message");
+        let other = q.hold("m2", "x1").expect("another message");
+        // Its visibility lapsed and it came back: the same task carries on, with the new handle.
+        assert!(q.hold("m1", "r2").is_none());
+        assert_eq!(first.receipt(), "r2");
+        assert_eq!(other.receipt(), "x1");
+        // A delete with the stale handle does not end it; one with the latest does.
+        assert!(!first.give_up_if_latest("r1"));
+        assert!(q.hold("m1", "r3").is_none());
+        assert!(!first.give_up_if_latest("r2"));
+        assert!(first.give_up_if_latest("r3"));
+        // Given up: received again (its delete did not take), it is work again — and dropping
+        // the old holding leaves the new one in place.
+        let again = q
+            .hold("m1", "r4")
+            .expect("taken again after it was given up");
+        drop(first);
+        assert!(q.hold("m1", "r5").is_none());
+        assert_eq!(again.receipt(), "r5");
+        drop(again);
+        drop(other);
+        assert!(q.lock_in_hand().is_empty());
+        assert!(q.hold("m1", "r6").is_some());
     }
 }

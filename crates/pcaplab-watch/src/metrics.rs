@@ -89,6 +89,7 @@ pub struct Metrics {
     seconds_count: AtomicU64,
     seconds_sum_us: AtomicU64,
     messages: [AtomicU64; 3],
+    redelivered_in_flight: AtomicU64,
     claims: [AtomicU64; 4],
     source_errors: AtomicU64,
     consecutive_source_errors: AtomicU64,
@@ -138,6 +139,12 @@ impl Metrics {
             Message::Released => 2,
         };
         self.messages[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A message received again while its capture was still in flight here (its visibility
+    /// lapsed): not processed twice.
+    pub fn redelivered_in_flight(&self) {
+        self.redelivered_in_flight.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn claim(&self, what: Claim) {
@@ -220,7 +227,7 @@ impl Metrics {
                 get(n)
             );
         }
-        let simple: [(&str, &str, &str, u64); 4] = [
+        let simple: [(&str, &str, &str, u64); 5] = [
             (
                 "pcaplab_watch_skipped_total",
                 "counter",
@@ -238,6 +245,12 @@ impl Metrics {
                 "counter",
                 "Packets converted by finished captures.",
                 get(&self.packets),
+            ),
+            (
+                "pcaplab_watch_redelivered_in_flight_total",
+                "counter",
+                "Queue messages received again while their capture was still in flight here (the visibility timeout lapsed between two extensions); not processed twice. A sign that --visibility-timeout is too short for the watcher's load.",
+                get(&self.redelivered_in_flight),
             ),
             (
                 "pcaplab_watch_source_errors_total",
@@ -349,6 +362,7 @@ mod tests {
         m.finished(Finished::Processed, Duration::from_millis(300), 1000, 10);
         m.finished(Finished::Failed, Duration::from_secs(7), 20, 0);
         m.message(Message::Deleted);
+        m.redelivered_in_flight();
         m.claim(Claim::Held);
         let text = m.render();
         for line in [
@@ -359,6 +373,7 @@ mod tests {
             "pcaplab_watch_packets_total 10",
             "pcaplab_watch_in_flight 0",
             "pcaplab_watch_messages_total{result=\"deleted\"} 1",
+            "pcaplab_watch_redelivered_in_flight_total 1",
             "pcaplab_watch_claims_total{result=\"held\"} 1",
             "pcaplab_watch_capture_seconds_bucket{le=\"0.25\"} 0",
             "pcaplab_watch_capture_seconds_bucket{le=\"0.5\"} 1",
