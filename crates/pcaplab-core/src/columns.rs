@@ -601,7 +601,7 @@ pub fn decode_chunk_with(
     let mut p = Packet::default();
     let mut scratch = AppFields::default();
     let mut text = TextBuf::new();
-    let mut chunk_flows = flows.map(|_| ChunkFlows::with_capacity(n));
+    let mut chunk_flows = flows.map(|_| ChunkFlows::default());
     let mut messages = Messages::default();
     let frags = &chunk.frags;
     let mut datagrams = ChunkDatagrams::new(frags);

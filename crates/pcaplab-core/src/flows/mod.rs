@@ -496,23 +496,16 @@ pub struct ChunkFlows {
 
 impl Default for ChunkFlows {
     fn default() -> Self {
-        ChunkFlows::with_capacity(0)
-    }
-}
-
-impl ChunkFlows {
-    /// Room for about `frames` flows (a chunk of a scan or flood: a flow per frame) without
-    /// growing.
-    pub fn with_capacity(frames: usize) -> Self {
-        let per_shard = frames / SHARDS + frames / SHARDS / 4;
         ChunkFlows {
             index: FxHashMap::default(),
-            parts: (0..SHARDS).map(|_| Vec::with_capacity(per_shard)).collect(),
+            parts: (0..SHARDS).map(|_| Vec::new()).collect(),
             max_ts: None,
             last: None,
         }
     }
+}
 
+impl ChunkFlows {
     fn segment(&mut self, (shard, i): (usize, usize)) -> &mut Segment {
         &mut self.parts[shard][i].1
     }
