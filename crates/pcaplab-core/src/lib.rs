@@ -12,6 +12,8 @@ pub mod convert;
 pub mod dissect;
 pub mod encode;
 pub mod flows;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod item;
 pub mod reader;
 pub mod summary;

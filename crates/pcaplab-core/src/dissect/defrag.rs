@@ -264,9 +264,9 @@ impl<'c> Fragments<'c> for ChunkDatagrams<'c> {
 }
 
 /// Whether a frame can hold an IP fragment: a quick look at its first headers. True for a
-/// fragmented IP header, IPv6 extension headers, tunnels (IP-in-IP, GRE, a tunnel's UDP
-/// port), MPLS and PPPoE, and for every link type but the common ones; false for plain
-/// unfragmented IP with TCP, UDP or ICMP, and for non-IP frames.
+/// fragmented IP header, IPv6 extension headers, an IPv4 authentication header, tunnels
+/// (IP-in-IP, GRE, a tunnel's UDP port), MPLS and PPPoE, and for every link type but the
+/// common ones; false for plain unfragmented IP with TCP, UDP or ICMP, and for non-IP frames.
 pub fn may_hold_fragment(link_type: u16, data: &[u8]) -> bool {
     let (mut ethertype, mut at) = match link_type {
         linktype::ETHERNET => match be16(data, 12) {
@@ -320,7 +320,9 @@ fn ip_may_hold_fragment(ip: &[u8]) -> bool {
                 return true;
             }
             match proto {
-                4 | 41 | 47 => true,
+                // IP-in-IP, GRE; an authentication header, which may precede a tunnel's UDP
+                // header (the `link` fuzz target checks this function against the walk).
+                4 | 41 | 47 | 51 => true,
                 17 => ip
                     .get(usize::from(first & 0x0f) * 4..)
                     .is_some_and(udp_tunnel),

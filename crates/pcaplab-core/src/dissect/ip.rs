@@ -3,7 +3,7 @@
 //! and IP fragments to the reassembly.
 
 use etherparse::err::Layer;
-use etherparse::{IpNumber, Ipv6ExtensionSlice, LaxNetSlice, LaxSlicedPacket, TransportSlice, err};
+use etherparse::{IpNumber, LaxNetSlice, LaxSlicedPacket, TransportSlice, err};
 
 use super::frag::Fragment;
 use super::tunnel::{Decap, Encap, Inner};
@@ -67,25 +67,14 @@ fn ip_walk(w: &mut Walk<'_, '_, '_>, data: &[u8]) {
         Some(LaxNetSlice::Ipv6(v6)) => {
             let h = v6.header();
             let plen = u32::from(h.payload_length());
-            let mut frag_offset = 0;
-            let mut more_fragments = false;
-            let mut ext_len = 0u32;
-            for ext in v6.extensions().clone().into_iter() {
-                match &ext {
-                    Ipv6ExtensionSlice::Fragment(f) => {
-                        frag_offset = f.fragment_offset().value() * 8;
-                        more_fragments = f.more_fragments();
-                        frag_id = f.identification();
-                        frag_next = f.next_header().0;
-                        ext_len += f.slice().len() as u32;
-                    }
-                    Ipv6ExtensionSlice::HopByHop(s)
-                    | Ipv6ExtensionSlice::Routing(s)
-                    | Ipv6ExtensionSlice::DestinationOptions(s) => {
-                        ext_len += s.slice().len() as u32
-                    }
-                    Ipv6ExtensionSlice::Authentication(a) => ext_len += a.slice().len() as u32,
-                }
+            let exts = v6.extensions();
+            let ext_len = exts.slice().len() as u32;
+            let (mut frag_offset, mut more_fragments) = (0, false);
+            if let Some(f) = v6_fragment_header(exts.first_header(), exts.slice()) {
+                frag_offset = f.offset;
+                more_fragments = f.more;
+                frag_id = f.id;
+                frag_next = f.next;
             }
             let payload = v6.payload();
             // A zero payload length with a hop-by-hop header is a jumbogram (RFC 2675) or a
@@ -213,6 +202,53 @@ fn ip_walk(w: &mut Walk<'_, '_, '_>, data: &[u8]) {
             }
         }
         _ => {}
+    }
+}
+
+/// An IPv6 fragment header's fields.
+struct V6Fragment {
+    /// Offset in bytes.
+    offset: u16,
+    more: bool,
+    id: u32,
+    next: u8,
+}
+
+/// The last fragment header among the IPv6 extension headers etherparse sliced (`first`: the
+/// first one's type; `exts`: their bytes), walked here with bounds checks. etherparse's own
+/// iterator (`Ipv6ExtensionsSlice::into_iter`) must not be used on a lax slice: when slicing
+/// stopped at a damaged header (a second hop-by-hop header, one cut short by the snap length)
+/// it follows the last header's next-header field past the end of the slice and reads out of
+/// bounds (etherparse 0.21; found by the `link` fuzz target).
+fn v6_fragment_header(first: Option<IpNumber>, exts: &[u8]) -> Option<V6Fragment> {
+    let mut next = first?.0;
+    let mut rest = exts;
+    let mut found = None;
+    loop {
+        let field = rest.get(1).map(|&b| usize::from(b));
+        let len = match (next, field) {
+            // Hop-by-hop, routing, destination options: (length + 1) × 8 bytes.
+            (0 | 43 | 60, Some(l)) => (l + 1) * 8,
+            (44, _) => 8,
+            // Authentication header: (length + 2) × 4 bytes.
+            (51, Some(l)) => (l + 2) * 4,
+            _ => return found,
+        };
+        // Past the headers etherparse sliced: done.
+        let Some(header) = rest.get(..len) else {
+            return found;
+        };
+        if next == 44 {
+            let word = u16::from_be_bytes([header[2], header[3]]);
+            found = Some(V6Fragment {
+                offset: word & 0xfff8,
+                more: word & 1 != 0,
+                id: u32::from_be_bytes([header[4], header[5], header[6], header[7]]),
+                next: header[0],
+            });
+        }
+        next = header[0];
+        rest = &rest[len..];
     }
 }
 

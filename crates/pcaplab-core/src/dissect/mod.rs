@@ -529,4 +529,40 @@ mod tests {
         dissect(4242, &[1, 2, 3], &mut p);
         assert_eq!(p, Packet::default());
     }
+
+    /// An IPv6 header followed by `exts` (the payload length says exactly those bytes).
+    fn ipv6_with(next: u8, exts: &[u8]) -> Vec<u8> {
+        let mut v = vec![0x60, 0, 0, 0];
+        v.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+        v.extend_from_slice(&[next, 64]);
+        v.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        v.extend_from_slice(&[0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        v.extend_from_slice(exts);
+        v
+    }
+
+    /// Extension header chains that etherparse's lax slicer stops in the middle of: its
+    /// iterator over the sliced headers would follow the last one's next header past the end
+    /// of the slice (an out-of-bounds read; found by the `link` fuzz target).
+    #[test]
+    fn ipv6_extension_chain_stopped_early() {
+        let mut p = Packet::default();
+        // A second hop-by-hop header (allowed only first).
+        dissect(
+            linktype::RAW,
+            &ipv6_with(0, &[0, 0, 1, 4, 0, 0, 0, 0]),
+            &mut p,
+        );
+        assert_eq!(p.ip.map(|ip| (ip.version, ip.len)), Some((6, 48)));
+        assert!(p.error.is_some());
+        // Destination options cut short by the snap length after a hop-by-hop header.
+        let cut = ipv6_with(0, &[60, 0, 1, 4, 0, 0, 0, 0, 17, 1, 0, 0]);
+        dissect(linktype::RAW, &cut, &mut p);
+        assert_eq!(p.error, Some("truncated IPv6 extension header"));
+        // A fragment header before the damage still makes the packet a fragment.
+        let frag = ipv6_with(0, &[44, 0, 1, 4, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0x12, 0x34]);
+        dissect(linktype::RAW, &frag, &mut p);
+        let ip = p.ip.expect("ip");
+        assert_eq!((ip.frag_offset, ip.more_fragments), (8, true));
+    }
 }
