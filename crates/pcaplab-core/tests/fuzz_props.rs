@@ -4,28 +4,10 @@
 mod common;
 
 use pcaplab_core::dissect::{MAX_TUNNELS, Packet, dissect, linktype};
+use pcaplab_core::fuzzing::LINK_TYPES;
 use proptest::prelude::*;
 
 use common::decode_bytes;
-
-const LINK_TYPES: [u16; 16] = [
-    linktype::NULL,
-    linktype::ETHERNET,
-    linktype::PPP,
-    linktype::RAW_OPENBSD,
-    linktype::RAW_BSDOS,
-    linktype::PPP_HDLC,
-    linktype::PPP_ETHER,
-    linktype::RAW,
-    linktype::IEEE802_11,
-    linktype::LOOP,
-    linktype::LINUX_SLL,
-    linktype::IEEE802_11_RADIOTAP,
-    linktype::IPV4,
-    linktype::IPV6,
-    linktype::LINUX_SLL2,
-    4242,
-];
 
 /// Valid file headers to put in front of random bytes, so that the fuzzing reaches records.
 fn headers() -> Vec<Vec<u8>> {
@@ -129,7 +111,8 @@ proptest! {
 
     #[test]
     fn any_bytes_as_a_packet(
-        lt in proptest::sample::select(LINK_TYPES.to_vec()),
+        // Every decoded link type (the fuzz targets' list) and one that is not.
+        lt in proptest::sample::select([&LINK_TYPES[..], &[4242]].concat()),
         bytes in proptest::collection::vec(any::<u8>(), 0..256),
     ) {
         let mut p = Packet::default();
