@@ -391,6 +391,39 @@ fn fragments_do_not_depend_on_threads_or_chunking() {
 /// 1,000 bytes each (30 MB if all were held), with a 1 MiB cap. The complete ones are
 /// reassembled, the others are given up and counted, every fragment is a row and a packet of
 /// its flow.
+/// A little-endian µs Ethernet pcap built frame by frame, `rate` frames per second from 0.
+struct PcapWriter {
+    bytes: Vec<u8>,
+    frames: u32,
+    rate: u32,
+}
+
+impl PcapWriter {
+    fn new(rate: u32) -> Self {
+        let bytes = vec![
+            0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0,
+            0,
+        ];
+        PcapWriter {
+            bytes,
+            frames: 0,
+            rate,
+        }
+    }
+
+    fn record(&mut self, f: &[u8]) {
+        let (s, us) = (
+            self.frames / self.rate,
+            (self.frames % self.rate) * (1_000_000 / self.rate),
+        );
+        for v in [s, us, f.len() as u32, f.len() as u32] {
+            self.bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        self.bytes.extend_from_slice(f);
+        self.frames += 1;
+    }
+}
+
 #[test]
 fn a_fragment_flood_is_bounded_and_counted() {
     const DATAGRAMS: u32 = 30_000;
@@ -404,24 +437,13 @@ fn a_fragment_flood_is_bounded_and_counted() {
         f.extend_from_slice(&data);
         f
     };
-    let mut pcap = vec![
-        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
-    ];
-    let mut frames = 0u32;
-    let mut record = |f: Vec<u8>| {
-        let (s, us) = (frames / 1000, (frames % 1000) * 1000);
-        for v in [s, us, f.len() as u32, f.len() as u32] {
-            pcap.extend_from_slice(&v.to_le_bytes());
-        }
-        pcap.extend_from_slice(&f);
-        frames += 1;
-    };
+    let mut pcap = PcapWriter::new(1000);
     for i in 0..DATAGRAMS {
         // Identifications repeat every 65,536 datagrams; these stay below that.
         let id = i as u16;
-        record(fragment(id, 0, true));
+        pcap.record(&fragment(id, 0, true));
         if i % 10 == 9 {
-            record(fragment(id, 1000, false));
+            pcap.record(&fragment(id, 1000, false));
         }
     }
     let engine = Engine::builder()
@@ -433,7 +455,8 @@ fn a_fragment_flood_is_bounded_and_counted() {
         })
         .build()
         .expect("engine");
-    let out = convert(&engine, "flood", pcap);
+    let frames = pcap.frames;
+    let out = convert(&engine, "flood", pcap.bytes);
     let s = out.report.expect("report").summary;
     assert_eq!(s.packets, u64::from(frames));
     let f = s.fragments;
@@ -480,25 +503,14 @@ fn a_syn_flood_under_a_flow_budget_loses_and_duplicates_nothing() {
         f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
         f
     };
-    let mut pcap = vec![
-        0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 1, 0, 0, 0,
-    ];
-    let mut frames = 0u32;
-    let mut record = |f: Vec<u8>| {
-        // 50,000 packets per second.
-        let (s, us) = (frames / 50_000, (frames % 50_000) * 20);
-        for v in [s, us, f.len() as u32, f.len() as u32] {
-            pcap.extend_from_slice(&v.to_le_bytes());
-        }
-        pcap.extend_from_slice(&f);
-        frames += 1;
-    };
+    let mut pcap = PcapWriter::new(50_000);
     for i in 0..SYNS {
-        record(tcp(i.to_be_bytes(), 1024 + (i % 60_000) as u16, 80, 0x02));
+        pcap.record(&tcp(i.to_be_bytes(), 1024 + (i % 60_000) as u16, 80, 0x02));
         if i % 400 == 0 {
-            record(tcp([198, 51, 100, 9], 40_000, 443, 0x10));
+            pcap.record(&tcp([198, 51, 100, 9], 40_000, 443, 0x10));
         }
     }
+    let frames = pcap.frames;
     let flow_memory = 1 << 20;
     let budget = pcaplab_core::flows::Budget::of(flow_memory).max_flows();
     assert!(budget < SYNS as usize / 10, "{budget}");
@@ -512,7 +524,7 @@ fn a_syn_flood_under_a_flow_budget_loses_and_duplicates_nothing() {
             })
             .build()
             .expect("engine");
-        let out = convert(&engine, "flood", pcap.clone());
+        let out = convert(&engine, "flood", pcap.bytes.clone());
         let s = out.report.expect("report").summary;
         assert_eq!(s.packets, u64::from(frames));
         let stats = s.flows.expect("flows");
