@@ -27,8 +27,12 @@ const DOWNLOAD_CHUNKS: usize = 8;
 const UPLOAD_CHUNK: usize = 1 << 20;
 /// Chunks in flight between a writer and its upload task.
 const UPLOAD_CHUNKS: usize = 4;
-/// Multipart part size (S3's minimum is 5 MiB; 10,000 parts of 8 MiB allow 78 GiB outputs).
+/// Multipart part size on S3 (its minimum is 5 MiB; 10,000 parts of 8 MiB allow 78 GiB
+/// outputs).
 pub const PART_SIZE: usize = 8 << 20;
+/// Part size on a local file system, which has no minimum: each part is a buffer held in
+/// memory, so small parts keep a local conversion's memory small.
+pub const LOCAL_PART_SIZE: usize = 1 << 20;
 /// Parts uploaded at once per output.
 const PART_CONCURRENCY: usize = 2;
 
@@ -118,18 +122,20 @@ pub struct Upload {
     url: Arc<str>,
 }
 
-/// Start an upload of `path` in `store`; `url` names it in errors.
+/// Start an upload of `path` in `store` in parts of `part_size` bytes; `url` names it in
+/// errors.
 pub fn upload(
     runtime: &Handle,
     store: Arc<dyn ObjectStore>,
     path: Path,
     url: String,
+    part_size: usize,
 ) -> (Upload, UploadWriter) {
     let (tx, mut rx) = mpsc::channel::<Bytes>(UPLOAD_CHUNKS);
     let (end_tx, end_rx) = oneshot::channel();
     let task = runtime.spawn(async move {
         let mut writer =
-            BufWriter::with_capacity(store, path, PART_SIZE).with_max_concurrency(PART_CONCURRENCY);
+            BufWriter::with_capacity(store, path, part_size).with_max_concurrency(PART_CONCURRENCY);
         let mut failure = None;
         while let Some(bytes) = rx.recv().await {
             if let Err(e) = writer.put(bytes).await {
@@ -190,12 +196,16 @@ impl UploadWriter {
 }
 
 impl Write for UploadWriter {
+    /// Takes at most what fills the current chunk, so that every chunk in flight is at most
+    /// [`UPLOAD_CHUNK`] bytes however large the caller's writes are (a row group's column
+    /// chunks are written whole).
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        self.buf.extend_from_slice(data);
+        let n = data.len().min(UPLOAD_CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
         if self.buf.len() >= UPLOAD_CHUNK {
             self.send()?;
         }
-        Ok(data.len())
+        Ok(n)
     }
 
     /// Hands buffered bytes to the upload task (the core flushes once, at the end).
@@ -247,6 +257,7 @@ mod tests {
             dyn_store,
             Path::from("out/x.bin"),
             "mem://out/x.bin".into(),
+            PART_SIZE,
         );
         let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
         for piece in data.chunks(100_003) {
@@ -286,12 +297,52 @@ mod tests {
     }
 
     #[test]
+    fn large_writes_travel_in_bounded_chunks() {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(64);
+        let mut writer = UploadWriter {
+            tx,
+            buf: Vec::new(),
+            url: Arc::from("mem://z"),
+        };
+        let data: Vec<u8> = (0..5 * UPLOAD_CHUNK + 77)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        writer.write_all(&data[..10]).expect("write");
+        writer.write_all(&data[10..]).expect("write");
+        writer.flush().expect("flush");
+        drop(writer);
+        let mut got = Vec::new();
+        let mut sizes = Vec::new();
+        while let Ok(chunk) = rx.try_recv() {
+            sizes.push(chunk.len());
+            got.extend_from_slice(&chunk);
+        }
+        assert_eq!(got, data);
+        assert_eq!(
+            sizes,
+            [
+                UPLOAD_CHUNK,
+                UPLOAD_CHUNK,
+                UPLOAD_CHUNK,
+                UPLOAD_CHUNK,
+                UPLOAD_CHUNK,
+                77
+            ]
+        );
+    }
+
+    #[test]
     fn a_dropped_upload_is_aborted() {
         let rt = runtime();
         let store = Arc::new(InMemory::new());
         let dyn_store: Arc<dyn ObjectStore> = Arc::clone(&store) as Arc<dyn ObjectStore>;
-        let (control, mut writer) =
-            upload(rt.handle(), dyn_store, Path::from("y"), "mem://y".into());
+        let (control, mut writer) = upload(
+            rt.handle(),
+            dyn_store,
+            Path::from("y"),
+            "mem://y".into(),
+            PART_SIZE,
+        );
         writer.write_all(&[1; 4096]).expect("write");
         writer.flush().expect("flush");
         drop(writer);

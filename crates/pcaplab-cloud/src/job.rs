@@ -30,7 +30,7 @@ use pcaplab_core::{
 use tokio::runtime::Handle;
 
 use crate::aws::Aws;
-use crate::io::{StreamReader, Upload, upload};
+use crate::io::{LOCAL_PART_SIZE, PART_SIZE, StreamReader, Upload, upload};
 use crate::layout::{self, Naming, Output};
 use crate::location::Location;
 use crate::table::{self, Put, TableError};
@@ -278,6 +278,8 @@ struct Root {
     prefix: String,
     /// URL of the root, ending in `/`.
     url: String,
+    /// Multipart part size of uploads to this store.
+    part_size: usize,
 }
 
 impl Root {
@@ -321,6 +323,7 @@ fn s3_root(aws: &Aws, bucket: &str, key: &str) -> Result<Root, object_store::Err
         store: aws.s3(bucket)?,
         url: format!("s3://{bucket}/{prefix}"),
         prefix,
+        part_size: PART_SIZE,
     })
 }
 
@@ -353,6 +356,7 @@ impl Job {
                     store: Arc::new(store),
                     prefix: String::new(),
                     url,
+                    part_size: LOCAL_PART_SIZE,
                 })
             }
             Some(out @ Location::S3 { bucket, key }) => {
@@ -542,6 +546,7 @@ impl Job {
                             Arc::clone(&root.store),
                             root.path(&key)?,
                             root.url(&key),
+                            root.part_size,
                         );
                         started.push((Output::Data(f), control));
                         outputs.set(f, Box::new(writer));
