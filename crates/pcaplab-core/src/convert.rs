@@ -352,16 +352,24 @@ struct FlowSinks<'a> {
 }
 
 impl FlowSinks<'_> {
-    /// Fold a chunk's flows in and write those that ended; the work runs on `pool`.
+    /// Fold a chunk's flows in and write those that ended. A chunk of many flows (a flood, a
+    /// scan) is merged on `pool`, shard by shard; a chunk of ordinary traffic on this thread,
+    /// which is quicker than the hand-off.
     fn merge(
         &mut self,
         pool: &rayon::ThreadPool,
         chunk: ShardedFlows,
     ) -> Result<(), (&'static str, EncodeError)> {
-        let retired = pool.install(|| {
-            self.table.merge(chunk);
-            self.table.take_retired()
-        });
+        let table = &mut self.table;
+        let retired = if chunk.merges_in_parallel() {
+            pool.install(|| {
+                table.merge(chunk);
+                table.take_retired()
+            })
+        } else {
+            table.merge(chunk);
+            table.take_retired()
+        };
         self.write(pool, retired, false)
     }
 

@@ -602,6 +602,19 @@ pub struct ShardedFlows {
     max_ts: Option<i64>,
 }
 
+impl ShardedFlows {
+    /// Segments below which merging the chunk on the caller's thread beats handing the shards
+    /// to a thread pool (ordinary traffic: a few hundred flows per chunk of 16 Ki frames).
+    const PARALLEL_MERGE: usize = 4096;
+
+    /// Whether [`FlowTable::merge`] spreads this chunk over the pool's threads; when it does
+    /// not, calling it outside a pool costs no thread hand-off.
+    pub fn merges_in_parallel(&self) -> bool {
+        self.parts.iter().map(Vec::len).sum::<usize>() >= Self::PARALLEL_MERGE
+            && self.parts.iter().filter(|p| !p.is_empty()).count() > 1
+    }
+}
+
 /// Why a flow's row was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndReason {

@@ -238,7 +238,8 @@ impl FlowTable {
         }
     }
 
-    /// Fold the next chunk's flows in, on the current rayon pool's threads.
+    /// Fold the next chunk's flows in: on the current rayon pool's threads when
+    /// [`ShardedFlows::merges_in_parallel`], else on the caller's.
     pub fn merge(&mut self, chunk: ShardedFlows) {
         if let Some(t) = chunk.max_ts {
             self.now = Some(self.now.map_or(t, |n| n.max(t)));
@@ -261,8 +262,7 @@ impl FlowTable {
                 shard.sweep(cfg, now);
             }
         };
-        let busy = chunk.parts.iter().filter(|p| !p.is_empty()).count();
-        if busy > 1 {
+        if chunk.merges_in_parallel() {
             self.shards.par_iter_mut().zip(chunk.parts).for_each(work);
         } else {
             self.shards.iter_mut().zip(chunk.parts).for_each(work);
