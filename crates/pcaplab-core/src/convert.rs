@@ -14,7 +14,7 @@
 //! however large they are. The reader takes slots in file order, so the oldest unwritten chunk
 //! of every file always holds one: the pipeline cannot deadlock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -329,16 +329,30 @@ fn encode_chunk(
     };
     match catch_unwind(AssertUnwindSafe(run)) {
         Ok(r) => r,
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "panic".into());
-            Err(ChunkFailure::Internal(first_frame, message))
-        }
+        Err(panic) => Err(ChunkFailure::Internal(first_frame, panic_message(&*panic))),
     }
 }
+
+/// A bug, reported as a write error of the flow outputs.
+fn internal(message: String) -> EncodeError {
+    EncodeError::Parquet(parquet::errors::ParquetError::General(message))
+}
+
+/// What a caught panic said.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}
+
+/// One row group of flows, encoded for each flow output.
+type FlowGroup =
+    Result<(Option<Vec<ArrowColumnChunk>>, Option<Vec<u8>>), (&'static str, EncodeError)>;
+
+/// Flow row groups being encoded on the pool at most; the writer waits for the oldest beyond.
+const FLOW_GROUPS_IN_FLIGHT: usize = 2;
 
 /// The flow side of one conversion: the live flows and the flow outputs.
 struct FlowSinks<'a> {
@@ -347,8 +361,10 @@ struct FlowSinks<'a> {
     table: FlowTable,
     parquet: Option<ParquetSink<Box<dyn Write + Send + 'a>>>,
     csv: Option<Box<dyn Write + Send + 'a>>,
-    /// Retired flows not yet written: written [`FLOW_ROW_GROUP`] at a time.
+    /// Retired flows not yet handed to the pool: [`FLOW_ROW_GROUP`] at a time.
     pending: Vec<Flow>,
+    /// Row groups being encoded on the pool, oldest first (appended in this order).
+    encoding: VecDeque<Receiver<FlowGroup>>,
 }
 
 impl FlowSinks<'_> {
@@ -373,59 +389,92 @@ impl FlowSinks<'_> {
         self.write(pool, retired, false)
     }
 
-    /// Write `flows` once a row group's worth is pending (everything pending if `all`): each
-    /// row group is built (Community IDs hashed, addresses formatted) and encoded on a worker;
-    /// the writer only appends.
+    /// Queue `flows` for writing. Each full row group (everything pending if `all`) is built
+    /// (Community IDs hashed, addresses formatted) and encoded by a task on `pool` while this
+    /// thread goes on; the encoded groups are appended in order as they are ready, with at
+    /// most [`FLOW_GROUPS_IN_FLIGHT`] outstanding.
     fn write(
         &mut self,
         pool: &rayon::ThreadPool,
         flows: Vec<Flow>,
         all: bool,
     ) -> Result<(), (&'static str, EncodeError)> {
-        use rayon::prelude::*;
         if self.parquet.is_none() && self.csv.is_none() {
             return Ok(());
         }
         self.pending.extend(flows);
-        let ready = if all {
-            self.pending.len()
-        } else {
-            self.pending.len() / FLOW_ROW_GROUP * FLOW_ROW_GROUP
-        };
-        if ready == 0 {
-            return Ok(());
+        while self.pending.len() >= FLOW_ROW_GROUP || (all && !self.pending.is_empty()) {
+            let rest = self
+                .pending
+                .split_off(self.pending.len().min(FLOW_ROW_GROUP));
+            let group = std::mem::replace(&mut self.pending, rest);
+            self.spawn_group(pool, group);
+            while self.encoding.len() > FLOW_GROUPS_IN_FLIGHT {
+                self.append_oldest()?;
+            }
         }
-        let rest = self.pending.split_off(ready);
-        let flows = std::mem::replace(&mut self.pending, rest);
-        let internal = |e: arrow_schema::ArrowError| ("flows", EncodeError::Parquet(e.into()));
+        while self.encoding.front().is_some_and(|rx| !rx.is_empty()) {
+            self.append_oldest()?;
+        }
+        if all {
+            while !self.encoding.is_empty() {
+                self.append_oldest()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_group(&mut self, pool: &rayon::ThreadPool, flows: Vec<Flow>) {
+        let (tx, rx) = bounded(1);
+        let capture = Arc::clone(&self.capture);
+        let cfg = self.cfg;
         let encoder = self.parquet.as_ref().map(|p| p.encoder());
         let want_csv = self.csv.is_some();
-        let (capture, cfg) = (&self.capture, &self.cfg);
-        let groups: Vec<_> = pool.install(|| {
-            flows
-                .par_chunks(FLOW_ROW_GROUP)
-                .map(|part| {
-                    let batch = flows_batch(capture, cfg, part).map_err(internal)?;
-                    let parquet = encoder
-                        .as_ref()
-                        .map(|e| encode_parquet(e, &batch))
-                        .transpose()
-                        .map_err(|e| ("flows", e))?;
-                    let csv = want_csv
-                        .then(|| encode_csv(&batch))
-                        .transpose()
-                        .map_err(|e| ("flows-csv", EncodeError::from(e)))?;
-                    Ok((parquet, csv))
-                })
-                .collect::<Result<_, (&'static str, EncodeError)>>()
-        })?;
-        for (parquet, csv) in groups {
-            if let (Some(sink), Some(chunks)) = (&mut self.parquet, parquet) {
-                sink.append(chunks).map_err(|e| ("flows", e))?;
-            }
-            if let (Some(w), Some(bytes)) = (&mut self.csv, csv) {
-                w.write_all(&bytes).map_err(|e| ("flows-csv", e.into()))?;
-            }
+        pool.spawn(move || {
+            let run = || -> FlowGroup {
+                let internal =
+                    |e: arrow_schema::ArrowError| ("flows", EncodeError::Parquet(e.into()));
+                let batch = flows_batch(&capture, &cfg, &flows).map_err(internal)?;
+                drop(flows);
+                let parquet = encoder
+                    .as_ref()
+                    .map(|e| encode_parquet(e, &batch))
+                    .transpose()
+                    .map_err(|e| ("flows", e))?;
+                let csv = want_csv
+                    .then(|| encode_csv(&batch))
+                    .transpose()
+                    .map_err(|e| ("flows-csv", EncodeError::from(e)))?;
+                Ok((parquet, csv))
+            };
+            let r = catch_unwind(AssertUnwindSafe(run)).unwrap_or_else(|panic| {
+                Err((
+                    "flows",
+                    internal(format!(
+                        "encoding flow rows panicked: {}",
+                        panic_message(&*panic)
+                    )),
+                ))
+            });
+            // The writer waits for every group it spawned unless it failed and went away.
+            let _ = tx.send(r);
+        });
+        self.encoding.push_back(rx);
+    }
+
+    /// Wait for the oldest group being encoded and append it.
+    fn append_oldest(&mut self) -> Result<(), (&'static str, EncodeError)> {
+        let Some(rx) = self.encoding.pop_front() else {
+            return Ok(());
+        };
+        let (parquet, csv) = rx
+            .recv()
+            .map_err(|_| ("flows", internal("a flow row group was lost".into())))??;
+        if let (Some(sink), Some(chunks)) = (&mut self.parquet, parquet) {
+            sink.append(chunks).map_err(|e| ("flows", e))?;
+        }
+        if let (Some(w), Some(bytes)) = (&mut self.csv, csv) {
+            w.write_all(&bytes).map_err(|e| ("flows-csv", e.into()))?;
         }
         Ok(())
     }
@@ -585,6 +634,7 @@ impl Engine {
                     .map_err(|e| write_err(("flows", e)))?,
                 csv,
                 pending: Vec::new(),
+                encoding: VecDeque::new(),
             })
         } else {
             None

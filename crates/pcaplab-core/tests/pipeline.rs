@@ -514,7 +514,9 @@ fn a_syn_flood_under_a_flow_budget_loses_and_duplicates_nothing() {
     let flow_memory = 1 << 20;
     let budget = pcaplab_core::flows::Budget::of(flow_memory).max_flows();
     assert!(budget < SYNS as usize / 10, "{budget}");
-    for (jobs, chunk) in [(1, 16 * 1024), (2, 1000), (2, 333)] {
+    // In the order written, per chunk size: threads must not change it.
+    let mut written: std::collections::HashMap<usize, Vec<String>> = Default::default();
+    for (jobs, chunk) in [(1, 16 * 1024), (1, 1000), (2, 1000), (2, 333)] {
         let engine = Engine::builder()
             .jobs(jobs)
             .chunk_frames(chunk)
@@ -565,6 +567,12 @@ fn a_syn_flood_under_a_flow_budget_loses_and_duplicates_nothing() {
         assert_eq!(packets.len() as u64, stats.flows);
         assert_eq!(stats.flows, u64::from(SYNS) + 1, "{jobs} {chunk}");
         let mut ids = strings("community_id");
+        match written.get(&chunk) {
+            Some(before) => assert!(*before == ids, "order changed with {jobs} jobs"),
+            None => {
+                written.insert(chunk, ids.clone());
+            }
+        }
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len() as u64, stats.flows, "no flow written twice");
