@@ -845,6 +845,16 @@ impl CaptureReader {
             }
             ParseFailure::BufferTooSmall => {
                 let grown = match &mut self.framer {
+                    // The buffer grows only once it is full: a record that claims more bytes
+                    // than the capture still has (a cut or damaged file) ends in the
+                    // truncation path after reading what there is, not after allocating
+                    // what it claims.
+                    Framer::Blocks { reader, .. } if reader.data().len() < self.buffer_capacity => {
+                        if reader.refill().is_err() {
+                            return Err(self.io_error("read failed"));
+                        }
+                        true
+                    }
                     Framer::Blocks { reader, .. } => {
                         grow(reader.as_mut(), &mut self.buffer_capacity)
                     }
@@ -1939,7 +1949,7 @@ mod tests {
     }
 
     #[test]
-    fn a_record_claiming_more_than_is_there_allocates_only_within_the_limit() {
+    fn a_record_claiming_more_than_is_there_allocates_only_what_is_there() {
         // pcap: a record header that claims 2 GiB (beyond the limit: no row) and one that
         // claims 4 MiB (within it: a row of what is there), each followed by 10 bytes.
         for claim in [0x7fff_fff0u32, 4 << 20] {
@@ -1951,6 +1961,11 @@ mod tests {
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
             bytes.extend_from_slice(&packet(10, 9));
+            // The buffer grows only as bytes arrive: the claim alone allocates nothing.
+            let mut reader =
+                CaptureReader::new(Box::new(io::Cursor::new(bytes.clone()))).expect("open");
+            while let Ok(true) = reader.fill(&mut Chunk::default(), 2, 1 << 20) {}
+            assert_eq!(reader.buffer_capacity, INITIAL_BUFFER, "claim {claim}");
             let (frames, error) = frames_of(&bytes);
             let mut want = vec![records[0].frame.clone().expect("frame")];
             if claim as usize <= MAX_RECORD {
