@@ -178,6 +178,11 @@ impl EngineBuilder {
             fragments: self.fragments,
             slot_give: give,
             slot_take: take,
+            spare: Arc::new(Spare::new(
+                slots,
+                2 * self.chunk_bytes
+                    + self.chunk_frames * (std::mem::size_of::<crate::reader::FrameMeta>() + 4),
+            )),
         })
     }
 }
@@ -192,6 +197,8 @@ pub struct Engine {
     fragments: FragConfig,
     slot_give: Sender<()>,
     slot_take: Receiver<()>,
+    /// Decoded chunks for the reader to fill again.
+    spare: Arc<Spare>,
 }
 
 /// Where one capture's outputs go; formats without a writer are not produced.
@@ -296,6 +303,7 @@ type ChunkResult = (u64, Result<Encoded, ChunkFailure>);
 fn encode_chunk(
     name: &str,
     chunk: Chunk,
+    spare: &Spare,
     parquet: Option<&ParquetEncoder>,
     csv: bool,
     lab_csv: bool,
@@ -305,7 +313,7 @@ fn encode_chunk(
     let run = || {
         let decoded = decode_chunk_with(name, &chunk, flows)
             .map_err(|e| ChunkFailure::Internal(first_frame, e.to_string()))?;
-        drop(chunk);
+        spare.give(chunk);
         let batch = &decoded.batch;
         let parquet = parquet
             .map(|e| encode_parquet(e, batch))
@@ -353,6 +361,39 @@ type FlowGroup =
 
 /// Flow row groups being encoded on the pool at most; the writer waits for the oldest beyond.
 const FLOW_GROUPS_IN_FLIGHT: usize = 2;
+
+/// Chunks whose frames were decoded, kept for the reader to fill again: their buffers (a few
+/// MiB each) are allocated once per slot instead of once per chunk, on one thread and freed on
+/// another, which the system allocator pays for in memory it does not give back.
+struct Spare {
+    give: Sender<Chunk>,
+    take: Receiver<Chunk>,
+    /// Chunks whose buffers grew past this (a huge record) are dropped, not kept.
+    max_bytes: usize,
+}
+
+impl Spare {
+    fn new(slots: usize, max_bytes: usize) -> Self {
+        let (give, take) = bounded(slots);
+        Spare {
+            give,
+            take,
+            max_bytes,
+        }
+    }
+
+    fn give(&self, mut chunk: Chunk) {
+        if chunk.capacity_bytes() <= self.max_bytes {
+            chunk.clear();
+            // Full (more spares than slots, which cannot happen): drop it.
+            let _ = self.give.try_send(chunk);
+        }
+    }
+
+    fn take(&self) -> Chunk {
+        self.take.try_recv().unwrap_or_default()
+    }
+}
 
 /// The flow side of one conversion: the live flows and the flow outputs.
 struct FlowSinks<'a> {
@@ -585,7 +626,7 @@ impl Engine {
         })?;
         // The first chunk is framed before any output exists; it takes its slot as usual.
         let _ = self.slot_take.recv();
-        let mut first = Chunk::default();
+        let mut first = self.spare.take();
         let first_fill = reader.fill(&mut first, self.chunk_frames, self.chunk_bytes);
         let mut defrag = Defragmenter::new(self.fragments);
         let opened = Opened {
@@ -679,7 +720,7 @@ impl Engine {
                         if self.slot_take.recv().is_err() {
                             break;
                         }
-                        let mut chunk = Chunk::default();
+                        let mut chunk = self.spare.take();
                         let filled = reader.fill(&mut chunk, self.chunk_frames, self.chunk_bytes);
                         (chunk, filled)
                     }
@@ -697,6 +738,7 @@ impl Engine {
                     defrag.finish(&mut chunk);
                 }
                 if chunk.frames.is_empty() && chunk.frags.is_empty() {
+                    self.spare.give(chunk);
                     let _ = self.slot_give.send(());
                 } else {
                     let tx = results_tx.clone();
@@ -704,10 +746,12 @@ impl Engine {
                     let parquet = parquet_encoder.clone();
                     let this_seq = seq;
                     seq += 1;
+                    let spare = Arc::clone(&self.spare);
                     self.pool.spawn(move || {
                         let r = encode_chunk(
                             &name,
                             chunk,
+                            &spare,
                             parquet.as_ref(),
                             want_csv,
                             want_lab,

@@ -203,6 +203,22 @@ pub struct Chunk {
 }
 
 impl Chunk {
+    /// Empty it for the next frames, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.first_frame = 0;
+        self.frames.clear();
+        self.data.clear();
+        self.frags = Default::default();
+        self.maybe_fragments.clear();
+    }
+
+    /// Bytes its buffers hold (their capacity, not their use).
+    pub fn capacity_bytes(&self) -> usize {
+        self.data.capacity()
+            + self.frames.capacity() * std::mem::size_of::<FrameMeta>()
+            + self.maybe_fragments.capacity() * std::mem::size_of::<u32>()
+    }
+
     pub fn frame_data(&self, f: &FrameMeta) -> &[u8] {
         let start = f.start as usize;
         &self.data[start..start + f.cap_len as usize]
