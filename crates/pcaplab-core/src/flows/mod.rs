@@ -151,6 +151,11 @@ impl FlowKey {
     pub fn community_id(&self, seed: u16) -> String {
         community_id(seed, self.proto, &self.a, &self.b)
     }
+
+    /// [`FlowKey::community_id`], written over `out`.
+    pub fn community_id_into(&self, seed: u16, out: &mut String) {
+        community_id_into(seed, self.proto, &self.a, &self.b, out)
+    }
 }
 
 fn addr_bytes(a: &Addr) -> &[u8] {
@@ -163,6 +168,13 @@ fn addr_bytes(a: &Addr) -> &[u8] {
 /// Community ID v1 of an already ordered pair of endpoints: `1:` + base64(SHA-1(seed, a, b,
 /// proto, 0, a.port, b.port)); ports are hashed only when both are known.
 pub fn community_id(seed: u16, proto: u8, a: &Endpoint, b: &Endpoint) -> String {
+    let mut out = String::with_capacity(30);
+    community_id_into(seed, proto, a, b, &mut out);
+    out
+}
+
+/// [`community_id`], written over `out` (which keeps its allocation).
+pub fn community_id_into(seed: u16, proto: u8, a: &Endpoint, b: &Endpoint, out: &mut String) {
     let mut h = Sha1::new();
     h.update(seed.to_be_bytes());
     h.update(addr_bytes(&a.addr));
@@ -172,10 +184,9 @@ pub fn community_id(seed: u16, proto: u8, a: &Endpoint, b: &Endpoint) -> String 
         h.update(pa.to_be_bytes());
         h.update(pb.to_be_bytes());
     }
-    format!(
-        "1:{}",
-        base64::engine::general_purpose::STANDARD.encode(h.finalize())
-    )
+    out.clear();
+    out.push_str("1:");
+    base64::engine::general_purpose::STANDARD.encode_string(h.finalize(), out);
 }
 
 /// ICMP type → the type of its answer, as Community ID (and Zeek) pair them; `None` for
@@ -615,6 +626,52 @@ impl ShardedFlows {
     }
 }
 
+/// A flow's history string, without an allocation: `^` and at most 12 letters.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryText {
+    buf: [u8; 13],
+    len: u8,
+}
+
+impl HistoryText {
+    fn push(&mut self, letter: u8) {
+        if let Some(slot) = self.buf.get_mut(usize::from(self.len)) {
+            *slot = letter;
+            self.len += 1;
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII letters and `^` are pushed.
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or("")
+    }
+}
+
+impl std::ops::Deref for HistoryText {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for HistoryText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.as_str().fmt(f)
+    }
+}
+
+impl std::fmt::Display for HistoryText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for HistoryText {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Why a flow's row was written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndReason {
@@ -688,17 +745,17 @@ impl Flow {
 
     /// Zeek's history string: `^` if flipped, then each letter once per direction in order of
     /// first occurrence, upper case for the originator.
-    pub fn history(&self) -> String {
+    pub fn history(&self) -> HistoryText {
         let orig = self.orig_side();
-        let mut h = String::new();
+        let mut h = HistoryText::default();
         if self.seg.flipped {
-            h.push('^');
+            h.push(b'^');
         }
         for (letter, side) in self.seg.history.events() {
             h.push(if side == orig {
-                char::from(letter)
+                letter
             } else {
-                char::from(letter.to_ascii_lowercase())
+                letter.to_ascii_lowercase()
             });
         }
         h
@@ -903,7 +960,7 @@ mod tests {
         let one = |ps: Vec<(i64, Packet)>| {
             let f = run(cfg, &ps, 100);
             assert_eq!(f.len(), 1);
-            (f[0].conn_state(), f[0].history())
+            (f[0].conn_state(), f[0].history().to_string())
         };
         assert_eq!(one(vec![(0, tcp(1, 5, 2, 80, SYN))]), ("S0", "S".into()));
         assert_eq!(

@@ -127,9 +127,11 @@ pub fn flows_batch(
     let mut tunnel_type = StringBuilder::new();
     let mut end_reason = StringBuilder::with_capacity(n, n * 4);
     let mut text = TextBuf::new();
+    let mut id = String::with_capacity(30);
     for fl in flows {
         let (o, r) = (fl.originator(), fl.responder());
-        community_id.append_value(fl.key.community_id(cfg.community_id_seed));
+        fl.key.community_id_into(cfg.community_id_seed, &mut id);
+        community_id.append_value(&id);
         ip_proto.append_value(fl.key.proto);
         vlan.append_option(fl.key.vlan());
         inner_vlan.append_option(fl.key.inner_vlan());
@@ -162,7 +164,7 @@ pub fn flows_batch(
         orig_flags.append_option(tcp.then_some(os.tcp_flags));
         resp_flags.append_option(tcp.then_some(rs.tcp_flags));
         conn_state.append_value(fl.conn_state());
-        history.append_value(fl.history());
+        history.append_value(fl.history().as_str());
         server_name.append_option(fl.seg.server_name.as_deref());
         first_frame.append_value(fl.seg.first_frame);
         match fl.seg.envelope.as_deref() {

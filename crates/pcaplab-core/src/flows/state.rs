@@ -16,14 +16,19 @@ pub(super) const L_RST: usize = 5;
 pub struct History {
     events: [u8; 12],
     len: u8,
+    /// Bit `letter * 2 + side` is set once that event is in `events` (the eviction ranking
+    /// asks every live flow whether it is closed).
+    seen: u16,
 }
 
 impl History {
     pub(super) fn push(&mut self, letter: usize, side: usize) {
-        let code = (letter * 2 + side) as u8;
-        if !self.events[..usize::from(self.len)].contains(&code) && usize::from(self.len) < 12 {
-            self.events[usize::from(self.len)] = code;
+        let code = letter * 2 + side;
+        // 12 events at most: each (letter, side) once.
+        if code < 12 && self.seen & 1 << code == 0 {
+            self.events[usize::from(self.len)] = code as u8;
             self.len += 1;
+            self.seen |= 1 << code;
         }
     }
 
@@ -40,7 +45,10 @@ impl History {
     }
 
     pub(super) fn has(&self, letter: u8, side: usize) -> bool {
-        self.events().any(|(l, s)| l == letter && s == side)
+        LETTERS
+            .iter()
+            .position(|&l| l == letter)
+            .is_some_and(|i| self.seen & 1 << (i * 2 + side) != 0)
     }
 
     /// A FIN from each side, or a RST from either: the connection is over.
