@@ -87,11 +87,15 @@ pub enum EncodeError {
 // Parquet
 
 /// Settings every Parquet output shares: zstd, chunk statistics, dictionaries where values
-/// repeat, and the capture's name in the file metadata.
+/// repeat, and the capture's name in the file metadata. No page index: with chunk statistics
+/// there is no column index to prune pages with, a column chunk of a row group is mostly one
+/// page, and the writer holds every row group's offset index until the file is closed
+/// (measured: 10 MiB of the memory an 8 M-packet flood's conversion gained over a 1 M one).
 fn common_properties(capture: &str) -> parquet::file::properties::WriterPropertiesBuilder {
     WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::default()))
         .set_statistics_enabled(EnabledStatistics::Chunk)
+        .set_offset_index_disabled(true)
         .set_created_by(format!("pcaplab {}", env!("CARGO_PKG_VERSION")))
         .set_key_value_metadata(Some(vec![KeyValue::new(
             "pcaplab.capture".to_owned(),
