@@ -40,6 +40,19 @@ PCAP_HEADER = struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1)  # LINKT
 RECORD = struct.Struct("<IIII")  # ts_sec, ts_usec, incl_len, orig_len
 
 
+def records(n, rate, frame):
+    """Packets 0..n-1 as pcap records, `rate` per second of capture time, in batches;
+    frame(i) makes packet i's bytes (called in order)."""
+    step = 1_000_000 / rate
+    for start in range(0, n, BATCH):
+        buf = []
+        for i in range(start, min(n, start + BATCH)):
+            f = frame(i)
+            us = BASE_US + int(i * step)
+            buf.append(RECORD.pack(us // 1_000_000, us % 1_000_000, len(f), len(f)) + f)
+        yield buf
+
+
 def syn_flood(n, rng, rate):
     # Ethernet: victim's MAC <- its router's; IPv4 then TCP; source, IP ID, source port and
     # sequence number vary; 6 bytes of Ethernet padding to the 60-byte minimum.
@@ -50,20 +63,16 @@ def syn_flood(n, rng, rate):
     # sport, dport, seq, ack, data offset 5 (<<4), flags SYN, window, checksum, urgent
     tcp = struct.Struct("!HHIIBBHHH")
     pad = bytes(6)
-    step = 1_000_000 / rate
-    for start in range(0, n, BATCH):
-        buf = []
-        for i in range(start, min(n, start + BATCH)):
-            r = rng.getrandbits(96)
-            src = (r & 0xFFFFFFFF).to_bytes(4, "big")
-            frame = (eth
-                     + ip.pack(0x45, 0, 40, (r >> 32) & 0xFFFF, 0x4000, 64, 6, 0, src, dst)
-                     + tcp.pack(1024 + ((r >> 48) & 0xFFFF) % 64512, 80, r >> 64, 0, 0x50, 0x02,
-                                512, 0, 0)
-                     + pad)
-            us = BASE_US + int(i * step)
-            buf.append(RECORD.pack(us // 1_000_000, us % 1_000_000, 60, 60) + frame)
-        yield buf
+
+    def frame(_):
+        r = rng.getrandbits(96)
+        src = (r & 0xFFFFFFFF).to_bytes(4, "big")
+        return (eth
+                + ip.pack(0x45, 0, 40, (r >> 32) & 0xFFFF, 0x4000, 64, 6, 0, src, dst)
+                + tcp.pack(1024 + ((r >> 48) & 0xFFFF) % 64512, 80, r >> 64, 0, 0x50, 0x02,
+                           512, 0, 0)
+                + pad)
+    return records(n, rate, frame)
 
 
 def dns_name(name):
@@ -88,39 +97,31 @@ def udp_scan(n, rng, rate):
                       + struct.pack("!HHHIH", 0xC00C, qtype, 1, 300, len(rdata)) + rdata)
     ip = struct.Struct("!BBHHHBBH4s4s")
     udp = struct.Struct("!HHHH")
-    step = 1_000_000 / rate
-    for start in range(0, n, BATCH):
-        buf = []
-        for i in range(start, min(n, start + BATCH)):
-            r = rng.getrandbits(70)
-            src = (r & 0xFFFFFFFF).to_bytes(4, "big")
-            body = bodies[(r >> 64) & 63]
-            dns = ((r >> 32) & 0xFFFF).to_bytes(2, "big") + body
-            frame = (eth
-                     + ip.pack(0x45, 0, 28 + len(dns), (r >> 48) & 0xFFFF, 0, 57, 17, 0, src, dst)
-                     + udp.pack(53, 33333, 8 + len(dns), 0)
-                     + dns)
-            us = BASE_US + int(i * step)
-            buf.append(RECORD.pack(us // 1_000_000, us % 1_000_000, len(frame), len(frame)) + frame)
-        yield buf
+
+    def frame(_):
+        r = rng.getrandbits(70)
+        src = (r & 0xFFFFFFFF).to_bytes(4, "big")
+        body = bodies[(r >> 64) & 63]
+        dns = ((r >> 32) & 0xFFFF).to_bytes(2, "big") + body
+        return (eth
+                + ip.pack(0x45, 0, 28 + len(dns), (r >> 48) & 0xFFFF, 0, 57, 17, 0, src, dst)
+                + udp.pack(53, 33333, 8 + len(dns), 0)
+                + dns)
+    return records(n, rate, frame)
 
 
 def udp_flows(n, rng, rate):
     # Byte for byte what flows_memory.sh wrote before this file (at the default rate).
     eth = bytes.fromhex("020000000002020000000001") + b"\x08\x00"
-    step = 1_000_000 / rate
-    for start in range(0, n, BATCH):
-        buf = []
-        for i in range(start, min(n, start + BATCH)):
-            src = bytes([10, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF])
-            sport = 1024 + (i % 60000)
-            udp = struct.pack("!HHHH", sport, 53, 8 + 4, 0) + b"ping"
-            ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src,
-                             bytes([192, 0, 2, 1]))
-            frame = eth + ip + udp
-            us = BASE_US + int(i * step)
-            buf.append(RECORD.pack(us // 1_000_000, us % 1_000_000, len(frame), len(frame)) + frame)
-        yield buf
+
+    def frame(i):
+        src = bytes([10, (i >> 16) & 0xFF, (i >> 8) & 0xFF, i & 0xFF])
+        sport = 1024 + (i % 60000)
+        udp = struct.pack("!HHHH", sport, 53, 8 + 4, 0) + b"ping"
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src,
+                         bytes([192, 0, 2, 1]))
+        return eth + ip + udp
+    return records(n, rate, frame)
 
 
 SHAPES = {"syn-flood": (syn_flood, 50_000), "udp-scan": (udp_scan, 50_000),
