@@ -231,9 +231,13 @@ struct EngineArgs {
     /// Worker threads [default: the number of CPUs].
     #[arg(long, short, value_name = "N")]
     jobs: Option<NonZeroUsize>,
-    /// Frames per chunk (and per Parquet row group) [default: the engine's].
+    /// Frames per chunk [default: the engine's].
     #[arg(long, value_name = "N", hide = true)]
     chunk_frames: Option<NonZeroUsize>,
+    /// Frames per Parquet row group of the packet table, in whole chunks [default: the
+    /// engine's].
+    #[arg(long, value_name = "N", hide = true)]
+    row_group_frames: Option<NonZeroUsize>,
     /// Flows: a TCP flow idle this long ends; its next packet starts a new flow (Zeek's
     /// default).
     #[arg(long, default_value = "5m", value_parser = duration, value_name = "DURATION")]
@@ -296,6 +300,9 @@ impl EngineArgs {
             .fragments(fragments);
         if let Some(n) = self.chunk_frames {
             builder = builder.chunk_frames(n.get());
+        }
+        if let Some(n) = self.row_group_frames {
+            builder = builder.row_group_frames(n.get());
         }
         Ok(builder.build()?)
     }

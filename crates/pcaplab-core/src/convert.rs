@@ -27,19 +27,22 @@ use crate::columns::decode_chunk_with;
 use crate::dissect::defrag::Defragmenter;
 use crate::dissect::frag::FragConfig;
 use crate::encode::{
-    EncodeError, FLOW_ROW_GROUP, Format, LAB_CSV_HEADER, ParquetEncoder, ParquetSink, csv_header,
-    csv_header_of, encode_csv, encode_lab_csv, encode_parquet, flows_parquet_sink,
+    EncodeError, FLOW_ROW_GROUP, Format, LAB_CSV_HEADER, ParquetSink, csv_header, csv_header_of,
+    encode_csv, encode_lab_csv, encode_parquet, flows_parquet_sink,
 };
 use crate::flows::{
     ChunkFlows, Flow, FlowConfig, FlowStats, FlowTable, ShardedFlows, flow_schema, flows_batch,
 };
 use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, NO_TIMESTAMP, ReadError};
+use crate::row_groups::{GroupDone, GroupError, RowGroups};
 use crate::summary::Summary;
 
-/// Frames per chunk (and Parquet row group) unless set otherwise. Measured with
-/// benches/compare.sh: 16 Ki frames keeps peak RSS under 64 MiB at full speed; larger chunks
-/// compress a little better (5.8 vs 6.2 bytes per packet at 64 Ki) and need twice the memory.
+/// Frames per chunk unless set otherwise. Measured with benches/compare.sh: 16 Ki frames keeps
+/// peak RSS under 64 MiB at full speed; larger chunks need more memory.
 pub const DEFAULT_CHUNK_FRAMES: usize = 16 * 1024;
+/// Frames per Parquet row group of the packet table unless set otherwise: consecutive chunks
+/// share a row group ([`crate::row_groups`]).
+pub const DEFAULT_ROW_GROUP_FRAMES: usize = 128 * 1024;
 /// Packet bytes per chunk unless set otherwise.
 pub const DEFAULT_CHUNK_BYTES: usize = 4 << 20;
 
@@ -49,6 +52,7 @@ pub struct EngineBuilder {
     jobs: usize,
     chunk_frames: usize,
     chunk_bytes: usize,
+    row_group_frames: usize,
     slots: Option<usize>,
     flows: FlowConfig,
     fragments: FragConfig,
@@ -60,6 +64,7 @@ impl Default for EngineBuilder {
             jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
             chunk_frames: DEFAULT_CHUNK_FRAMES,
             chunk_bytes: DEFAULT_CHUNK_BYTES,
+            row_group_frames: DEFAULT_ROW_GROUP_FRAMES,
             slots: None,
             flows: FlowConfig::default(),
             fragments: FragConfig::default(),
@@ -93,9 +98,17 @@ impl EngineBuilder {
         self
     }
 
-    /// Most frames per chunk (also the Parquet row group size).
+    /// Most frames per chunk.
     pub fn chunk_frames(mut self, n: usize) -> Self {
         self.chunk_frames = n;
+        self
+    }
+
+    /// Frames per Parquet row group of the packet table, in whole chunks: rounded down to a
+    /// multiple of the chunk frames, at least one chunk (a chunk cut short by its byte limit
+    /// makes its row group smaller).
+    pub fn row_group_frames(mut self, n: usize) -> Self {
+        self.row_group_frames = n;
         self
     }
 
@@ -143,6 +156,11 @@ impl EngineBuilder {
                 what: "chunk bytes",
             });
         }
+        if self.row_group_frames == 0 {
+            return Err(BuildError::Zero {
+                what: "row group frames",
+            });
+        }
         // Frame offsets inside a chunk are u32; one frame may overshoot the limit.
         let max = (u32::MAX as usize) - crate::reader::MAX_RECORD;
         if self.chunk_bytes > max {
@@ -174,6 +192,7 @@ impl EngineBuilder {
             pool,
             chunk_frames: self.chunk_frames,
             chunk_bytes: self.chunk_bytes,
+            chunks_per_group: (self.row_group_frames / self.chunk_frames).max(1),
             flows: self.flows,
             fragments: self.fragments,
             slot_give: give,
@@ -193,6 +212,8 @@ pub struct Engine {
     pool: rayon::ThreadPool,
     chunk_frames: usize,
     chunk_bytes: usize,
+    /// Chunks per Parquet row group of the packet table.
+    chunks_per_group: usize,
     flows: FlowConfig,
     fragments: FragConfig,
     slot_give: Sender<()>,
@@ -283,13 +304,28 @@ pub enum ConvertError {
     },
 }
 
-/// One chunk, encoded for every requested format.
+/// One chunk in flight: taken from the engine's slots before the chunk is filled, given back
+/// when its last holder lets go (the writer, once it has appended the chunk, and the packet
+/// table's row group, once it has the chunk's rows).
+struct Slot(Sender<()>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        // The engine's take side lives as long as the engine.
+        let _ = self.0.send(());
+    }
+}
+
+type PacketGroups = RowGroups<Arc<Slot>>;
+
+/// One chunk, encoded for every requested format but the packet table's Parquet (whose rows
+/// went to its row group).
 struct Encoded {
     summary: Summary,
     flows: Option<ShardedFlows>,
-    parquet: Option<Vec<ArrowColumnChunk>>,
     csv: Option<Vec<u8>>,
     lab_csv: Option<Vec<u8>>,
+    _slot: Arc<Slot>,
 }
 
 enum ChunkFailure {
@@ -300,45 +336,60 @@ enum ChunkFailure {
 
 type ChunkResult = (u64, Result<Encoded, ChunkFailure>);
 
-fn encode_chunk(
-    name: &str,
-    chunk: Chunk,
-    spare: &Spare,
-    parquet: Option<&ParquetEncoder>,
+/// What every chunk of one conversion is encoded into.
+struct ChunkOutputs<'a> {
+    name: &'a str,
+    spare: &'a Spare,
+    parquet: Option<&'a PacketGroups>,
     csv: bool,
     lab_csv: bool,
-    flows: Option<&FlowConfig>,
+    flows: Option<&'a FlowConfig>,
+}
+
+fn encode_chunk(
+    to: &ChunkOutputs<'_>,
+    seq: u64,
+    chunk: Chunk,
+    slot: Arc<Slot>,
 ) -> Result<Encoded, ChunkFailure> {
     let first_frame = chunk.first_frame;
     let run = || {
-        let decoded = decode_chunk_with(name, &chunk, flows)
+        let decoded = decode_chunk_with(to.name, &chunk, to.flows)
             .map_err(|e| ChunkFailure::Internal(first_frame, e.to_string()))?;
-        spare.give(chunk);
+        to.spare.give(chunk);
         let batch = &decoded.batch;
-        let parquet = parquet
-            .map(|e| encode_parquet(e, batch))
-            .transpose()
-            .map_err(|e| ChunkFailure::Encode("parquet", e))?;
-        let csv = csv
+        let csv = to
+            .csv
             .then(|| encode_csv(batch))
             .transpose()
             .map_err(|e| ChunkFailure::Encode("csv", e.into()))?;
-        let lab_csv = lab_csv
+        let lab_csv = to
+            .lab_csv
             .then(|| encode_lab_csv(batch))
             .transpose()
             .map_err(|e| ChunkFailure::Encode("lab-csv", e.into()))?;
+        if let Some(groups) = to.parquet {
+            groups.offer(seq, first_frame, decoded.batch, Arc::clone(&slot));
+        }
         Ok(Encoded {
             summary: decoded.summary,
             flows: decoded.flows.map(ChunkFlows::into_shards),
-            parquet,
             csv,
             lab_csv,
+            _slot: slot,
         })
     };
-    match catch_unwind(AssertUnwindSafe(run)) {
+    let r = match catch_unwind(AssertUnwindSafe(run)) {
         Ok(r) => r,
         Err(panic) => Err(ChunkFailure::Internal(first_frame, panic_message(&*panic))),
+    };
+    if r.is_err()
+        && let Some(groups) = to.parquet
+    {
+        // Its row group can never be complete: let the batches waiting for it go.
+        groups.fail();
     }
+    r
 }
 
 /// A bug, reported as a write error of the flow outputs.
@@ -347,7 +398,7 @@ fn internal(message: String) -> EncodeError {
 }
 
 /// What a caught panic said.
-fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<&str>()
         .map(|s| s.to_string())
@@ -555,9 +606,6 @@ impl Sinks<'_> {
         if let (Some(f), Some(chunk)) = (&mut self.flows, e.flows) {
             f.merge(pool, chunk)?;
         }
-        if let (Some(sink), Some(chunks)) = (&mut self.parquet, e.parquet) {
-            sink.append(chunks).map_err(|e| ("parquet", e))?;
-        }
         if let (Some(w), Some(bytes)) = (&mut self.csv, e.csv) {
             w.write_all(&bytes).map_err(|e| ("csv", e.into()))?;
         }
@@ -626,7 +674,7 @@ impl Engine {
             source,
         })?;
         // The first chunk is framed before any output exists; it takes its slot as usual.
-        let _ = self.slot_take.recv();
+        let first_slot = self.take_slot();
         let mut first = self.spare.take();
         let first_fill = reader.fill(&mut first, self.chunk_frames, self.chunk_bytes);
         let mut defrag = Defragmenter::new(self.fragments);
@@ -643,14 +691,14 @@ impl Engine {
         let outputs = match outputs(&opened) {
             Ok(o) => o,
             Err(source) => {
-                let _ = self.slot_give.send(());
+                drop(first_slot);
                 return Err(ConvertError::Outputs {
                     name: name.to_owned(),
                     source,
                 });
             }
         };
-        let mut first = Some((first, first_fill));
+        let mut first = Some((first_slot, first, first_fill));
         let write_err = |(format, source): (&'static str, EncodeError)| ConvertError::Write {
             name: name.to_owned(),
             format,
@@ -699,74 +747,83 @@ impl Engine {
             w.write_all(LAB_CSV_HEADER)
                 .map_err(|e| write_err(("lab-csv", e.into())))?;
         }
-        let parquet_encoder = sinks.parquet.as_ref().map(|p| p.encoder());
+        let (groups_tx, groups_rx) = unbounded::<GroupDone>();
+        let groups = sinks
+            .parquet
+            .as_ref()
+            .map(|p| PacketGroups::new(p.encoder(), self.chunks_per_group, groups_tx));
+        let per_group = groups.as_ref().map(|g| g.per_group());
         let (want_csv, want_lab) = (sinks.csv.is_some(), sinks.lab_csv.is_some());
-        let flow_cfg = track_flows.then_some(self.flows);
         let failed = AtomicBool::new(false);
         let (results_tx, results_rx) = unbounded::<ChunkResult>();
 
         std::thread::scope(|scope| {
-            let writer = scope.spawn(|| self.write_in_order(results_rx, sinks, &failed));
+            let writer = scope
+                .spawn(|| self.write_in_order(results_rx, groups_rx, per_group, sinks, &failed));
+            let to = ChunkOutputs {
+                name: &shared_name,
+                spare: &self.spare,
+                parquet: groups.as_ref(),
+                csv: want_csv,
+                lab_csv: want_lab,
+                flows: track_flows.then_some(&self.flows),
+            };
             let mut damage = None;
             let mut seq = 0u64;
-            loop {
-                if failed.load(Ordering::Relaxed) {
-                    break;
-                }
-                let (chunk, filled) = match first.take() {
-                    Some(first) => first,
-                    None => {
-                        // Wait for a slot; the engine's own give side never closes while it
-                        // lives.
-                        if self.slot_take.recv().is_err() {
-                            break;
+            self.pool.in_place_scope(|tasks| {
+                loop {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let (slot, chunk, filled) = match first.take() {
+                        Some(first) => first,
+                        None => {
+                            let slot = self.take_slot();
+                            let mut chunk = self.spare.take();
+                            let filled =
+                                reader.fill(&mut chunk, self.chunk_frames, self.chunk_bytes);
+                            (slot, chunk, filled)
                         }
-                        let mut chunk = self.spare.take();
-                        let filled = reader.fill(&mut chunk, self.chunk_frames, self.chunk_bytes);
-                        (chunk, filled)
+                    };
+                    let more = match filled {
+                        Ok(more) => more,
+                        Err(e) => {
+                            damage = Some(e);
+                            false
+                        }
+                    };
+                    let mut chunk = chunk;
+                    defrag.scan(&mut chunk);
+                    if !more {
+                        defrag.finish(&mut chunk);
                     }
-                };
-                let more = match filled {
-                    Ok(more) => more,
-                    Err(e) => {
-                        damage = Some(e);
-                        false
+                    if chunk.frames.is_empty() && chunk.frags.is_empty() {
+                        self.spare.give(chunk);
+                        drop(slot);
+                    } else {
+                        let tx = results_tx.clone();
+                        let this_seq = seq;
+                        seq += 1;
+                        let to = &to;
+                        tasks.spawn(move |_| {
+                            let r = encode_chunk(to, this_seq, chunk, slot);
+                            // The writer outlives every task: it stops only when all senders,
+                            // including this one, are gone.
+                            let _ = tx.send((this_seq, r));
+                        });
                     }
-                };
-                let mut chunk = chunk;
-                defrag.scan(&mut chunk);
-                if !more {
-                    defrag.finish(&mut chunk);
+                    if !more {
+                        break;
+                    }
                 }
-                if chunk.frames.is_empty() && chunk.frags.is_empty() {
-                    self.spare.give(chunk);
-                    let _ = self.slot_give.send(());
-                } else {
-                    let tx = results_tx.clone();
-                    let name = Arc::clone(&shared_name);
-                    let parquet = parquet_encoder.clone();
-                    let this_seq = seq;
-                    seq += 1;
-                    let spare = Arc::clone(&self.spare);
-                    self.pool.spawn(move || {
-                        let r = encode_chunk(
-                            &name,
-                            chunk,
-                            &spare,
-                            parquet.as_ref(),
-                            want_csv,
-                            want_lab,
-                            flow_cfg.as_ref(),
-                        );
-                        // The writer outlives every task: it stops only when all senders,
-                        // including this one, are gone.
-                        let _ = tx.send((this_seq, r));
-                    });
+                // Every chunk has been handed out: the last row group may close once its
+                // batches are written.
+                if let Some(g) = to.parquet {
+                    g.finish(seq);
                 }
-                if !more {
-                    break;
-                }
-            }
+            });
+            // The last senders to the writer: it finishes once they are gone.
+            drop(groups);
             drop(results_tx);
             let written = writer.join();
             let (summary, outcome) = match written {
@@ -797,38 +854,98 @@ impl Engine {
         })
     }
 
-    /// The writer thread: append chunks in sequence order, give slots back, finish the sinks.
-    /// After a failure it keeps draining (and giving slots back) so that nothing blocks.
+    /// Wait for a slot. The engine holds the other side of the channel for as long as it
+    /// lives, so this cannot fail.
+    fn take_slot(&self) -> Arc<Slot> {
+        let _ = self.slot_take.recv();
+        Arc::new(Slot(self.slot_give.clone()))
+    }
+
+    /// The writer thread: append chunks and the packet table's row groups, each in order,
+    /// and finish the sinks. After a failure it keeps draining (dropping what it gets, which
+    /// gives the slots back) so that nothing blocks. The packet table has a row group per
+    /// `per_group` chunks, when it is written.
     fn write_in_order(
         &self,
         results: Receiver<ChunkResult>,
+        groups: Receiver<GroupDone>,
+        per_group: Option<u64>,
         mut sinks: Sinks<'_>,
         failed: &AtomicBool,
     ) -> (Summary, Result<(), ChunkFailure>) {
         let mut summary = Summary::default();
         let mut pending: BTreeMap<u64, Result<Encoded, ChunkFailure>> = BTreeMap::new();
-        let mut next = 0u64;
+        let mut pending_groups = BTreeMap::new();
+        let (mut next, mut next_group) = (0u64, 0u64);
         let mut outcome: Result<(), ChunkFailure> = Ok(());
-        for (seq, r) in results.iter() {
-            pending.insert(seq, r);
+        let fail = |outcome: &mut Result<(), ChunkFailure>, e: ChunkFailure| {
+            if outcome.is_ok() {
+                *outcome = Err(e);
+                failed.store(true, Ordering::Relaxed);
+            }
+        };
+        // A channel whose senders are all gone is replaced by one that never delivers.
+        let (no_results, no_groups) = (crossbeam_channel::never(), crossbeam_channel::never());
+        let (mut results, mut groups) = (Some(results), Some(groups));
+        while results.is_some() || groups.is_some() {
+            crossbeam_channel::select! {
+                recv(results.as_ref().unwrap_or(&no_results)) -> r => match r {
+                    Ok((seq, r)) => {
+                        pending.insert(seq, r);
+                    }
+                    Err(_) => results = None,
+                },
+                recv(groups.as_ref().unwrap_or(&no_groups)) -> g => match g {
+                    Ok((index, g)) => {
+                        pending_groups.insert(index, g);
+                    }
+                    Err(_) => groups = None,
+                },
+            }
             while let Some(r) = pending.remove(&next) {
                 next += 1;
-                if outcome.is_ok() {
-                    match r {
-                        Ok(encoded) => {
-                            summary.merge(&encoded.summary);
-                            if let Err((f, e)) = sinks.append(&self.pool, encoded) {
-                                outcome = Err(ChunkFailure::Encode(f, e));
-                            }
+                match r {
+                    Ok(encoded) if outcome.is_ok() => {
+                        summary.merge(&encoded.summary);
+                        if let Err((f, e)) = sinks.append(&self.pool, encoded) {
+                            fail(&mut outcome, ChunkFailure::Encode(f, e));
                         }
-                        Err(e) => outcome = Err(e),
                     }
-                    if outcome.is_err() {
-                        failed.store(true, Ordering::Relaxed);
-                    }
+                    Ok(_) => {}
+                    Err(e) => fail(&mut outcome, e),
                 }
-                let _ = self.slot_give.send(());
             }
+            while let Some(g) = pending_groups.remove(&next_group) {
+                next_group += 1;
+                let appended = g.map_err(|e| match e {
+                    GroupError::Encode(e) => ChunkFailure::Encode("parquet", e),
+                    GroupError::Panic {
+                        first_frame,
+                        message,
+                    } => ChunkFailure::Internal(first_frame, message),
+                });
+                let appended = appended.and_then(|chunks| match &mut sinks.parquet {
+                    Some(sink) if outcome.is_ok() => sink
+                        .append(chunks)
+                        .map_err(|e| ChunkFailure::Encode("parquet", e)),
+                    _ => Ok(()),
+                });
+                if let Err(e) = appended {
+                    fail(&mut outcome, e);
+                }
+            }
+        }
+        if outcome.is_ok()
+            && let Some(expected) = per_group.map(|p| next.div_ceil(p))
+            && expected != next_group
+        {
+            fail(
+                &mut outcome,
+                ChunkFailure::Internal(
+                    0,
+                    format!("{next} chunks made {next_group} Parquet row groups, not {expected}"),
+                ),
+            );
         }
         if outcome.is_ok() {
             match sinks.finish(&self.pool) {

@@ -16,7 +16,8 @@ use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_writer::{
-    ArrowColumnChunk, ArrowRowGroupWriterFactory, ArrowWriterOptions, compute_leaves,
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, ArrowWriterOptions,
+    compute_leaves,
 };
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
@@ -159,7 +160,7 @@ impl<W: Write + Send> ParquetSink<W> {
         Self::with_schema(out, schema(), parquet_properties(capture))
     }
 
-    fn with_schema(
+    pub(crate) fn with_schema(
         out: W,
         schema: arrow_schema::SchemaRef,
         props: WriterProperties,
@@ -199,6 +200,16 @@ pub fn encode_parquet(
     batch: &RecordBatch,
 ) -> Result<Vec<ArrowColumnChunk>, EncodeError> {
     let mut writers = encoder.create_column_writers(0)?;
+    write_batch(&mut writers, batch)?;
+    close_writers(writers)
+}
+
+/// Append a batch's rows to a row group's column writers (from
+/// [`ArrowRowGroupWriterFactory::create_column_writers`]); a row group may take any number.
+pub fn write_batch(
+    writers: &mut [ArrowColumnWriter],
+    batch: &RecordBatch,
+) -> Result<(), EncodeError> {
     let mut next = writers.iter_mut();
     for (array, field) in batch.columns().iter().zip(batch.schema().fields()) {
         for leaf in compute_leaves(field, array)? {
@@ -213,6 +224,13 @@ pub fn encode_parquet(
             }
         }
     }
+    Ok(())
+}
+
+/// Finish a row group's column writers: its column chunks, for [`ParquetSink::append`].
+pub fn close_writers(
+    writers: Vec<ArrowColumnWriter>,
+) -> Result<Vec<ArrowColumnChunk>, EncodeError> {
     Ok(writers
         .into_iter()
         .map(|w| w.close())

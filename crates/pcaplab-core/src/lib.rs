@@ -16,6 +16,7 @@ pub mod flows;
 pub mod fuzzing;
 pub mod item;
 pub mod reader;
+pub mod row_groups;
 pub mod summary;
 
 pub use columns::{decode_chunk, decode_chunk_with, schema};

@@ -328,6 +328,106 @@ fn output_does_not_depend_on_threads_or_chunking() {
     assert_eq!(a.report.expect("ok").summary, b.report.expect("ok").summary);
 }
 
+/// The packet table's row groups span several chunks, decoded on different threads: the rows
+/// are the ones one chunk per row group gives, in file order, in row groups of whole chunks.
+#[test]
+fn parquet_row_groups_span_chunks_in_file_order() {
+    let Some(dir) = corpus() else { return };
+    let bytes = std::fs::read(dir.join("pcapplusplus__many-protocols.pcap")).expect("read");
+    let build = |jobs, slots, row_group_frames| {
+        Engine::builder()
+            .jobs(jobs)
+            .chunk_frames(13)
+            .row_group_frames(row_group_frames)
+            .slots(slots)
+            .build()
+            .expect("engine")
+    };
+    let one = convert(&build(1, 1, 13), "many", bytes.clone());
+    let one_rows = read_parquet(one.parquet);
+    let concat = |v: &[RecordBatch]| {
+        arrow_select::concat::concat_batches(&v[0].schema(), v).expect("concat")
+    };
+    let expected = concat(&one_rows);
+    assert_eq!(expected.num_rows(), 4709);
+    // 7 chunks of 13 frames (91 rows) per row group; 20 (or 29) is not a multiple of 13.
+    for (jobs, slots, frames, group_rows) in [(2, 4, 91, 91), (2, 1, 91, 91), (2, 3, 20, 13)] {
+        let c = convert(&build(jobs, slots, frames), "many", bytes.clone());
+        let report = c.report.expect("converts");
+        assert_eq!(report.summary.packets, 4709);
+        let reader =
+            ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(c.parquet)).expect("valid");
+        let sizes: Vec<i64> = reader
+            .metadata()
+            .row_groups()
+            .iter()
+            .map(|g| g.num_rows())
+            .collect();
+        let full = 4709 / group_rows;
+        assert_eq!(sizes.len(), full + 1, "{jobs} jobs, {frames} frames");
+        assert!(
+            sizes[..full].iter().all(|&n| n == group_rows as i64),
+            "{sizes:?}"
+        );
+        assert_eq!(sizes[full], (4709 % group_rows) as i64);
+        let rows: Vec<RecordBatch> = reader
+            .build()
+            .expect("reader")
+            .map(|b| b.expect("batch"))
+            .collect();
+        assert_eq!(concat(&rows), expected, "{jobs} jobs, {frames} frames");
+        assert_eq!(c.csv, one.csv);
+    }
+}
+
+/// A Parquet output that fails mid-way is reported, and every slot comes back: row groups that
+/// were still being written or waiting let their chunks go.
+#[test]
+fn a_failing_parquet_output_gives_every_slot_back() {
+    struct FailsAfter(usize);
+    impl std::io::Write for FailsAfter {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if b.len() > self.0 {
+                return Err(std::io::Error::other("disk full"));
+            }
+            self.0 -= b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let Some(dir) = corpus() else { return };
+    let bytes = std::fs::read(dir.join("pcapplusplus__many-protocols.pcap")).expect("read");
+    let e = Engine::builder()
+        .jobs(2)
+        .chunk_frames(13)
+        .row_group_frames(39)
+        .slots(3)
+        .build()
+        .expect("engine");
+    for room in [0, 100, 20_000] {
+        let r = e.convert(
+            "m",
+            Box::new(Cursor::new(bytes.clone())),
+            Outputs {
+                parquet: Some(Box::new(FailsAfter(room))),
+                ..Outputs::default()
+            },
+        );
+        match r {
+            Err(ConvertError::Write { format, .. }) => assert_eq!(format, "parquet", "{room}"),
+            other => panic!("{room}: {other:?}"),
+        }
+    }
+    let ok = convert(
+        &e,
+        "m2",
+        std::fs::read(dir.join("tcpdump__pptp.pcap")).expect("read"),
+    );
+    assert_eq!(ok.report.expect("ok").summary.packets, 23);
+}
+
 /// IP fragments are reassembled in file order before chunks are handed out, so a datagram
 /// whose fragments fall into different chunks (here: down to one frame per chunk) decodes the
 /// same, on any number of threads: every column, every flow and the summary are identical.
