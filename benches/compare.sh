@@ -15,8 +15,14 @@
 #                                                without app fields, on the same input)
 # and prints packets/s, the ratio to tshark, peak RSS (/usr/bin/time -v) and output bytes per
 # packet. Needs tshark and mergecap (Debian: apt-get install tshark) and GNU time (apt: time).
-# Each tool runs RUNS times (default 3); the median is reported.
+# Each tool runs RUNS times (default 3); the median is reported. The pcaplab measured is this
+# tree's (`cargo build --release -p pcaplab-cli`), or NEW_BIN. benches/speed.sh measures the
+# packet table on three inputs (small TCP, DNS, this one) against tshark and capinfos -c, with
+# BASELINE_BIN interleaved.
 set -euo pipefail
+for var in NEW_BIN BASELINE_BIN; do
+  case "${!var:-}" in */*) printf -v "$var" '%s' "$(realpath "${!var}")" ;; esac
+done
 cd "$(dirname "$0")/.."
 
 corpus="${PCAPLAB_CORPUS:-$(cd .. && pwd)/shared/captures}"
@@ -30,8 +36,12 @@ jobs="${JOBS:-$(nproc)}"
 for tool in tshark mergecap capinfos /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed (apt-get install tshark time)" >&2; exit 1; }
 done
-cargo build --release -q -p pcaplab-cli
-bin="$PWD/target/release/pcaplab"
+if [ -n "${NEW_BIN:-}" ]; then
+  bin="$NEW_BIN"
+else
+  cargo build --release -q -p pcaplab-cli
+  bin="$PWD/target/release/pcaplab"
+fi
 
 input="$work/bench-input.pcap"
 if [ ! -f "$input" ]; then
