@@ -615,7 +615,7 @@ pub struct ShardedFlows {
 
 impl ShardedFlows {
     /// Segments below which merging the chunk on the caller's thread beats handing the shards
-    /// to a thread pool (ordinary traffic: a few hundred flows per chunk of 16 Ki frames).
+    /// to a thread pool (ordinary traffic: a few hundred flows per chunk of 8 Ki frames).
     const PARALLEL_MERGE: usize = 4096;
 
     /// Whether [`FlowTable::merge`] spreads this chunk over the pool's threads; when it does
