@@ -751,10 +751,21 @@ impl Engine {
                 .map_err(|e| write_err(("lab-csv", e.into())))?;
         }
         let (groups_tx, groups_rx) = unbounded::<GroupDone>();
+        // A row group's columns are written in as many parts as there are workers.
         let groups = sinks
             .parquet
             .as_ref()
-            .map(|p| PacketGroups::new(p.encoder(), self.chunks_per_group, groups_tx));
+            .map(|p| {
+                PacketGroups::new(
+                    p.encoder(),
+                    crate::columns::schema(),
+                    self.chunks_per_group,
+                    self.pool.current_num_threads(),
+                    groups_tx,
+                )
+            })
+            .transpose()
+            .map_err(|e| write_err(("parquet", e)))?;
         let per_group = groups.as_ref().map(|g| g.per_group());
         let (want_csv, want_lab) = (sinks.csv.is_some(), sinks.lab_csv.is_some());
         let failed = AtomicBool::new(false);

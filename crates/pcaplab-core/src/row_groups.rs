@@ -1,27 +1,34 @@
-//! Parquet row groups of several chunks, written by whichever worker brings the next batch.
+//! Parquet row groups of several chunks, written by whichever workers bring the batches.
 //!
 //! Chunks are decoded on any worker, but a row group per chunk makes Parquet pay per chunk what
 //! it should pay once per many rows: a column writer (and a zstd context) per column, its
 //! dictionary, page headers, and the footer's metadata, which the file writer keeps until the
-//! file is closed. So [`RowGroups::per_group`] consecutive chunks share a row group. The worker
-//! that brings the batch a row group needs next writes it, and every later batch of that row
-//! group already waiting, into the row group's column writers; a batch that comes early waits,
-//! holding its slot (so memory stays bounded by the engine's slots); the worker that writes a
-//! row group's last batch closes it and sends its column chunks to the writer thread. Row groups
-//! are independent, so workers write different row groups at the same time.
+//! file is closed. So [`RowGroups::per_group`] consecutive chunks share a row group.
 //!
-//! No worker ever waits for another: a batch that cannot be written yet is left for the worker
-//! writing its row group, which looks for waiting batches before it lets go of the writers.
+//! A row group's columns are split into parts (column `i` in part `i % parts`), each an
+//! independent stream of writes: a part takes the batches in chunk order, and different parts,
+//! or parts of different row groups, are written by different workers at the same time. A
+//! worker that brings a batch writes, for any part of its row group that is free, that batch
+//! and every later one already waiting; a batch that comes early waits, holding its slot (so
+//! memory stays bounded by the engine's slots), until every part has written it. The worker
+//! that closes a row group's last part sends the row group's column chunks, in column order,
+//! to the writer thread.
+//!
+//! No worker ever waits for another: work that cannot be done yet is left for the worker that
+//! holds the part, which looks for waiting batches before it lets go of the part's writers.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use arrow_array::RecordBatch;
+use arrow_array::{RecordBatch, new_empty_array};
+use arrow_schema::SchemaRef;
 use crossbeam_channel::Sender;
-use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter};
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
 
-use crate::encode::{EncodeError, ParquetEncoder, close_writers, write_batch};
+use crate::encode::{EncodeError, ParquetEncoder};
 
 /// A finished row group (its index and column chunks), or why it failed.
 pub type GroupDone = (u64, Result<Vec<ArrowColumnChunk>, GroupError>);
@@ -39,15 +46,20 @@ pub enum GroupError {
 /// The row groups of one Parquet output; `H` is what a waiting batch holds on to (its slot).
 pub struct RowGroups<H> {
     encoder: ParquetEncoder,
+    schema: SchemaRef,
     per_group: u64,
+    /// The leaf columns (column writers) of each top-level column.
+    leaves: Vec<Range<usize>>,
+    parts: usize,
     state: Mutex<State<H>>,
     done: Sender<GroupDone>,
 }
 
 struct State<H> {
-    /// Batches that came before the batch their row group needs next, by chunk sequence.
-    waiting: BTreeMap<u64, Waiting<H>>,
-    /// Row groups with at least one batch written or being written, by index.
+    /// Batches that some part of their row group has not written yet, by chunk sequence, with
+    /// how many parts have taken them.
+    waiting: BTreeMap<u64, (Arc<Waiting<H>>, usize)>,
+    /// Row groups with at least one batch offered, by index.
     open: HashMap<u64, Open>,
     /// Chunks in the capture, once the reader has reached its end.
     total: Option<u64>,
@@ -62,25 +74,60 @@ struct Waiting<H> {
 }
 
 struct Open {
-    /// The chunk sequence this row group needs next.
+    parts: Vec<Part>,
+    /// The column chunks of the parts closed so far, with their leaf column indexes.
+    closed: Vec<(usize, ArrowColumnChunk)>,
+    /// Parts whose column chunks are in `closed` (a part is `Closed` before that: while its
+    /// worker closes its writers without the lock).
+    parts_closed: usize,
+}
+
+struct Part {
+    /// The chunk sequence this part needs next.
     next: u64,
     writers: Writers,
 }
 
 enum Writers {
-    /// No batch written yet.
-    New,
-    Idle(Vec<ArrowColumnWriter>),
+    /// The part's leaf column indexes and writers, free to take.
+    Idle(Vec<(usize, ArrowColumnWriter)>),
     /// A worker is writing; it writes whatever waits before it lets go.
     Busy,
+    Closed,
+}
+
+/// What one worker took to do for one part.
+struct Job<H> {
+    part: usize,
+    batches: Vec<Arc<Waiting<H>>>,
+    /// The part's next chunk once these are written.
+    next: u64,
+    writers: Vec<(usize, ArrowColumnWriter)>,
 }
 
 impl<H> RowGroups<H> {
-    /// `per_group` chunks (at least 1) to a row group; finished row groups go to `done`.
-    pub fn new(encoder: ParquetEncoder, per_group: usize, done: Sender<GroupDone>) -> Self {
-        RowGroups {
+    /// `per_group` chunks (at least 1) to a row group, whose columns are written in `parts`
+    /// (at least 1) independent parts; batches have `schema`; finished row groups go to `done`.
+    pub fn new(
+        encoder: ParquetEncoder,
+        schema: SchemaRef,
+        per_group: usize,
+        parts: usize,
+        done: Sender<GroupDone>,
+    ) -> Result<Self, EncodeError> {
+        let mut leaves = Vec::with_capacity(schema.fields().len());
+        let mut at = 0;
+        for field in schema.fields() {
+            let n = compute_leaves(field, &new_empty_array(field.data_type()))?.len();
+            leaves.push(at..at + n);
+            at += n;
+        }
+        Ok(RowGroups {
             encoder,
             per_group: per_group.max(1) as u64,
+            parts: parts.clamp(1, schema.fields().len().max(1)),
+            schema,
+            leaves,
             state: Mutex::new(State {
                 waiting: BTreeMap::new(),
                 open: HashMap::new(),
@@ -88,7 +135,7 @@ impl<H> RowGroups<H> {
                 failed: false,
             }),
             done,
-        }
+        })
     }
 
     /// Chunks per row group.
@@ -102,20 +149,19 @@ impl<H> RowGroups<H> {
     }
 
     /// The batch of chunk `seq` (chunks are numbered from 0 in file order, with no gaps):
-    /// written now if its row group needs it next, else left waiting with `hold`.
+    /// written now by this worker where a part of its row group is free to, else left waiting
+    /// with `hold` for the workers writing the other parts.
     pub fn offer(&self, seq: u64, first_frame: u64, batch: RecordBatch, hold: H) {
         let mut st = self.lock();
         if st.failed {
             return;
         }
-        st.waiting.insert(
-            seq,
-            Waiting {
-                batch,
-                first_frame,
-                _hold: hold,
-            },
-        );
+        let waiting = Waiting {
+            batch,
+            first_frame,
+            _hold: hold,
+        };
+        st.waiting.insert(seq, (Arc::new(waiting), 0));
         self.drive(seq / self.per_group, st);
     }
 
@@ -143,96 +189,205 @@ impl<H> RowGroups<H> {
         total.map_or(end, |t| end.min(t))
     }
 
-    /// Write what row group `r` can take now, unless another worker is writing it.
+    /// Row group `r`'s column writers, dealt out to its parts.
+    fn open_group(&self, r: u64) -> Result<Open, EncodeError> {
+        let mut writers = self
+            .encoder
+            .create_column_writers(0)?
+            .into_iter()
+            .enumerate();
+        let mut parts: Vec<Vec<(usize, ArrowColumnWriter)>> =
+            (0..self.parts).map(|_| Vec::new()).collect();
+        for (i, leaves) in self.leaves.iter().enumerate() {
+            for _ in leaves.clone() {
+                if let Some(w) = writers.next() {
+                    parts[i % self.parts].push(w);
+                }
+            }
+        }
+        let next = r * self.per_group;
+        Ok(Open {
+            parts: parts
+                .into_iter()
+                .map(|w| Part {
+                    next,
+                    writers: Writers::Idle(w),
+                })
+                .collect(),
+            closed: Vec::new(),
+            parts_closed: 0,
+        })
+    }
+
+    /// Take the first part of row group `r` that is free and has batches to write or is
+    /// complete, with those batches.
+    fn take_job(&self, r: u64, st: &mut State<H>) -> Option<Job<H>> {
+        let end = self.end_of(r, st.total);
+        let parts = self.parts;
+        let State { waiting, open, .. } = st;
+        let group = open.get_mut(&r)?;
+        for (p, part) in group.parts.iter_mut().enumerate() {
+            if !matches!(part.writers, Writers::Idle(_)) {
+                continue;
+            }
+            let mut batches = Vec::new();
+            let mut next = part.next;
+            while next < end
+                && let Some((w, taken)) = waiting.get_mut(&next)
+            {
+                batches.push(Arc::clone(w));
+                *taken += 1;
+                if *taken == parts {
+                    waiting.remove(&next);
+                }
+                next += 1;
+            }
+            if batches.is_empty() && next < end {
+                continue;
+            }
+            let Writers::Idle(writers) = std::mem::replace(&mut part.writers, Writers::Busy) else {
+                continue;
+            };
+            return Some(Job {
+                part: p,
+                batches,
+                next,
+                writers,
+            });
+        }
+        None
+    }
+
+    /// Write what row group `r` can take now, part by part, until every part is either
+    /// written up to the batches that have come or held by another worker.
     fn drive<'s>(&'s self, r: u64, mut st: MutexGuard<'s, State<H>>) {
         loop {
             if st.failed {
                 return;
             }
-            let end = self.end_of(r, st.total);
-            let State { waiting, open, .. } = &mut *st;
-            let group = open.entry(r).or_insert(Open {
-                next: r * self.per_group,
-                writers: Writers::New,
-            });
-            if matches!(group.writers, Writers::Busy) {
+            if let Entry::Vacant(vacant) = st.open.entry(r) {
+                match self.open_group(r) {
+                    Ok(g) => {
+                        vacant.insert(g);
+                    }
+                    Err(e) => return self.fail_with(r, st, e.into()),
+                }
+            }
+            let Some(job) = self.take_job(r, &mut st) else {
                 return;
-            }
-            let mut batches = Vec::new();
-            let mut next = group.next;
-            while next < end
-                && let Some(w) = waiting.remove(&next)
-            {
-                batches.push(w);
-                next += 1;
-            }
-            if batches.is_empty() && next < end {
-                return;
-            }
-            let writers = std::mem::replace(&mut group.writers, Writers::Busy);
+            };
             drop(st);
 
+            let Job {
+                part,
+                batches,
+                next,
+                mut writers,
+            } = job;
             let first_frame = batches.first().map_or(0, |w| w.first_frame);
             let written = catch_unwind(AssertUnwindSafe(|| {
-                let mut writers = match writers {
-                    Writers::Idle(w) => w,
-                    Writers::New | Writers::Busy => self.encoder.create_column_writers(0)?,
-                };
                 for w in &batches {
-                    write_batch(&mut writers, &w.batch)?;
+                    self.write_part(part, &mut writers, &w.batch)?;
                 }
-                Ok::<_, EncodeError>(writers)
+                Ok::<_, EncodeError>(())
             }));
-            // The batches are in the column writers now: give their slots back.
+            // Where this was the last part to write them, give the batches' slots back.
             drop(batches);
+            let panicked = |panic: Box<dyn std::any::Any + Send>| GroupError::Panic {
+                first_frame,
+                message: crate::convert::panic_message(&*panic),
+            };
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return self.fail_with(r, self.lock(), e.into()),
+                Err(panic) => return self.fail_with(r, self.lock(), panicked(panic)),
+            }
 
             st = self.lock();
             if st.failed {
                 return;
             }
-            let writers = match written {
-                Ok(Ok(w)) => w,
-                Ok(Err(e)) => return self.fail_with(r, st, e.into()),
-                Err(panic) => {
-                    let message = crate::convert::panic_message(&*panic);
-                    return self.fail_with(
-                        r,
-                        st,
-                        GroupError::Panic {
-                            first_frame,
-                            message,
-                        },
-                    );
-                }
-            };
             // The capture's end may have been found while the batches were being written.
-            if next == self.end_of(r, st.total) {
-                st.open.remove(&r);
-                drop(st);
-                let closed = catch_unwind(AssertUnwindSafe(|| close_writers(writers)));
-                let closed = match closed {
-                    Ok(r) => r.map_err(GroupError::from),
-                    Err(panic) => Err(GroupError::Panic {
-                        first_frame,
-                        message: crate::convert::panic_message(&*panic),
-                    }),
-                };
-                if closed.is_err() {
-                    self.fail();
-                }
-                // The writer thread outlives every row group: it stops when this sender, too,
-                // is gone.
-                let _ = self.done.send((r, closed));
+            let complete = next == self.end_of(r, st.total);
+            let Some(group) = st.open.get_mut(&r) else {
+                return;
+            };
+            group.parts[part].next = next;
+            if !complete {
+                group.parts[part].writers = Writers::Idle(writers);
+                continue;
+            }
+            group.parts[part].writers = Writers::Closed;
+            drop(st);
+            let closed = catch_unwind(AssertUnwindSafe(|| {
+                writers
+                    .into_iter()
+                    .map(|(leaf, w)| w.close().map(|c| (leaf, c)))
+                    .collect::<Result<Vec<_>, _>>()
+            }));
+            let closed = match closed {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return self.fail_with(r, self.lock(), EncodeError::from(e).into()),
+                Err(panic) => return self.fail_with(r, self.lock(), panicked(panic)),
+            };
+            st = self.lock();
+            if st.failed {
                 return;
             }
-            if let Some(group) = st.open.get_mut(&r) {
-                group.next = next;
-                group.writers = Writers::Idle(writers);
+            let Some(group) = st.open.get_mut(&r) else {
+                return;
+            };
+            group.closed.extend(closed);
+            group.parts_closed += 1;
+            if group.parts_closed == group.parts.len() {
+                let Some(mut group) = st.open.remove(&r) else {
+                    return;
+                };
+                drop(st);
+                group.closed.sort_unstable_by_key(|(leaf, _)| *leaf);
+                let chunks = group.closed.into_iter().map(|(_, c)| c).collect();
+                // The writer thread outlives every row group: it stops when this sender, too,
+                // is gone.
+                let _ = self.done.send((r, Ok(chunks)));
+                return;
             }
         }
     }
 
+    /// Write part `part`'s columns of `batch` (columns `part`, `part + parts`, …).
+    fn write_part(
+        &self,
+        part: usize,
+        writers: &mut [(usize, ArrowColumnWriter)],
+        batch: &RecordBatch,
+    ) -> Result<(), EncodeError> {
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(parquet::errors::ParquetError::General(
+                "a batch whose columns are not the output's".into(),
+            )
+            .into());
+        }
+        let mut next = writers.iter_mut();
+        for i in (part..self.schema.fields().len()).step_by(self.parts) {
+            for leaf in compute_leaves(self.schema.field(i), batch.column(i))? {
+                match next.next() {
+                    Some((_, w)) => w.write(&leaf)?,
+                    None => {
+                        return Err(parquet::errors::ParquetError::General(
+                            "more leaf columns than column writers".into(),
+                        )
+                        .into());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn fail_with(&self, r: u64, mut st: MutexGuard<'_, State<H>>, e: GroupError) {
+        if st.failed {
+            return;
+        }
         st.failed = true;
         st.waiting.clear();
         st.open.clear();
@@ -270,25 +425,50 @@ mod tests {
     }
 
     fn schema() -> Arc<Schema> {
-        Arc::new(Schema::new(vec![Field::new("v", DataType::UInt32, false)]))
+        Arc::new(Schema::new(
+            ["v", "w", "x"]
+                .map(|n| Field::new(n, DataType::UInt32, false))
+                .to_vec(),
+        ))
     }
 
-    /// Chunk `seq` holds `rows` values: seq * 1000 + i.
+    /// Chunk `seq` holds `rows` rows: v = seq * 1000 + i, w = v + 1, x = v + 2.
     fn batch(seq: u64, rows: u32) -> RecordBatch {
-        let values: ArrayRef = Arc::new(UInt32Array::from_iter_values(
-            (0..rows).map(|i| seq as u32 * 1000 + i),
-        ));
-        RecordBatch::try_new(schema(), vec![values]).expect("batch")
+        let column = |plus: u32| -> ArrayRef {
+            Arc::new(UInt32Array::from_iter_values(
+                (0..rows).map(|i| seq as u32 * 1000 + i + plus),
+            ))
+        };
+        RecordBatch::try_new(schema(), vec![column(0), column(1), column(2)]).expect("batch")
+    }
+
+    /// [`run_in`] with every number of parts: each gives the same.
+    fn run(per_group: usize, order: &[u64], finish_after: usize) -> (Vec<i64>, Vec<u32>) {
+        let one = run_in(1, per_group, order, finish_after);
+        for parts in [2, 3, 8] {
+            assert_eq!(
+                run_in(parts, per_group, order, finish_after),
+                one,
+                "{parts} parts"
+            );
+        }
+        one
     }
 
     /// Offer `chunks` batches of `rows` rows in `order`, finish, and read the file back:
     /// (rows per row group, every value in file order).
-    fn run(per_group: usize, order: &[u64], finish_after: usize) -> (Vec<i64>, Vec<u32>) {
+    fn run_in(
+        parts: usize,
+        per_group: usize,
+        order: &[u64],
+        finish_after: usize,
+    ) -> (Vec<i64>, Vec<u32>) {
         let (tx, rx) = unbounded();
         let mut sink =
             ParquetSink::with_schema(Vec::new(), schema(), crate::encode::parquet_properties("t"))
                 .expect("sink");
-        let groups = RowGroups::new(sink.encoder(), per_group, tx);
+        let groups =
+            RowGroups::new(sink.encoder(), schema(), per_group, parts, tx).expect("groups");
         let live = Arc::new(AtomicUsize::new(0));
         for (i, &seq) in order.iter().enumerate() {
             if i == finish_after {
@@ -317,12 +497,22 @@ mod tests {
         let mut values = Vec::new();
         for b in reader.build().expect("reader") {
             let b = b.expect("batch");
-            let col = b
-                .column(0)
-                .as_any()
-                .downcast_ref::<UInt32Array>()
-                .expect("u32");
-            values.extend(col.values().iter().copied());
+            let col = |i: usize| {
+                b.column(i)
+                    .as_any()
+                    .downcast_ref::<UInt32Array>()
+                    .expect("u32")
+                    .values()
+                    .to_vec()
+            };
+            let (v, w, x) = (col(0), col(1), col(2));
+            assert!(
+                v.iter()
+                    .zip(&w)
+                    .zip(&x)
+                    .all(|((v, w), x)| v + 1 == *w && v + 2 == *x)
+            );
+            values.extend(v);
         }
         (sizes, values)
     }
@@ -367,13 +557,62 @@ mod tests {
         assert_eq!(values, expected_values(3));
     }
 
+    /// Workers offering at the same time, closing parts at the same time: every row group
+    /// comes out whole (a part closed but not yet delivered once made a row group without
+    /// its columns), in file order.
+    #[test]
+    fn concurrent_offers_make_whole_row_groups() {
+        let chunks = 40u64;
+        for round in 0..100 {
+            let (tx, rx) = unbounded();
+            let mut sink = ParquetSink::with_schema(
+                Vec::new(),
+                schema(),
+                crate::encode::parquet_properties("t"),
+            )
+            .expect("sink");
+            let parts = 1 + round % 3;
+            let groups = RowGroups::new(sink.encoder(), schema(), 2, parts, tx).expect("groups");
+            let live = Arc::new(AtomicUsize::new(0));
+            std::thread::scope(|s| {
+                for t in 0..4u64 {
+                    let (groups, live) = (&groups, &live);
+                    s.spawn(move || {
+                        for seq in (t..chunks).step_by(4) {
+                            groups.offer(seq, seq * 3, batch(seq, 3), Hold::new(live));
+                        }
+                    });
+                }
+            });
+            groups.finish(chunks);
+            assert_eq!(live.load(Ordering::SeqCst), 0, "round {round}");
+            drop(groups);
+            let mut done: BTreeMap<u64, _> =
+                rx.iter().map(|(r, c)| (r, c.expect("row group"))).collect();
+            assert_eq!(done.len(), 20, "round {round}");
+            for r in 0..20 {
+                let columns = done.remove(&r).expect("every row group");
+                assert_eq!(columns.len(), 3, "round {round}, row group {r}");
+                sink.append(columns).expect("append");
+            }
+            let bytes = Bytes::from(sink.finish().expect("footer"));
+            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes).expect("valid file");
+            let rows: usize = reader
+                .build()
+                .expect("reader")
+                .map(|b| b.expect("batch").num_rows())
+                .sum();
+            assert_eq!(rows, 120, "round {round}");
+        }
+    }
+
     #[test]
     fn a_failure_gives_every_waiting_hold_back_and_writes_nothing_more() {
         let (tx, rx) = unbounded();
         let sink =
             ParquetSink::with_schema(Vec::new(), schema(), crate::encode::parquet_properties("t"))
                 .expect("sink");
-        let groups = RowGroups::new(sink.encoder(), 4, tx);
+        let groups = RowGroups::new(sink.encoder(), schema(), 4, 2, tx).expect("groups");
         let live = Arc::new(AtomicUsize::new(0));
         groups.offer(1, 3, batch(1, 3), Hold::new(&live));
         groups.offer(2, 6, batch(2, 3), Hold::new(&live));
@@ -397,7 +636,7 @@ mod tests {
         let sink =
             ParquetSink::with_schema(Vec::new(), schema(), crate::encode::parquet_properties("t"))
                 .expect("sink");
-        let groups = RowGroups::new(sink.encoder(), 2, tx);
+        let groups = RowGroups::new(sink.encoder(), schema(), 2, 2, tx).expect("groups");
         let wrong = RecordBatch::try_new(
             Arc::new(Schema::new(vec![
                 Field::new("v", DataType::UInt32, false),
