@@ -36,12 +36,9 @@ jobs="${JOBS:-$(nproc)}"
 for tool in tshark mergecap capinfos /usr/bin/time; do
   command -v "$tool" >/dev/null || { echo "error: $tool is not installed (apt-get install tshark time)" >&2; exit 1; }
 done
-if [ -n "${NEW_BIN:-}" ]; then
-  bin="$NEW_BIN"
-else
-  cargo build --release -q -p pcaplab-cli
-  bin="$PWD/target/release/pcaplab"
-fi
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+bench_bin
 
 input="$work/bench-input.pcap"
 if [ ! -f "$input" ]; then

@@ -59,19 +59,11 @@ fi
 py=python3
 [ -x .venv/bin/python ] && py=.venv/bin/python
 
-work="${BENCH_DIR:-$(mktemp -d)}"
-mkdir -p "$work"
-# Outputs and per-run files go to $tmp, inputs to $work.
-tmp="$work/hostile-runs"
-if [ -z "${BENCH_DIR:-}" ]; then trap 'rm -rf "$work"' EXIT; else trap 'rm -rf "$tmp"' EXIT; fi
-rm -rf "$tmp"; mkdir -p "$tmp"
-
-if [ -n "${NEW_BIN:-}" ]; then
-  bin="$NEW_BIN"
-else
-  cargo build --release -q -p pcaplab-cli
-  bin="$PWD/target/release/pcaplab"
-fi
+# Inputs go to $work, outputs and per-run files to $tmp.
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+bench_dirs hostile
+bench_bin
 
 # The inputs, as "label path" lines; the ordinary capture first (the ratios' reference).
 inputs=()

@@ -71,19 +71,11 @@ for var in NEW_BIN BASELINE_BIN; do
 done
 [[ "$runs" =~ ^[1-9][0-9]*$ ]] || { echo "error: RUNS=$runs is not a positive number" >&2; exit 1; }
 
-work="${BENCH_DIR:-$(mktemp -d)}"
-mkdir -p "$work"
-# Outputs and per-run files go to $tmp, inputs to $work.
-tmp="$work/speed-runs"
-if [ -z "${BENCH_DIR:-}" ]; then trap 'rm -rf "$work"' EXIT; else trap 'rm -rf "$tmp"' EXIT; fi
-rm -rf "$tmp"; mkdir -p "$tmp"
-
-if [ -n "${NEW_BIN:-}" ]; then
-  bin="$NEW_BIN"
-else
-  cargo build --release -q -p pcaplab-cli
-  bin="$PWD/target/release/pcaplab"
-fi
+# Inputs go to $work, outputs and per-run files to $tmp.
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+bench_dirs speed
+bench_bin
 
 # make_input NAME: sets $input to that input's path, making it first when it is missing (into
 # PATH.tmp, renamed when complete) and saying how long that took.
