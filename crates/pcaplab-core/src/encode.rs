@@ -210,8 +210,18 @@ pub fn write_batch(
     writers: &mut [ArrowColumnWriter],
     batch: &RecordBatch,
 ) -> Result<(), EncodeError> {
-    let mut next = writers.iter_mut();
-    for (array, field) in batch.columns().iter().zip(batch.schema().fields()) {
+    let schema = batch.schema();
+    let fields = schema.fields().iter().map(|f| f.as_ref());
+    write_columns(writers.iter_mut(), fields.zip(batch.columns()))
+}
+
+/// Write `columns` (each with its field), leaf column by leaf column, to `writers` in order.
+pub(crate) fn write_columns<'w, 'c>(
+    writers: impl IntoIterator<Item = &'w mut ArrowColumnWriter>,
+    columns: impl IntoIterator<Item = (&'c arrow_schema::Field, &'c ArrayRef)>,
+) -> Result<(), EncodeError> {
+    let mut next = writers.into_iter();
+    for (field, array) in columns {
         for leaf in compute_leaves(field, array)? {
             match next.next() {
                 Some(w) => w.write(&leaf)?,

@@ -19,7 +19,6 @@
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -28,7 +27,7 @@ use arrow_schema::SchemaRef;
 use crossbeam_channel::Sender;
 use parquet::arrow::arrow_writer::{ArrowColumnChunk, ArrowColumnWriter, compute_leaves};
 
-use crate::encode::{EncodeError, ParquetEncoder};
+use crate::encode::{EncodeError, ParquetEncoder, write_columns};
 
 /// A finished row group (its index and column chunks), or why it failed.
 pub type GroupDone = (u64, Result<Vec<ArrowColumnChunk>, GroupError>);
@@ -48,8 +47,8 @@ pub struct RowGroups<H> {
     encoder: ParquetEncoder,
     schema: SchemaRef,
     per_group: u64,
-    /// The leaf columns (column writers) of each top-level column.
-    leaves: Vec<Range<usize>>,
+    /// How many leaf columns (column writers) each top-level column has.
+    leaves: Vec<usize>,
     parts: usize,
     state: Mutex<State<H>>,
     done: Sender<GroupDone>,
@@ -115,13 +114,11 @@ impl<H> RowGroups<H> {
         parts: usize,
         done: Sender<GroupDone>,
     ) -> Result<Self, EncodeError> {
-        let mut leaves = Vec::with_capacity(schema.fields().len());
-        let mut at = 0;
-        for field in schema.fields() {
-            let n = compute_leaves(field, &new_empty_array(field.data_type()))?.len();
-            leaves.push(at..at + n);
-            at += n;
-        }
+        let leaves = schema
+            .fields()
+            .iter()
+            .map(|f| Ok(compute_leaves(f, &new_empty_array(f.data_type()))?.len()))
+            .collect::<Result<_, EncodeError>>()?;
         Ok(RowGroups {
             encoder,
             per_group: per_group.max(1) as u64,
@@ -198,8 +195,8 @@ impl<H> RowGroups<H> {
             .enumerate();
         let mut parts: Vec<Vec<(usize, ArrowColumnWriter)>> =
             (0..self.parts).map(|_| Vec::new()).collect();
-        for (i, leaves) in self.leaves.iter().enumerate() {
-            for _ in leaves.clone() {
+        for (i, &leaves) in self.leaves.iter().enumerate() {
+            for _ in 0..leaves {
                 if let Some(w) = writers.next() {
                     parts[i % self.parts].push(w);
                 }
@@ -367,21 +364,10 @@ impl<H> RowGroups<H> {
             )
             .into());
         }
-        let mut next = writers.iter_mut();
-        for i in (part..self.schema.fields().len()).step_by(self.parts) {
-            for leaf in compute_leaves(self.schema.field(i), batch.column(i))? {
-                match next.next() {
-                    Some((_, w)) => w.write(&leaf)?,
-                    None => {
-                        return Err(parquet::errors::ParquetError::General(
-                            "more leaf columns than column writers".into(),
-                        )
-                        .into());
-                    }
-                }
-            }
-        }
-        Ok(())
+        let columns = (part..self.schema.fields().len())
+            .step_by(self.parts)
+            .map(|i| (self.schema.field(i), batch.column(i)));
+        write_columns(writers.iter_mut().map(|(_, w)| w), columns)
     }
 
     fn fail_with(&self, r: u64, mut st: MutexGuard<'_, State<H>>, e: GroupError) {
