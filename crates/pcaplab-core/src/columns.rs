@@ -55,6 +55,13 @@ pub mod col {
     pub const HTTP_METHOD: &str = "http_method";
     pub const HTTP_HOST: &str = "http_host";
     pub const HTTP_URI: &str = "http_uri";
+    pub const HTTP_USER_AGENT: &str = "http_user_agent";
+    pub const HTTP_STATUS: &str = "http_status";
+    pub const HTTP_CONTENT_TYPE: &str = "http_content_type";
+    pub const SSH_BANNER: &str = "ssh_banner";
+    pub const DHCP_MSG_TYPE: &str = "dhcp_msg_type";
+    pub const DHCP_HOSTNAME: &str = "dhcp_hostname";
+    pub const DHCP_ADDR: &str = "dhcp_addr";
     pub const TUNNELS: &str = "tunnels";
     pub const TUNNEL_ID: &str = "tunnel_id";
     pub const OUTER_SRC_IP: &str = "outer_src_ip";
@@ -118,6 +125,13 @@ pub fn schema() -> SchemaRef {
             f(col::HTTP_METHOD, DataType::Utf8, true),
             f(col::HTTP_HOST, DataType::Utf8, true),
             f(col::HTTP_URI, DataType::Utf8, true),
+            f(col::HTTP_USER_AGENT, DataType::Utf8, true),
+            f(col::HTTP_STATUS, DataType::UInt16, true),
+            f(col::HTTP_CONTENT_TYPE, DataType::Utf8, true),
+            f(col::SSH_BANNER, DataType::Utf8, true),
+            f(col::DHCP_MSG_TYPE, DataType::UInt8, true),
+            f(col::DHCP_HOSTNAME, DataType::Utf8, true),
+            f(col::DHCP_ADDR, DataType::Utf8, true),
             f(
                 col::TUNNELS,
                 DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, false))),
@@ -258,6 +272,13 @@ struct Builders {
     http_method: StringBuilder,
     http_host: StringBuilder,
     http_uri: StringBuilder,
+    http_user_agent: StringBuilder,
+    http_status: PrimitiveBuilder<UInt16Type>,
+    http_content_type: StringBuilder,
+    ssh_banner: StringBuilder,
+    dhcp_msg_type: PrimitiveBuilder<UInt8Type>,
+    dhcp_hostname: StringBuilder,
+    dhcp_addr: StringBuilder,
     decode_error: StringBuilder,
     tunnels: ListBuilder<StringBuilder>,
     tunnel_id: PrimitiveBuilder<UInt32Type>,
@@ -287,6 +308,13 @@ impl Builders {
         self.http_method.append_nulls(n);
         self.http_host.append_nulls(n);
         self.http_uri.append_nulls(n);
+        self.http_user_agent.append_nulls(n);
+        self.http_status.append_nulls(n);
+        self.http_content_type.append_nulls(n);
+        self.ssh_banner.append_nulls(n);
+        self.dhcp_msg_type.append_nulls(n);
+        self.dhcp_hostname.append_nulls(n);
+        self.dhcp_addr.append_nulls(n);
     }
 
     /// Row `row`'s envelope columns (rows since the last tunnelled one are null there).
@@ -392,6 +420,13 @@ impl Builders {
             http_method: StringBuilder::new(),
             http_host: StringBuilder::new(),
             http_uri: StringBuilder::new(),
+            http_user_agent: StringBuilder::new(),
+            http_status: PrimitiveBuilder::new(),
+            http_content_type: StringBuilder::new(),
+            ssh_banner: StringBuilder::new(),
+            dhcp_msg_type: PrimitiveBuilder::new(),
+            dhcp_hostname: StringBuilder::new(),
+            dhcp_addr: StringBuilder::new(),
             decode_error: StringBuilder::new(),
             tunnels: ListBuilder::new(StringBuilder::new())
                 .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false))),
@@ -549,8 +584,8 @@ impl Messages {
         let mut flows = flows;
         for (key, fields) in self.given_up.drain(..) {
             counter.add_app(&fields);
-            if let (Some(table), Some(name)) = (flows.as_deref_mut(), server_name(&fields)) {
-                table.name(&key, name);
+            if let Some(table) = flows.as_deref_mut() {
+                table.confirm(&key, server_name(&fields), fields.services());
             }
         }
     }
@@ -651,6 +686,7 @@ pub fn decode_chunk_with(
         {
             let mut seen = Seen::packet(frame, f.ts_ns, f.wire_len, &p);
             seen.server_name = app.and_then(server_name);
+            seen.services = app.map(AppFields::services).unwrap_or_default();
             if let Some(d) = datagram {
                 seen.packets = d.fragments;
                 seen.wire_len = d.wire_bytes;
@@ -749,6 +785,15 @@ pub fn decode_chunk_with(
         b.http_method.append_option(app.http_method.as_deref());
         b.http_host.append_option(app.http_host.as_deref());
         b.http_uri.append_option(app.http_uri.as_deref());
+        b.http_user_agent
+            .append_option(app.http_user_agent.as_deref());
+        b.http_status.append_option(app.http_status);
+        b.http_content_type
+            .append_option(app.http_content_type.as_deref());
+        b.ssh_banner.append_option(app.ssh_banner.as_deref());
+        b.dhcp_msg_type.append_option(app.dhcp_msg_type);
+        b.dhcp_hostname.append_option(app.dhcp_hostname.as_deref());
+        b.dhcp_addr.append_option(app.dhcp_addr.as_deref());
     }
     b.app_nulls(n - next);
     let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
@@ -790,6 +835,13 @@ pub fn decode_chunk_with(
         Arc::new(b.http_method.finish()),
         Arc::new(b.http_host.finish()),
         Arc::new(b.http_uri.finish()),
+        Arc::new(b.http_user_agent.finish()),
+        Arc::new(b.http_status.finish()),
+        Arc::new(b.http_content_type.finish()),
+        Arc::new(b.ssh_banner.finish()),
+        Arc::new(b.dhcp_msg_type.finish()),
+        Arc::new(b.dhcp_hostname.finish()),
+        Arc::new(b.dhcp_addr.finish()),
         Arc::new(b.tunnels.finish()),
         Arc::new(b.tunnel_id.finish()),
         Arc::new(b.outer_src_ip.finish()),

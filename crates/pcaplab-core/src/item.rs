@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use crate::app::Services;
 use crate::dissect::frag::FragStats;
 use crate::encode::rfc3339_ns;
 use crate::flows::Flow;
@@ -335,6 +336,9 @@ fn flow_entry(f: &Flow, seed: u16) -> AttrValue {
         let d = i128::from(f.seg.last_ts) - i128::from(f.seg.first_ts);
         m.insert("duration_s".to_owned(), AttrValue::N(seconds(d)));
     }
+    if !f.seg.services.is_empty() {
+        m.insert("service".to_owned(), s(f.seg.services.to_string()));
+    }
     if let Some(name) = &f.seg.server_name {
         m.insert("server_name".to_owned(), s(clip(name, MAX_NAME_BYTES)));
     }
@@ -417,6 +421,16 @@ fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize
     if let Some(flows) = &sum.flows {
         put("flows", n(flows.flows));
         put("flows_evicted", n(flows.evicted));
+        // Flows per service (Zeek's names), only the services seen.
+        let services: BTreeMap<String, u64> = Services::ALL
+            .iter()
+            .zip(flows.services)
+            .filter(|(_, count)| *count > 0)
+            .map(|((_, name), count)| ((*name).to_owned(), count))
+            .collect();
+        if !services.is_empty() {
+            put("services", count_map(services));
+        }
         put(
             "top_flows",
             AttrValue::L(
@@ -526,6 +540,7 @@ mod tests {
             flows: u64::MAX,
             evicted: u64::MAX,
             top: (0..MAX_TOP_N as u16 + 10).map(worst_case_flow).collect(),
+            services: [u64::MAX; Services::ALL.len()],
         });
         let names = |c: char| -> BTreeMap<String, u64> {
             (0..20_000u32)

@@ -84,8 +84,36 @@ const APP_FIELDS: [(&str, &str); 7] = [
 /// frame (for the agreement figure that allows for reassembly, see [`FieldStats`]).
 const SEGMENT_FIELD: &str = "tcp.segment";
 
-/// Last, only to recognise pcapng Custom Blocks (see [`parse_tshark`]).
+/// Next, to recognise pcapng Custom Blocks (see [`parse_tshark`]) and, with
+/// [`SERVICE_FIELDS`], a frame's conversation.
 const FRAME_FIELDS: [&str; 4] = ["frame.time_epoch", "eth.src", "ip.src", "ipv6.src"];
+
+/// Last: the protocols tshark dissected in a frame and the rest of its conversation's key, for
+/// the flows' `service` (see [`frame_services`]).
+const SERVICE_FIELDS: [&str; 7] = [
+    "frame.protocols",
+    "ip.dst",
+    "ipv6.dst",
+    "tcp.srcport",
+    "tcp.dstport",
+    "udp.srcport",
+    "udp.dstport",
+];
+
+/// tshark's protocol names (`frame.protocols`) → the flow `service` that pcaplab gives the
+/// same content (Zeek's names). mDNS and LLMNR are DNS messages, SSDP is HTTP over UDP, to
+/// pcaplab as to Zeek.
+const SERVICES: [(&str, &str); 9] = [
+    ("dns", "dns"),
+    ("mdns", "dns"),
+    ("llmnr", "dns"),
+    ("http", "http"),
+    ("ssdp", "http"),
+    ("tls", "ssl"),
+    ("quic", "quic"),
+    ("ssh", "ssh"),
+    ("dhcp", "dhcp"),
+];
 
 /// Conversation differences of one kind in one capture are listed one by one up to this
 /// many, as a count beyond.
@@ -128,6 +156,56 @@ struct TsharkOutput {
     first_segment: BTreeMap<u64, u64>,
     /// (protocol, pair) → total frames of each tshark conversation of the pair.
     conversations: BTreeMap<(u8, Pair), Vec<u64>>,
+    /// (protocol, pair) → the services of its frames (see [`frame_services`]).
+    services: BTreeMap<(u8, Pair), BTreeSet<&'static str>>,
+}
+
+/// The conversation of one tshark frame and the services its protocols show: `None` for a
+/// frame that is not one TCP or UDP packet in one IP header (tunnelled, an ICMP error quoting
+/// a packet, a fragment, no transport), whose first field occurrences would mix layers.
+/// `frame` holds the [`FRAME_FIELDS`] then the [`SERVICE_FIELDS`].
+fn frame_services(frame: &[&str]) -> Option<((u8, Pair), BTreeSet<&'static str>)> {
+    let [
+        _,
+        _,
+        ip_src,
+        ipv6_src,
+        protocols,
+        ip_dst,
+        ipv6_dst,
+        tsp,
+        tdp,
+        usp,
+        udp_,
+    ] = frame
+    else {
+        panic!("frame fields: {frame:?}");
+    };
+    let layers: Vec<&str> = protocols.split(':').collect();
+    let ips = layers
+        .iter()
+        .filter(|l| matches!(**l, "ip" | "ipv6"))
+        .count();
+    if ips != 1 || layers.iter().any(|l| l.starts_with("icmp")) {
+        return None;
+    }
+    let (proto, sp, dp) = match (tsp.is_empty(), usp.is_empty()) {
+        (false, _) => (6, tsp, tdp),
+        (true, false) => (17, usp, udp_),
+        _ => return None,
+    };
+    let (src, dst) = if ip_src.is_empty() {
+        (ipv6_src, ipv6_dst)
+    } else {
+        (ip_src, ip_dst)
+    };
+    let port = |p: &str| p.parse::<u16>().ok();
+    let key = pair((src.to_string(), port(sp)?), (dst.to_string(), port(dp)?));
+    let services = layers
+        .iter()
+        .filter_map(|l| SERVICES.iter().find(|(t, _)| t == l).map(|(_, s)| *s))
+        .collect();
+    Some(((proto, key), services))
 }
 
 /// Parse `-T fields` lines followed by the `-z conv` tables. `custom_blocks`: the file holds
@@ -147,12 +225,20 @@ fn parse_tshark(text: &str, custom_blocks: bool) -> TsharkOutput {
         let cols: Vec<&str> = line.split('\t').collect();
         assert_eq!(
             cols.len(),
-            2 + n + FRAME_FIELDS.len(),
+            2 + n + FRAME_FIELDS.len() + SERVICE_FIELDS.len(),
             "tshark fields line: {line:?}"
         );
         let tshark_frame: u64 = cols[0].parse().expect("tshark frame.number");
-        if custom_blocks && cols[2 + n..].iter().all(|c| c.is_empty()) {
+        let frame_fields = &cols[2 + n..];
+        if custom_blocks
+            && frame_fields[..FRAME_FIELDS.len()]
+                .iter()
+                .all(|c| c.is_empty())
+        {
             continue;
+        }
+        if let Some((key, services)) = frame_services(frame_fields) {
+            out.services.entry(key).or_default().extend(services);
         }
         let frame = ours_of.len() as u64 + 1;
         let frame = if custom_blocks { frame } else { tshark_frame };
@@ -213,7 +299,7 @@ fn run_tshark(program: &OsString, path: &Path) -> Option<String> {
         cmd.args(["-e", field]);
     }
     cmd.args(["-e", SEGMENT_FIELD]);
-    for field in FRAME_FIELDS {
+    for field in FRAME_FIELDS.into_iter().chain(SERVICE_FIELDS) {
         cmd.args(["-e", field]);
     }
     cmd.args(["-z", "conv,tcp", "-z", "conv,udp"]);
@@ -307,6 +393,42 @@ fn our_conversations(flows: &[RecordBatch]) -> BTreeMap<(u8, Pair), u64> {
                 (text(b, flow_col::DST_IP, i), dp.value(i)),
             );
             *out.entry((p, key)).or_default() += packets.value(i);
+        }
+    }
+    out
+}
+
+/// (protocol, pair) → the services of our TCP and UDP flows with ports (VLANs ignored, the
+/// flows of a pair joined).
+fn our_services(flows: &[RecordBatch]) -> BTreeMap<(u8, Pair), BTreeSet<String>> {
+    let mut out: BTreeMap<(u8, Pair), BTreeSet<String>> = BTreeMap::new();
+    for b in flows {
+        let proto = b
+            .column_by_name(flow_col::IP_PROTO)
+            .expect("ip_proto")
+            .as_primitive::<UInt8Type>();
+        for i in 0..b.num_rows() {
+            let p = proto.value(i);
+            let (sp, dp) = (
+                text(b, flow_col::SRC_PORT, i),
+                text(b, flow_col::DST_PORT, i),
+            );
+            if !(p == 6 || p == 17) || sp.is_empty() || dp.is_empty() {
+                continue;
+            }
+            let port = |t: &str| t.parse::<u16>().expect("port");
+            let key = pair(
+                (text(b, flow_col::SRC_IP, i), port(&sp)),
+                (text(b, flow_col::DST_IP, i), port(&dp)),
+            );
+            let services = out.entry((p, key)).or_default();
+            let service = text(b, flow_col::SERVICE, i);
+            services.extend(
+                service
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
         }
     }
     out
@@ -638,6 +760,78 @@ fn compare_conversations(
     }
 }
 
+#[derive(Default)]
+struct ServiceStats {
+    /// Endpoint pairs that both sides have.
+    pairs: u64,
+    /// Of those, the pairs where tshark shows a service, and where ours are the same.
+    tshark: u64,
+    agree: u64,
+    /// Pairs where only we show one.
+    ours_only: u64,
+}
+
+/// The flows' `service` against the protocols tshark dissected in each conversation's frames
+/// ([`SERVICES`]), per endpoint pair that both sides have. A difference is listed per pair,
+/// or where a capture has more than [`CONVERSATIONS_LISTED`] of one kind with the same two
+/// sets, as one row counting them.
+fn compare_services(
+    file: &str,
+    tshark: &BTreeMap<(u8, Pair), BTreeSet<&'static str>>,
+    ours: &BTreeMap<(u8, Pair), BTreeSet<String>>,
+    stats: &mut ServiceStats,
+    found: &mut Found,
+) {
+    let mut kinds: BTreeMap<(Key, String), Vec<String>> = BTreeMap::new();
+    for (key, o) in ours {
+        let (proto, ((a, pa), (b, pb))) = key;
+        let Some(t) = tshark.get(key) else { continue };
+        stats.pairs += 1;
+        let t: BTreeSet<String> = t.iter().map(|s| s.to_string()).collect();
+        if !t.is_empty() {
+            stats.tshark += 1;
+        }
+        let kind = match (t.is_empty(), o.is_empty()) {
+            _ if t == *o => {
+                if !t.is_empty() {
+                    stats.agree += 1;
+                }
+                continue;
+            }
+            (true, _) => {
+                stats.ours_only += 1;
+                "ours-only"
+            }
+            (_, true) => "tshark-only",
+            _ => "different",
+        };
+        let join = |s: &BTreeSet<String>| {
+            if s.is_empty() {
+                "-".to_string()
+            } else {
+                s.iter().cloned().collect::<Vec<_>>().join(",")
+            }
+        };
+        let sets = format!("ours={} tshark={}", join(o), join(&t));
+        let transport = if *proto == 6 { "tcp" } else { "udp" };
+        kinds
+            .entry(((file.to_string(), "service".into(), kind.into()), sets))
+            .or_default()
+            .push(format!("{transport} {a}:{pa} <-> {b}:{pb}"));
+    }
+    for ((key, sets), pairs) in kinds {
+        if pairs.len() <= CONVERSATIONS_LISTED {
+            for p in pairs {
+                found.subjects.insert((key.clone(), format!("{p} {sets}")));
+            }
+        } else {
+            found
+                .subjects
+                .insert((key, format!("{} pairs {sets}", pairs.len())));
+        }
+    }
+}
+
 /// One `-T fields` line: frame number, application fields, first segment, frame fields.
 fn fields_line(frame: u64, app: [&str; 7], segment: &str, time: &str) -> String {
     let mut cols = vec![frame.to_string()];
@@ -649,7 +843,40 @@ fn fields_line(frame: u64, app: [&str; 7], segment: &str, time: &str) -> String 
         String::new(),
         String::new(),
     ]);
+    cols.extend(SERVICE_FIELDS.map(|_| String::new()));
     cols.join("\t")
+}
+
+#[test]
+fn frame_services_read_one_conversation() {
+    fn frame(protocols: &str, tcp: bool) -> [&str; 11] {
+        let (t, u) = if tcp { ("80", "") } else { ("", "53") };
+        [
+            "1.0", "", "10.0.0.1", "", protocols, "10.0.0.2", "", t, "40000", u, "40001",
+        ]
+    }
+    let (key, services) =
+        frame_services(&frame("eth:ethertype:ip:tcp:http:data-text-lines", true)).expect("tcp");
+    assert_eq!(
+        key,
+        (6, pair(("10.0.0.1".into(), 80), ("10.0.0.2".into(), 40000)))
+    );
+    assert_eq!(services, BTreeSet::from(["http"]));
+    let (key, services) = frame_services(&frame("eth:ethertype:ip:udp:mdns", false)).expect("udp");
+    assert_eq!(key.0, 17);
+    assert_eq!(services, BTreeSet::from(["dns"]));
+    let (_, services) =
+        frame_services(&frame("eth:ethertype:ip:udp:quic:tls", false)).expect("quic");
+    assert_eq!(services, BTreeSet::from(["quic", "ssl"]));
+    // Tunnelled, or an ICMP error quoting a packet: not one conversation.
+    assert!(
+        frame_services(&frame(
+            "eth:ethertype:ip:udp:vxlan:eth:ethertype:ip:tcp",
+            true
+        ))
+        .is_none()
+    );
+    assert!(frame_services(&frame("eth:ethertype:ip:icmp:ip:udp:dns", false)).is_none());
 }
 
 #[test]
@@ -718,6 +945,7 @@ fn matches_tshark_on_the_corpus() {
     let dump = std::env::var_os("PCAPLAB_FLOWS_ORACLE_DUMP").map(PathBuf::from);
     let mut field_stats: [FieldStats; APP_FIELDS.len()] = Default::default();
     let mut conv_stats = ConvStats::default();
+    let mut service_stats = ServiceStats::default();
     let mut found = Found::default();
     let mut examples: BTreeMap<Key, Vec<String>> = BTreeMap::new();
     let mut unopened = Vec::new();
@@ -766,6 +994,13 @@ fn matches_tshark_on_the_corpus() {
             &mut conv_stats,
             &mut found,
         );
+        compare_services(
+            &file,
+            &t.services,
+            &our_services(&ours.flows),
+            &mut service_stats,
+            &mut found,
+        );
         compare_app_fields(
             &file,
             &t,
@@ -798,7 +1033,10 @@ fn matches_tshark_on_the_corpus() {
     // tshark's values on QUIC packets, per field, from the listed differences.
     let mut quic: BTreeMap<String, u64> = BTreeMap::new();
     for row in listed() {
-        if row.key.2 == "tshark-only" && row.reason.starts_with("QUIC") {
+        if is_frame_check(&row.key.1)
+            && row.key.2 == "tshark-only"
+            && row.reason.starts_with("QUIC")
+        {
             *quic.entry(row.key.1.clone()).or_default() += expand_frames(&row.subject).len() as u64;
         }
     }
@@ -845,6 +1083,17 @@ fn matches_tshark_on_the_corpus() {
         conv_stats.ours,
         conv_stats.equal,
         conv_stats.different
+    );
+    let s = &service_stats;
+    let _ = writeln!(
+        report,
+        "flow service against tshark's frame.protocols over {} endpoint pairs both have: tshark \
+         shows a service on {}, pcaplab the same on {} ({:.2}%); pcaplab alone on {}",
+        s.pairs,
+        s.tshark,
+        s.agree,
+        100.0 * s.agree as f64 / s.tshark.max(1) as f64,
+        s.ours_only
     );
     eprintln!("{report}");
 

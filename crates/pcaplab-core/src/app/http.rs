@@ -1,8 +1,9 @@
-//! HTTP/1.x requests: method, request-target and Host.
+//! HTTP/1.x requests (method, request-target, Host, User-Agent) and responses (status code,
+//! Content-Type).
 //!
-//! The request head is parsed by `httparse` behind a cheap pre-check (a known method followed
-//! by a space). A head cut short still gives the request line and the headers that are
-//! complete, and is reported as [`Parsed::Partial`].
+//! The head is parsed by `httparse` behind a cheap pre-check (a known method followed by a
+//! space; `HTTP/` for a response). A head cut short still gives the request or status line
+//! and the headers that are complete, and is reported as [`Parsed::Partial`].
 //!
 //! Never panics on any input bytes.
 
@@ -44,13 +45,48 @@ pub(super) fn http_request(payload: &[u8], out: &mut AppFields) -> Parsed {
     // as the request line was parsed: on Partial/Err httparse leaves
     // `req.headers` as the whole array, whose first entries hold the headers
     // that were complete and the rest EMPTY_HEADER (empty name).
-    let parsed = match req.parse(payload) {
+    let parsed = head_status(req.parse(payload), req.headers, payload.len());
+    let (Some(method), Some(path), Some(_)) = (req.method, req.path, req.version) else {
+        // A request line that continues in the next segment.
+        return parsed;
+    };
+    out.http_method = Some(method.to_owned());
+    out.http_uri = Some(path.to_owned());
+    out.http_host = header(req.headers, "host");
+    out.http_user_agent = header(req.headers, "user-agent");
+    match parsed {
+        Parsed::Partial => Parsed::Partial,
+        _ => Parsed::Complete,
+    }
+}
+
+/// A response head at the start of `payload`: its status code and Content-Type.
+pub(super) fn http_response(payload: &[u8], out: &mut AppFields) -> Parsed {
+    if !payload.starts_with(b"HTTP/1.") {
+        return Parsed::Nothing;
+    }
+    let mut headers = [httparse::EMPTY_HEADER; HTTP_MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let parsed = head_status(resp.parse(payload), resp.headers, payload.len());
+    let (Some(code), Some(_)) = (resp.code, resp.version) else {
+        return parsed;
+    };
+    out.http_status = Some(code);
+    out.http_content_type = header(resp.headers, "content-type");
+    match parsed {
+        Parsed::Partial => Parsed::Partial,
+        _ => Parsed::Complete,
+    }
+}
+
+/// What httparse's result says of a head in a payload of `len` bytes: a head cut short, or a
+/// body announced by Content-Length that continues past the payload (the message ends, and
+/// tshark shows it, where the body does), is [`Parsed::Partial`].
+fn head_status(r: httparse::Result<usize>, headers: &[httparse::Header<'_>], len: usize) -> Parsed {
+    match r {
         Ok(httparse::Status::Partial) => Parsed::Partial,
         Ok(httparse::Status::Complete(head)) => {
-            // A body announced by Content-Length that continues past this payload: the
-            // request ends (and tshark shows it) where the body does.
-            let body = req
-                .headers
+            let body = headers
                 .iter()
                 .find(|h| h.name.eq_ignore_ascii_case("content-length"))
                 .and_then(|h| {
@@ -61,27 +97,20 @@ pub(super) fn http_request(payload: &[u8], out: &mut AppFields) -> Parsed {
                         .ok()
                 });
             match body {
-                Some(len) if head.saturating_add(len) > payload.len() => Parsed::Partial,
+                Some(body) if head.saturating_add(body) > len => Parsed::Partial,
                 _ => Parsed::Complete,
             }
         }
         Err(_) => Parsed::Nothing,
-    };
-    let (Some(method), Some(path), Some(_)) = (req.method, req.path, req.version) else {
-        // A request line that continues in the next segment.
-        return parsed;
-    };
-    out.http_method = Some(method.to_owned());
-    out.http_uri = Some(path.to_owned());
-    out.http_host = req
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("host"))
-        .map(|h| String::from_utf8_lossy(h.value).trim().to_owned());
-    match parsed {
-        Parsed::Partial => Parsed::Partial,
-        _ => Parsed::Complete,
     }
+}
+
+/// The value of the first header named `name` (ASCII case-insensitive), lossy UTF-8, trimmed.
+fn header(headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case(name))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
 }
 
 #[cfg(test)]
@@ -101,6 +130,35 @@ mod tests {
         assert_eq!(f.http_host.as_deref(), Some("www.example.com"));
         assert_eq!(f.http_uri.as_deref(), Some("/index.html?q=1&r=%20"));
         assert!(f.dns_qname.is_none() && f.tls_sni.is_none());
+    }
+
+    #[test]
+    fn http_user_agent_and_responses() {
+        let p = b"GET / HTTP/1.1\r\nHost: h\r\nuser-agent:  curl/8.5.0 \r\n\r\n";
+        let f = run(IPPROTO_TCP, 50000, 80, p);
+        assert_eq!(f.http_user_agent.as_deref(), Some("curl/8.5.0"));
+        let p = b"HTTP/1.1 404 Not Found\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: 2\r\n\r\nab";
+        let f = run(IPPROTO_TCP, 80, 50000, p);
+        assert_eq!(f.http_status, Some(404));
+        assert_eq!(
+            f.http_content_type.as_deref(),
+            Some("text/html; charset=utf-8")
+        );
+        assert!(f.http_method.is_none());
+        // A body past the payload, and a head cut short: partial, with what they gave.
+        let mut out = AppFields::default();
+        let p = b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nab";
+        assert_eq!(parse_app(IPPROTO_TCP, 80, 5, p, &mut out), Parsed::Partial);
+        assert_eq!(out.http_status, Some(200));
+        let p = b"HTTP/1.1 301 Moved\r\nContent-Ty";
+        assert_eq!(parse_app(IPPROTO_TCP, 80, 5, p, &mut out), Parsed::Partial);
+        assert_eq!(out.http_status, Some(301));
+        // SSDP's responses over UDP.
+        let p = b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n\r\n";
+        assert_eq!(run(IPPROTO_UDP, 1900, 5000, p).http_status, Some(200));
+        // Not responses.
+        assert!(run(IPPROTO_TCP, 80, 5, b"HTTP/2 200\r\n\r\n").is_empty());
+        assert!(run(IPPROTO_TCP, 80, 5, b"HTTP/1.1 abc OK\r\n\r\n").is_empty());
     }
 
     #[test]
@@ -181,7 +239,10 @@ mod tests {
             b"GET / FTP/1.0\r\n\r\n",
             b"",
         ] {
-            assert!(run(IPPROTO_TCP, 50000, 80, p).is_empty(), "{p:?}");
+            // Responses and SSH banners give their own fields, never a request's.
+            let f = run(IPPROTO_TCP, 50000, 80, p);
+            assert!(f.http_method.is_none() && f.http_uri.is_none(), "{p:?}");
+            assert!(f.http_host.is_none(), "{p:?}");
         }
     }
 }

@@ -1,5 +1,7 @@
 //! Application-layer fields of a single packet: DNS question/answers, TLS
-//! ClientHello SNI + JA3, HTTP/1.x request line + Host.
+//! ClientHello SNI + JA3, HTTP/1.x request line, Host and User-Agent, HTTP
+//! response status and Content-Type, SSH identification strings, DHCP message
+//! type, host name and address; and the services ([`Services`]) they confirm.
 //!
 //! One packet in, fields out: there is no reassembly across packets. The
 //! payload is the transport payload (bytes after the TCP/UDP header) and may be
@@ -11,12 +13,18 @@
 //! Never panics on any input bytes.
 
 pub use crate::flows::{IPPROTO_TCP, IPPROTO_UDP};
+use dhcp::dhcp_message;
 use dns::{dns_message, dns_over_tcp};
-use http::http_request;
+use http::{http_request, http_response};
+pub use service::Services;
+use ssh::ssh_banner;
 use tls::tls_client_hello;
 
+mod dhcp;
 mod dns;
 mod http;
+mod service;
+mod ssh;
 mod tls;
 
 /// Application fields of one packet; all None/empty when the packet carries none.
@@ -42,6 +50,20 @@ pub struct AppFields {
     pub http_host: Option<String>,
     /// HTTP request-target as sent.
     pub http_uri: Option<String>,
+    /// HTTP request User-Agent header value, trimmed.
+    pub http_user_agent: Option<String>,
+    /// HTTP response status code.
+    pub http_status: Option<u16>,
+    /// HTTP response Content-Type header value, trimmed.
+    pub http_content_type: Option<String>,
+    /// SSH identification string (`SSH-2.0-OpenSSH_9.6`), without its CR LF.
+    pub ssh_banner: Option<String>,
+    /// DHCP message type (option 53: 1 DISCOVER, 2 OFFER, 3 REQUEST, 5 ACK, …).
+    pub dhcp_msg_type: Option<u8>,
+    /// DHCP client host name (option 12), lossy UTF-8.
+    pub dhcp_hostname: Option<String>,
+    /// DHCP address: given (`yiaddr` of an OFFER or ACK) or asked for (option 50).
+    pub dhcp_addr: Option<String>,
 }
 
 impl AppFields {
@@ -56,6 +78,13 @@ impl AppFields {
         self.http_method = None;
         self.http_host = None;
         self.http_uri = None;
+        self.http_user_agent = None;
+        self.http_status = None;
+        self.http_content_type = None;
+        self.ssh_banner = None;
+        self.dhcp_msg_type = None;
+        self.dhcp_hostname = None;
+        self.dhcp_addr = None;
     }
 
     /// True when no field is set.
@@ -69,6 +98,18 @@ impl AppFields {
             && self.http_method.is_none()
             && self.http_host.is_none()
             && self.http_uri.is_none()
+            && self.http_user_agent.is_none()
+            && self.http_status.is_none()
+            && self.http_content_type.is_none()
+            && self.ssh_banner.is_none()
+            && self.dhcp_msg_type.is_none()
+            && self.dhcp_hostname.is_none()
+            && self.dhcp_addr.is_none()
+    }
+
+    /// The services these fields confirm.
+    pub fn services(&self) -> Services {
+        Services::of(self)
     }
 }
 
@@ -81,12 +122,14 @@ const SSDP_PORT: u16 = 1900;
 /// Decode `payload` of a packet with the given IP protocol and ports into `out` (cleared first).
 /// Returns true when any field was set.
 ///
-/// At most one of DNS, TLS and HTTP is decoded:
+/// At most one protocol is decoded:
 /// - UDP with either port 53, 5353 (mDNS) or 5355 (LLMNR): DNS message.
+/// - UDP with either port 67 or 68: DHCP message.
+/// - UDP with either port 1900: SSDP (an HTTP/1.x request or response).
 /// - TCP with either port 53: 2-byte length prefix + DNS message (only when the
 ///   whole message is in this payload).
-/// - other TCP (or TCP port 53 that did not yield DNS): TLS ClientHello or
-///   HTTP/1.x request, by content.
+/// - other TCP (or TCP port 53 that did not yield DNS): TLS ClientHello, SSH
+///   identification string, HTTP/1.x request or response, by content, on any port.
 pub fn app_fields(
     ip_proto: u8,
     src_port: u16,
@@ -126,7 +169,13 @@ pub fn parse_app(
             dns_message(payload, out);
             Parsed::Complete
         }
-        IPPROTO_UDP if is_port(SSDP_PORT) => http_request(payload, out),
+        IPPROTO_UDP if is_port(dhcp::SERVER_PORT) || is_port(dhcp::CLIENT_PORT) => {
+            dhcp_message(payload, out)
+        }
+        IPPROTO_UDP if is_port(SSDP_PORT) => match payload.first() {
+            Some(b'H') => http_response(payload, out),
+            _ => http_request(payload, out),
+        },
         IPPROTO_TCP => {
             let mut parsed = Parsed::Nothing;
             if is_port(DNS_PORT) {
@@ -135,6 +184,8 @@ pub fn parse_app(
             if out.is_empty() && parsed != Parsed::Partial {
                 parsed = match payload.first() {
                     Some(0x16) => tls_client_hello(payload, out),
+                    Some(b'S') if payload.starts_with(b"SSH-") => ssh_banner(payload, out),
+                    Some(b'H') if payload.starts_with(b"HTTP/") => http_response(payload, out),
                     Some(b'A'..=b'Z') => http_request(payload, out),
                     _ => Parsed::Nothing,
                 };
@@ -199,6 +250,8 @@ pub(crate) mod tests {
             (IPPROTO_UDP, 53, 1),
             (IPPROTO_UDP, 5353, 5353),
             (IPPROTO_UDP, 1, 5355),
+            (IPPROTO_UDP, 68, 67),
+            (IPPROTO_UDP, 1900, 1),
             (IPPROTO_TCP, 1, 53),
             (IPPROTO_TCP, 1, 443),
             (IPPROTO_TCP, 80, 1),
@@ -218,6 +271,9 @@ pub(crate) mod tests {
             dns_query("www.example.com", 1),
             modern_client_hello(),
             b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n".to_vec(),
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\n\r\n".to_vec(),
+            b"SSH-2.0-OpenSSH_9.6\r\n".to_vec(),
+            dhcp::tests::dhcp(1, 3, [0; 4], &[(12, b"host"), (50, &[10, 0, 0, 9])]),
         ];
         for i in 0..6000 {
             let len = match i % 4 {

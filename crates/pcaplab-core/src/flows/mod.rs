@@ -31,6 +31,7 @@ pub use schema::{col, flow_schema, flows_batch};
 use state::{History, L_ACK, L_DATA, L_FIN, L_RST, L_SYN, L_SYNACK, TcpState, zeek_tcp_state};
 pub use table::{Budget, FlowStats, FlowTable, SHARDS, TOP_FLOWS};
 
+use crate::app::Services;
 use crate::dissect::{Addr, Encap, Envelope, Outer, Packet};
 use crate::reader::NO_TIMESTAMP;
 
@@ -334,6 +335,8 @@ pub(crate) struct Seen<'a> {
     pub tcp_flags: Option<u16>,
     /// TLS SNI, HTTP Host or DNS query name carried by the packet.
     pub server_name: Option<&'a str>,
+    /// The services its content confirmed.
+    pub services: Services,
     /// The tunnels the packet came through (for its inner flow).
     pub envelope: Option<&'a Envelope>,
 }
@@ -349,6 +352,7 @@ impl<'a> Seen<'a> {
             payload_len: p.payload_len.unwrap_or(0),
             tcp_flags: p.tcp_flags,
             server_name: None,
+            services: Services::default(),
             envelope: (!p.env.is_empty()).then_some(&p.env),
         }
     }
@@ -373,6 +377,8 @@ pub struct Segment {
     sides: [Side; 2],
     history: History,
     pub server_name: Option<Box<str>>,
+    /// The services its packets' content confirmed (Zeek's `service`).
+    pub services: Services,
     /// The tunnels the flow's first packet came through (the flow inside a tunnel).
     pub envelope: Option<Box<Envelope>>,
     /// A tunnel's own flow (e.g. UDP 4789 between mirror source and target): the
@@ -395,6 +401,7 @@ impl Segment {
             sides: [Side::default(); 2],
             history: History::default(),
             server_name: None,
+            services: Services::default(),
             envelope: s.envelope.map(|e| Box::new(*e)),
             carries: Encap::None,
         };
@@ -445,6 +452,7 @@ impl Segment {
         {
             self.server_name = Some(name.into());
         }
+        self.services |= s.services;
     }
 
     fn packets(&self) -> u64 {
@@ -486,6 +494,7 @@ impl Segment {
         if self.server_name.is_none() {
             self.server_name = later.server_name;
         }
+        self.services |= later.services;
     }
 }
 
@@ -534,6 +543,7 @@ impl ChunkFlows {
                 payload_len: carrier.payload_len,
                 tcp_flags: None,
                 server_name: None,
+                services: Services::default(),
                 envelope: envelope.as_ref(),
                 ..*s
             };
@@ -577,14 +587,15 @@ impl ChunkFlows {
         }
     }
 
-    /// Give the latest flow of `key` a server name, unless it has one: for a message whose
-    /// fields were known only after later packets.
-    pub(crate) fn name(&mut self, key: &FlowKey, name: &str) {
+    /// Give the latest flow of `key` a server name (unless it has one) and services: for a
+    /// message whose fields were known only after later packets.
+    pub(crate) fn confirm(&mut self, key: &FlowKey, name: Option<&str>, services: Services) {
         if let Some(&at) = self.index.get(key) {
             let seg = self.segment(at);
             if seg.server_name.is_none() {
-                seg.server_name = Some(name.into());
+                seg.server_name = name.map(Into::into);
             }
+            seg.services |= services;
         }
     }
 
@@ -851,6 +862,7 @@ pub(crate) fn worst_case_flow(i: u16) -> Flow {
             sides: [side; 2],
             history: History::default(),
             server_name: Some("é".repeat(150).into()),
+            services: Services::SSL,
             envelope: None,
             carries: Encap::None,
         },

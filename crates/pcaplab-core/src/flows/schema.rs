@@ -1,5 +1,6 @@
 //! The flow table's columns: its Arrow schema and the batch of a set of flows.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, OnceLock};
 
 use arrow_array::builder::{
@@ -40,6 +41,7 @@ pub mod col {
     pub const CONN_STATE: &str = "conn_state";
     pub const HISTORY: &str = "history";
     pub const SERVER_NAME: &str = "server_name";
+    pub const SERVICE: &str = "service";
     pub const FIRST_FRAME: &str = "first_frame";
     pub const TUNNELS: &str = "tunnels";
     pub const TUNNEL_ID: &str = "tunnel_id";
@@ -80,6 +82,7 @@ pub fn flow_schema() -> SchemaRef {
             f(col::CONN_STATE, DataType::Utf8, false),
             f(col::HISTORY, DataType::Utf8, false),
             f(col::SERVER_NAME, DataType::Utf8, true),
+            f(col::SERVICE, DataType::Utf8, true),
             f(col::FIRST_FRAME, DataType::UInt64, false),
             f(
                 col::TUNNELS,
@@ -119,6 +122,8 @@ pub fn flows_batch(
     let mut conn_state = StringBuilder::with_capacity(n, n * 3);
     let mut history = StringBuilder::with_capacity(n, n * 6);
     let mut server_name = StringBuilder::new();
+    let mut service = StringBuilder::new();
+    let mut service_text = String::new();
     let mut first_frame = PrimitiveBuilder::<UInt64Type>::with_capacity(n);
     let mut tunnels = ListBuilder::new(StringBuilder::new())
         .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
@@ -166,6 +171,13 @@ pub fn flows_batch(
         conn_state.append_value(fl.conn_state());
         history.append_value(fl.history().as_str());
         server_name.append_option(fl.seg.server_name.as_deref());
+        if fl.seg.services.is_empty() {
+            service.append_null();
+        } else {
+            service_text.clear();
+            let _ = write!(service_text, "{}", fl.seg.services);
+            service.append_value(&service_text);
+        }
         first_frame.append_value(fl.seg.first_frame);
         match fl.seg.envelope.as_deref() {
             Some(env) => {
@@ -213,6 +225,7 @@ pub fn flows_batch(
         Arc::new(conn_state.finish()),
         Arc::new(history.finish()),
         Arc::new(server_name.finish()),
+        Arc::new(service.finish()),
         Arc::new(first_frame.finish()),
         Arc::new(tunnels.finish()),
         Arc::new(tunnel_id.finish()),

@@ -24,6 +24,7 @@ use rayon::prelude::*;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use super::{EndReason, Flow, FlowConfig, FlowKey, Segment, ShardedFlows};
+use crate::app::Services;
 use crate::dissect::Envelope;
 use crate::reader::NO_TIMESTAMP;
 
@@ -47,6 +48,9 @@ pub struct FlowStats {
     pub evicted: u64,
     /// The [`TOP_FLOWS`] flows with the most bytes, biggest first.
     pub top: Vec<Flow>,
+    /// Flows per service (a flow of several services counts in each), in
+    /// [`Services::ALL`]'s order.
+    pub services: [u64; Services::ALL.len()],
 }
 
 /// How many of the biggest flows [`FlowStats`] keeps.
@@ -126,6 +130,7 @@ struct Shard {
     retired: Vec<Flow>,
     flows: u64,
     evicted: u64,
+    services: [u64; Services::ALL.len()],
     top: Vec<Flow>,
     /// Scratch space for eviction ranks.
     ranks: Vec<u64>,
@@ -199,6 +204,9 @@ impl Shard {
         };
         let flow = Flow { key, seg, end };
         self.flows += 1;
+        for (n, (s, _)) in self.services.iter_mut().zip(Services::ALL) {
+            *n += u64::from(flow.seg.services.contains(s));
+        }
         let top = &mut self.top;
         // The top flows are conversations: a tunnel's own flow repeats the bytes of the
         // flows inside it.
@@ -294,6 +302,9 @@ impl FlowTable {
             }
             stats.flows += s.flows;
             stats.evicted += s.evicted;
+            for (total, n) in stats.services.iter_mut().zip(s.services) {
+                *total += n;
+            }
             stats.top.append(&mut s.top);
         }
         stats.top.sort_unstable_by(flow_order);
