@@ -1,5 +1,5 @@
 //! Application-layer fields of a single packet: DNS question/answers, TLS
-//! ClientHello SNI + JA3, HTTP/1.x request line + Host.
+//! ClientHello SNI, JA3, JA4, ALPN and version, HTTP/1.x request line + Host.
 //!
 //! One packet in, fields out: there is no reassembly across packets. The
 //! payload is the transport payload (bytes after the TCP/UDP header) and may be
@@ -13,7 +13,7 @@
 pub use crate::flows::{IPPROTO_TCP, IPPROTO_UDP};
 use dns::{dns_message, dns_over_tcp};
 use http::http_request;
-use tls::tls_client_hello;
+pub use tls::{Ja4, ja4_alpn, ja4_of, ja4_version, tls_client_hello, tls_version_text};
 
 mod dns;
 mod http;
@@ -36,6 +36,19 @@ pub struct AppFields {
     pub tls_sni: Option<String>,
     /// JA3 of the ClientHello: lowercase hex md5 of the JA3 string.
     pub tls_ja3: Option<String>,
+    /// JA4 of the ClientHello (FoxIO's TLS client fingerprint, see [`Ja4`]), e.g.
+    /// `t13d1516h2_8daaf6152771_e5627efa2ab1`; `q` instead of `t` when
+    /// [`AppFields::tls_over_quic`].
+    pub tls_ja4: Option<String>,
+    /// The ClientHello's offered ALPN protocols, in order, joined by commas (lossy UTF-8).
+    pub tls_alpn: Option<String>,
+    /// The highest version the ClientHello offers: the highest of its supported_versions
+    /// (GREASE left out), else its version field; as JA4 takes it. Shown by
+    /// [`tls_version_text`].
+    pub tls_version: Option<u16>,
+    /// The TLS fields come from a ClientHello carried by QUIC (decrypted from its Initial
+    /// packets) rather than TCP; false when there are none.
+    pub tls_over_quic: bool,
     /// HTTP request method.
     pub http_method: Option<String>,
     /// HTTP Host header value, trimmed.
@@ -53,12 +66,16 @@ impl AppFields {
         self.dns_answers.clear();
         self.tls_sni = None;
         self.tls_ja3 = None;
+        self.tls_ja4 = None;
+        self.tls_alpn = None;
+        self.tls_version = None;
+        self.tls_over_quic = false;
         self.http_method = None;
         self.http_host = None;
         self.http_uri = None;
     }
 
-    /// True when no field is set.
+    /// True when no field is set ([`AppFields::tls_over_quic`] only qualifies the TLS fields).
     pub fn is_empty(&self) -> bool {
         self.dns_qname.is_none()
             && self.dns_qtype.is_none()
@@ -66,6 +83,9 @@ impl AppFields {
             && self.dns_answers.is_empty()
             && self.tls_sni.is_none()
             && self.tls_ja3.is_none()
+            && self.tls_ja4.is_none()
+            && self.tls_alpn.is_none()
+            && self.tls_version.is_none()
             && self.http_method.is_none()
             && self.http_host.is_none()
             && self.http_uri.is_none()
@@ -134,7 +154,7 @@ pub fn parse_app(
             }
             if out.is_empty() && parsed != Parsed::Partial {
                 parsed = match payload.first() {
-                    Some(0x16) => tls_client_hello(payload, out),
+                    Some(0x16) => tls_client_hello(payload, false, out),
                     Some(b'A'..=b'Z') => http_request(payload, out),
                     _ => Parsed::Nothing,
                 };
