@@ -105,8 +105,9 @@ const SSDP_PORT: u16 = 1900;
 /// - UDP with either port 53, 5353 (mDNS) or 5355 (LLMNR): DNS message.
 /// - TCP with either port 53: 2-byte length prefix + DNS message (only when the
 ///   whole message is in this payload).
-/// - other TCP (or TCP port 53 that did not yield DNS): TLS ClientHello or
-///   HTTP/1.x request, by content.
+/// - other TCP (or TCP port 53 that did not yield DNS): TLS ClientHello (a handshake
+///   record, or a ChangeCipherSpec record and a handshake record) or HTTP/1.x request, by
+///   content.
 pub fn app_fields(
     ip_proto: u8,
     src_port: u16,
@@ -154,7 +155,8 @@ pub fn parse_app(
             }
             if out.is_empty() && parsed != Parsed::Partial {
                 parsed = match payload.first() {
-                    Some(0x16) => tls_client_hello(payload, false, out),
+                    // A handshake record, or a ChangeCipherSpec record before one.
+                    Some(0x16 | 0x14) => tls_client_hello(payload, false, out),
                     Some(b'A'..=b'Z') => http_request(payload, out),
                     _ => Parsed::Nothing,
                 };
@@ -252,6 +254,9 @@ pub(crate) mod tests {
                 1 if p.len() >= 6 => p[..6].copy_from_slice(&[0x16, 3, 1, 1, 0, 1]),
                 2 if p.len() >= 4 => p[..4].copy_from_slice(b"GET "),
                 3 if p.len() >= 12 => p[4..12].copy_from_slice(&[0, 1, 0, 2, 0, 0, 0, 0]),
+                4 if p.len() >= 12 => {
+                    p[..12].copy_from_slice(&[0x14, 3, 3, 0, 1, 1, 0x16, 3, 3, 1, 0, 1]);
+                }
                 _ => {}
             }
             all_branches(&p, &mut out);

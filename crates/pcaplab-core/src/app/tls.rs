@@ -28,6 +28,7 @@ use tls_parser::{
 
 use super::{AppFields, Parsed};
 
+const TLS_CHANGE_CIPHER_SPEC: u8 = 0x14;
 const TLS_HANDSHAKE: u8 = 0x16;
 const TLS_CLIENT_HELLO: u8 = 1;
 
@@ -45,11 +46,14 @@ fn is_grease(v: u16) -> bool {
 }
 
 /// Decode a TLS ClientHello at the start of `payload` (a TLS record) into `out`'s TLS fields.
+/// A ChangeCipherSpec record before it is skipped: a TLS 1.3 client sends one right before
+/// its second ClientHello, after a HelloRetryRequest (RFC 8446, D.4), often in one segment.
 ///
 /// `quic` tells that the ClientHello came over QUIC (its CRYPTO frames, wrapped in a TLS
 /// record by the caller): JA4 then has the `q` prefix instead of `t`, and
 /// [`AppFields::tls_over_quic`] is set along with the other fields.
 pub fn tls_client_hello(payload: &[u8], quic: bool, out: &mut AppFields) -> Parsed {
+    let payload = skip_change_cipher_spec(payload);
     // Cheap pre-check: handshake record, version major 3, first handshake
     // message is a ClientHello.
     if payload.len() < 6
@@ -71,6 +75,14 @@ pub fn tls_client_hello(payload: &[u8], quic: bool, out: &mut AppFields) -> Pars
             Parsed::Complete
         }
         Err(_) => tls_client_hello_partial(payload, quic, out),
+    }
+}
+
+/// `payload` after a ChangeCipherSpec record at its start (`14 03 0x 00 01 01`), if any.
+fn skip_change_cipher_spec(payload: &[u8]) -> &[u8] {
+    match payload {
+        [TLS_CHANGE_CIPHER_SPEC, 3, _, 0, 1, 1, rest @ ..] => rest,
+        _ => payload,
     }
 }
 
@@ -440,6 +452,7 @@ impl Ja4 {
 /// [`tls_client_hello`]); None when there is none, or it is cut short or malformed. For tests
 /// and tools: the packet table has the JA4 only.
 pub fn ja4_of(payload: &[u8], quic: bool) -> Option<Ja4> {
+    let payload = skip_change_cipher_spec(payload);
     if payload.len() < 6 || payload[0] != TLS_HANDSHAKE || payload[5] != TLS_CLIENT_HELLO {
         return None;
     }
@@ -831,6 +844,34 @@ pub(super) mod tests {
         );
         assert_eq!(f.tls_alpn.as_deref(), Some("h2,http/1.1"));
         assert_eq!(f.tls_version, Some(0x0304));
+    }
+
+    #[test]
+    fn client_hello_after_change_cipher_spec() {
+        // The second ClientHello after a HelloRetryRequest, behind a ChangeCipherSpec record.
+        let rec = spec_example_hello(&SPEC_SIGS);
+        let mut two = vec![0x14, 3, 3, 0, 1, 1];
+        two.extend_from_slice(&rec);
+        let f = run(IPPROTO_TCP, 50000, 443, &two);
+        assert_eq!(f, run(IPPROTO_TCP, 50000, 443, &rec));
+        assert_eq!(ja4_pair(&two, false), ja4_pair(&rec, false));
+        // Cut: followed like any ClientHello.
+        let mut out = AppFields::default();
+        assert_eq!(
+            super::super::parse_app(IPPROTO_TCP, 50000, 443, &two[..100], &mut out),
+            Parsed::Partial
+        );
+        // A ChangeCipherSpec record alone, or another record behind it: nothing.
+        assert!(run(IPPROTO_TCP, 50000, 443, &two[..6]).is_empty());
+        assert!(
+            run(
+                IPPROTO_TCP,
+                50000,
+                443,
+                &[0x14, 3, 3, 0, 1, 1, 0x17, 3, 3, 0, 1, 0]
+            )
+            .is_empty()
+        );
     }
 
     #[test]
