@@ -4,7 +4,7 @@
 //! One packet in, fields out: there is no reassembly across packets. The
 //! payload is the transport payload (bytes after the TCP/UDP header) and may be
 //! cut short by the capture's snap length. One module per protocol: DNS messages
-//! are walked in place ([`dns`]); ClientHellos ([`tls`]) and requests ([`http`])
+//! are walked in place (`dns.rs`); ClientHellos (`tls.rs`) and requests (`http.rs`)
 //! are parsed by `tls-parser` and `httparse`, behind cheap pre-checks so that
 //! payloads of no interest are rejected in a few nanoseconds.
 //!
