@@ -52,6 +52,9 @@ pub mod col {
     pub const DNS_ANSWERS: &str = "dns_answers";
     pub const TLS_SNI: &str = "tls_sni";
     pub const TLS_JA3: &str = "tls_ja3";
+    pub const TLS_JA4: &str = "tls_ja4";
+    pub const TLS_ALPN: &str = "tls_alpn";
+    pub const TLS_VERSION: &str = "tls_version";
     pub const HTTP_METHOD: &str = "http_method";
     pub const HTTP_HOST: &str = "http_host";
     pub const HTTP_URI: &str = "http_uri";
@@ -122,6 +125,9 @@ pub fn schema() -> SchemaRef {
             ),
             f(col::TLS_SNI, DataType::Utf8, true),
             f(col::TLS_JA3, DataType::Utf8, true),
+            f(col::TLS_JA4, DataType::Utf8, true),
+            f(col::TLS_ALPN, DataType::Utf8, true),
+            f(col::TLS_VERSION, DataType::Utf8, true),
             f(col::HTTP_METHOD, DataType::Utf8, true),
             f(col::HTTP_HOST, DataType::Utf8, true),
             f(col::HTTP_URI, DataType::Utf8, true),
@@ -269,6 +275,9 @@ struct Builders {
     dns_answers: ListBuilder<StringBuilder>,
     tls_sni: StringBuilder,
     tls_ja3: StringBuilder,
+    tls_ja4: StringBuilder,
+    tls_alpn: StringBuilder,
+    tls_version: StringBuilder,
     http_method: StringBuilder,
     http_host: StringBuilder,
     http_uri: StringBuilder,
@@ -305,6 +314,9 @@ impl Builders {
         self.dns_answers.append_nulls(n);
         self.tls_sni.append_nulls(n);
         self.tls_ja3.append_nulls(n);
+        self.tls_ja4.append_nulls(n);
+        self.tls_alpn.append_nulls(n);
+        self.tls_version.append_nulls(n);
         self.http_method.append_nulls(n);
         self.http_host.append_nulls(n);
         self.http_uri.append_nulls(n);
@@ -417,6 +429,9 @@ impl Builders {
                 .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false))),
             tls_sni: StringBuilder::new(),
             tls_ja3: StringBuilder::new(),
+            tls_ja4: StringBuilder::new(),
+            tls_alpn: StringBuilder::new(),
+            tls_version: StringBuilder::new(),
             http_method: StringBuilder::new(),
             http_host: StringBuilder::new(),
             http_uri: StringBuilder::new(),
@@ -782,6 +797,10 @@ pub fn decode_chunk_with(
         }
         b.tls_sni.append_option(app.tls_sni.as_deref());
         b.tls_ja3.append_option(app.tls_ja3.as_deref());
+        b.tls_ja4.append_option(app.tls_ja4.as_deref());
+        b.tls_alpn.append_option(app.tls_alpn.as_deref());
+        b.tls_version
+            .append_option(app.tls_version.map(crate::app::tls_version_text));
         b.http_method.append_option(app.http_method.as_deref());
         b.http_host.append_option(app.http_host.as_deref());
         b.http_uri.append_option(app.http_uri.as_deref());
@@ -832,6 +851,9 @@ pub fn decode_chunk_with(
         Arc::new(b.dns_answers.finish()),
         Arc::new(b.tls_sni.finish()),
         Arc::new(b.tls_ja3.finish()),
+        Arc::new(b.tls_ja4.finish()),
+        Arc::new(b.tls_alpn.finish()),
+        Arc::new(b.tls_version.finish()),
         Arc::new(b.http_method.finish()),
         Arc::new(b.http_host.finish()),
         Arc::new(b.http_uri.finish()),

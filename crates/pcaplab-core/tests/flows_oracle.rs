@@ -8,7 +8,7 @@
 //! tshark -n -r FILE -T fields -E separator=/t -E occurrence=f -e frame.number \
 //!   -e dns.qry.name -e tls.handshake.extensions_server_name -e http.host \
 //!   -e tls.handshake.ja3 -e http.request.method -e http.request.uri -e dns.qry.type \
-//!   -e tcp.segment -e frame.time_epoch -e eth.src -e ip.src -e ipv6.src \
+//!   -e tls.handshake.extensions_alpn_str -e tcp.segment -e frame.time_epoch -e eth.src -e ip.src -e ipv6.src \
 //!   -z conv,tcp -z conv,udp
 //! ```
 //!
@@ -17,8 +17,9 @@
 //!    (VLAN ignored, as tshark ignores it), their `packets` summed. Per pair: present on both
 //!    sides, one tshark conversation, same number of frames — or a difference.
 //! 2. **Application fields.** Per frame, `dns_qname`, `tls_sni`, `http_host`, `tls_ja3`,
-//!    `http_method`, `http_uri` and `dns_qtype` of the packet table against the first
-//!    occurrence of tshark's field (frames numbered from 1 in file order on both sides; tshark's
+//!    `http_method`, `http_uri`, `dns_qtype` and `tls_alpn` of the packet table against the first
+//!    occurrence of tshark's field (for `tls_alpn`, whose value lists every offered protocol,
+//!    its first protocol, since `occurrence=f` shows tshark's first ALPN value only) (frames numbered from 1 in file order on both sides; tshark's
 //!    rows for pcapng Custom Blocks are dropped first, as in `tests/oracle.rs`). Per field the
 //!    test prints the frames where tshark has a value, where ours is equal, where only we have
 //!    one, and the agreement; `dns_qname`, `tls_sni` and `http_host` must agree on at least 99%
@@ -70,7 +71,7 @@ const DIFFERENCES: &str = "tests/flows-oracle-differences.tsv";
 const NEVER: i64 = i64::MAX / 4;
 
 /// (our packet column, tshark field), in tshark's column order after `frame.number`.
-const APP_FIELDS: [(&str, &str); 7] = [
+const APP_FIELDS: [(&str, &str); 8] = [
     ("dns_qname", "dns.qry.name"),
     ("tls_sni", "tls.handshake.extensions_server_name"),
     ("http_host", "http.host"),
@@ -78,6 +79,7 @@ const APP_FIELDS: [(&str, &str); 7] = [
     ("http_method", "http.request.method"),
     ("http_uri", "http.request.uri"),
     ("dns_qtype", "dns.qry.type"),
+    ("tls_alpn", "tls.handshake.extensions_alpn_str"),
 ];
 
 /// After the application fields: the first segment of the TCP PDU tshark reassembled in this
@@ -124,6 +126,12 @@ const CONVERSATIONS_LISTED: usize = 10;
 /// listed with a reason starting "QUIC").
 const REQUIRED: [&str; 3] = ["dns_qname", "tls_sni", "http_host"];
 const REQUIRED_AGREEMENT: f64 = 0.99;
+
+/// `tls_alpn` is reported, not required. tshark also shows the ALPN protocol a server selected
+/// (ServerHello, or EncryptedExtensions it decrypts); pcaplab's is a ClientHello's offer. The
+/// listed differences whose reason starts with one of these (or "QUIC") are left out of the
+/// ClientHello agreement line printed for it.
+const SERVER_ALPN_REASONS: [&str; 2] = ["ServerHello", "TLS 1.3 EncryptedExtensions"];
 
 // ---------------------------------------------------------------------------------------------
 // tshark
@@ -443,7 +451,17 @@ fn our_app_fields(packets: &[RecordBatch]) -> BTreeMap<u64, Vec<String>> {
             .expect("frame_number")
             .as_primitive::<UInt64Type>();
         for i in 0..b.num_rows() {
-            let values = APP_FIELDS.iter().map(|(c, _)| text(b, c, i)).collect();
+            let values = APP_FIELDS
+                .iter()
+                .map(|(c, _)| {
+                    let mut v = text(b, c, i);
+                    if *c == "tls_alpn" {
+                        // tshark's first occurrence: the first offered protocol.
+                        v.truncate(v.find(',').unwrap_or(v.len()));
+                    }
+                    v
+                })
+                .collect();
             out.insert(frame.value(i), values);
         }
     }
@@ -833,7 +851,7 @@ fn compare_services(
 }
 
 /// One `-T fields` line: frame number, application fields, first segment, frame fields.
-fn fields_line(frame: u64, app: [&str; 7], segment: &str, time: &str) -> String {
+fn fields_line(frame: u64, app: [&str; APP_FIELDS.len()], segment: &str, time: &str) -> String {
     let mut cols = vec![frame.to_string()];
     cols.extend(app.iter().map(|v| v.to_string()));
     cols.push(segment.to_string());
@@ -881,9 +899,9 @@ fn frame_services_read_one_conversation() {
 
 #[test]
 fn tshark_output_parses() {
-    let host = ["", "", "a.example", "", "GET", "/", ""];
+    let host = ["", "", "a.example", "", "GET", "/", "", "h2"];
     let text = [
-        fields_line(1, [""; 7], "", "1.0"),
+        fields_line(1, [""; APP_FIELDS.len()], "", "1.0"),
         fields_line(2, host, "1", "1.1"),
         "================================================================================".into(),
         "UDP Conversations".into(),
@@ -905,6 +923,7 @@ fn tshark_output_parses() {
     let t = parse_tshark(&text, false);
     assert_eq!(t.frames.len(), 2);
     assert_eq!(t.frames[&2][2], "a.example");
+    assert_eq!(t.frames[&2][7], "h2");
     assert_eq!(t.first_segment, BTreeMap::from([(2, 1)]));
     let udp = pair(("10.0.0.1".into(), 5353), ("224.0.0.251".into(), 5353));
     assert_eq!(t.conversations[&(17, udp)], vec![14]);
@@ -916,7 +935,7 @@ fn tshark_output_parses() {
 
     // A Custom Block (no timestamp, no Ethernet, no IP) is not a frame of ours.
     let text = [
-        fields_line(1, [""; 7], "", ""),
+        fields_line(1, [""; APP_FIELDS.len()], "", ""),
         fields_line(2, host, "", "1.0"),
     ]
     .join("\n");
@@ -1032,12 +1051,22 @@ fn matches_tshark_on_the_corpus() {
     let mut below = Vec::new();
     // tshark's values on QUIC packets, per field, from the listed differences.
     let mut quic: BTreeMap<String, u64> = BTreeMap::new();
+    // tshark's ALPN values of server messages, from the listed differences.
+    let mut server_alpn = 0;
     for row in listed() {
         if is_frame_check(&row.key.1)
             && row.key.2 == "tshark-only"
             && row.reason.starts_with("QUIC")
         {
             *quic.entry(row.key.1.clone()).or_default() += expand_frames(&row.subject).len() as u64;
+        }
+        if row.key.1 == "tls_alpn"
+            && row.key.2 == "tshark-only"
+            && SERVER_ALPN_REASONS
+                .iter()
+                .any(|r| row.reason.starts_with(r))
+        {
+            server_alpn += expand_frames(&row.subject).len() as u64;
         }
     }
     for ((column, _), s) in APP_FIELDS.iter().zip(&field_stats) {
@@ -1069,6 +1098,17 @@ fn matches_tshark_on_the_corpus() {
             if not_quic == 0 || share_not_quic < REQUIRED_AGREEMENT {
                 below.push(*column);
             }
+        }
+        if *column == "tls_alpn" {
+            let hellos = not_quic.saturating_sub(server_alpn);
+            let _ = writeln!(
+                report,
+                "  {column:<12} {hellos:>7} {:>7} {:>9} {:>7.2}%  (TCP ClientHellos: not QUIC, \
+                 not a server's choice; reported, not required)",
+                s.agree,
+                "",
+                100.0 * s.agree as f64 / hellos.max(1) as f64
+            );
         }
     }
     let _ = writeln!(

@@ -171,13 +171,16 @@ fn every_corpus_file_converts_without_panic() {
 
 /// The application columns: a message followed over TCP segments lands on the segment that
 /// completes it when both are in one chunk, on its first segment otherwise.
-const APP_COLUMNS: [&str; 16] = [
+const APP_COLUMNS: [&str; 19] = [
     "dns_qname",
     "dns_qtype",
     "dns_rcode",
     "dns_answers",
     "tls_sni",
     "tls_ja3",
+    "tls_ja4",
+    "tls_alpn",
+    "tls_version",
     "http_method",
     "http_host",
     "http_uri",

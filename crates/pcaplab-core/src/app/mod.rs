@@ -1,12 +1,13 @@
 //! Application-layer fields of a single packet: DNS question/answers, TLS
-//! ClientHello SNI + JA3, HTTP/1.x request line, Host and User-Agent, HTTP
-//! response status and Content-Type, SSH identification strings, DHCP message
-//! type, host name and address; and the services ([`Services`]) they confirm.
+//! ClientHello SNI, JA3, JA4, ALPN and version, HTTP/1.x request line, Host and
+//! User-Agent, HTTP response status and Content-Type, SSH identification strings,
+//! DHCP message type, host name and address; and the services ([`Services`]) they
+//! confirm.
 //!
 //! One packet in, fields out: there is no reassembly across packets. The
 //! payload is the transport payload (bytes after the TCP/UDP header) and may be
 //! cut short by the capture's snap length. One module per protocol: DNS messages
-//! are walked in place ([`dns`]); ClientHellos ([`tls`]) and requests ([`http`])
+//! are walked in place (`dns.rs`); ClientHellos (`tls.rs`) and requests (`http.rs`)
 //! are parsed by `tls-parser` and `httparse`, behind cheap pre-checks so that
 //! payloads of no interest are rejected in a few nanoseconds.
 //!
@@ -18,7 +19,7 @@ use dns::{dns_message, dns_over_tcp};
 use http::{http_request, http_response};
 pub use service::Services;
 use ssh::ssh_banner;
-use tls::tls_client_hello;
+pub use tls::{Ja4, ja4_alpn, ja4_of, ja4_version, tls_client_hello, tls_version_text};
 
 mod dhcp;
 mod dns;
@@ -44,6 +45,19 @@ pub struct AppFields {
     pub tls_sni: Option<String>,
     /// JA3 of the ClientHello: lowercase hex md5 of the JA3 string.
     pub tls_ja3: Option<String>,
+    /// JA4 of the ClientHello (FoxIO's TLS client fingerprint, see [`Ja4`]), e.g.
+    /// `t13d1516h2_8daaf6152771_e5627efa2ab1`; `q` instead of `t` when
+    /// [`AppFields::tls_over_quic`].
+    pub tls_ja4: Option<String>,
+    /// The ClientHello's offered ALPN protocols, in order, joined by commas (lossy UTF-8).
+    pub tls_alpn: Option<String>,
+    /// The highest version the ClientHello offers: the highest of its supported_versions
+    /// (GREASE left out), else its version field; as JA4 takes it. Shown by
+    /// [`tls_version_text`].
+    pub tls_version: Option<u16>,
+    /// The TLS fields come from a ClientHello carried by QUIC (decrypted from its Initial
+    /// packets) rather than TCP; false when there are none.
+    pub tls_over_quic: bool,
     /// HTTP request method.
     pub http_method: Option<String>,
     /// HTTP Host header value, trimmed.
@@ -75,6 +89,10 @@ impl AppFields {
         self.dns_answers.clear();
         self.tls_sni = None;
         self.tls_ja3 = None;
+        self.tls_ja4 = None;
+        self.tls_alpn = None;
+        self.tls_version = None;
+        self.tls_over_quic = false;
         self.http_method = None;
         self.http_host = None;
         self.http_uri = None;
@@ -87,7 +105,7 @@ impl AppFields {
         self.dhcp_addr = None;
     }
 
-    /// True when no field is set.
+    /// True when no field is set ([`AppFields::tls_over_quic`] only qualifies the TLS fields).
     pub fn is_empty(&self) -> bool {
         self.dns_qname.is_none()
             && self.dns_qtype.is_none()
@@ -95,6 +113,9 @@ impl AppFields {
             && self.dns_answers.is_empty()
             && self.tls_sni.is_none()
             && self.tls_ja3.is_none()
+            && self.tls_ja4.is_none()
+            && self.tls_alpn.is_none()
+            && self.tls_version.is_none()
             && self.http_method.is_none()
             && self.http_host.is_none()
             && self.http_uri.is_none()
@@ -128,8 +149,9 @@ const SSDP_PORT: u16 = 1900;
 /// - UDP with either port 1900: SSDP (an HTTP/1.x request or response).
 /// - TCP with either port 53: 2-byte length prefix + DNS message (only when the
 ///   whole message is in this payload).
-/// - other TCP (or TCP port 53 that did not yield DNS): TLS ClientHello, SSH
-///   identification string, HTTP/1.x request or response, by content, on any port.
+/// - other TCP (or TCP port 53 that did not yield DNS): TLS ClientHello (a handshake
+///   record, or a ChangeCipherSpec record and a handshake record), SSH identification
+///   string, HTTP/1.x request or response, by content, on any port.
 pub fn app_fields(
     ip_proto: u8,
     src_port: u16,
@@ -183,7 +205,8 @@ pub fn parse_app(
             }
             if out.is_empty() && parsed != Parsed::Partial {
                 parsed = match payload.first() {
-                    Some(0x16) => tls_client_hello(payload, out),
+                    // A handshake record, or a ChangeCipherSpec record before one.
+                    Some(0x16 | 0x14) => tls_client_hello(payload, false, out),
                     Some(b'S') if payload.starts_with(b"SSH-") => ssh_banner(payload, out),
                     Some(b'H') if payload.starts_with(b"HTTP/") => http_response(payload, out),
                     Some(b'A'..=b'Z') => http_request(payload, out),
@@ -288,6 +311,9 @@ pub(crate) mod tests {
                 1 if p.len() >= 6 => p[..6].copy_from_slice(&[0x16, 3, 1, 1, 0, 1]),
                 2 if p.len() >= 4 => p[..4].copy_from_slice(b"GET "),
                 3 if p.len() >= 12 => p[4..12].copy_from_slice(&[0, 1, 0, 2, 0, 0, 0, 0]),
+                4 if p.len() >= 12 => {
+                    p[..12].copy_from_slice(&[0x14, 3, 3, 0, 1, 1, 0x16, 3, 3, 1, 0, 1]);
+                }
                 _ => {}
             }
             all_branches(&p, &mut out);
