@@ -22,6 +22,7 @@ use tls_parser::{
 };
 
 mod dns;
+pub mod quic;
 
 /// Application fields of one packet; all None/empty when the packet carries none.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -40,6 +41,9 @@ pub struct AppFields {
     pub tls_sni: Option<String>,
     /// JA3 of the ClientHello: lowercase hex md5 of the JA3 string.
     pub tls_ja3: Option<String>,
+    /// Set when the TLS fields above come from a ClientHello carried in QUIC Initial packets:
+    /// the QUIC version of the packets (see [`quic`]). TLS over TCP leaves it None.
+    pub quic_version: Option<u32>,
     /// HTTP request method.
     pub http_method: Option<String>,
     /// HTTP Host header value, trimmed.
@@ -57,6 +61,7 @@ impl AppFields {
         self.dns_answers.clear();
         self.tls_sni = None;
         self.tls_ja3 = None;
+        self.quic_version = None;
         self.http_method = None;
         self.http_host = None;
         self.http_uri = None;
@@ -70,6 +75,7 @@ impl AppFields {
             && self.dns_answers.is_empty()
             && self.tls_sni.is_none()
             && self.tls_ja3.is_none()
+            && self.quic_version.is_none()
             && self.http_method.is_none()
             && self.http_host.is_none()
             && self.http_uri.is_none()
