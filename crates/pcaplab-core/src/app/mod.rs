@@ -145,6 +145,12 @@ pub fn parse_app(
             if out.is_empty() && parsed != Parsed::Partial {
                 parsed = match payload.first() {
                     Some(0x16) => tls_client_hello(payload, out),
+                    // TLS 1.3 middlebox compatibility (RFC 8446 §D.4): the second ClientHello,
+                    // after a HelloRetryRequest, may follow a ChangeCipherSpec record.
+                    Some(0x14) => match payload {
+                        [0x14, 3, _, 0, 1, 1, hello @ ..] => tls_client_hello(hello, out),
+                        _ => Parsed::Nothing,
+                    },
                     Some(b'A'..=b'Z') => http_request(payload, out),
                     _ => Parsed::Nothing,
                 };
@@ -614,6 +620,17 @@ pub(crate) mod tests {
             let f = run(IPPROTO_TCP, 51000, 443, &rec[..cut]);
             assert_eq!(f.tls_ja3, None);
         }
+    }
+
+    #[test]
+    fn tls_client_hello_after_change_cipher_spec() {
+        let mut seg = vec![0x14, 3, 3, 0, 1, 1];
+        seg.extend_from_slice(&modern_client_hello());
+        let f = run(IPPROTO_TCP, 51000, 443, &seg);
+        assert_eq!(f.tls_sni.as_deref(), Some("www.example.com"));
+        assert_eq!(f.tls_ja3.as_deref(), Some(MODERN_JA3_MD5));
+        // A ChangeCipherSpec record alone: nothing.
+        assert!(run(IPPROTO_TCP, 51000, 443, &seg[..6]).is_empty());
     }
 
     #[test]
