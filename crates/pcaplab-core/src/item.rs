@@ -370,6 +370,15 @@ fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize
     });
     put("ip_protos", count_map(ip_protos));
     put("decode_errors", n(sum.decode_errors));
+    if sum.quic_initials > 0 || sum.quic_undecryptable > 0 {
+        put(
+            "quic",
+            count_map(BTreeMap::from([
+                ("initials".to_owned(), sum.quic_initials),
+                ("undecryptable".to_owned(), sum.quic_undecryptable),
+            ])),
+        );
+    }
     if !sum.tunnels.is_empty() {
         // At most one entry per encapsulation pcaplab decodes (Encap::ALL).
         put("tunnels", count_map(counts(&sum.tunnels, str::to_owned)));

@@ -95,8 +95,35 @@ pub fn version(number: u32) -> Option<Version> {
 /// The version of the QUIC long-header packet a UDP payload starts with, when it is one
 /// pcaplab knows (see [`version`]) and the header's connection IDs fit in the payload.
 pub fn long_header_version(payload: &[u8]) -> Option<u32> {
-    let header = LongHeader::parse(payload)?;
-    version(header.version).map(|v| v.number)
+    match long_packet(payload)? {
+        LongPacket::Initial(v) | LongPacket::Other(v) => Some(v),
+        LongPacket::UnknownVersion => None,
+    }
+}
+
+/// The first QUIC long-header packet of a UDP payload (a client's Initial comes first in its
+/// datagram).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LongPacket {
+    /// An Initial packet of this known version.
+    Initial(u32),
+    /// Another packet type (0-RTT, Handshake, Retry) of this known version.
+    Other(u32),
+    /// The fixed bit is set but the version is not one pcaplab can read (version
+    /// negotiation's 0 excepted, which is not a QUIC packet of any version).
+    UnknownVersion,
+}
+
+/// What the UDP payload's first long-header packet is, if it starts with one (a first byte
+/// with the long-header bit, connection IDs of at most 20 bytes within the payload).
+pub fn long_packet(payload: &[u8]) -> Option<LongPacket> {
+    let h = LongHeader::parse(payload)?;
+    match version(h.version) {
+        Some(v) if (h.first >> 4) & 3 == v.initial_type => Some(LongPacket::Initial(v.number)),
+        Some(v) => Some(LongPacket::Other(v.number)),
+        None if h.version != 0 && h.first & 0x40 != 0 => Some(LongPacket::UnknownVersion),
+        None => None,
+    }
 }
 
 /// The invariant part of a long header (RFC 8999 §5.1) and the type-specific fields up to the
@@ -221,6 +248,41 @@ impl Keys {
     }
 }
 
+/// Remove the header protection of the Initial packet `packet` (whose packet number starts at
+/// `pn_at`) with `keys` and open its payload into `s`.
+fn open_with(keys: &Keys, packet: &[u8], pn_at: usize, s: &mut Vec<u8>) -> Option<()> {
+    // The sample starts 4 bytes after the packet number's start, whatever its length.
+    let sample = packet.get(pn_at + 4..pn_at + 20)?;
+    let mask = keys.hp.new_mask(sample).ok()?;
+    let first = packet[0] ^ (mask[0] & 0x0f);
+    let pn_len = usize::from(first & 3) + 1;
+    let header_len = pn_at + pn_len;
+    s.clear();
+    s.extend_from_slice(packet);
+    s[0] = first;
+    let mut nonce = keys.iv;
+    for i in 0..pn_len {
+        let b = s[pn_at + i] ^ mask[1 + i];
+        s[pn_at + i] = b;
+        // The packet number as sent (its leading bytes, not sent, are taken as zero: the
+        // first packets of a connection have small numbers).
+        nonce[12 - pn_len + i] ^= b;
+    }
+    let (header, payload) = s.split_at_mut(header_len);
+    let plain = keys
+        .aead
+        .open_in_place(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&*header),
+            payload,
+        )
+        .ok()?
+        .len();
+    s.truncate(header_len + plain);
+    s.drain(..header_len);
+    Some(())
+}
+
 /// Counts of client Initial packets, for the summary.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct InitialStats {
@@ -303,45 +365,27 @@ impl Connection {
         decrypted
     }
 
-    /// Remove the header protection of the Initial packet `packet` (whose packet number
-    /// starts at `pn_at`) and open its payload into `self.scratch`.
+    /// Open the Initial packet `packet` (whose packet number starts at `pn_at`) into
+    /// `self.scratch`. The keys derive from the Destination Connection ID of the client's
+    /// first Initial (RFC 9001 §5.2), which later Initials no longer carry once the client
+    /// switched to the server's connection ID: the keys of the first packet that opened are
+    /// tried first, then those of this packet's connection ID (a new first Initial, after a
+    /// Retry), which replace them if they open it.
     fn open(&mut self, v: &Version, dcid: &[u8], packet: &[u8], pn_at: usize) -> Option<()> {
-        if !matches!(&self.keys, Some(k) if k.version == v.number && k.dcid == dcid) {
-            self.keys = Keys::new(v, dcid);
+        if let Some(keys) = self.keys.as_ref().filter(|k| k.version == v.number) {
+            if open_with(keys, packet, pn_at, &mut self.scratch).is_some() {
+                return Some(());
+            }
+            if keys.dcid == dcid {
+                return None;
+            }
         }
-        let keys = self.keys.as_ref()?;
-        // The sample starts 4 bytes after the packet number's start, whatever its length.
-        let sample = packet.get(pn_at + 4..pn_at + 20)?;
-        let mask = keys.hp.new_mask(sample).ok()?;
-        let first = packet[0] ^ (mask[0] & 0x0f);
-        let pn_len = usize::from(first & 3) + 1;
-        let header_len = pn_at + pn_len;
-        let s = &mut self.scratch;
-        s.clear();
-        s.extend_from_slice(packet);
-        s[0] = first;
-        let mut nonce = keys.iv;
-        for i in 0..pn_len {
-            let b = s[pn_at + i] ^ mask[1 + i];
-            s[pn_at + i] = b;
-            // The packet number as sent (its leading bytes, not sent, are taken as zero: the
-            // first packets of a connection have small numbers).
-            nonce[12 - pn_len + i] ^= b;
-        }
-        let (header, payload) = s.split_at_mut(header_len);
-        let plain = keys
-            .aead
-            .open_in_place(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(&*header),
-                payload,
-            )
-            .ok()?
-            .len();
-        s.truncate(header_len + plain);
-        s.drain(..header_len);
+        let keys = Keys::new(v, dcid)?;
+        open_with(&keys, packet, pn_at, &mut self.scratch)?;
+        self.keys = Some(keys);
         Some(())
     }
+    // The sample starts 4 bytes after the packet number's start, whatever its length.
 
     /// Walk a decrypted payload's frames, keeping the CRYPTO frames' data; stop at a frame
     /// type an Initial packet of a client does not carry before its ClientHello (or cannot
@@ -477,6 +521,43 @@ impl Connection {
         }
         parsed
     }
+}
+
+/// A client Initial packet of `number` for `dcid` with packet number `pn` carrying `frames`
+/// (padded to the 20 bytes header protection samples), protected as a client would: for the
+/// tests of the code that follows connections.
+#[cfg(test)]
+pub(crate) fn seal_initial(number: u32, dcid: &[u8], pn: u8, frames: &[u8]) -> Vec<u8> {
+    let v = version(number).expect("known version");
+    let m = KeyMaterial::client_initial(&v, dcid).expect("keys");
+    let mut payload = frames.to_vec();
+    if payload.len() < 20 {
+        payload.resize(20, 0);
+    }
+    let mut packet = vec![0xc0 | v.initial_type << 4];
+    packet.extend_from_slice(&number.to_be_bytes());
+    packet.push(u8::try_from(dcid.len()).expect("dcid"));
+    packet.extend_from_slice(dcid);
+    packet.extend_from_slice(&[0, 0]); // no source connection ID, no token
+    let len = u16::try_from(1 + payload.len() + 16).expect("length");
+    packet.extend_from_slice(&(0x4000 | len).to_be_bytes());
+    let pn_at = packet.len();
+    packet.push(pn);
+    let mut nonce = m.iv;
+    nonce[11] ^= pn;
+    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &m.key).expect("key"));
+    key.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(&packet[..]),
+        &mut payload,
+    )
+    .expect("seal");
+    packet.extend_from_slice(&payload);
+    let hp = HeaderProtectionKey::new(&AES_128, &m.hp).expect("hp");
+    let mask = hp.new_mask(&packet[pn_at + 4..pn_at + 20]).expect("mask");
+    packet[0] ^= mask[0] & 0x0f;
+    packet[pn_at] ^= mask[1];
+    packet
 }
 
 #[cfg(test)]
@@ -776,6 +857,19 @@ mod tests {
         // Past the cap: dropped.
         s.add_crypto(MAX_CRYPTO - 1, &[1, 2, 3]);
         assert_eq!(s.buffered(), MAX_CRYPTO);
+    }
+
+    #[test]
+    fn sealed_packets_open_in_every_version() {
+        for number in [VERSION_1, VERSION_2, 0xff00_001d, 0xff00_0017, 0xff00_0022] {
+            let frames = [0x06, 0x00, 0x03, 1, 0, 0];
+            let d = seal_initial(number, &[9; 8], 0, &frames);
+            assert_eq!(long_packet(&d), Some(LongPacket::Initial(number)));
+            let mut c = Connection::default();
+            let mut stats = InitialStats::default();
+            assert_eq!(c.add_datagram(&d, &mut stats), Some(number));
+            assert_eq!(c.contiguous(), &[1, 0, 0]);
+        }
     }
 
     #[test]
