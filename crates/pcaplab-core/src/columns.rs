@@ -471,7 +471,10 @@ fn quic_version(data: &[u8], p: &Packet) -> Option<u32> {
 /// The application fields of one chunk's rows, following TCP messages over segments within
 /// the chunk. A message completed by a later segment lands on that segment's row (as tshark
 /// shows it); one that is not completed — a gap, more than [`MAX_MESSAGE`] bytes, or the end
-/// of the chunk — lands with what it gave on its first segment's row.
+/// of the chunk — lands with what it gave on its first segment's row. QUIC connections are
+/// followed the same way over their client Initial datagrams (up to [`MAX_FOLLOWED`] at once,
+/// [`quic::MAX_CRYPTO`] bytes of CRYPTO stream each): the ClientHello lands on the row of the
+/// datagram that completes it, or with what it gave on its first datagram's row.
 #[derive(Default)]
 struct Messages {
     /// (row, fields), for rows that have any.
