@@ -14,6 +14,10 @@
 //! drafts tshark and Zeek still read, 23 to 34 (`0xff000017`..=`0xff000022`, with their
 //! salts), and Facebook's mvfst versions based on draft 27. The cryptography is aws-lc-rs's.
 //!
+//! The ClientHello is read by the TLS-over-TCP code, through [`parse_app`], and
+//! `AppFields::quic_version` is set afterwards: code that fingerprints a ClientHello (JA4's
+//! `q` or `t`) tells QUIC from TCP by it.
+//!
 //! Never panics on any input bytes: every length is checked, every failure is a `None` or a
 //! count.
 
@@ -66,6 +70,15 @@ pub struct Version {
 }
 
 const LABELS_V1: [&[u8]; 3] = [b"quic key", b"quic iv", b"quic hp"];
+
+/// Version 1's parameters (the drafts differ from it in their salt only).
+const V1_TEMPLATE: Version = Version {
+    number: VERSION_1,
+    salt: &SALT_V1,
+    labels: LABELS_V1,
+    initial_type: 0,
+    retry_type: 3,
+};
 const LABELS_V2: [&[u8]; 3] = [b"quicv2 key", b"quicv2 iv", b"quicv2 hp"];
 
 /// The version `number`, when pcaplab can read its Initial packets.
@@ -73,9 +86,7 @@ pub fn version(number: u32) -> Option<Version> {
     let v1 = |salt| Version {
         number,
         salt,
-        labels: LABELS_V1,
-        initial_type: 0,
-        retry_type: 3,
+        ..V1_TEMPLATE
     };
     match number {
         VERSION_1 | 0xff00_0021 | 0xff00_0022 => Some(v1(&SALT_V1)),
@@ -525,36 +536,51 @@ impl Connection {
 
 /// A client Initial packet of `number` for `dcid` with packet number `pn` carrying `frames`
 /// (padded to the 20 bytes header protection samples), protected as a client would: for the
-/// tests of the code that follows connections.
-#[cfg(test)]
+/// tests and the fuzz target of the code that follows connections. An unknown version is
+/// taken as version 1; `frames` are cut to 16,320 bytes (a 2-byte Length field).
 pub(crate) fn seal_initial(number: u32, dcid: &[u8], pn: u8, frames: &[u8]) -> Vec<u8> {
-    let v = version(number).expect("known version");
-    let m = KeyMaterial::client_initial(&v, dcid).expect("keys");
+    let v = version(number).unwrap_or(Version {
+        number,
+        ..V1_TEMPLATE
+    });
+    let dcid = &dcid[..dcid.len().min(20)];
+    let Some(m) = KeyMaterial::client_initial(&v, dcid) else {
+        return Vec::new();
+    };
+    let frames = &frames[..frames.len().min(16_320)];
     let mut payload = frames.to_vec();
     if payload.len() < 20 {
         payload.resize(20, 0);
     }
     let mut packet = vec![0xc0 | v.initial_type << 4];
     packet.extend_from_slice(&number.to_be_bytes());
-    packet.push(u8::try_from(dcid.len()).expect("dcid"));
+    packet.push(dcid.len() as u8);
     packet.extend_from_slice(dcid);
     packet.extend_from_slice(&[0, 0]); // no source connection ID, no token
-    let len = u16::try_from(1 + payload.len() + 16).expect("length");
+    let len = (1 + payload.len() + 16) as u16;
     packet.extend_from_slice(&(0x4000 | len).to_be_bytes());
     let pn_at = packet.len();
     packet.push(pn);
     let mut nonce = m.iv;
     nonce[11] ^= pn;
-    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &m.key).expect("key"));
-    key.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(&packet[..]),
-        &mut payload,
-    )
-    .expect("seal");
+    let sealed = UnboundKey::new(&AES_128_GCM, &m.key)
+        .map(LessSafeKey::new)
+        .and_then(|key| {
+            key.seal_in_place_append_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&packet[..]),
+                &mut payload,
+            )
+        });
+    if sealed.is_err() {
+        return Vec::new();
+    }
     packet.extend_from_slice(&payload);
-    let hp = HeaderProtectionKey::new(&AES_128, &m.hp).expect("hp");
-    let mask = hp.new_mask(&packet[pn_at + 4..pn_at + 20]).expect("mask");
+    let mask = HeaderProtectionKey::new(&AES_128, &m.hp)
+        .and_then(|hp| hp.new_mask(&packet[pn_at + 4..pn_at + 20]));
+    let Ok(mask) = mask else {
+        return Vec::new();
+    };
     packet[0] ^= mask[0] & 0x0f;
     packet[pn_at] ^= mask[1];
     packet
