@@ -396,7 +396,6 @@ impl Connection {
         self.keys = Some(keys);
         Some(())
     }
-    // The sample starts 4 bytes after the packet number's start, whatever its length.
 
     /// Walk a decrypted payload's frames, keeping the CRYPTO frames' data; stop at a frame
     /// type an Initial packet of a client does not carry before its ClientHello (or cannot
@@ -539,12 +538,18 @@ impl Connection {
 /// tests and the fuzz target of the code that follows connections. An unknown version is
 /// taken as version 1; `frames` are cut to 16,320 bytes (a 2-byte Length field).
 pub(crate) fn seal_initial(number: u32, dcid: &[u8], pn: u8, frames: &[u8]) -> Vec<u8> {
+    seal_initial_keyed(number, dcid, dcid, pn, frames)
+}
+
+/// [`seal_initial`] with the keys of `key_dcid` in a packet whose header carries `dcid` (as a
+/// client's Initials do once it switched to the server's connection ID).
+fn seal_initial_keyed(number: u32, key_dcid: &[u8], dcid: &[u8], pn: u8, frames: &[u8]) -> Vec<u8> {
     let v = version(number).unwrap_or(Version {
         number,
         ..V1_TEMPLATE
     });
     let dcid = &dcid[..dcid.len().min(20)];
-    let Some(m) = KeyMaterial::client_initial(&v, dcid) else {
+    let Some(m) = KeyMaterial::client_initial(&v, key_dcid) else {
         return Vec::new();
     };
     let frames = &frames[..frames.len().min(16_320)];
@@ -896,6 +901,34 @@ mod tests {
             assert_eq!(c.add_datagram(&d, &mut stats), Some(number));
             assert_eq!(c.contiguous(), &[1, 0, 0]);
         }
+    }
+
+    #[test]
+    fn later_initials_keep_the_first_connection_ids_keys() {
+        // The client's first Initial to connection ID A, then one to the server's connection ID
+        // B, still protected with A's keys (RFC 9001 §5.2); then, as after a Retry, a first
+        // Initial to C with C's keys.
+        let (a, b, c) = ([0xa; 8], [0xb; 8], [0xc; 8]);
+        let mut conn = Connection::default();
+        let mut stats = InitialStats::default();
+        let first = seal_initial(VERSION_1, &a, 0, &[0x06, 0, 2, 1, 0]);
+        let second = seal_initial_keyed(VERSION_1, &a, &b, 1, &[0x06, 2, 2, 0, 9]);
+        assert_eq!(conn.add_datagram(&first, &mut stats), Some(VERSION_1));
+        assert_eq!(conn.add_datagram(&second, &mut stats), Some(VERSION_1));
+        assert_eq!(conn.contiguous(), &[1, 0, 0, 9]);
+        let retried = seal_initial(VERSION_1, &c, 0, &[0x06, 4, 1, 7]);
+        assert_eq!(conn.add_datagram(&retried, &mut stats), Some(VERSION_1));
+        assert_eq!(conn.contiguous(), &[1, 0, 0, 9, 7]);
+        // B's own keys open nothing of this connection.
+        let wrong = seal_initial_keyed(VERSION_1, &b, &a, 2, &[0x01]);
+        assert_eq!(conn.add_datagram(&wrong, &mut stats), None);
+        assert_eq!(
+            stats,
+            InitialStats {
+                decrypted: 3,
+                undecryptable: 1
+            }
+        );
     }
 
     #[test]
