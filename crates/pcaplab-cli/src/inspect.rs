@@ -70,6 +70,13 @@ fn render(path: &str, r: &Report) -> String {
         .collect();
     let _ = writeln!(o, "IP protocols:    {}", protos.join(", "));
     let _ = writeln!(o, "Decode errors:   {}", s.decode_errors);
+    if s.quic_initials > 0 || s.quic_undecryptable > 0 {
+        let _ = writeln!(
+            o,
+            "QUIC Initials:   {} decrypted, {} undecryptable",
+            s.quic_initials, s.quic_undecryptable
+        );
+    }
     if let Some(d) = &r.damage {
         let _ = writeln!(o, "Damaged:         {d}");
     }

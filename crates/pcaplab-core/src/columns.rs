@@ -10,7 +10,8 @@ use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use crate::app::{AppFields, Parsed, parse_app};
+use crate::app::quic::{self, LongPacket};
+use crate::app::{AppFields, IPPROTO_UDP, Parsed, parse_app};
 use crate::dissect::defrag::ChunkDatagrams;
 use crate::dissect::frag::Expired;
 use crate::dissect::{Addr, Envelope, FragKey, Fragments, Packet, dissect_with};
@@ -55,6 +56,7 @@ pub mod col {
     pub const TLS_JA4: &str = "tls_ja4";
     pub const TLS_ALPN: &str = "tls_alpn";
     pub const TLS_VERSION: &str = "tls_version";
+    pub const QUIC_VERSION: &str = "quic_version";
     pub const HTTP_METHOD: &str = "http_method";
     pub const HTTP_HOST: &str = "http_host";
     pub const HTTP_URI: &str = "http_uri";
@@ -128,6 +130,7 @@ pub fn schema() -> SchemaRef {
             f(col::TLS_JA4, DataType::Utf8, true),
             f(col::TLS_ALPN, DataType::Utf8, true),
             f(col::TLS_VERSION, DataType::Utf8, true),
+            f(col::QUIC_VERSION, DataType::UInt32, true),
             f(col::HTTP_METHOD, DataType::Utf8, true),
             f(col::HTTP_HOST, DataType::Utf8, true),
             f(col::HTTP_URI, DataType::Utf8, true),
@@ -278,6 +281,7 @@ struct Builders {
     tls_ja4: StringBuilder,
     tls_alpn: StringBuilder,
     tls_version: StringBuilder,
+    quic_version: PrimitiveBuilder<UInt32Type>,
     http_method: StringBuilder,
     http_host: StringBuilder,
     http_uri: StringBuilder,
@@ -432,6 +436,7 @@ impl Builders {
             tls_ja4: StringBuilder::new(),
             tls_alpn: StringBuilder::new(),
             tls_version: StringBuilder::new(),
+            quic_version: PrimitiveBuilder::with_capacity(n),
             http_method: StringBuilder::new(),
             http_host: StringBuilder::new(),
             http_uri: StringBuilder::new(),
@@ -484,10 +489,42 @@ struct Followed {
     partial: AppFields,
 }
 
+/// UDP port 443: long-header packets of versions pcaplab cannot read count as undecryptable
+/// QUIC there (elsewhere they may be anything).
+const QUIC_PORT: u16 = 443;
+
+/// A QUIC connection whose client Initials gave part of a ClientHello.
+struct QuicFollowed {
+    /// The client's direction, as [`key_of`] gives it: the sender of the first Initial that
+    /// decrypted.
+    client: bool,
+    /// Row of that first Initial.
+    row: usize,
+    /// The keys and the CRYPTO stream so far.
+    conn: quic::Connection,
+    /// The version of that first Initial (0 until one decrypted).
+    version: u32,
+    /// What the ClientHello's part so far gave.
+    partial: AppFields,
+}
+
+/// The QUIC version of a UDP packet's first long-header packet, when pcaplab knows it.
+fn quic_version(data: &[u8], p: &Packet) -> Option<u32> {
+    match (p.ip, p.payload) {
+        (Some(ip), Some((off, len))) if ip.proto == IPPROTO_UDP => {
+            quic::long_header_version(data.get(off..off + len)?)
+        }
+        _ => None,
+    }
+}
+
 /// The application fields of one chunk's rows, following TCP messages over segments within
 /// the chunk. A message completed by a later segment lands on that segment's row (as tshark
 /// shows it); one that is not completed — a gap, more than [`MAX_MESSAGE`] bytes, or the end
-/// of the chunk — lands with what it gave on its first segment's row.
+/// of the chunk — lands with what it gave on its first segment's row. QUIC connections are
+/// followed the same way over their client Initial datagrams (up to [`MAX_FOLLOWED`] at once,
+/// [`quic::MAX_CRYPTO`] bytes of CRYPTO stream each): the ClientHello lands on the row of the
+/// datagram that completes it, or with what it gave on its first datagram's row.
 #[derive(Default)]
 struct Messages {
     /// (row, fields), for rows that have any.
@@ -497,6 +534,13 @@ struct Messages {
     /// Fields that landed on an earlier row since the last [`Messages::settle`], with their
     /// flow: messages given up on.
     given_up: Vec<(FlowKey, AppFields)>,
+    /// QUIC connections whose client Initials are followed, by flow.
+    quic: rustc_hash::FxHashMap<FlowKey, QuicFollowed>,
+    /// QUIC connections whose ClientHello was read (or whose CRYPTO stream does not start with
+    /// one): their further Initial packets are not decrypted.
+    quic_done: rustc_hash::FxHashSet<FlowKey>,
+    /// Client Initial packets decrypted and not.
+    quic_stats: quic::InitialStats,
 }
 
 impl Messages {
@@ -515,6 +559,17 @@ impl Messages {
             return None;
         };
         let payload = &data[off..off + len];
+        if ip.proto == IPPROTO_UDP {
+            match quic::long_packet(payload) {
+                Some(LongPacket::Initial(_)) => return self.quic_initial(row, payload, p, app),
+                Some(LongPacket::Other(_)) => return None,
+                Some(LongPacket::UnknownVersion) if sp == QUIC_PORT || dp == QUIC_PORT => {
+                    self.quic_stats.undecryptable += 1;
+                    return None;
+                }
+                _ => {}
+            }
+        }
         // The whole declared payload was captured: a segment can be followed.
         let whole = p.payload_len == Some(len as u32);
         let seq = p.tcp_seq.filter(|_| ip.proto == crate::flows::IPPROTO_TCP);
@@ -581,6 +636,77 @@ impl Messages {
         None
     }
 
+    /// A UDP datagram starting with a QUIC Initial packet, on row `row`: decrypt it if it is
+    /// the client's and its connection's ClientHello is not read yet; the fields the row gets,
+    /// if it completes the ClientHello.
+    fn quic_initial(
+        &mut self,
+        row: usize,
+        payload: &[u8],
+        p: &Packet,
+        app: &mut AppFields,
+    ) -> Option<&AppFields> {
+        let (key, dir) = key_of(p)?;
+        if self.quic_done.contains(&key) {
+            return None;
+        }
+        let mut c = match self.quic.remove(&key) {
+            // The server's Initials (whose keys derive from the client's first connection ID,
+            // which they do not carry) are not read.
+            Some(c) if c.client != dir => {
+                self.quic.insert(key, c);
+                return None;
+            }
+            Some(c) => c,
+            None => QuicFollowed {
+                client: dir,
+                row,
+                conn: quic::Connection::default(),
+                version: 0,
+                partial: AppFields::default(),
+            },
+        };
+        let Some(version) = c.conn.add_datagram(payload, &mut self.quic_stats) else {
+            // Nothing decrypted: keep following what did before, if anything.
+            if c.version != 0 {
+                self.quic.insert(key, c);
+            }
+            return None;
+        };
+        if c.version == 0 {
+            c.version = version;
+            c.row = row;
+        }
+        match c.conn.client_hello(c.version, app) {
+            Parsed::Partial => {
+                c.partial = std::mem::take(app);
+                if self.quic.len() < MAX_FOLLOWED {
+                    self.quic.insert(key, c);
+                } else {
+                    // Too many followed at once: the part read lands here.
+                    self.give_up(
+                        key,
+                        Followed {
+                            row: c.row,
+                            buf: Vec::new(),
+                            next_seq: 0,
+                            partial: c.partial,
+                        },
+                    );
+                }
+                None
+            }
+            Parsed::Complete if !app.is_empty() => {
+                self.quic_done.insert(key);
+                self.push(row, app)
+            }
+            _ => {
+                self.quic_done.insert(key);
+                None
+            }
+        }
+    }
+
     /// Row `row` gets the fields in `app` (which is left empty).
     fn push(&mut self, row: usize, app: &mut AppFields) -> Option<&AppFields> {
         self.rows.push((row, std::mem::take(app)));
@@ -610,6 +736,18 @@ impl Messages {
         let followed: Vec<_> = self.followed.drain().collect();
         for ((key, _), m) in followed {
             self.give_up(key, m);
+        }
+        let quic: Vec<_> = self.quic.drain().collect();
+        for (key, c) in quic {
+            self.give_up(
+                key,
+                Followed {
+                    row: c.row,
+                    buf: Vec::new(),
+                    next_seq: 0,
+                    partial: c.partial,
+                },
+            );
         }
     }
 
@@ -762,6 +900,7 @@ pub fn decode_chunk_with(
         b.icmp_type.append_option(p.icmp_type);
         b.icmp_code.append_option(p.icmp_code);
         b.payload_len.append_option(p.payload_len);
+        b.quic_version.append_option(quic_version(buf, &p));
         // A frame salvaged from a cut record says so, before any dissection error.
         match f.cut_note(p.error) {
             Some(note) => b.decode_error.append_value(note),
@@ -780,6 +919,7 @@ pub fn decode_chunk_with(
     // the segment that completed it, so they are built after the rows.
     messages.flush();
     messages.settle(&mut counter, chunk_flows.as_mut());
+    counter.add_quic(&messages.quic_stats);
     let mut next = 0;
     for (row, app) in messages.finish() {
         b.app_nulls(row - next);
@@ -854,6 +994,7 @@ pub fn decode_chunk_with(
         Arc::new(b.tls_ja4.finish()),
         Arc::new(b.tls_alpn.finish()),
         Arc::new(b.tls_version.finish()),
+        Arc::new(b.quic_version.finish()),
         Arc::new(b.http_method.finish()),
         Arc::new(b.http_host.finish()),
         Arc::new(b.http_uri.finish()),
@@ -1014,6 +1155,108 @@ mod tests {
         // Decoded in one piece, the same fields.
         let whole = decode_chunk("x", &chunk_of(&[tcp_frame(false, 1, &rec)])).expect("decode");
         assert_eq!(strings(&whole.batch, col::TLS_JA3)[0], ja3[2]);
+    }
+
+    /// An Ethernet/IPv4/UDP frame from 10.0.0.1:50000 to 10.0.0.2:443 (or back).
+    fn udp_frame(back: bool, payload: &[u8]) -> Vec<u8> {
+        let (src, dst, sp, dp) = if back {
+            ([10, 0, 0, 2], [10, 0, 0, 1], 443, 50000)
+        } else {
+            ([10, 0, 0, 1], [10, 0, 0, 2], 50000, 443)
+        };
+        let builder = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4(src, dst, 64)
+            .udp(sp, dp);
+        let mut v = Vec::with_capacity(builder.size(payload.len()));
+        builder.write(&mut v, payload).expect("write");
+        v
+    }
+
+    /// A CRYPTO frame (2-byte variable-length offset and length).
+    fn crypto_frame(offset: usize, data: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x06];
+        f.extend_from_slice(&(0x4000 | offset as u16).to_be_bytes());
+        f.extend_from_slice(&(0x4000 | data.len() as u16).to_be_bytes());
+        f.extend_from_slice(data);
+        f
+    }
+
+    fn u32s(batch: &RecordBatch, name: &str) -> Vec<Option<u32>> {
+        let a = batch
+            .column_by_name(name)
+            .expect("column")
+            .as_any()
+            .downcast_ref::<arrow_array::UInt32Array>()
+            .expect("u32");
+        a.iter().collect()
+    }
+
+    #[test]
+    fn a_quic_client_hello_over_two_datagrams_lands_on_the_second() {
+        // A ClientHello (SNI, then 1,200 bytes of padding) over three CRYPTO frames, out of
+        // order, in two client Initials; the server's Initial comes between them.
+        let name = b"quic.example.org";
+        let mut ext = vec![0, 0];
+        ext.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
+        ext.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+        ext.push(0);
+        ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+        ext.extend_from_slice(name);
+        ext.extend_from_slice(&[0, 21]);
+        ext.extend_from_slice(&1200u16.to_be_bytes());
+        ext.extend_from_slice(&[0; 1200]);
+        let mut hello = vec![3, 3];
+        hello.extend_from_slice(&[7; 32]);
+        hello.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+        hello.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+        hello.extend_from_slice(&ext);
+        let mut msg = vec![1, 0];
+        msg.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+        msg.extend_from_slice(&hello);
+        let dcid = [0x42; 8];
+        let first = [
+            crypto_frame(600, &msg[600..900]),
+            crypto_frame(0, &msg[..600]),
+        ]
+        .concat();
+        let d1 = quic::seal_initial(quic::VERSION_1, &dcid, 0, &first);
+        let d2 = quic::seal_initial(quic::VERSION_1, &dcid, 1, &crypto_frame(900, &msg[900..]));
+        let server = quic::seal_initial(quic::VERSION_1, &[0x17; 8], 0, &[1]);
+        let frames = [
+            udp_frame(false, &d1),
+            udp_frame(true, &server),
+            udp_frame(false, &d2),
+        ];
+        let d = decode_chunk_with("x", &chunk_of(&frames), Some(&FlowConfig::default()))
+            .expect("decode");
+        let sni = strings(&d.batch, col::TLS_SNI);
+        assert_eq!(sni, [None, None, Some("quic.example.org".into())]);
+        assert!(strings(&d.batch, col::TLS_JA3)[2].is_some());
+        assert_eq!(u32s(&d.batch, col::QUIC_VERSION), [Some(1); 3]);
+        assert_eq!(d.summary.quic_initials, 2);
+        assert_eq!(d.summary.quic_undecryptable, 0);
+        assert_eq!(d.summary.tls_snis.get("quic.example.org"), Some(&1));
+
+        // The first datagram alone (the chunk ends): what it gave lands on it — the SNI, no JA3.
+        let d = decode_chunk("x", &chunk_of(&frames[..1])).expect("decode");
+        assert_eq!(
+            strings(&d.batch, col::TLS_SNI),
+            [Some("quic.example.org".into())]
+        );
+        assert_eq!(strings(&d.batch, col::TLS_JA3), [None]);
+
+        // A damaged Initial: counted, no fields; a short-header packet: no version.
+        let mut bad = d1.clone();
+        bad[300] ^= 1;
+        let d = decode_chunk(
+            "x",
+            &chunk_of(&[udp_frame(false, &bad), udp_frame(true, &[0x40; 30])]),
+        )
+        .expect("decode");
+        assert_eq!(strings(&d.batch, col::TLS_SNI), [None, None]);
+        assert_eq!(u32s(&d.batch, col::QUIC_VERSION), [Some(1), None]);
+        assert_eq!(d.summary.quic_initials, 0);
+        assert_eq!(d.summary.quic_undecryptable, 1);
     }
 
     #[test]

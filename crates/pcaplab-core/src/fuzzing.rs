@@ -21,12 +21,14 @@
 //!   messages are followed over segments; see [`messages`].
 //! - [`reassembler`]: `[config][fragment]*`: the fragment reassembler alone, with its
 //!   accounting checked; see [`reassembler`].
+//! - [`quic`]: `[config][datagram]*`: QUIC Initial datagrams of a few connections, most of
+//!   them protected here so that their frames are reached; see [`quic`].
 
 use std::collections::BTreeMap;
 use std::io::{Cursor, Write};
 use std::sync::OnceLock;
 
-use crate::app::{self, AppFields, Parsed};
+use crate::app::{self, AppFields, Parsed, quic};
 use crate::columns::decode_chunk_with;
 use crate::convert::{ConvertError, Engine, Outputs};
 use crate::dissect::defrag::{Defragmenter, may_hold_fragment};
@@ -631,6 +633,71 @@ pub fn messages(data: &[u8]) {
             ts_ns: ts,
             link_type: linktype::ETHERNET,
             wire_len,
+            bytes,
+        });
+    }
+    Pipeline::new(FragConfig::default(), FlowConfig::default()).frames(&frames, chunk_frames);
+}
+
+/// `[config][datagram]*`: UDP datagrams of up to four QUIC connections to port 443, most of
+/// them client Initial packets protected here with their connection's Initial keys (which a
+/// fuzzer could not find), so that the frames, the CRYPTO stream's reassembly and the
+/// ClientHello behind it are reached; through the chunk decoder (connections followed over
+/// datagrams), and each connection's datagrams through a [`quic::Connection`] of its own,
+/// whose CRYPTO stream must stay within [`quic::MAX_CRYPTO`].
+///
+/// `config`: bits 0–2 frames per chunk (as [`messages`]), bits 3–4 the version (1, 2,
+/// draft 29, draft 23). At most [`MAX_FRAMES`] datagrams are read. A datagram:
+/// `[h][length: u16][bytes]`; `h` bits 0–1 the connection (its Destination Connection ID),
+/// bit 2 from the server, bit 3 `bytes` sent as they are (else the frames of an Initial packet
+/// protected here, packet number `h >> 4`).
+pub fn quic(data: &[u8]) {
+    let mut input = Input(data);
+    let config = input.u8();
+    let chunk_frames = [1, 2, 3, 4, 8, 16, 64, 1024][usize::from(config & 7)];
+    let version =
+        [quic::VERSION_1, quic::VERSION_2, 0xff00_001d, 0xff00_0017][usize::from(config >> 3 & 3)];
+    let mut frames = Vec::new();
+    let mut conns: BTreeMap<u8, quic::Connection> = BTreeMap::new();
+    let mut stats = quic::InitialStats::default();
+    let mut ts = 1_700_000_000_000 * MS;
+    while !input.is_empty() && frames.len() < MAX_FRAMES {
+        let h = input.u8();
+        let len = usize::from(input.u16());
+        let bytes = input.take(len);
+        let conn = h & 3;
+        let datagram = if h & 8 != 0 {
+            bytes.to_vec()
+        } else {
+            quic::seal_initial(version, &[conn; 8], h >> 4, bytes)
+        };
+        let c = conns.entry(conn).or_default();
+        c.add_datagram(&datagram, &mut stats);
+        assert!(
+            c.buffered() <= quic::MAX_CRYPTO,
+            "CRYPTO stream past its cap"
+        );
+        let mut out = AppFields::default();
+        let parsed = c.client_hello(version, &mut out);
+        assert!(
+            out.is_empty() || out.quic_version == Some(version),
+            "ClientHello fields without their QUIC version"
+        );
+        assert!(parsed != Parsed::Nothing || out.is_empty());
+        let port = 40000 + u16::from(conn);
+        let (sp, dp) = if h & 4 != 0 { (443, port) } else { (port, 443) };
+        let mut udp = Vec::with_capacity(8 + datagram.len());
+        udp.extend_from_slice(&sp.to_be_bytes());
+        udp.extend_from_slice(&dp.to_be_bytes());
+        udp.extend_from_slice(&len16(8 + datagram.len()).to_be_bytes());
+        udp.extend_from_slice(&[0, 0]);
+        udp.extend_from_slice(&datagram);
+        let bytes = ethernet_ip(false, 17, None, &udp);
+        ts += MS;
+        frames.push(Frame {
+            ts_ns: ts,
+            link_type: linktype::ETHERNET,
+            wire_len: bytes.len() as u32,
             bytes,
         });
     }

@@ -374,6 +374,15 @@ fn put_counts(put: &mut impl FnMut(&str, AttrValue), sum: &Summary, top_n: usize
     });
     put("ip_protos", count_map(ip_protos));
     put("decode_errors", n(sum.decode_errors));
+    if sum.quic_initials > 0 || sum.quic_undecryptable > 0 {
+        put(
+            "quic",
+            count_map(BTreeMap::from([
+                ("initials".to_owned(), sum.quic_initials),
+                ("undecryptable".to_owned(), sum.quic_undecryptable),
+            ])),
+        );
+    }
     if !sum.tunnels.is_empty() {
         // At most one entry per encapsulation pcaplab decodes (Encap::ALL).
         put("tunnels", count_map(counts(&sum.tunnels, str::to_owned)));
@@ -510,6 +519,8 @@ mod tests {
             first_ts: Some(i64::MIN + 1),
             last_ts: Some(i64::MAX),
             decode_errors: u64::MAX,
+            quic_initials: u64::MAX,
+            quic_undecryptable: u64::MAX,
             talkers_truncated: true,
             ..Summary::default()
         };
@@ -710,6 +721,16 @@ mod tests {
             env!("CARGO_PKG_VERSION")
         );
         assert_eq!(item.to_dynamodb_json(), expected);
+        // QUIC counts appear once there are any.
+        let mut quic = sum.clone();
+        quic.quic_initials = 2;
+        let q = Some((&quic, CaptureFormat::Pcap, Compression::Gzip));
+        let item = summary_item(&source("b/k.pcap", &outputs), &Outcome::Ok, q, 1);
+        let Some(AttrValue::M(counts)) = item.get("quic") else {
+            panic!("quic")
+        };
+        assert_eq!(counts.get("initials"), Some(&n(2)));
+        assert_eq!(counts.get("undecryptable"), Some(&n(0)));
         let all = summary_item(&source("b/k.pcap", &outputs), &Outcome::Ok, report, 10);
         let Some(AttrValue::L(talkers)) = all.get("top_talkers") else {
             panic!("top_talkers")

@@ -30,6 +30,11 @@ pub struct Summary {
     pub ip_protos: BTreeMap<u8, u64>,
     /// Packets whose decoding stopped early (they still have a row).
     pub decode_errors: u64,
+    /// QUIC client Initial packets decrypted (until their connection's ClientHello was read).
+    pub quic_initials: u64,
+    /// QUIC Initial packets that could not be decrypted (wrong keys, cut short, malformed)
+    /// and long-header packets on UDP port 443 of a QUIC version pcaplab cannot read.
+    pub quic_undecryptable: u64,
     /// Packets and wire bytes per IP address (outermost header), source or destination.
     /// At most [`TALKERS_CAP`] entries: see [`Summary::merge`]. Hashed, not ordered: a chunk
     /// of a scan brings thousands of new addresses, each merged in (see
@@ -382,6 +387,12 @@ impl Counter {
         }
     }
 
+    /// The chunk's QUIC Initial counts.
+    pub(crate) fn add_quic(&mut self, stats: &crate::app::quic::InitialStats) {
+        self.summary.quic_initials += stats.decrypted;
+        self.summary.quic_undecryptable += stats.undecryptable;
+    }
+
     /// The chunk's reassembly counts.
     pub(crate) fn fragments(&mut self, stats: &FragStats) {
         self.summary.fragments.add(stats);
@@ -452,6 +463,8 @@ impl Summary {
             *self.ip_protos.entry(*k).or_default() += v;
         }
         self.decode_errors += other.decode_errors;
+        self.quic_initials += other.quic_initials;
+        self.quic_undecryptable += other.quic_undecryptable;
         for (k, v) in &other.talkers {
             self.talkers.entry(*k).or_default().add(*v);
         }

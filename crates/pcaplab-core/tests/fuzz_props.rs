@@ -1,5 +1,6 @@
 //! No byte sequence makes pcaplab panic: not as a whole file, not after a valid file header,
-//! not as a packet of any link type, not inside any tunnel, not as IP fragments.
+//! not as a packet of any link type, not inside any tunnel, not as IP fragments, not as the
+//! frames of QUIC Initial packets.
 
 mod common;
 
@@ -146,6 +147,51 @@ proptest! {
         dissect(linktype::ETHERNET, &frame, &mut p);
         prop_assert!(p.env.layers().len() <= MAX_TUNNELS);
         prop_assert_eq!(p.env.is_empty(), p.env.outer.is_none());
+    }
+
+    /// QUIC client Initials around random frames (CRYPTO frames with random offsets and
+    /// bytes, ACKs, anything), sealed with their connection's keys, and raw datagrams, over
+    /// chunks of any size (`pcaplab_core::fuzzing::quic`): no panic, the CRYPTO streams stay
+    /// within their cap.
+    #[test]
+    fn any_frames_in_quic_initials(
+        config in any::<u8>(),
+        datagrams in proptest::collection::vec(
+            (any::<u8>(), proptest::collection::vec(
+                (0u8..4, 0u16..0x3000, proptest::collection::vec(any::<u8>(), 0..300)), 1..4)),
+            0..12,
+        ),
+    ) {
+        let mut input = vec![config];
+        for (h, frames) in &datagrams {
+            let mut body = Vec::new();
+            for (kind, offset, bytes) in frames {
+                match kind {
+                    // CRYPTO at a 2-byte offset, a ClientHello's type byte first at offset 0.
+                    0 | 1 => {
+                        body.push(6);
+                        body.extend_from_slice(&(0x4000 | offset).to_be_bytes());
+                        body.extend_from_slice(&(0x4000 | bytes.len() as u16).to_be_bytes());
+                        if *offset == 0 && !bytes.is_empty() {
+                            body.push(1);
+                            body.extend_from_slice(&bytes[1..]);
+                        } else {
+                            body.extend_from_slice(bytes);
+                        }
+                    }
+                    // ACK with random fields (possibly cut), then padding.
+                    2 => {
+                        body.push(2);
+                        body.extend_from_slice(bytes);
+                    }
+                    _ => body.extend_from_slice(bytes),
+                }
+            }
+            input.push(*h);
+            input.extend_from_slice(&(body.len() as u16).to_be_bytes());
+            input.extend_from_slice(&body);
+        }
+        pcaplab_core::fuzzing::quic(&input);
     }
 
     /// Tunnel packets whose outer IPv4 headers are random fragments, through the whole

@@ -81,3 +81,8 @@ fn messages() {
 fn reassembler() {
     run("reassembler", fuzzing::reassembler);
 }
+
+#[test]
+fn quic() {
+    run("quic", fuzzing::quic);
+}

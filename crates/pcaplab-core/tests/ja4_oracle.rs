@@ -12,12 +12,11 @@
 //!   which this test gathers itself from the TCP segments (in sequence order, from a segment
 //!   that starts a handshake or ChangeCipherSpec record until the ClientHello is whole).
 //!
-//! Every TCP fingerprint must match. QUIC streams (`q` prefix) need the ClientHello decrypted
-//! from the QUIC Initial packets, which pcaplab does not do yet: a QUIC stream is checked (its
-//! JA4, from the packet table) only when pcaplab produced a ClientHello for it, and skipped
-//! otherwise — the test prints how many were checked and skipped. So once QUIC decryption lands
-//! the QUIC entries are checked, and must match, with no change here. (Their JA4_r would need
-//! the decrypted ClientHello, which only the packet table's JA4 reflects.)
+//! Every TCP fingerprint must match. A QUIC stream (`q` prefix; FoxIO's files list none at
+//! present) is checked by its JA4 from the packet table, where pcaplab decrypted the client
+//! Initial packets, when pcaplab produced a ClientHello for it, and counted as skipped
+//! otherwise — the test prints how many were checked and skipped. (Its JA4_r would need the
+//! decrypted ClientHello, which only the packet table's JA4 reflects.)
 //!
 //! Without `$PCAPLAB_CORPUS` the test says so and passes, unless `PCAPLAB_REQUIRE_ALL` is set.
 
@@ -241,8 +240,7 @@ fn ja4_matches_foxio() {
     }
     eprintln!(
         "JA4 oracle: {} captures; TCP: {tcp_ja4} JA4 and {tcp_raw} JA4_r matched; QUIC: \
-         {quic_checked} checked, {quic_skipped} skipped (no ClientHello from pcaplab: QUIC \
-         Initial packets are not decrypted yet)",
+         {quic_checked} checked, {quic_skipped} skipped (no ClientHello from pcaplab)",
         files.len()
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -6,7 +6,8 @@
 //! field, outermost first, and `frame.protocols`), the layers tshark decoded say which
 //! occurrence is the innermost packet — the conversation, which pcaplab's main columns
 //! describe — and the envelope columns (`tunnels`, `tunnel_id`, `outer_*`) and the fragment
-//! columns (the frame completing each fragment's datagram, `frag_count`) are compared too.
+//! columns (the frame completing each fragment's datagram, `frag_count`) and `quic_version`
+//! are compared too.
 //! Without one, the outermost occurrences are compared and no envelope is expected.
 //!
 //! Every difference must be listed, with its reason, in `tests/oracle-differences.tsv`; a new
@@ -663,6 +664,19 @@ fn compare(
                 "frag_count",
                 o.text("frag_count", i),
                 tshark_count,
+            );
+            // QUIC: the version of the datagram's first long-header packet (tshark lists one
+            // per coalesced packet; short-header packets have none).
+            let ours_quic = o
+                .u("quic_version", i)
+                .map(|v| format!("0x{v:08x}"))
+                .unwrap_or_default();
+            check(
+                stats,
+                frame,
+                "quic_version",
+                ours_quic,
+                first(d, "quic.version"),
             );
         }
     }

@@ -24,6 +24,7 @@ pub use tls::{Ja4, ja4_alpn, ja4_of, ja4_version, tls_client_hello, tls_version_
 mod dhcp;
 mod dns;
 mod http;
+pub mod quic;
 mod service;
 mod ssh;
 mod tls;
@@ -46,8 +47,8 @@ pub struct AppFields {
     /// JA3 of the ClientHello: lowercase hex md5 of the JA3 string.
     pub tls_ja3: Option<String>,
     /// JA4 of the ClientHello (FoxIO's TLS client fingerprint, see [`Ja4`]), e.g.
-    /// `t13d1516h2_8daaf6152771_e5627efa2ab1`; `q` instead of `t` when
-    /// [`AppFields::tls_over_quic`].
+    /// `t13d1516h2_8daaf6152771_e5627efa2ab1`; `q` instead of `t` for a ClientHello carried
+    /// by QUIC ([`AppFields::quic_version`]).
     pub tls_ja4: Option<String>,
     /// The ClientHello's offered ALPN protocols, in order, joined by commas (lossy UTF-8).
     pub tls_alpn: Option<String>,
@@ -55,9 +56,9 @@ pub struct AppFields {
     /// (GREASE left out), else its version field; as JA4 takes it. Shown by
     /// [`tls_version_text`].
     pub tls_version: Option<u16>,
-    /// The TLS fields come from a ClientHello carried by QUIC (decrypted from its Initial
-    /// packets) rather than TCP; false when there are none.
-    pub tls_over_quic: bool,
+    /// Set when the TLS fields above come from a ClientHello carried in QUIC Initial packets:
+    /// the QUIC version of the packets (see [`quic`]). TLS over TCP leaves it None.
+    pub quic_version: Option<u32>,
     /// HTTP request method.
     pub http_method: Option<String>,
     /// HTTP Host header value, trimmed.
@@ -92,7 +93,7 @@ impl AppFields {
         self.tls_ja4 = None;
         self.tls_alpn = None;
         self.tls_version = None;
-        self.tls_over_quic = false;
+        self.quic_version = None;
         self.http_method = None;
         self.http_host = None;
         self.http_uri = None;
@@ -105,7 +106,7 @@ impl AppFields {
         self.dhcp_addr = None;
     }
 
-    /// True when no field is set ([`AppFields::tls_over_quic`] only qualifies the TLS fields).
+    /// True when no field is set.
     pub fn is_empty(&self) -> bool {
         self.dns_qname.is_none()
             && self.dns_qtype.is_none()
@@ -116,6 +117,7 @@ impl AppFields {
             && self.tls_ja4.is_none()
             && self.tls_alpn.is_none()
             && self.tls_version.is_none()
+            && self.quic_version.is_none()
             && self.http_method.is_none()
             && self.http_host.is_none()
             && self.http_uri.is_none()

@@ -29,8 +29,9 @@ impl Services {
     ];
 
     /// The services one packet's fields confirm: a DNS message with a question or an answer
-    /// section header, an HTTP request or response head, a TLS ClientHello (`ssl`; over QUIC
-    /// also `quic`, as Zeek has it), an SSH identification string, a DHCP message.
+    /// section header, an HTTP request or response head, a TLS ClientHello (`ssl`; from
+    /// decrypted QUIC Initial packets also `quic`, as Zeek has it), an SSH identification
+    /// string, a DHCP message.
     pub fn of(app: &AppFields) -> Services {
         let mut s = Services::default();
         if app.dns_qname.is_some() || app.dns_qtype.is_some() || app.dns_rcode.is_some() {
@@ -41,6 +42,9 @@ impl Services {
         }
         if app.tls_ja3.is_some() || app.tls_sni.is_some() {
             s |= Services::SSL;
+        }
+        if app.quic_version.is_some() {
+            s |= Services::QUIC;
         }
         if app.ssh_banner.is_some() {
             s |= Services::SSH;
@@ -113,6 +117,9 @@ mod tests {
             &crate::app::tls::tests::modern_client_hello(),
         );
         assert_eq!(tls.services(), Services::SSL);
+        let mut quic = tls.clone();
+        quic.quic_version = Some(1);
+        assert_eq!(quic.services(), Services::SSL | Services::QUIC);
         let ssh = run(IPPROTO_TCP, 1, 2222, b"SSH-2.0-x\r\n");
         assert_eq!(ssh.services(), Services::SSH);
         let dhcp = run(

@@ -50,8 +50,8 @@ fn is_grease(v: u16) -> bool {
 /// its second ClientHello, after a HelloRetryRequest (RFC 8446, D.4), often in one segment.
 ///
 /// `quic` tells that the ClientHello came over QUIC (its CRYPTO frames, wrapped in a TLS
-/// record by the caller): JA4 then has the `q` prefix instead of `t`, and
-/// [`AppFields::tls_over_quic`] is set along with the other fields.
+/// record by the caller): JA4 then has the `q` prefix instead of `t` (the caller sets
+/// [`AppFields::quic_version`]).
 pub fn tls_client_hello(payload: &[u8], quic: bool, out: &mut AppFields) -> Parsed {
     let payload = skip_change_cipher_spec(payload);
     // Cheap pre-check: handshake record, version major 3, first handshake
@@ -120,7 +120,6 @@ fn tls_client_hello_partial(payload: &[u8], quic: bool, out: &mut AppFields) -> 
     let info = scan_extensions(exts);
     out.tls_alpn = alpn_text(info.alpn);
     out.tls_sni = info.sni;
-    out.tls_over_quic = quic && (out.tls_sni.is_some() || out.tls_alpn.is_some());
     Parsed::Partial
 }
 
@@ -146,7 +145,6 @@ fn whole_hello(ch: &TlsClientHelloContents<'_>, quic: bool, out: &mut AppFields)
     }
     out.tls_alpn = alpn_text(info.alpn);
     out.tls_sni = info.sni;
-    out.tls_over_quic = quic;
 }
 
 /// What JA3, JA4, SNI and ALPN need from the extension block.
@@ -812,7 +810,6 @@ pub(super) mod tests {
         assert_eq!(f.tls_ja4.as_deref(), Some(ja4.as_str()));
         assert_eq!(f.tls_alpn.as_deref(), Some("h2,http/1.1"));
         assert_eq!(f.tls_version, Some(0x0304));
-        assert!(!f.tls_over_quic);
         // Over QUIC: `q`, nothing else changes.
         let mut out = AppFields::default();
         assert_eq!(tls_client_hello(&rec, true, &mut out), Parsed::Complete);
@@ -820,7 +817,6 @@ pub(super) mod tests {
             out.tls_ja4.as_deref(),
             Some("q13d1516h2_8daaf6152771_e5627efa2ab1")
         );
-        assert!(out.tls_over_quic);
         assert_eq!(out.tls_sni.as_deref(), Some("example.com"));
     }
 
