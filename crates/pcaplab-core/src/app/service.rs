@@ -18,12 +18,13 @@ impl Services {
     pub const SSH: Services = Services(1 << 4);
     pub const DHCP: Services = Services(1 << 5);
 
-    /// Every service with its name, in the order [`Services`]' text lists them.
+    /// Every service with its name, in the order [`Services`]' text lists them (QUIC before the
+    /// TLS it carries, as Zeek lists them: `quic,ssl`).
     pub const ALL: [(Services, &'static str); 6] = [
         (Services::DNS, "dns"),
         (Services::HTTP, "http"),
-        (Services::SSL, "ssl"),
         (Services::QUIC, "quic"),
+        (Services::SSL, "ssl"),
         (Services::SSH, "ssh"),
         (Services::DHCP, "dhcp"),
     ];
@@ -145,6 +146,6 @@ mod tests {
         let all = Services::ALL
             .iter()
             .fold(Services::default(), |s, (x, _)| s | *x);
-        assert_eq!(all.to_string(), "dns,http,ssl,quic,ssh,dhcp");
+        assert_eq!(all.to_string(), "dns,http,quic,ssl,ssh,dhcp");
     }
 }
