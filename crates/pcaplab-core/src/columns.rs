@@ -11,7 +11,7 @@ use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::app::quic::{self, LongPacket};
-use crate::app::{AppFields, IPPROTO_UDP, Parsed, parse_app};
+use crate::app::{AppFields, IPPROTO_UDP, Parsed, parse_app, udp_by_port};
 use crate::dissect::defrag::ChunkDatagrams;
 use crate::dissect::frag::Expired;
 use crate::dissect::{Addr, Envelope, FragKey, Fragments, Packet, dissect_with};
@@ -508,10 +508,13 @@ struct QuicFollowed {
     partial: AppFields,
 }
 
-/// The QUIC version of a UDP packet's first long-header packet, when pcaplab knows it.
+/// The QUIC version of a UDP packet's first long-header packet, when pcaplab knows it (not on
+/// the ports read by port, [`udp_by_port`]).
 fn quic_version(data: &[u8], p: &Packet) -> Option<u32> {
-    match (p.ip, p.payload) {
-        (Some(ip), Some((off, len))) if ip.proto == IPPROTO_UDP => {
+    match (p.ip, p.payload, p.src_port, p.dst_port) {
+        (Some(ip), Some((off, len)), Some(sp), Some(dp))
+            if ip.proto == IPPROTO_UDP && !udp_by_port(sp, dp) =>
+        {
             quic::long_header_version(data.get(off..off + len)?)
         }
         _ => None,
@@ -559,7 +562,7 @@ impl Messages {
             return None;
         };
         let payload = &data[off..off + len];
-        if ip.proto == IPPROTO_UDP {
+        if ip.proto == IPPROTO_UDP && !udp_by_port(sp, dp) {
             match quic::long_packet(payload) {
                 Some(LongPacket::Initial(_)) => return self.quic_initial(row, payload, p, app),
                 Some(LongPacket::Other(_)) => return None,
@@ -1257,6 +1260,30 @@ mod tests {
         assert_eq!(u32s(&d.batch, col::QUIC_VERSION), [Some(1), None]);
         assert_eq!(d.summary.quic_initials, 0);
         assert_eq!(d.summary.quic_undecryptable, 1);
+    }
+
+    #[test]
+    fn a_dns_message_that_looks_like_a_quic_long_header_stays_dns() {
+        // ID 0x8000, flags 0, 256 questions (one present): bytes 1-4 read as QUIC version 1,
+        // the first byte has the long-header bit and what follows parses as an Initial.
+        let mut q = vec![0x80, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0];
+        q.extend_from_slice(b"\x01a\x07example\x00\x00\x01\x00\x01");
+        let builder = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
+            .ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(40000, 53);
+        let mut frame = Vec::with_capacity(builder.size(q.len()));
+        builder.write(&mut frame, &q).expect("write");
+        let d = decode_chunk("x", &chunk_of(&[frame])).expect("decode");
+        assert_eq!(
+            strings(&d.batch, col::DNS_QNAME),
+            [Some("a.example".into())]
+        );
+        let quic = d
+            .batch
+            .column_by_name(col::QUIC_VERSION)
+            .expect("quic_version");
+        assert!(quic.is_null(0));
+        assert_eq!(d.summary.quic_undecryptable, 0);
     }
 
     #[test]

@@ -142,6 +142,24 @@ const LLMNR_PORT: u16 = 5355;
 /// SSDP: HTTP requests over UDP (UPnP discovery).
 const SSDP_PORT: u16 = 1900;
 
+/// UDP ports whose payload is a DNS message (DNS, mDNS, LLMNR).
+fn is_dns_port(src_port: u16, dst_port: u16) -> bool {
+    [DNS_PORT, MDNS_PORT, LLMNR_PORT].contains(&src_port)
+        || [DNS_PORT, MDNS_PORT, LLMNR_PORT].contains(&dst_port)
+}
+
+/// Whether a UDP packet between these ports is read by its ports (DNS, mDNS, LLMNR, DHCP,
+/// SSDP) rather than by its content: such a payload is never taken for QUIC, whose long header
+/// a malformed DNS message can look like (ID `0x8000`, flags 0 and 256 questions read as a
+/// version 1 Initial).
+pub fn udp_by_port(src_port: u16, dst_port: u16) -> bool {
+    let is_port = |p: u16| src_port == p || dst_port == p;
+    is_dns_port(src_port, dst_port)
+        || is_port(dhcp::SERVER_PORT)
+        || is_port(dhcp::CLIENT_PORT)
+        || is_port(SSDP_PORT)
+}
+
 /// Decode `payload` of a packet with the given IP protocol and ports into `out` (cleared first).
 /// Returns true when any field was set.
 ///
@@ -189,7 +207,7 @@ pub fn parse_app(
     out.clear();
     let is_port = |p: u16| src_port == p || dst_port == p;
     let parsed = match ip_proto {
-        IPPROTO_UDP if is_port(DNS_PORT) || is_port(MDNS_PORT) || is_port(LLMNR_PORT) => {
+        IPPROTO_UDP if is_dns_port(src_port, dst_port) => {
             dns_message(payload, out);
             Parsed::Complete
         }
