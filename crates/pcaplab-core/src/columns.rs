@@ -308,29 +308,110 @@ struct Builders {
 
 impl Builders {
     /// `n` rows without application fields.
-    fn app_nulls(&mut self, n: usize) {
-        if n == 0 {
-            return;
-        }
+    fn dns_nulls(&mut self, n: usize) {
         self.dns_qname.append_nulls(n);
         self.dns_qtype.append_nulls(n);
         self.dns_rcode.append_nulls(n);
         self.dns_answers.append_nulls(n);
+    }
+
+    fn tls_nulls(&mut self, n: usize) {
         self.tls_sni.append_nulls(n);
         self.tls_ja3.append_nulls(n);
         self.tls_ja4.append_nulls(n);
         self.tls_alpn.append_nulls(n);
         self.tls_version.append_nulls(n);
+    }
+
+    fn http_nulls(&mut self, n: usize) {
         self.http_method.append_nulls(n);
         self.http_host.append_nulls(n);
         self.http_uri.append_nulls(n);
         self.http_user_agent.append_nulls(n);
         self.http_status.append_nulls(n);
         self.http_content_type.append_nulls(n);
+    }
+
+    fn ssh_dhcp_nulls(&mut self, n: usize) {
         self.ssh_banner.append_nulls(n);
         self.dhcp_msg_type.append_nulls(n);
         self.dhcp_hostname.append_nulls(n);
         self.dhcp_addr.append_nulls(n);
+    }
+
+    /// The application columns of the rows that have fields (by row, ascending), the others
+    /// null. Each protocol's columns are filled only on the rows that have its fields, with
+    /// the nulls between in runs, not once per column of every row.
+    fn app_rows(&mut self, n: usize, rows: Vec<(usize, AppFields)>) {
+        // Per protocol: the rows before this one have their columns.
+        let (mut dns, mut tls, mut http, mut other) = (0, 0, 0, 0);
+        for (row, app) in rows {
+            if app.dns_qname.is_some() || app.dns_qtype.is_some() || app.dns_rcode.is_some() {
+                self.dns_nulls(row - dns);
+                dns = row + 1;
+                self.dns_qname.append_option(app.dns_qname.as_deref());
+                self.dns_qtype.append_option(app.dns_qtype);
+                self.dns_rcode.append_option(app.dns_rcode);
+                if app.dns_rcode.is_some() {
+                    for a in &app.dns_answers {
+                        self.dns_answers.values().append_value(a);
+                    }
+                    self.dns_answers.append(true);
+                } else {
+                    self.dns_answers.append_null();
+                }
+            }
+            if app.tls_sni.is_some()
+                || app.tls_ja3.is_some()
+                || app.tls_ja4.is_some()
+                || app.tls_alpn.is_some()
+                || app.tls_version.is_some()
+            {
+                self.tls_nulls(row - tls);
+                tls = row + 1;
+                self.tls_sni.append_option(app.tls_sni.as_deref());
+                self.tls_ja3.append_option(app.tls_ja3.as_deref());
+                self.tls_ja4.append_option(app.tls_ja4.as_deref());
+                self.tls_alpn.append_option(app.tls_alpn.as_deref());
+                self.tls_version
+                    .append_option(app.tls_version.map(crate::app::tls_version_text));
+            }
+            if app.http_method.is_some()
+                || app.http_host.is_some()
+                || app.http_uri.is_some()
+                || app.http_user_agent.is_some()
+                || app.http_status.is_some()
+                || app.http_content_type.is_some()
+            {
+                self.http_nulls(row - http);
+                http = row + 1;
+                self.http_method.append_option(app.http_method.as_deref());
+                self.http_host.append_option(app.http_host.as_deref());
+                self.http_uri.append_option(app.http_uri.as_deref());
+                self.http_user_agent
+                    .append_option(app.http_user_agent.as_deref());
+                self.http_status.append_option(app.http_status);
+                self.http_content_type
+                    .append_option(app.http_content_type.as_deref());
+            }
+            if app.ssh_banner.is_some()
+                || app.dhcp_msg_type.is_some()
+                || app.dhcp_hostname.is_some()
+                || app.dhcp_addr.is_some()
+            {
+                self.ssh_dhcp_nulls(row - other);
+                other = row + 1;
+                self.ssh_banner.append_option(app.ssh_banner.as_deref());
+                self.dhcp_msg_type.append_option(app.dhcp_msg_type);
+                self.dhcp_hostname
+                    .append_option(app.dhcp_hostname.as_deref());
+                self.dhcp_addr.append_option(app.dhcp_addr.as_deref());
+            }
+        }
+        self.dns_nulls(n - dns);
+        self.tls_nulls(n - tls);
+        self.http_nulls(n - http);
+        self.ssh_dhcp_nulls(n - other);
     }
 
     /// Row `row`'s envelope columns (rows since the last tunnelled one are null there).
@@ -923,41 +1004,7 @@ pub fn decode_chunk_with(
     messages.flush();
     messages.settle(&mut counter, chunk_flows.as_mut());
     counter.add_quic(&messages.quic_stats);
-    let mut next = 0;
-    for (row, app) in messages.finish() {
-        b.app_nulls(row - next);
-        next = row + 1;
-        b.dns_qname.append_option(app.dns_qname.as_deref());
-        b.dns_qtype.append_option(app.dns_qtype);
-        b.dns_rcode.append_option(app.dns_rcode);
-        if app.dns_rcode.is_some() {
-            for a in &app.dns_answers {
-                b.dns_answers.values().append_value(a);
-            }
-            b.dns_answers.append(true);
-        } else {
-            b.dns_answers.append_null();
-        }
-        b.tls_sni.append_option(app.tls_sni.as_deref());
-        b.tls_ja3.append_option(app.tls_ja3.as_deref());
-        b.tls_ja4.append_option(app.tls_ja4.as_deref());
-        b.tls_alpn.append_option(app.tls_alpn.as_deref());
-        b.tls_version
-            .append_option(app.tls_version.map(crate::app::tls_version_text));
-        b.http_method.append_option(app.http_method.as_deref());
-        b.http_host.append_option(app.http_host.as_deref());
-        b.http_uri.append_option(app.http_uri.as_deref());
-        b.http_user_agent
-            .append_option(app.http_user_agent.as_deref());
-        b.http_status.append_option(app.http_status);
-        b.http_content_type
-            .append_option(app.http_content_type.as_deref());
-        b.ssh_banner.append_option(app.ssh_banner.as_deref());
-        b.dhcp_msg_type.append_option(app.dhcp_msg_type);
-        b.dhcp_hostname.append_option(app.dhcp_hostname.as_deref());
-        b.dhcp_addr.append_option(app.dhcp_addr.as_deref());
-    }
-    b.app_nulls(n - next);
+    b.app_rows(n, messages.finish());
     let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
         capture, n,
     )));
