@@ -80,9 +80,15 @@ def same_value(x, y):
                       and math.isnan(x) and math.isnan(y))
 
 
-def compare_parquet(a, b):
-    """None when the two files hold the same table, else what differs first."""
+def compare_parquet(a, b, common=False):
+    """None when the two files hold the same table, else what differs first. With `common`,
+    only the columns both have are compared (B may add columns: a change that adds some)."""
     ta, tb = pq.read_table(a), pq.read_table(b)
+    if common:
+        names = [n for n in ta.schema.names if n in tb.schema.names]
+        ta, tb = ta.select(names), tb.select(names)
+        ta = ta.replace_schema_metadata(None)
+        tb = tb.replace_schema_metadata(None)
     if not ta.schema.equals(tb.schema, check_metadata=True):
         na, nb = ta.schema.names, tb.schema.names
         if set(na) != set(nb):
@@ -114,6 +120,8 @@ def main():
                    "PCAPLAB_CORPUS" not in os.environ, help="[default: $PCAPLAB_CORPUS]")
     p.add_argument("--out", help="keep the outputs in this directory")
     p.add_argument("--formats", default="parquet,flows")
+    p.add_argument("--common-columns", action="store_true",
+                   help="compare only the columns both builds write (B may add columns)")
     a = p.parse_args()
 
     work = a.out or tempfile.mkdtemp(prefix="same-outputs.")
@@ -163,7 +171,8 @@ def run(a, work):
             if not f.endswith(".parquet"):
                 continue
             parquet_files += 1
-            what = compare_parquet(os.path.join(outs[0], f), os.path.join(outs[1], f))
+            what = compare_parquet(os.path.join(outs[0], f), os.path.join(outs[1], f),
+                                   a.common_columns)
             if what:
                 problems.append(f"{f}: {what}")
             else:

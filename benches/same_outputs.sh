@@ -10,7 +10,8 @@
 # count, then each column's values; the first differing row and column on a mismatch). Files
 # both builds reject as not captures are counted and listed. Exit status 0 when all is the same,
 # 1 on a difference, 2 on an error. Without B_BIN, B is this tree's
-# `cargo build --release -p pcaplab-cli`. FORMATS overrides parquet,flows. The corpus is
+# `cargo build --release -p pcaplab-cli`. FORMATS overrides parquet,flows. COMMON_COLUMNS=1
+# compares only the columns both builds write (for a change that adds columns). The corpus is
 # PCAPLAB_CORPUS (default: ../shared/captures beside the repository); needs the project venv
 # (bash .ci/venv makes .venv with pyarrow).
 set -euo pipefail
@@ -34,5 +35,6 @@ done
   echo "error: .venv with pyarrow is missing (bash .ci/venv)" >&2; exit 2; }
 
 args=("$A_BIN" "$B_BIN" --corpus "$corpus" --formats "${FORMATS:-parquet,flows}")
+if [ -n "${COMMON_COLUMNS:-}" ]; then args+=(--common-columns); fi
 [ -z "${OUT_DIR:-}" ] || args+=(--out "$OUT_DIR")
 exec .venv/bin/python benches/same_outputs.py "${args[@]}"
