@@ -8,8 +8,11 @@
 //! tshark -n -r FILE -T fields -E separator=/t -E occurrence=f -e frame.number \
 //!   -e dns.qry.name -e tls.handshake.extensions_server_name -e http.host \
 //!   -e tls.handshake.ja3 -e http.request.method -e http.request.uri -e dns.qry.type \
-//!   -e tls.handshake.extensions_alpn_str -e tcp.segment -e frame.time_epoch -e eth.src -e ip.src -e ipv6.src \
-//!   -z conv,tcp -z conv,udp
+//!   -e tls.handshake.extensions_alpn_str -e http.user_agent -e http.response.code \
+//!   -e http.content_type -e ssh.protocol -e dhcp.option.dhcp -e dhcp.option.hostname \
+//!   -e tcp.segment -e frame.time_epoch -e eth.src -e ip.src -e ipv6.src \
+//!   -e frame.protocols -e ip.dst -e ipv6.dst -e tcp.srcport -e tcp.dstport -e udp.srcport \
+//!   -e udp.dstport -z conv,tcp -z conv,udp
 //! ```
 //!
 //! 1. **Conversations.** tshark's TCP and UDP conversation tables against pcaplab's flow table:
@@ -17,15 +20,23 @@
 //!    (VLAN ignored, as tshark ignores it), their `packets` summed. Per pair: present on both
 //!    sides, one tshark conversation, same number of frames — or a difference.
 //! 2. **Application fields.** Per frame, `dns_qname`, `tls_sni`, `http_host`, `tls_ja3`,
-//!    `http_method`, `http_uri`, `dns_qtype` and `tls_alpn` of the packet table against the first
-//!    occurrence of tshark's field (for `tls_alpn`, whose value lists every offered protocol,
-//!    its first protocol, since `occurrence=f` shows tshark's first ALPN value only) (frames numbered from 1 in file order on both sides; tshark's
-//!    rows for pcapng Custom Blocks are dropped first, as in `tests/oracle.rs`). Per field the
+//!    `http_method`, `http_uri`, `dns_qtype`, `tls_alpn`, `http_user_agent`, `http_status`,
+//!    `http_content_type`, `ssh_banner`, `dhcp_msg_type` and `dhcp_hostname` of the packet table
+//!    against the first occurrence of tshark's field (for `tls_alpn`, whose value lists every
+//!    offered protocol, its first protocol, since `occurrence=f` shows tshark's first ALPN value
+//!    only; frames numbered from 1 in file order on both sides; tshark's rows for pcapng Custom
+//!    Blocks are dropped first, as in `tests/oracle.rs`). Per field the
 //!    test prints the frames where tshark has a value, where ours is equal, where only we have
 //!    one, and the agreement; `dns_qname`, `tls_sni` and `http_host` must agree on at least 99%
 //!    of tshark's values over the corpus. It also prints, for information only, the agreement
 //!    if a value that tshark shows on the last segment of a TCP PDU it reassembled (`tcp.segment`)
 //!    and that we show on the PDU's first segment counted as equal.
+//! 3. **Services.** Per endpoint pair both sides have, the flows' `service` (joined over the
+//!    pair's flows) against the protocols tshark dissected in the pair's frames
+//!    (`frame.protocols`, mapped by [`SERVICES`]; frames in a tunnel or quoting a packet in an
+//!    ICMP error are left out), with the agreement printed. A difference has the check
+//!    `service`, the kind `tshark-only`, `ours-only` or `different`, and the pair with both sets
+//!    as its subject.
 //!
 //! Every difference must be listed, with its reason, in `tests/flows-oracle-differences.tsv`
 //! (columns: capture, check, kind, subject, reason). For an application field the check is the
@@ -71,7 +82,7 @@ const DIFFERENCES: &str = "tests/flows-oracle-differences.tsv";
 const NEVER: i64 = i64::MAX / 4;
 
 /// (our packet column, tshark field), in tshark's column order after `frame.number`.
-const APP_FIELDS: [(&str, &str); 8] = [
+const APP_FIELDS: [(&str, &str); 14] = [
     ("dns_qname", "dns.qry.name"),
     ("tls_sni", "tls.handshake.extensions_server_name"),
     ("http_host", "http.host"),
@@ -80,6 +91,12 @@ const APP_FIELDS: [(&str, &str); 8] = [
     ("http_uri", "http.request.uri"),
     ("dns_qtype", "dns.qry.type"),
     ("tls_alpn", "tls.handshake.extensions_alpn_str"),
+    ("http_user_agent", "http.user_agent"),
+    ("http_status", "http.response.code"),
+    ("http_content_type", "http.content_type"),
+    ("ssh_banner", "ssh.protocol"),
+    ("dhcp_msg_type", "dhcp.option.dhcp"),
+    ("dhcp_hostname", "dhcp.option.hostname"),
 ];
 
 /// After the application fields: the first segment of the TCP PDU tshark reassembled in this
@@ -367,6 +384,7 @@ fn text(b: &RecordBatch, name: &str, i: usize) -> String {
     match c.data_type() {
         arrow_schema::DataType::Utf8 => c.as_string::<i32>().value(i).to_string(),
         arrow_schema::DataType::UInt16 => c.as_primitive::<UInt16Type>().value(i).to_string(),
+        arrow_schema::DataType::UInt8 => c.as_primitive::<UInt8Type>().value(i).to_string(),
         other => panic!("{name}: {other}"),
     }
 }
@@ -898,7 +916,22 @@ fn frame_services_read_one_conversation() {
 
 #[test]
 fn tshark_output_parses() {
-    let host = ["", "", "a.example", "", "GET", "/", "", "h2"];
+    let host = [
+        "",
+        "",
+        "a.example",
+        "",
+        "GET",
+        "/",
+        "",
+        "h2",
+        "curl/8",
+        "",
+        "",
+        "",
+        "",
+        "",
+    ];
     let text = [
         fields_line(1, [""; APP_FIELDS.len()], "", "1.0"),
         fields_line(2, host, "1", "1.1"),

@@ -59,7 +59,11 @@ pub(super) fn dhcp_message(payload: &[u8], out: &mut AppFields) -> Parsed {
         };
         match (code, value) {
             (OPT_MESSAGE_TYPE, [t]) => msg_type = Some(*t),
-            (OPT_HOST_NAME, name) if !name.is_empty() => host = Some(name),
+            // Some clients end the name with NUL bytes (a C string), which tshark drops too.
+            (OPT_HOST_NAME, name) => {
+                let end = name.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+                host = Some(&name[..end]).filter(|n| !n.is_empty());
+            }
             (OPT_REQUESTED_ADDRESS, &[a, b, c, d]) => requested = Some([a, b, c, d]),
             _ => {}
         }
@@ -111,7 +115,7 @@ pub(crate) mod tests {
             [0; 4],
             &[
                 (OPT_PAD, &[]),
-                (OPT_HOST_NAME, b"laptop-7"),
+                (OPT_HOST_NAME, b"laptop-7\0"),
                 (OPT_REQUESTED_ADDRESS, &[192, 168, 1, 23]),
             ],
         );

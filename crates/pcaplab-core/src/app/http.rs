@@ -67,7 +67,12 @@ pub(super) fn http_response(payload: &[u8], out: &mut AppFields) -> Parsed {
     }
     let mut headers = [httparse::EMPTY_HEADER; HTTP_MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
-    let parsed = head_status(resp.parse(payload), resp.headers, payload.len());
+    // Servers send `Name : value` (a space before the colon); tshark reads the header, so do
+    // httparse's lenient mode, instead of stopping at it.
+    let r = httparse::ParserConfig::default()
+        .allow_spaces_after_header_name_in_responses(true)
+        .parse_response(&mut resp, payload);
+    let parsed = head_status(r, resp.headers, payload.len());
     let (Some(code), Some(_)) = (resp.code, resp.version) else {
         return parsed;
     };
@@ -153,6 +158,12 @@ mod tests {
         let p = b"HTTP/1.1 301 Moved\r\nContent-Ty";
         assert_eq!(parse_app(IPPROTO_TCP, 80, 5, p, &mut out), Parsed::Partial);
         assert_eq!(out.http_status, Some(301));
+        // A space before a header's colon (sent by real servers): the headers after it count.
+        let p = b"HTTP/1.1 200 OK\r\nAccess-Control-Allow-Credentials : true\r\nContent-Type: a/b\r\n\r\n";
+        assert_eq!(
+            run(IPPROTO_TCP, 80, 5, p).http_content_type.as_deref(),
+            Some("a/b")
+        );
         // SSDP's responses over UDP.
         let p = b"HTTP/1.1 200 OK\r\nST: upnp:rootdevice\r\n\r\n";
         assert_eq!(run(IPPROTO_UDP, 1900, 5000, p).http_status, Some(200));
