@@ -49,6 +49,8 @@ pub struct Detail {
     pub link_types: Vec<Count>,
     /// Packets per encapsulation (`vxlan`, `gre`, …): a packet counts once per tunnel.
     pub tunnels: Vec<Count>,
+    /// Flows per service (`dns`, `http`, `quic`, `ssl`, …; the count is of flows).
+    pub services: Vec<Count>,
     /// IP datagrams reassembled from fragments, those given up (`timed_out`, `evicted`,
     /// `invalid`), incomplete at the end, with overlapping fragments: the non-zero counters.
     pub fragments: Vec<Count>,
@@ -276,6 +278,7 @@ impl Detail {
             protocols,
             link_types: counts(m, "link_types"),
             tunnels: counts(m, "tunnels"),
+            services: counts(m, "services"),
             fragments: counts(m, "fragments")
                 .into_iter()
                 .filter(|c| c.packets > 0)
@@ -595,6 +598,7 @@ mod tests {
               "packets":{"N":"30"},"bytes":{"N":"5700"},"duration_s":{"N":"1.5"},"conn_state":{"S":"SF"},"server_name":{"S":"example.com"}}}]},
             "top_dns_names":{"L":[{"M":{"name":{"S":"example.com"},"count":{"N":"2"}}}]},
             "tunnels":{"M":{"vxlan":{"N":"12"},"gre":{"N":"3"}}},
+            "services":{"M":{"http":{"N":"3"},"dns":{"N":"1"}}},
             "fragments":{"M":{"reassembled":{"N":"2"},"timed_out":{"N":"1"},"evicted":{"N":"0"}}},
             "talkers_approximate":{"BOOL":true},"outputs":{"M":{"parquet":{"S":"file:///x.parquet"}}}}}"#;
         let m = parse_item_file(line.as_bytes()).expect("item");
@@ -636,6 +640,7 @@ mod tests {
             listed(&d.tunnels),
             [("vxlan".into(), 12), ("gre".into(), 3)]
         );
+        assert_eq!(listed(&d.services), [("http".into(), 3), ("dns".into(), 1)]);
         // Zero counters are left out.
         assert_eq!(
             listed(&d.fragments),

@@ -280,6 +280,7 @@ pub fn capture(snapshot: &Snapshot, d: &Detail) -> String {
     };
     field("Link types", listed(&d.link_types));
     field("Tunnels (packets)", listed(&d.tunnels));
+    field("Services (flows)", listed(&d.services));
     // Counter names are identifiers (`timed_out`): shown as words.
     field(
         "Fragmented datagrams",
