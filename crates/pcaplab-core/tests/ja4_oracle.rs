@@ -12,8 +12,8 @@
 //!   which this test gathers itself from the TCP segments (in sequence order, from a segment
 //!   that starts a handshake or ChangeCipherSpec record until the ClientHello is whole).
 //!
-//! Every TCP fingerprint must match. A QUIC stream (`q` prefix; FoxIO's files list none at
-//! present) is checked by its JA4 from the packet table, where pcaplab decrypted the client
+//! Every TCP fingerprint must match. QUIC: see [`FOXIO_RUST_QUIC`]. A QUIC stream in the
+//! oracle files (`q` prefix; they list none at present) is checked by its JA4 from the packet table, where pcaplab decrypted the client
 //! Initial packets, when pcaplab produced a ClientHello for it, and counted as skipped
 //! otherwise — the test prints how many were checked and skipped. (Its JA4_r would need the
 //! decrypted ClientHello, which only the packet table's JA4 reflects.)
@@ -245,4 +245,93 @@ fn ja4_matches_foxio() {
     );
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(tcp_ja4 > 0 && tcp_raw == tcp_ja4);
+}
+
+/// QUIC JA4 fingerprints that FoxIO's own Rust implementation gives for two of the corpus'
+/// captures: its test snapshots (FoxIO-LLC/ja4, `rust/ja4/src/snapshots/`,
+/// `ja4__insta@chrome-cloudflare-quic-with-secrets.pcapng.snap` and `ja4__insta@tls3.pcapng.snap`,
+/// the `transport: udp` streams), since `oracle-ja4/` lists no QUIC stream. (capture, client
+/// address, client port, server address, server port, JA4.)
+const FOXIO_RUST_QUIC: [(&str, &str, u16, &str, u16, &str); 7] = [
+    (
+        "foxio-ja4__chrome-cloudflare-quic-with-secrets.pcapng",
+        "2001:db8:1::1",
+        50280,
+        "2606:4700:10::6816:826",
+        443,
+        "q13d0310h3_55b375c5d22e_cd85d2d88918",
+    ),
+    (
+        "foxio-ja4__tls3.pcapng",
+        "192.168.1.169",
+        62481,
+        "172.253.122.95",
+        443,
+        "q13d0310h3_55b375c5d22e_cd85d2d88918",
+    ),
+    (
+        "foxio-ja4__tls3.pcapng",
+        "192.168.1.169",
+        61732,
+        "104.21.234.234",
+        443,
+        "q13d0310h3_55b375c5d22e_cd85d2d88918",
+    ),
+    (
+        "foxio-ja4__tls3.pcapng",
+        "192.168.1.169",
+        49791,
+        "151.101.1.229",
+        443,
+        "q13d0310h3_55b375c5d22e_cd85d2d88918",
+    ),
+    (
+        "foxio-ja4__tls3.pcapng",
+        "192.168.1.169",
+        56684,
+        "104.17.24.14",
+        443,
+        "q13d0310h3_55b375c5d22e_cd85d2d88918",
+    ),
+    (
+        "foxio-ja4__tls3.pcapng",
+        "192.168.1.169",
+        61884,
+        "104.21.234.234",
+        443,
+        "q13d0311h3_55b375c5d22e_3512bcbbc9ec",
+    ),
+    (
+        "foxio-ja4__tls3.pcapng",
+        "192.168.1.169",
+        58117,
+        "142.251.111.94",
+        443,
+        "q13d0310h3_55b375c5d22e_cd85d2d88918",
+    ),
+];
+
+/// The JA4 of every QUIC ClientHello in [`FOXIO_RUST_QUIC`], from the packet table (pcaplab
+/// decrypting the client Initial packets), is exactly FoxIO's.
+#[test]
+fn quic_ja4_matches_foxio_rust_snapshots() {
+    let Some(dir) = corpus() else { return };
+    let mut tables: BTreeMap<&str, BTreeMap<Key, Vec<String>>> = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (capture, src, sport, dst, dport, ja4) in FOXIO_RUST_QUIC {
+        let ours = tables
+            .entry(capture)
+            .or_insert_with(|| table_ja4(&decode_file(&dir.join(capture), 16_384).batches));
+        let key = (IPPROTO_UDP, src.to_string(), sport, dst.to_string(), dport);
+        let got = ours.get(&key).cloned().unwrap_or_default();
+        if got != [ja4] {
+            failures.push(format!("{capture} {key:?}: FoxIO {ja4}, ours {got:?}"));
+        }
+    }
+    eprintln!(
+        "QUIC JA4 against FoxIO's Rust snapshots: {} of {} ClientHellos",
+        FOXIO_RUST_QUIC.len() - failures.len(),
+        FOXIO_RUST_QUIC.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
