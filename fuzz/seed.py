@@ -38,7 +38,9 @@ CARRIERS = [("udp", 4789), ("udp", 8472), ("udp", 6081), ("udp", 4754), ("udp", 
             ("udp", 3544), ("udp", 5072), ("ip", 47), ("ip", 4), ("ip", 41)]
 SELECTORS = len(LINK_TYPES) + len(CARRIERS) + 1
 APP_PORTS = [(17, 53), (17, 5353), (17, 5355), (17, 1900), (6, 53), (6, 443), (6, 80),
-             (6, 8080), (17, 9999), (132, 80)]
+             (6, 8080), (17, 9999), (132, 80), (17, 67), (6, 22)]
+# The selectors whose port has no application parser.
+NO_PARSER = {(17, 9999), (132, 80)}
 
 SNOOP_LINK = {0: 1, 4: 1, 8: 101, 0x12: 1}
 
@@ -282,7 +284,9 @@ def main():
                         (kind == "ip" and proto == value):
                     body = payload if kind == "udp" else l4
                     out.add("link", bytes([len(LINK_TYPES) + c + v6]) + body[:FRAME_BYTES])
-            for a, (p, port) in enumerate(APP_PORTS[:8]):
+            for a, (p, port) in enumerate(APP_PORTS):
+                if (p, port) in NO_PARSER:
+                    continue
                 interesting = proto == 17 or payload[:1] == b"\x16" or \
                     payload[:1].isupper() or port == 53
                 if p == proto and port in (sp, dp) and payload and interesting and apps < 64:

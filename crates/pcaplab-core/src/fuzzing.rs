@@ -367,8 +367,9 @@ fn check_packet(lt: u16, frame: &[u8]) {
 // ---------------------------------------------------------------------------------------------
 
 /// (IP protocol, server port) for [`app`]'s selector: DNS, mDNS, LLMNR, SSDP over UDP; DNS,
-/// TLS and HTTP over TCP; a port and a protocol with no application parser.
-pub const APP_PORTS: [(u8, u16); 10] = [
+/// TLS and HTTP over TCP; a port and a protocol with no application parser; DHCP over UDP and
+/// SSH over TCP (any TCP port reaches TLS, HTTP and SSH, which are read by content).
+pub const APP_PORTS: [(u8, u16); 12] = [
     (17, 53),
     (17, 5353),
     (17, 5355),
@@ -379,10 +380,13 @@ pub const APP_PORTS: [(u8, u16); 10] = [
     (6, 8080),
     (17, 9999),
     (132, 80),
+    (17, 67),
+    (6, 22),
 ];
 
-/// `[selector][payload]`: one transport payload through the application parsers (DNS, TLS
-/// ClientHello, HTTP request), from either side of the connection.
+/// `[selector][payload]`: one transport payload through the application parsers (DNS, DHCP,
+/// TLS ClientHello, SSH identification string, HTTP request or response), from either side of
+/// the connection.
 pub fn app(data: &[u8]) {
     let Some((&selector, payload)) = data.split_first() else {
         return;
