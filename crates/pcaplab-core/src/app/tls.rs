@@ -18,8 +18,8 @@
 use std::borrow::Cow;
 use std::fmt::Write as _;
 
-use md5::Md5;
-use sha2::{Digest, Sha256};
+use aws_lc_rs::digest::{Context, SHA256};
+use md5::{Digest, Md5};
 use tls_parser::{
     SNIType, TlsClientHelloContents, TlsExtension, TlsExtensionType, TlsMessage,
     TlsMessageHandshake, parse_tls_client_hello_extension, parse_tls_extension_unknown,
@@ -418,17 +418,17 @@ impl Ja4 {
         if self.ciphers().is_empty() {
             s.push_str("000000000000");
         } else {
-            let mut h = Sha256::new();
+            let mut h = Context::new(&SHA256);
             put_hex_list(self.ciphers(), &mut |b| h.update(b));
-            push_hex12(&mut s, &h.finalize());
+            push_hex12(&mut s, h.finish().as_ref());
         }
         s.push('_');
         if self.extensions().is_empty() {
             s.push_str("000000000000");
         } else {
-            let mut h = Sha256::new();
+            let mut h = Context::new(&SHA256);
             self.put_c(&mut |b| h.update(b));
-            push_hex12(&mut s, &h.finalize());
+            push_hex12(&mut s, h.finish().as_ref());
         }
         s
     }
