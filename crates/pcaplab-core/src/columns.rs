@@ -589,14 +589,15 @@ struct QuicFollowed {
     partial: AppFields,
 }
 
-/// The QUIC version of a UDP packet's first long-header packet, when pcaplab knows it (not on
-/// the ports read by port, [`udp_by_port`]).
-fn quic_version(data: &[u8], p: &Packet) -> Option<u32> {
+/// The first QUIC long-header packet of a UDP packet's payload, if it starts with one (not on
+/// the ports read by port, [`udp_by_port`]): read once per packet, for its row's
+/// `quic_version` and for [`Messages::add`].
+fn quic_packet(data: &[u8], p: &Packet) -> Option<LongPacket> {
     match (p.ip, p.payload, p.src_port, p.dst_port) {
         (Some(ip), Some((off, len)), Some(sp), Some(dp))
             if ip.proto == IPPROTO_UDP && !udp_by_port(sp, dp) =>
         {
-            quic::long_header_version(data.get(off..off + len)?)
+            quic::long_packet(data.get(off..off + len)?)
         }
         _ => None,
     }
@@ -629,12 +630,13 @@ struct Messages {
 
 impl Messages {
     /// Decode packet `row`'s application fields (with `app` as scratch space); the fields the
-    /// row gets, if any.
+    /// row gets, if any. `quic`: the packet's QUIC long header ([`quic_packet`]).
     fn add(
         &mut self,
         row: usize,
         data: &[u8],
         p: &Packet,
+        quic: Option<LongPacket>,
         app: &mut AppFields,
     ) -> Option<&AppFields> {
         let (Some(ip), Some(sp), Some(dp), Some((off, len))) =
@@ -643,16 +645,14 @@ impl Messages {
             return None;
         };
         let payload = &data[off..off + len];
-        if ip.proto == IPPROTO_UDP && !udp_by_port(sp, dp) {
-            match quic::long_packet(payload) {
-                Some(LongPacket::Initial(_)) => return self.quic_initial(row, payload, p, app),
-                Some(LongPacket::Other(_)) => return None,
-                Some(LongPacket::UnknownVersion) if sp == QUIC_PORT || dp == QUIC_PORT => {
-                    self.quic_stats.undecryptable += 1;
-                    return None;
-                }
-                _ => {}
+        match quic {
+            Some(LongPacket::Initial(_)) => return self.quic_initial(row, payload, p, app),
+            Some(LongPacket::Other(_)) => return None,
+            Some(LongPacket::UnknownVersion) if sp == QUIC_PORT || dp == QUIC_PORT => {
+                self.quic_stats.undecryptable += 1;
+                return None;
             }
+            _ => {}
         }
         // The whole declared payload was captured: a segment can be followed.
         let whole = p.payload_len == Some(len as u32);
@@ -677,7 +677,7 @@ impl Messages {
                         // Complete (or no longer parseable: then nothing more to give).
                         let m = self.followed.remove(&id)?;
                         if app.is_empty() {
-                            self.give_up(id.0, m);
+                            self.give_up(id.0, m.row, m.partial);
                             return None;
                         }
                         return self.push(row, app);
@@ -690,7 +690,7 @@ impl Messages {
             }
             // A gap or a cut segment: give up on the message, then decode this one afresh.
             if let Some(m) = self.followed.remove(&id) {
-                self.give_up(id.0, m);
+                self.give_up(id.0, m.row, m.partial);
             }
         }
         let parsed = parse_app(ip.proto, sp, dp, payload, app);
@@ -768,15 +768,7 @@ impl Messages {
                     self.quic.insert(key, c);
                 } else {
                     // Too many followed at once: the part read lands here.
-                    self.give_up(
-                        key,
-                        Followed {
-                            row: c.row,
-                            buf: Vec::new(),
-                            next_seq: 0,
-                            partial: c.partial,
-                        },
-                    );
+                    self.give_up(key, c.row, c.partial);
                 }
                 None
             }
@@ -797,10 +789,11 @@ impl Messages {
         self.rows.last().map(|(_, a)| a)
     }
 
-    fn give_up(&mut self, key: FlowKey, m: Followed) {
-        if !m.partial.is_empty() {
-            self.given_up.push((key, m.partial.clone()));
-            self.rows.push((m.row, m.partial));
+    /// A message (TCP or QUIC) given up on: what it gave lands on its first row `row`.
+    fn give_up(&mut self, key: FlowKey, row: usize, partial: AppFields) {
+        if !partial.is_empty() {
+            self.given_up.push((key, partial.clone()));
+            self.rows.push((row, partial));
         }
     }
 
@@ -819,19 +812,11 @@ impl Messages {
     fn flush(&mut self) {
         let followed: Vec<_> = self.followed.drain().collect();
         for ((key, _), m) in followed {
-            self.give_up(key, m);
+            self.give_up(key, m.row, m.partial);
         }
         let quic: Vec<_> = self.quic.drain().collect();
         for (key, c) in quic {
-            self.give_up(
-                key,
-                Followed {
-                    row: c.row,
-                    buf: Vec::new(),
-                    next_seq: 0,
-                    partial: c.partial,
-                },
-            );
+            self.give_up(key, c.row, c.partial);
         }
     }
 
@@ -912,7 +897,8 @@ pub fn decode_chunk_with(
             Some(d) if p.payload_in_datagram => d.bytes.as_slice(),
             _ => data,
         };
-        let app = messages.add(i, buf, &p, &mut scratch);
+        let quic = quic_packet(buf, &p);
+        let app = messages.add(i, buf, &p, quic, &mut scratch);
         if let Some(app) = app {
             counter.add_app(app);
         }
@@ -984,7 +970,8 @@ pub fn decode_chunk_with(
         b.icmp_type.append_option(p.icmp_type);
         b.icmp_code.append_option(p.icmp_code);
         b.payload_len.append_option(p.payload_len);
-        b.quic_version.append_option(quic_version(buf, &p));
+        b.quic_version
+            .append_option(quic.and_then(LongPacket::version));
         // A frame salvaged from a cut record says so, before any dissection error.
         match f.cut_note(p.error) {
             Some(note) => b.decode_error.append_value(note),

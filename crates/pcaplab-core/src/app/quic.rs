@@ -106,10 +106,7 @@ pub fn version(number: u32) -> Option<Version> {
 /// The version of the QUIC long-header packet a UDP payload starts with, when it is one
 /// pcaplab knows (see [`version`]) and the header's connection IDs fit in the payload.
 pub fn long_header_version(payload: &[u8]) -> Option<u32> {
-    match long_packet(payload)? {
-        LongPacket::Initial(v) | LongPacket::Other(v) => Some(v),
-        LongPacket::UnknownVersion => None,
-    }
+    long_packet(payload)?.version()
 }
 
 /// The first QUIC long-header packet of a UDP payload (a client's Initial comes first in its
@@ -123,6 +120,16 @@ pub enum LongPacket {
     /// The fixed bit is set but the version is not one pcaplab can read (version
     /// negotiation's 0 excepted, which is not a QUIC packet of any version).
     UnknownVersion,
+}
+
+impl LongPacket {
+    /// The version, when pcaplab knows it.
+    pub fn version(self) -> Option<u32> {
+        match self {
+            LongPacket::Initial(v) | LongPacket::Other(v) => Some(v),
+            LongPacket::UnknownVersion => None,
+        }
+    }
 }
 
 /// What the UDP payload's first long-header packet is, if it starts with one (a first byte
