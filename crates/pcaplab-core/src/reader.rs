@@ -138,6 +138,15 @@ fn decompress(c: Compression, head: &[u8], input: impl Read + Send + 'static) ->
     })
 }
 
+/// Where a frame's record is in the capture stream (after decompression): the byte offset of
+/// its first byte (the record header, or the pcapng block's type) and its whole length, header
+/// and padding included. Reading `len` bytes at `offset` gives the record back, byte for byte.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RecordSpan {
+    pub offset: u64,
+    pub len: u32,
+}
+
 /// One frame's metadata; its bytes are `chunk.data[start..start + cap_len]`.
 #[derive(Clone, Copy, Debug)]
 pub struct FrameMeta {
