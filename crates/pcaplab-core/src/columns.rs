@@ -28,6 +28,8 @@ pub mod col {
     pub const LINK_TYPE: &str = "link_type";
     pub const CAP_LEN: &str = "cap_len";
     pub const WIRE_LEN: &str = "wire_len";
+    pub const RECORD_OFFSET: &str = "record_offset";
+    pub const RECORD_LEN: &str = "record_len";
     pub const SRC_MAC: &str = "src_mac";
     pub const DST_MAC: &str = "dst_mac";
     pub const ETHERTYPE: &str = "ethertype";
@@ -94,6 +96,8 @@ pub fn schema() -> SchemaRef {
             f(col::LINK_TYPE, DataType::UInt16, false),
             f(col::CAP_LEN, DataType::UInt32, false),
             f(col::WIRE_LEN, DataType::UInt32, false),
+            f(col::RECORD_OFFSET, DataType::UInt64, false),
+            f(col::RECORD_LEN, DataType::UInt32, false),
             f(col::SRC_MAC, DataType::Utf8, true),
             f(col::DST_MAC, DataType::Utf8, true),
             f(col::ETHERTYPE, DataType::UInt16, true),
@@ -254,6 +258,8 @@ struct Builders {
     link_type: PrimitiveBuilder<UInt16Type>,
     cap_len: PrimitiveBuilder<UInt32Type>,
     wire_len: PrimitiveBuilder<UInt32Type>,
+    record_offset: PrimitiveBuilder<UInt64Type>,
+    record_len: PrimitiveBuilder<UInt32Type>,
     src_mac: StringBuilder,
     dst_mac: StringBuilder,
     ethertype: PrimitiveBuilder<UInt16Type>,
@@ -488,6 +494,8 @@ impl Builders {
             link_type: PrimitiveBuilder::with_capacity(n),
             cap_len: PrimitiveBuilder::with_capacity(n),
             wire_len: PrimitiveBuilder::with_capacity(n),
+            record_offset: PrimitiveBuilder::with_capacity(n),
+            record_len: PrimitiveBuilder::with_capacity(n),
             src_mac: strings(),
             dst_mac: strings(),
             ethertype: PrimitiveBuilder::with_capacity(n),
@@ -869,6 +877,8 @@ pub fn decode_chunk_with(
     for (i, f) in chunk.frames.iter().enumerate() {
         let data = chunk.frame_data(f);
         let frame = chunk.first_frame + i as u64;
+        // (Chunks made by hand, in tests and fuzzing, may not say where their records are.)
+        let record = chunk.records.get(i).copied().unwrap_or_default();
         // Datagrams given up before this frame count in their flows here.
         while let Some((_, e)) = expired_next.filter(|(at, _)| *at as usize <= i) {
             if let (Some(cfg), Some(table)) = (flows, &mut chunk_flows) {
@@ -908,6 +918,7 @@ pub fn decode_chunk_with(
             && (note.is_none() || datagram.is_some())
         {
             let mut seen = Seen::packet(frame, f.ts_ns, f.wire_len, &p);
+            seen.offset = record.offset;
             seen.server_name = app.and_then(server_name);
             seen.services = app.map(AppFields::services).unwrap_or_default();
             if let Some(d) = datagram {
@@ -927,6 +938,8 @@ pub fn decode_chunk_with(
         b.link_type.append_value(f.link_type);
         b.cap_len.append_value(f.cap_len);
         b.wire_len.append_value(f.wire_len);
+        b.record_offset.append_value(record.offset);
+        b.record_len.append_value(record.len);
         match &p.src_mac {
             Some(m) => b.src_mac.append_value(text.mac(m)),
             None => b.src_mac.append_null(),
@@ -1003,6 +1016,8 @@ pub fn decode_chunk_with(
         Arc::new(b.link_type.finish()),
         Arc::new(b.cap_len.finish()),
         Arc::new(b.wire_len.finish()),
+        Arc::new(b.record_offset.finish()),
+        Arc::new(b.record_len.finish()),
         Arc::new(b.src_mac.finish()),
         Arc::new(b.dst_mac.finish()),
         Arc::new(b.ethertype.finish()),

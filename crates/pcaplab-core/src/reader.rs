@@ -201,6 +201,8 @@ pub struct Chunk {
     /// Frame number (1-based) of the first frame in this chunk.
     pub first_frame: u64,
     pub frames: Vec<FrameMeta>,
+    /// Where each frame's record is in the capture stream, one per frame.
+    pub records: Vec<RecordSpan>,
     pub data: Vec<u8>,
     /// What IP fragment reassembly found in these frames (see [`crate::dissect::defrag`]);
     /// empty unless the chunk was scanned.
@@ -216,6 +218,7 @@ impl Chunk {
     pub fn clear(&mut self) {
         self.first_frame = 0;
         self.frames.clear();
+        self.records.clear();
         self.data.clear();
         self.frags = Default::default();
         self.maybe_fragments.clear();
@@ -225,12 +228,23 @@ impl Chunk {
     pub fn capacity_bytes(&self) -> usize {
         self.data.capacity()
             + self.frames.capacity() * std::mem::size_of::<FrameMeta>()
+            + self.records.capacity() * std::mem::size_of::<RecordSpan>()
             + self.maybe_fragments.capacity() * std::mem::size_of::<u32>()
     }
 
     pub fn frame_data(&self, f: &FrameMeta) -> &[u8] {
         let start = f.start as usize;
         &self.data[start..start + f.cap_len as usize]
+    }
+
+    /// The record of every frame appended since the last call is the `len` bytes at `offset`
+    /// (a record holds at most one frame).
+    fn placed(&mut self, offset: u64, len: u64) {
+        let span = RecordSpan {
+            offset,
+            len: u32::try_from(len).unwrap_or(u32::MAX),
+        };
+        self.records.resize(self.frames.len(), span);
     }
 
     /// Append a frame.
@@ -936,6 +950,7 @@ impl CaptureReader {
             let failure = match reader.next() {
                 Ok((consumed, block)) => {
                     let outcome = kind.handle(block, chunk, offset);
+                    chunk.placed(offset, consumed as u64);
                     reader.consume(consumed);
                     outcome?;
                     continue;
@@ -951,7 +966,10 @@ impl CaptureReader {
             );
             if let Err(e) = self.on_parse_error(failure) {
                 if cut && let Framer::Blocks { reader, kind } = &self.framer {
-                    kind.salvage(reader.data(), chunk);
+                    // What there is of the record: up to the end of the input.
+                    let data = reader.data();
+                    kind.salvage(data, chunk);
+                    chunk.placed(self.offset(), data.len() as u64);
                 }
                 return Err(e);
             }
@@ -1016,6 +1034,7 @@ impl CaptureReader {
             if got < buf.len() {
                 if plausible_record(false, ts_usec, incl_len, orig_len, 0) {
                     chunk.push_cut(ts, 0, *link_type, orig_len, &buf[..got], incl_len);
+                    chunk.placed(*offset, 24 + got as u64);
                 }
                 return Err(match failed {
                     Some(source) => ReadError::Io {
@@ -1030,6 +1049,7 @@ impl CaptureReader {
                 });
             }
             chunk.push(ts, 0, *link_type, orig_len, &buf[..incl_len as usize]);
+            chunk.placed(*offset, rec_len as u64);
             *offset += rec_len as u64;
         }
     }
@@ -1337,16 +1357,29 @@ mod tests {
 
     /// Every frame of `bytes`, and the error that ended the reading.
     fn frames_of(bytes: &[u8]) -> (Vec<Frame>, Option<ReadError>) {
+        let (frames, _, error) = records_of(bytes);
+        (frames, error)
+    }
+
+    /// Every frame of `bytes` and where its record is, and the error that ended the reading.
+    fn records_of(bytes: &[u8]) -> (Vec<Frame>, Vec<RecordSpan>, Option<ReadError>) {
         let mut reader = match CaptureReader::new(Box::new(io::Cursor::new(bytes.to_vec()))) {
             Ok(r) => r,
-            Err(e) => return (Vec::new(), Some(e)),
+            Err(e) => return (Vec::new(), Vec::new(), Some(e)),
         };
         let mut frames = Vec::new();
+        let mut spans = Vec::new();
         loop {
             // Small chunks, so that a cut also falls between chunks.
             let mut chunk = Chunk::default();
             let r = reader.fill(&mut chunk, 2, 1 << 20);
             assert!(chunk.frames.len() <= 2, "a chunk over its frame limit");
+            assert_eq!(
+                chunk.records.len(),
+                chunk.frames.len(),
+                "a record per frame"
+            );
+            spans.extend_from_slice(&chunk.records);
             for f in &chunk.frames {
                 assert!(f.cut_short || f.claimed_len == f.cap_len, "{f:?}");
                 frames.push(Frame {
@@ -1359,8 +1392,8 @@ mod tests {
             }
             match r {
                 Ok(true) => {}
-                Ok(false) => return (frames, None),
-                Err(e) => return (frames, Some(e)),
+                Ok(false) => return (frames, spans, None),
+                Err(e) => return (frames, spans, Some(e)),
             }
         }
     }
@@ -1440,8 +1473,19 @@ mod tests {
         let points = std::iter::once(from).chain(records.iter().flat_map(cuts));
         let mut salvaged = 0;
         for cut in points.filter(|&c| c >= from) {
-            let (frames, error) = frames_of(&bytes[..cut]);
+            let (frames, spans, error) = records_of(&bytes[..cut]);
             assert_eq!(frames, expected(records, cut), "{what} cut at {cut}");
+            // Each frame's record: whole, or up to the cut for the one salvaged.
+            let placed: Vec<RecordSpan> = records
+                .iter()
+                .filter(|r| r.frame.is_some() && r.start < cut)
+                .map(|r| RecordSpan {
+                    offset: r.start as u64,
+                    len: (r.end.min(cut) - r.start) as u32,
+                })
+                .take(frames.len())
+                .collect();
+            assert_eq!(spans, placed, "{what} cut at {cut}");
             salvaged += usize::from(frames.last().is_some_and(|f| f.cut.is_some()));
             match records.iter().find(|r| r.start < cut && cut < r.end) {
                 Some(r) => match error {

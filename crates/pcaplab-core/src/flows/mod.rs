@@ -323,10 +323,24 @@ const SYN: u16 = 0x02;
 const RST: u16 = 0x04;
 const ACK: u16 = 0x10;
 
+/// A record offset not known (no record starts at byte 0: every format begins with a file
+/// header).
+pub const NO_OFFSET: u64 = 0;
+
+/// The earlier of two record offsets, either of which may be [`NO_OFFSET`].
+fn earliest(a: u64, b: u64) -> u64 {
+    match (a, b) {
+        (NO_OFFSET, x) | (x, NO_OFFSET) => x,
+        (a, b) => a.min(b),
+    }
+}
+
 /// One packet as flows see it.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Seen<'a> {
     pub frame: u64,
+    /// Offset of the frame's record in the capture stream, or [`NO_OFFSET`].
+    pub offset: u64,
     pub ts: i64,
     /// Frames this stands for: 1, or the fragments of a reassembled datagram.
     pub packets: u32,
@@ -346,6 +360,7 @@ impl<'a> Seen<'a> {
     pub(crate) fn packet(frame: u64, ts: i64, wire_len: u32, p: &'a Packet) -> Self {
         Seen {
             frame,
+            offset: NO_OFFSET,
             ts,
             packets: 1,
             wire_len: u64::from(wire_len),
@@ -364,6 +379,10 @@ pub struct Segment {
     pub first_frame: u64,
     /// The latest frame that counted in it.
     pub last_frame: u64,
+    /// Offsets of the earliest and latest records that counted in it, in the capture stream;
+    /// [`NO_OFFSET`] if none is known (a datagram given up by the reassembly).
+    pub first_offset: u64,
+    pub last_offset: u64,
     /// Timestamp of the first packet in file order (the one that decides continuation).
     first_seen_ts: i64,
     /// Earliest and latest timestamps; [`NO_TIMESTAMP`] when no packet had one.
@@ -393,6 +412,8 @@ impl Segment {
         let mut seg = Segment {
             first_frame: s.frame,
             last_frame: s.frame,
+            first_offset: s.offset,
+            last_offset: s.offset,
             first_seen_ts: s.ts,
             first_ts: NO_TIMESTAMP,
             last_ts: NO_TIMESTAMP,
@@ -416,6 +437,8 @@ impl Segment {
         d.bytes += s.wire_len;
         d.payload_bytes += u64::from(s.payload_len);
         self.last_frame = self.last_frame.max(s.frame);
+        self.first_offset = earliest(self.first_offset, s.offset);
+        self.last_offset = self.last_offset.max(s.offset);
         if s.ts != NO_TIMESTAMP {
             if self.first_ts == NO_TIMESTAMP || s.ts < self.first_ts {
                 self.first_ts = s.ts;
@@ -480,6 +503,8 @@ impl Segment {
             d.tcp_flags |= o.tcp_flags;
         }
         self.last_frame = self.last_frame.max(later.last_frame);
+        self.first_offset = earliest(self.first_offset, later.first_offset);
+        self.last_offset = self.last_offset.max(later.last_offset);
         if later.first_ts != NO_TIMESTAMP
             && (self.first_ts == NO_TIMESTAMP || later.first_ts < self.first_ts)
         {
@@ -854,6 +879,8 @@ pub(crate) fn worst_case_flow(i: u16) -> Flow {
         seg: Segment {
             first_frame: u64::MAX,
             last_frame: u64::MAX,
+            first_offset: u64::MAX,
+            last_offset: u64::MAX,
             first_seen_ts: i64::MIN + 1,
             first_ts: i64::MIN + 1,
             last_ts: i64::MAX,

@@ -10,7 +10,7 @@ use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
-use super::{Flow, FlowConfig, IPPROTO_TCP, outer_key};
+use super::{Flow, FlowConfig, IPPROTO_TCP, NO_OFFSET, outer_key};
 use crate::columns::TextBuf;
 use crate::reader::NO_TIMESTAMP;
 
@@ -43,6 +43,9 @@ pub mod col {
     pub const SERVER_NAME: &str = "server_name";
     pub const SERVICE: &str = "service";
     pub const FIRST_FRAME: &str = "first_frame";
+    pub const LAST_FRAME: &str = "last_frame";
+    pub const FIRST_OFFSET: &str = "first_offset";
+    pub const LAST_OFFSET: &str = "last_offset";
     pub const TUNNELS: &str = "tunnels";
     pub const TUNNEL_ID: &str = "tunnel_id";
     pub const TUNNEL_PARENT: &str = "tunnel_parent";
@@ -84,6 +87,9 @@ pub fn flow_schema() -> SchemaRef {
             f(col::SERVER_NAME, DataType::Utf8, true),
             f(col::SERVICE, DataType::Utf8, true),
             f(col::FIRST_FRAME, DataType::UInt64, false),
+            f(col::LAST_FRAME, DataType::UInt64, false),
+            f(col::FIRST_OFFSET, DataType::UInt64, true),
+            f(col::LAST_OFFSET, DataType::UInt64, true),
             f(
                 col::TUNNELS,
                 DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, false))),
@@ -125,6 +131,9 @@ pub fn flows_batch(
     let mut service = StringBuilder::new();
     let mut service_text = String::new();
     let mut first_frame = PrimitiveBuilder::<UInt64Type>::with_capacity(n);
+    let mut last_frame = PrimitiveBuilder::<UInt64Type>::with_capacity(n);
+    let mut first_offset = PrimitiveBuilder::<UInt64Type>::with_capacity(n);
+    let mut last_offset = PrimitiveBuilder::<UInt64Type>::with_capacity(n);
     let mut tunnels = ListBuilder::new(StringBuilder::new())
         .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false)));
     let mut tunnel_id = PrimitiveBuilder::<UInt32Type>::new();
@@ -179,6 +188,10 @@ pub fn flows_batch(
             service.append_value(&service_text);
         }
         first_frame.append_value(fl.seg.first_frame);
+        last_frame.append_value(fl.seg.last_frame);
+        let known = |o: u64| Some(o).filter(|o| *o != NO_OFFSET);
+        first_offset.append_option(known(fl.seg.first_offset));
+        last_offset.append_option(known(fl.seg.last_offset));
         match fl.seg.envelope.as_deref() {
             Some(env) => {
                 for e in env.layers() {
@@ -227,6 +240,9 @@ pub fn flows_batch(
         Arc::new(server_name.finish()),
         Arc::new(service.finish()),
         Arc::new(first_frame.finish()),
+        Arc::new(last_frame.finish()),
+        Arc::new(first_offset.finish()),
+        Arc::new(last_offset.finish()),
         Arc::new(tunnels.finish()),
         Arc::new(tunnel_id.finish()),
         Arc::new(tunnel_parent.finish()),
