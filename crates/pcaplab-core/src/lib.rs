@@ -11,6 +11,7 @@ pub mod columns;
 pub mod convert;
 pub mod dissect;
 pub mod encode;
+pub mod extract;
 pub mod flows;
 #[doc(hidden)]
 pub mod fuzzing;

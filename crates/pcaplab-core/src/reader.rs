@@ -547,7 +547,7 @@ fn ng_salvage(
 }
 
 /// The 32-bit word at `at` of `b`, if `b` holds it.
-fn u32_at(b: &[u8], at: usize, big_endian: bool) -> Option<u32> {
+pub(crate) fn u32_at(b: &[u8], at: usize, big_endian: bool) -> Option<u32> {
     let w: [u8; 4] = b.get(at..at.checked_add(4)?)?.try_into().ok()?;
     Some(if big_endian {
         u32::from_be_bytes(w)
