@@ -3,6 +3,7 @@
 //! Flag parsing and wiring only: every byte of packet work happens in pcaplab-core.
 
 mod convert;
+mod extract;
 mod inputs;
 mod inspect;
 mod serve;
@@ -37,6 +38,10 @@ enum Command {
     Convert(ConvertArgs),
     /// Summarise captures: format, link types, packets, bytes, time span, protocols.
     Inspect(InspectArgs),
+    /// Cut the packets of a flow, or of frames, out of a capture (local or S3) into a capture
+    /// of its own format: records byte-identical, in file order. Only the byte ranges needed
+    /// are read from an uncompressed capture.
+    Extract(ExtractArgs),
     /// Process captures as they land in S3: from an SQS queue of S3 notifications, or by
     /// polling a prefix. Runs until SIGTERM / SIGINT.
     Watch(Box<WatchArgs>),
@@ -90,13 +95,14 @@ struct ConvertArgs {
     /// Where the outputs go: a directory (created if missing) or s3://BUCKET/PREFIX/.
     #[arg(long, short, value_name = "DIR|S3-URL")]
     out: String,
-    /// Output formats, comma-separated.
+    /// Output formats, comma-separated. The default makes the whole dataset: packets, flows
+    /// (what `extract --flow` reads) and the summary items (what `serve --data` lists).
     #[arg(
         long,
         short,
         value_enum,
         value_delimiter = ',',
-        default_value = "parquet"
+        default_value = "parquet,flows,dynamodb-json"
     )]
     format: Vec<FormatArg>,
     /// Write a summary item per capture to this DynamoDB table (partition key `s3Id`, String).
@@ -197,8 +203,8 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     listen: SocketAddr,
-    /// Read summaries from this output directory (its dynamodb/*.json, written by
-    /// `pcaplab convert --format dynamodb-json`).
+    /// Read summaries from this output directory (its dynamodb/*.json, which `pcaplab convert
+    /// --out DIR` writes by default); its flows' packets are cut from the captures named there.
     #[arg(long, value_name = "DIR", group = "summaries")]
     data: Option<PathBuf>,
     /// Read summaries from this DynamoDB table.
@@ -215,6 +221,37 @@ struct ServeArgs {
     /// Log lines as human-readable text or JSON (filter with RUST_LOG).
     #[arg(long, value_enum, default_value = "human")]
     log_format: LogFormat,
+}
+
+#[derive(clap::Args)]
+#[command(group = clap::ArgGroup::new("select").required(true))]
+struct ExtractArgs {
+    /// The capture: a file or s3://BUCKET/KEY (plain, gzip or zstd).
+    #[arg(value_name = "INPUT")]
+    input: String,
+    /// Where the extract goes: a file, `-` for stdout (`| wireshark -k -i -`), or
+    /// s3://BUCKET/KEY.
+    #[arg(long, short, value_name = "FILE|-|S3-URL")]
+    out: String,
+    /// The packets of the flow with this Community ID (every flow row with it), found in the
+    /// dataset (needs --dataset, converted with --format parquet,flows).
+    #[arg(long, value_name = "COMMUNITY-ID", group = "select")]
+    flow: Option<String>,
+    /// These frames: `1,7,20-40`, or a .parquet / .csv file with a frame_number column (what
+    /// DuckDB's `COPY (SELECT frame_number …) TO 'sel.parquet'` writes).
+    #[arg(long, value_name = "LIST|FILE", group = "select")]
+    frames: Option<String>,
+    /// The output root the capture was converted to (`convert --out`): where the records are
+    /// is read from its rows. Without it, --frames frames the capture up to the last frame.
+    #[arg(long, value_name = "DIR|S3-URL")]
+    dataset: Option<String>,
+    /// The capture's name in the dataset (its `capture` column) [default: bucket/key for S3;
+    /// for a file, the trailing part of its path that names a capture there].
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// No summary line on stderr (warnings and errors still go there).
+    #[arg(long, short)]
+    quiet: bool,
 }
 
 #[derive(clap::Args)]
@@ -313,6 +350,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Convert(args) => convert::run(args),
         Command::Inspect(args) => inspect::run(args),
+        Command::Extract(args) => extract::run(args),
         Command::Watch(args) => watch::run(*args),
         Command::Serve(args) => serve::run(args),
     };

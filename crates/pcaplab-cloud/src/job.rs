@@ -270,12 +270,12 @@ impl ObjectInfo {
     }
 }
 
-/// Where the outputs go.
+/// Where the outputs go (and where the dataset is read back from).
 #[derive(Clone)]
-struct Root {
-    store: Arc<dyn ObjectStore>,
+pub(crate) struct Root {
+    pub(crate) store: Arc<dyn ObjectStore>,
     /// Key prefix inside the store: empty, or ending in `/`.
-    prefix: String,
+    pub(crate) prefix: String,
     /// URL of the root, ending in `/`.
     url: String,
     /// Multipart part size of uploads to this store.
@@ -283,11 +283,51 @@ struct Root {
 }
 
 impl Root {
-    fn path(&self, key: &str) -> Result<Path, object_store::Error> {
+    /// The root at `location`: a local directory (created when `create`) or an S3 prefix.
+    pub(crate) fn at(
+        location: &Location,
+        aws: Option<&Aws>,
+        create: bool,
+    ) -> Result<Root, JobError> {
+        let config = |url: &str, message: &str| JobError::Config {
+            url: url.to_owned(),
+            message: message.to_owned(),
+        };
+        match location {
+            Location::Local(dir) => {
+                let url = dir.display().to_string();
+                if create {
+                    std::fs::create_dir_all(dir).map_err(|source| JobError::OpenLocal {
+                        url: url.clone(),
+                        source,
+                    })?;
+                }
+                let store = LocalFileSystem::new_with_prefix(dir)
+                    .map_err(|e| config(&url, &format!("cannot use as a directory: {e}")))?;
+                let mut url = url;
+                if !url.ends_with(std::path::MAIN_SEPARATOR) {
+                    url.push(std::path::MAIN_SEPARATOR);
+                }
+                Ok(Root {
+                    store: Arc::new(store),
+                    prefix: String::new(),
+                    url,
+                    part_size: LOCAL_PART_SIZE,
+                })
+            }
+            Location::S3 { bucket, key } => {
+                let url = location.to_string();
+                let aws = aws.ok_or_else(|| config(&url, "S3 needs an AWS configuration"))?;
+                s3_root(aws, bucket, key).map_err(|e| config(&url, &store_message(&e)))
+            }
+        }
+    }
+
+    pub(crate) fn path(&self, key: &str) -> Result<Path, object_store::Error> {
         Ok(Path::parse(format!("{}{key}", self.prefix))?)
     }
 
-    fn url(&self, key: &str) -> String {
+    pub(crate) fn url(&self, key: &str) -> String {
         format!("{}{key}", self.url)
     }
 }
@@ -340,34 +380,7 @@ impl Job {
         };
         let root = match &options.out {
             None => None,
-            Some(Location::Local(dir)) => {
-                let url = dir.display().to_string();
-                std::fs::create_dir_all(dir).map_err(|source| JobError::OpenLocal {
-                    url: url.clone(),
-                    source,
-                })?;
-                let store = LocalFileSystem::new_with_prefix(dir)
-                    .map_err(|e| config(&url, &format!("cannot use as output directory: {e}")))?;
-                let mut url = url;
-                if !url.ends_with(std::path::MAIN_SEPARATOR) {
-                    url.push(std::path::MAIN_SEPARATOR);
-                }
-                Some(Root {
-                    store: Arc::new(store),
-                    prefix: String::new(),
-                    url,
-                    part_size: LOCAL_PART_SIZE,
-                })
-            }
-            Some(out @ Location::S3 { bucket, key }) => {
-                let aws = aws
-                    .as_ref()
-                    .ok_or_else(|| config(&out.to_string(), "S3 needs an AWS configuration"))?;
-                Some(
-                    s3_root(aws, bucket, key)
-                        .map_err(|e| config(&out.to_string(), &store_message(&e)))?,
-                )
-            }
+            Some(out) => Some(Root::at(out, aws.as_deref(), true)?),
         };
         let dynamodb = match (&options.table, &aws) {
             (None, _) => None,

@@ -8,7 +8,10 @@
 //! retries, and [`layout`] for where outputs go.
 
 pub mod aws;
+pub mod dataset;
+pub mod extract;
 pub mod io;
+pub mod item_file;
 pub mod job;
 pub mod layout;
 pub mod location;

@@ -28,5 +28,7 @@ pub use dissect::frag::{FragConfig, FragStats};
 pub use encode::Format;
 pub use flows::{FlowConfig, FlowStats, flow_schema};
 pub use item::{AttrValue, Item, ItemSource, Outcome as ItemOutcome, summary_item};
-pub use reader::{CaptureFormat, CaptureReader, Compression, ReadError, probe, sniff};
+pub use reader::{
+    CaptureFormat, CaptureReader, Compression, ReadError, RecordSpan, decompressed, probe, sniff,
+};
 pub use summary::{Summary, Traffic, human_bytes};

@@ -128,6 +128,18 @@ pub fn probe(
     }
 }
 
+/// The capture stream of `input`: decompressed if it is gzip or zstd (recognised by its first
+/// bytes), else `input` itself. For reading records back at the offsets the rows give.
+pub fn decompressed(mut input: impl Read + Send + 'static) -> io::Result<(Compression, Input)> {
+    let mut head = [0u8; 8];
+    let n = read_full(&mut input, &mut head)?;
+    let c = match sniff(&head[..n]) {
+        Some(Magic::Compressed(c)) => c,
+        _ => Compression::None,
+    };
+    Ok((c, decompress(c, &head[..n], input)?))
+}
+
 /// The decompressed stream of `input`, whose first bytes `head` were already read from it.
 fn decompress(c: Compression, head: &[u8], input: impl Read + Send + 'static) -> io::Result<Input> {
     let chained = io::Cursor::new(head.to_vec()).chain(input);
@@ -323,7 +335,8 @@ impl<R: Read> Read for ErrorKeepingReader<R> {
     }
 }
 
-type Input = Box<dyn Read + Send>;
+/// A byte stream the reader takes.
+pub type Input = Box<dyn Read + Send>;
 
 /// Per-interface state of a pcapng section (or the single "interface" of a pcap file).
 #[derive(Clone, Copy, Debug)]

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use pcaplab_cloud::item_file;
 use pcaplab_cloud::layout::escape;
 use pcaplab_cloud::table::from_sdk;
 use pcaplab_core::AttrValue;
@@ -301,38 +302,6 @@ impl Detail {
     }
 }
 
-/// One attribute value of DynamoDB JSON (`{"S":"…"}`, `{"N":"1"}`, `{"M":{…}}`, …).
-fn from_json(v: &serde_json::Value) -> Option<AttrValue> {
-    let obj = v.as_object()?;
-    let (tag, v) = obj.iter().next()?;
-    Some(match tag.as_str() {
-        "S" => AttrValue::S(v.as_str()?.to_owned()),
-        "N" => AttrValue::N(v.as_str()?.to_owned()),
-        "BOOL" => AttrValue::Bool(v.as_bool()?),
-        "NULL" => AttrValue::Null,
-        "L" => AttrValue::L(v.as_array()?.iter().filter_map(from_json).collect()),
-        "M" => AttrValue::M(json_map(v)?),
-        _ => return None,
-    })
-}
-
-fn json_map(v: &serde_json::Value) -> Option<Map> {
-    Some(
-        v.as_object()?
-            .iter()
-            .filter_map(|(k, v)| Some((k.clone(), from_json(v)?)))
-            .collect(),
-    )
-}
-
-/// An item file: one line `{"Item":{…}}`, as `--format dynamodb-json` writes it.
-pub fn parse_item_file(bytes: &[u8]) -> Result<Map, String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    v.get("Item")
-        .and_then(json_map)
-        .ok_or_else(|| "not a DynamoDB JSON item ({\"Item\":{…}})".into())
-}
-
 /// Where summaries come from.
 pub enum Source {
     /// `DIR/dynamodb/*.json`.
@@ -473,7 +442,7 @@ async fn read_item(path: &Path) -> std::io::Result<Map> {
         )));
     }
     let bytes = tokio::fs::read(path).await?;
-    parse_item_file(&bytes).map_err(std::io::Error::other)
+    item_file::parse(&bytes).map_err(std::io::Error::other)
 }
 
 async fn list_dir(dir: &Path) -> Result<Listing, SourceError> {
@@ -601,7 +570,7 @@ mod tests {
             "services":{"M":{"http":{"N":"3"},"dns":{"N":"1"}}},
             "fragments":{"M":{"reassembled":{"N":"2"},"timed_out":{"N":"1"},"evicted":{"N":"0"}}},
             "talkers_approximate":{"BOOL":true},"outputs":{"M":{"parquet":{"S":"file:///x.parquet"}}}}}"#;
-        let m = parse_item_file(line.as_bytes()).expect("item");
+        let m = item_file::parse(line.as_bytes()).expect("item");
         let d = Detail::from_item(&m).expect("detail");
         assert_eq!(d.capture.id, "b/k x.pcap");
         assert_eq!(d.capture.packets, Some(33));
@@ -656,9 +625,9 @@ mod tests {
             "{page}"
         );
         for bad in ["", "[]", r#"{"Item":3}"#, r#"{"NotItem":{}}"#] {
-            assert!(parse_item_file(bad.as_bytes()).is_err(), "{bad}");
+            assert!(item_file::parse(bad.as_bytes()).is_err(), "{bad}");
         }
         // No s3Id: not a capture.
-        assert!(Capture::from_item(&parse_item_file(br#"{"Item":{}}"#).expect("item")).is_none());
+        assert!(Capture::from_item(&item_file::parse(br#"{"Item":{}}"#).expect("item")).is_none());
     }
 }

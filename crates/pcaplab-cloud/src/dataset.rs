@@ -1,0 +1,938 @@
+//! A capture's dataset read back: the Parquet files `convert` wrote for it (found under the
+//! output root by their [`layout`](crate::layout) names), and from them where the records of a
+//! set of frames or of a flow are in the capture.
+//!
+//! Only the columns needed are read, and only the row groups that can hold the frames asked
+//! for: a packet table's rows are its frames in order, one per frame, so a row group's frame
+//! range follows from the row counts in the footer.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use arrow_array::cast::AsArray;
+use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
+use arrow_array::{Array, RecordBatch};
+use futures_util::TryStreamExt;
+use bytes::Bytes;
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use object_store::{ObjectStore, ObjectStoreExt};
+use object_store::path::Path;
+use parquet::arrow::ProjectionMask;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::ArrowReaderOptions;
+use parquet::arrow::async_reader::AsyncFileReader;
+use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use pcaplab_core::RecordSpan;
+use pcaplab_core::columns::col;
+use pcaplab_core::flows::col as flow_col;
+
+use crate::item_file::{self, Map};
+use crate::job::{Root, store_message};
+use crate::layout::escape;
+
+/// Why the dataset cannot answer. Every variant names the file or root concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error("{url}: {message}")]
+    Invalid { url: String, message: String },
+    #[error("{url}: cannot read: {}", store_message(source))]
+    Read {
+        url: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("{url}: cannot read as Parquet")]
+    Parquet {
+        url: String,
+        #[source]
+        source: parquet::errors::ParquetError,
+    },
+    /// The dataset describes another version of the object.
+    #[error("{url}: {message}")]
+    OtherVersion { url: String, message: String },
+}
+
+/// One file of the dataset.
+#[derive(Clone, Debug)]
+pub struct DataFile {
+    pub path: Path,
+    pub url: String,
+    pub size: u64,
+}
+
+/// What the dataset holds for one capture.
+#[derive(Debug)]
+pub struct CaptureFiles {
+    /// The capture's name (`capture` column, the files' `<id>`).
+    pub id: String,
+    pub packets: Option<DataFile>,
+    pub flows: Option<DataFile>,
+    /// Its summary item (`dynamodb/<id>.json`), when written.
+    pub item: Option<Map>,
+    store: Arc<dyn ObjectStore>,
+}
+
+/// One frame to extract: where its record is, and its pcapng interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Wanted {
+    pub frame: u64,
+    pub span: RecordSpan,
+    pub interface_id: u32,
+}
+
+/// Frame numbers: sorted, disjoint inclusive ranges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FrameSet(Vec<(u64, u64)>);
+
+impl FrameSet {
+    /// `1,7,20-40` (1-based frame numbers and inclusive ranges, any order, overlaps allowed).
+    pub fn parse(text: &str) -> Result<FrameSet, String> {
+        let number = |s: &str| -> Result<u64, String> {
+            match s.trim().parse::<u64>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!(
+                    "{s:?} is not a frame number (frames are numbered from 1)"
+                )),
+            }
+        };
+        let mut ranges = Vec::new();
+        for part in text.split(',').filter(|p| !p.trim().is_empty()) {
+            let (a, b) = match part.split_once('-') {
+                Some((a, b)) => (number(a)?, number(b)?),
+                None => {
+                    let n = number(part)?;
+                    (n, n)
+                }
+            };
+            if a > b {
+                return Err(format!("{part:?}: a range runs from low to high"));
+            }
+            ranges.push((a, b));
+        }
+        if ranges.is_empty() {
+            return Err(format!("{text:?} names no frame"));
+        }
+        Ok(FrameSet::from_ranges(ranges))
+    }
+
+    /// The set of these frame numbers.
+    pub fn from_frames(frames: impl IntoIterator<Item = u64>) -> FrameSet {
+        FrameSet::from_ranges(frames.into_iter().map(|f| (f, f)).collect())
+    }
+
+    fn from_ranges(mut ranges: Vec<(u64, u64)>) -> FrameSet {
+        ranges.sort_unstable();
+        let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+        for (a, b) in ranges {
+            match merged.last_mut() {
+                Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+                _ => merged.push((a, b)),
+            }
+        }
+        FrameSet(merged)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn contains(&self, frame: u64) -> bool {
+        let i = self.0.partition_point(|&(_, b)| b < frame);
+        self.0.get(i).is_some_and(|&(a, _)| a <= frame)
+    }
+
+    /// Whether any frame of `first..=last` is in the set.
+    pub fn overlaps(&self, first: u64, last: u64) -> bool {
+        let i = self.0.partition_point(|&(_, b)| b < first);
+        self.0.get(i).is_some_and(|&(a, _)| a <= last)
+    }
+
+    pub fn last(&self) -> Option<u64> {
+        self.0.last().map(|r| r.1)
+    }
+
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|(a, b)| b - a + 1).sum()
+    }
+}
+
+/// The names a capture may have in a dataset, most specific first: `bucket/key` for an S3
+/// object; for a local file every trailing part of its path (`a/b/c.pcap`, `b/c.pcap`,
+/// `c.pcap`), since `convert` names a file by its path below the directory it was given.
+pub fn candidate_ids(input: &crate::Location) -> Vec<String> {
+    match input {
+        crate::Location::S3 { .. } => vec![input.s3_id()],
+        crate::Location::Local(path) => {
+            let parts: Vec<String> = path
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(p) => Some(p.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect();
+            (0..parts.len()).map(|i| parts[i..].join("/")).collect()
+        }
+    }
+}
+
+/// The `<id>` and ETag part of a dataset file name `<escaped id>[.<etag>]<ext>`, if it is one
+/// of `ids` (escaped): the index of the id matched.
+fn match_name(file: &str, ext: &str, escaped: &[String]) -> Option<(usize, Option<String>)> {
+    let stem = file.strip_suffix(ext)?;
+    escaped.iter().enumerate().find_map(|(i, id)| {
+        let rest = stem.strip_prefix(id.as_str())?;
+        if rest.is_empty() {
+            return Some((i, None));
+        }
+        let tag = rest.strip_prefix('.')?;
+        (!tag.is_empty() && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
+            .then(|| (i, Some(tag.to_owned())))
+    })
+}
+
+/// A file found for a candidate id.
+struct Found {
+    candidate: usize,
+    etag: Option<String>,
+    file: DataFile,
+}
+
+async fn find(
+    root: &Root,
+    dir: &str,
+    ext: &str,
+    escaped: &[String],
+) -> Result<Vec<Found>, DatasetError> {
+    let prefix = root.path(dir).map_err(|source| DatasetError::Read {
+        url: root.url(dir),
+        source,
+    })?;
+    let listed: Vec<object_store::ObjectMeta> = root
+        .store
+        .list(Some(&prefix))
+        .try_collect()
+        .await
+        .or_else(|e| match e {
+            object_store::Error::NotFound { .. } => Ok(Vec::new()),
+            source => Err(DatasetError::Read {
+                url: root.url(dir),
+                source,
+            }),
+        })?;
+    let mut found = Vec::new();
+    for m in listed {
+        let Some(name) = m.location.filename() else {
+            continue;
+        };
+        // Keys are `dir/date=YYYY-MM-DD/<name>`.
+        if m.location.parts().count() != root.path("").map_or(0, |p| p.parts().count()) + 3 {
+            continue;
+        }
+        if let Some((candidate, etag)) = match_name(name, ext, escaped) {
+            let key = m
+                .location
+                .as_ref()
+                .strip_prefix(&root.prefix)
+                .unwrap_or(m.location.as_ref())
+                .to_owned();
+            found.push(Found {
+                candidate,
+                etag,
+                file: DataFile {
+                    url: root.url(&key),
+                    path: m.location,
+                    size: m.size,
+                },
+            });
+        }
+    }
+    Ok(found)
+}
+
+/// The one file among `found` for the capture named `ids[candidate]` whose ETag part is
+/// `etag` (S3 objects) or that has none (local files).
+fn choose(
+    found: Vec<Found>,
+    candidate: usize,
+    etag: Option<&str>,
+    what: &str,
+    root: &Root,
+) -> Result<Option<DataFile>, DatasetError> {
+    let ours: Vec<Found> = found
+        .into_iter()
+        .filter(|f| f.candidate == candidate)
+        .collect();
+    let want: Option<String> = etag.map(|t| {
+        t.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect()
+    });
+    let (matching, other): (Vec<Found>, Vec<Found>) =
+        ours.into_iter().partition(|f| f.etag == want);
+    match matching.len() {
+        0 if other.is_empty() => Ok(None),
+        0 => Err(DatasetError::OtherVersion {
+            url: root.url(""),
+            message: format!(
+                "its {what} are of another version of the capture ({}), not of the object there \
+                 now (ETag {}): the capture changed since it was converted; convert it again",
+                other
+                    .iter()
+                    .map(|f| f.file.url.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                etag.unwrap_or("none"),
+            ),
+        }),
+        1 => Ok(matching.into_iter().next().map(|f| f.file)),
+        _ => Err(DatasetError::Invalid {
+            url: root.url(""),
+            message: format!(
+                "several {what} files for the capture: {}; name the one to use with --name or \
+                 keep one",
+                matching
+                    .iter()
+                    .map(|f| f.file.url.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }),
+    }
+}
+
+/// Find the dataset files of the capture named one of `ids` (most specific first) whose
+/// object has ETag `etag` (S3) under `root`.
+pub(crate) async fn locate(
+    root: &Root,
+    ids: &[String],
+    etag: Option<&str>,
+) -> Result<CaptureFiles, DatasetError> {
+    let escaped: Vec<String> = ids.iter().map(|i| escape(i)).collect();
+    let packets = find(root, "packets/", ".parquet", &escaped).await?;
+    let flows = find(root, "flows/", ".flows.parquet", &escaped).await?;
+    let Some(candidate) = packets
+        .iter()
+        .chain(&flows)
+        .map(|f| f.candidate)
+        .min()
+    else {
+        return Err(DatasetError::Invalid {
+            url: root.url(""),
+            message: format!(
+                "no packets/ or flows/ file of a capture named {} (convert it with --out \
+                 pointing here, or give its name with --name)",
+                ids.iter()
+                    .map(|i| format!("{i:?}"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            ),
+        });
+    };
+    let packets = choose(packets, candidate, etag, "packet rows", root)?;
+    let flows = choose(flows, candidate, etag, "flow rows", root)?;
+    let id = ids[candidate].clone();
+    let item_key = format!("dynamodb/{}.json", escape(&id));
+    let item = match root.path(&item_key) {
+        Ok(path) => match root.store.get(&path).await {
+            Ok(got) => {
+                let bytes = got.bytes().await.map_err(|source| DatasetError::Read {
+                    url: root.url(&item_key),
+                    source,
+                })?;
+                Some(
+                    item_file::parse(&bytes).map_err(|message| DatasetError::Invalid {
+                        url: root.url(&item_key),
+                        message,
+                    })?,
+                )
+            }
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(source) => {
+                return Err(DatasetError::Read {
+                    url: root.url(&item_key),
+                    source,
+                });
+            }
+        },
+        Err(_) => None,
+    };
+    Ok(CaptureFiles {
+        id,
+        packets,
+        flows,
+        item,
+        store: Arc::clone(&root.store),
+    })
+}
+
+/// A flow as its row in the flow table gives it.
+#[derive(Clone, Debug)]
+struct FlowRow {
+    ip_proto: u8,
+    vlans: [Option<u16>; 2],
+    src: (String, Option<u16>),
+    dst: (String, Option<u16>),
+    tunnel_id: Option<u32>,
+    first_frame: u64,
+    last_frame: u64,
+}
+
+const IPPROTO_ICMP: u8 = 1;
+const IPPROTO_ICMPV6: u8 = 58;
+
+/// Reads the batches of `columns` of the row groups `keep` selects (by their frame range,
+/// first and last frame), calling `each` on each.
+async fn scan(
+    store: &Arc<dyn ObjectStore>,
+    file: &DataFile,
+    columns: &[&str],
+    keep: impl Fn(u64, u64) -> bool,
+    mut each: impl FnMut(&RecordBatch) -> Result<(), String>,
+) -> Result<(), DatasetError> {
+    let parquet = |source| DatasetError::Parquet {
+        url: file.url.clone(),
+        source,
+    };
+    let reader = FileReader {
+        store: Arc::clone(store),
+        file: file.clone(),
+    };
+    let builder = ParquetRecordBatchStreamBuilder::new(reader)
+        .await
+        .map_err(parquet)?;
+    let mut groups = Vec::new();
+    let mut first = 1u64;
+    for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
+        let rows = u64::try_from(rg.num_rows()).unwrap_or(0);
+        if rows > 0 && keep(first, first + rows - 1) {
+            groups.push(i);
+        }
+        first += rows;
+    }
+    let mask = ProjectionMask::columns(builder.parquet_schema(), columns.iter().copied());
+    let mut stream = builder
+        .with_projection(mask)
+        .with_row_groups(groups)
+        .build()
+        .map_err(parquet)?;
+    while let Some(batch) = stream.try_next().await.map_err(parquet)? {
+        each(&batch).map_err(|message| DatasetError::Invalid {
+            url: file.url.clone(),
+            message,
+        })?;
+    }
+    Ok(())
+}
+
+/// Parquet's reads of a dataset file: ranged GETs (the footer, then the column chunks needed).
+struct FileReader {
+    store: Arc<dyn ObjectStore>,
+    file: DataFile,
+}
+
+fn parquet_error(e: object_store::Error) -> parquet::errors::ParquetError {
+    parquet::errors::ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for FileReader {
+    fn get_bytes(
+        &mut self,
+        range: std::ops::Range<u64>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Bytes>> {
+        async move {
+            self.store
+                .get_range(&self.file.path, range)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<std::ops::Range<u64>>,
+    ) -> BoxFuture<'_, parquet::errors::Result<Vec<Bytes>>> {
+        async move {
+            self.store
+                .get_ranges(&self.file.path, &ranges)
+                .await
+                .map_err(parquet_error)
+        }
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, parquet::errors::Result<Arc<ParquetMetaData>>> {
+        async move {
+            let size = self.file.size;
+            let metadata = ParquetMetaDataReader::new()
+                .with_arrow_reader_options(options)
+                .load_and_finish(self, size)
+                .await?;
+            Ok(Arc::new(metadata))
+        }
+        .boxed()
+    }
+}
+
+/// The typed columns of a batch.
+struct Cols<'a>(&'a RecordBatch);
+
+impl<'a> Cols<'a> {
+    fn get(&self, name: &str) -> Result<&'a Arc<dyn Array>, String> {
+        self.0
+            .column_by_name(name)
+            .ok_or_else(|| format!("no column {name} (written by an older pcaplab? convert again)"))
+    }
+
+    fn u64s(&self, name: &str) -> Result<&'a arrow_array::UInt64Array, String> {
+        self.get(name)?
+            .as_primitive_opt::<UInt64Type>()
+            .ok_or_else(|| format!("column {name} is not uint64"))
+    }
+
+    fn u32s(&self, name: &str) -> Result<&'a arrow_array::UInt32Array, String> {
+        self.get(name)?
+            .as_primitive_opt::<UInt32Type>()
+            .ok_or_else(|| format!("column {name} is not uint32"))
+    }
+
+    fn u16s(&self, name: &str) -> Result<&'a arrow_array::UInt16Array, String> {
+        self.get(name)?
+            .as_primitive_opt::<UInt16Type>()
+            .ok_or_else(|| format!("column {name} is not uint16"))
+    }
+
+    fn u8s(&self, name: &str) -> Result<&'a arrow_array::UInt8Array, String> {
+        self.get(name)?
+            .as_primitive_opt::<UInt8Type>()
+            .ok_or_else(|| format!("column {name} is not uint8"))
+    }
+
+    fn strings(&self, name: &str) -> Result<&'a arrow_array::StringArray, String> {
+        self.get(name)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| format!("column {name} is not a string"))
+    }
+}
+
+fn opt<T: arrow_array::ArrowPrimitiveType>(
+    a: &arrow_array::PrimitiveArray<T>,
+    i: usize,
+) -> Option<T::Native> {
+    a.is_valid(i).then(|| a.value(i))
+}
+
+/// The columns that say where a frame's record is.
+const PLACE: [&str; 4] = [
+    col::FRAME_NUMBER,
+    col::RECORD_OFFSET,
+    col::RECORD_LEN,
+    col::INTERFACE_ID,
+];
+
+impl CaptureFiles {
+    fn packets(&self) -> Result<&DataFile, DatasetError> {
+        self.packets.as_ref().ok_or_else(|| DatasetError::Invalid {
+            url: self.id.clone(),
+            message: "the dataset has no packet rows (packets/) for this capture: convert it \
+                      with --format parquet"
+                .into(),
+        })
+    }
+
+    /// Where the records of `frames` are. Every frame must be in the capture.
+    pub async fn frames(&self, frames: &FrameSet) -> Result<Vec<Wanted>, DatasetError> {
+        let file = self.packets()?;
+        let mut wanted = Vec::new();
+        scan(
+            &self.store,
+            file,
+            &PLACE,
+            |a, b| frames.overlaps(a, b),
+            |batch| {
+                let c = Cols(batch);
+                let (frame, offset, len, iface) = (
+                    c.u64s(col::FRAME_NUMBER)?,
+                    c.u64s(col::RECORD_OFFSET)?,
+                    c.u32s(col::RECORD_LEN)?,
+                    c.u32s(col::INTERFACE_ID)?,
+                );
+                for i in 0..batch.num_rows() {
+                    if frames.contains(frame.value(i)) {
+                        wanted.push(Wanted {
+                            frame: frame.value(i),
+                            span: RecordSpan {
+                                offset: offset.value(i),
+                                len: len.value(i),
+                            },
+                            interface_id: iface.value(i),
+                        });
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        if wanted.len() as u64 != frames.len() {
+            let have: BTreeSet<u64> = wanted.iter().map(|w| w.frame).collect();
+            let missing = frames
+                .0
+                .iter()
+                .flat_map(|&(a, b)| a..=b)
+                .find(|f| !have.contains(f))
+                .unwrap_or(0);
+            return Err(DatasetError::Invalid {
+                url: file.url.clone(),
+                message: format!(
+                    "the capture has no frame {missing} (it has {} frames)",
+                    have.len().max(wanted.len())
+                ),
+            });
+        }
+        wanted.sort_unstable();
+        Ok(wanted)
+    }
+
+    /// The rows of the flow table with this Community ID (a flow split by its timeout has
+    /// several).
+    async fn flow_rows(&self, community_id: &str) -> Result<Vec<FlowRow>, DatasetError> {
+        let file = self.flows.as_ref().ok_or_else(|| DatasetError::Invalid {
+            url: self.id.clone(),
+            message: "the dataset has no flow rows (flows/) for this capture: convert it with \
+                      --format parquet,flows"
+                .into(),
+        })?;
+        let mut rows = Vec::new();
+        let columns = [
+            flow_col::COMMUNITY_ID,
+            flow_col::IP_PROTO,
+            flow_col::VLAN,
+            flow_col::INNER_VLAN,
+            flow_col::SRC_IP,
+            flow_col::SRC_PORT,
+            flow_col::DST_IP,
+            flow_col::DST_PORT,
+            flow_col::TUNNEL_ID,
+            flow_col::FIRST_FRAME,
+            flow_col::LAST_FRAME,
+        ];
+        scan(
+            &self.store,
+            file,
+            &columns,
+            |_, _| true,
+            |batch| {
+                let c = Cols(batch);
+                let id = c.strings(flow_col::COMMUNITY_ID)?;
+                for i in 0..batch.num_rows() {
+                    if id.value(i) != community_id {
+                        continue;
+                    }
+                    rows.push(FlowRow {
+                        ip_proto: c.u8s(flow_col::IP_PROTO)?.value(i),
+                        vlans: [
+                            opt(c.u16s(flow_col::VLAN)?, i),
+                            opt(c.u16s(flow_col::INNER_VLAN)?, i),
+                        ],
+                        src: (
+                            c.strings(flow_col::SRC_IP)?.value(i).to_owned(),
+                            opt(c.u16s(flow_col::SRC_PORT)?, i),
+                        ),
+                        dst: (
+                            c.strings(flow_col::DST_IP)?.value(i).to_owned(),
+                            opt(c.u16s(flow_col::DST_PORT)?, i),
+                        ),
+                        tunnel_id: opt(c.u32s(flow_col::TUNNEL_ID)?, i),
+                        first_frame: c.u64s(flow_col::FIRST_FRAME)?.value(i),
+                        last_frame: c.u64s(flow_col::LAST_FRAME)?.value(i),
+                    });
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        if rows.is_empty() {
+            return Err(DatasetError::Invalid {
+                url: file.url.clone(),
+                message: format!("no flow with Community ID {community_id:?}"),
+            });
+        }
+        Ok(rows)
+    }
+
+    /// Where the records of the flow with this Community ID are: the packet rows between its
+    /// first and last frame with its protocol, endpoints (either way), VLANs and tunnel, and
+    /// every fragment of the datagrams among them.
+    pub async fn flow(&self, community_id: &str) -> Result<Vec<Wanted>, DatasetError> {
+        let flows = self.flow_rows(community_id).await?;
+        let file = self.packets()?;
+        let mut columns = PLACE.to_vec();
+        columns.extend([
+            col::IP_PROTO,
+            col::SRC_IP,
+            col::DST_IP,
+            col::SRC_PORT,
+            col::DST_PORT,
+            col::VLAN_IDS,
+            col::TUNNEL_ID,
+            col::FRAG_DATAGRAM,
+        ]);
+        let in_range = |a: u64, b: u64| flows.iter().any(|f| a <= f.last_frame && f.first_frame <= b);
+        let mut wanted = Vec::new();
+        let mut datagrams = BTreeSet::new();
+        scan(&self.store, file, &columns, in_range, |batch| {
+            let c = Cols(batch);
+            let frame = c.u64s(col::FRAME_NUMBER)?;
+            let (proto, src, dst) = (
+                c.u8s(col::IP_PROTO)?,
+                c.strings(col::SRC_IP)?,
+                c.strings(col::DST_IP)?,
+            );
+            let (sport, dport) = (c.u16s(col::SRC_PORT)?, c.u16s(col::DST_PORT)?);
+            let vlan_ids = c
+                .get(col::VLAN_IDS)?
+                .as_list_opt::<i32>()
+                .ok_or("column vlan_ids is not a list")?;
+            let (tunnel, datagram) = (c.u32s(col::TUNNEL_ID)?, c.u64s(col::FRAG_DATAGRAM)?);
+            for i in 0..batch.num_rows() {
+                let n = frame.value(i);
+                let Some(p) = opt(proto, i) else { continue };
+                if !src.is_valid(i) || !dst.is_valid(i) {
+                    continue;
+                }
+                let vlans: Vec<u16> = if vlan_ids.is_valid(i) {
+                    vlan_ids
+                        .value(i)
+                        .as_primitive_opt::<UInt16Type>()
+                        .map(|v| v.values().to_vec())
+                        .unwrap_or_default()
+                } else {
+                    Vec::new()
+                };
+                let ends = (
+                    (src.value(i), opt(sport, i)),
+                    (dst.value(i), opt(dport, i)),
+                );
+                let matched = flows.iter().any(|f| {
+                    if !(f.first_frame <= n && n <= f.last_frame && f.ip_proto == p) {
+                        return false;
+                    }
+                    if f.tunnel_id != opt(tunnel, i)
+                        || f.vlans[0] != vlans.first().copied()
+                        || f.vlans[1] != vlans.get(1).copied()
+                    {
+                        return false;
+                    }
+                    // ICMP flows pair types in their "ports"; the rows have none.
+                    let icmp = matches!(p, IPPROTO_ICMP | IPPROTO_ICMPV6);
+                    let same = |(a, pa): (&str, Option<u16>), (b, pb): &(String, Option<u16>)| {
+                        a == b && (icmp || pa == *pb)
+                    };
+                    (same(ends.0, &f.src) && same(ends.1, &f.dst))
+                        || (same(ends.0, &f.dst) && same(ends.1, &f.src))
+                });
+                if matched {
+                    if let Some(d) = opt(datagram, i) {
+                        datagrams.insert(d);
+                    }
+                    wanted.push(place(&c, i)?);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        // The other fragments of the flow's reassembled datagrams (they have no ports; a
+        // datagram's first fragment may come before the flow's first frame).
+        if let (Some(&first), Some(&last)) = (datagrams.first(), datagrams.last()) {
+            let have: BTreeSet<u64> = wanted.iter().map(|w| w.frame).collect();
+            let mut columns = PLACE.to_vec();
+            columns.push(col::FRAG_DATAGRAM);
+            let last_frame = flows.iter().map(|f| f.last_frame).max().unwrap_or(last);
+            scan(
+                &self.store,
+                file,
+                &columns,
+                |a, b| a <= last_frame && first <= b,
+                |batch| {
+                    let c = Cols(batch);
+                    let (frame, datagram) =
+                        (c.u64s(col::FRAME_NUMBER)?, c.u64s(col::FRAG_DATAGRAM)?);
+                    for i in 0..batch.num_rows() {
+                        if opt(datagram, i).is_some_and(|d| datagrams.contains(&d))
+                            && !have.contains(&frame.value(i))
+                        {
+                            wanted.push(place(&c, i)?);
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .await?;
+        }
+        wanted.sort_unstable();
+        Ok(wanted)
+    }
+}
+
+fn place(c: &Cols<'_>, i: usize) -> Result<Wanted, String> {
+    Ok(Wanted {
+        frame: c.u64s(col::FRAME_NUMBER)?.value(i),
+        span: RecordSpan {
+            offset: c.u64s(col::RECORD_OFFSET)?.value(i),
+            len: c.u32s(col::RECORD_LEN)?.value(i),
+        },
+        interface_id: c.u32s(col::INTERFACE_ID)?.value(i),
+    })
+}
+
+/// The frame numbers in the `frame_number` column of a Parquet or CSV file (what DuckDB
+/// writes from a query: `COPY (SELECT frame_number …) TO 'sel.parquet'`).
+pub fn frames_from_file(path: &std::path::Path) -> Result<FrameSet, String> {
+    let name = path.display();
+    let is_parquet = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"));
+    let frames = if is_parquet {
+        frames_from_parquet(path).map_err(|e| format!("{name}: {e}"))?
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{name}: {e}"))?;
+        frames_from_csv(&text).map_err(|e| format!("{name}: {e}"))?
+    };
+    if frames.is_empty() {
+        return Err(format!("{name}: no frame numbers in it"));
+    }
+    Ok(frames)
+}
+
+fn frames_from_parquet(path: &std::path::Path) -> Result<FrameSet, String> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| e.to_string())?;
+    let Some(index) = builder
+        .schema()
+        .fields()
+        .iter()
+        .position(|f| f.name() == col::FRAME_NUMBER)
+    else {
+        return Err("no frame_number column".into());
+    };
+    let mask = ProjectionMask::roots(builder.parquet_schema(), [index]);
+    let mut frames = Vec::new();
+    for batch in builder
+        .with_projection(mask)
+        .build()
+        .map_err(|e| e.to_string())?
+    {
+        let batch = batch.map_err(|e| e.to_string())?;
+        let column = arrow_cast_u64(batch.column(0))?;
+        frames.extend(column.into_iter().flatten());
+    }
+    Ok(FrameSet::from_frames(frames.into_iter().filter(|f| *f >= 1)))
+}
+
+/// An integer column as u64 values (DuckDB writes `frame_number` as UBIGINT, or BIGINT after
+/// arithmetic); negative values are dropped.
+fn arrow_cast_u64(a: &Arc<dyn Array>) -> Result<Vec<Option<u64>>, String> {
+    use arrow_array::types::{Int32Type, Int64Type};
+    if let Some(v) = a.as_primitive_opt::<UInt64Type>() {
+        return Ok(v.iter().collect());
+    }
+    if let Some(v) = a.as_primitive_opt::<Int64Type>() {
+        return Ok(v.iter().map(|x| x.and_then(|x| u64::try_from(x).ok())).collect());
+    }
+    if let Some(v) = a.as_primitive_opt::<Int32Type>() {
+        return Ok(v.iter().map(|x| x.and_then(|x| u64::try_from(x).ok())).collect());
+    }
+    if let Some(v) = a.as_primitive_opt::<UInt32Type>() {
+        return Ok(v.iter().map(|x| x.map(u64::from)).collect());
+    }
+    Err(format!("frame_number is {}, not an integer", a.data_type()))
+}
+
+/// The fields of one CSV line (RFC 4180: `"` quotes a field, `""` inside is a quote).
+fn csv_fields(line: &str) -> Vec<String> {
+    let mut fields = vec![String::new()];
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        let field = fields.last_mut().expect("one field at least");
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                field.push('"');
+                chars.next();
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(String::new()),
+            c => field.push(c),
+        }
+    }
+    fields
+}
+
+fn frames_from_csv(text: &str) -> Result<FrameSet, String> {
+    let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+    let header = csv_fields(lines.next().ok_or("empty")?);
+    let index = header
+        .iter()
+        .position(|h| h.trim() == col::FRAME_NUMBER)
+        .ok_or("no frame_number column in its header line")?;
+    let mut frames = Vec::new();
+    for (n, line) in lines.enumerate() {
+        let fields = csv_fields(line);
+        let value = fields.get(index).map(|f| f.trim()).unwrap_or("");
+        let frame: u64 = value
+            .parse()
+            .map_err(|_| format!("line {}: frame_number {value:?} is not a frame number", n + 2))?;
+        frames.push(frame);
+    }
+    Ok(FrameSet::from_frames(frames.into_iter().filter(|f| *f >= 1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_sets_parse_merge_and_answer() {
+        let s = FrameSet::parse("20-40, 7,1,39-41,8").expect("valid");
+        assert_eq!(s.0, vec![(1, 1), (7, 8), (20, 41)]);
+        assert_eq!(s.len(), 1 + 2 + 22);
+        assert!(s.contains(1) && s.contains(8) && s.contains(41) && !s.contains(9));
+        assert!(s.overlaps(9, 20) && !s.overlaps(9, 19) && !s.overlaps(42, 100));
+        assert_eq!(s.last(), Some(41));
+        for bad in ["", "0", "a", "5-3", "1-", "-2", "1,,x"] {
+            let e = FrameSet::parse(bad).expect_err(bad);
+            assert!(!e.is_empty(), "{bad}");
+        }
+        assert_eq!(FrameSet::from_frames([3, 1, 2, 9]).0, vec![(1, 3), (9, 9)]);
+    }
+
+    #[test]
+    fn frame_numbers_come_from_a_csv_column() {
+        let csv = "src_ip,frame_number,note\n10.0.0.1,7,\"a, \"\"quoted\"\" note\"\n10.0.0.2,3,x\n\n";
+        assert_eq!(frames_from_csv(csv).expect("valid").0, vec![(3, 3), (7, 7)]);
+        assert!(frames_from_csv("a,b\n1,2\n").is_err());
+        let e = frames_from_csv("frame_number\nx\n").expect_err("not a number");
+        assert!(e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn names_match_ids_and_etags() {
+        let ids = vec![escape("bucket/x.pcap"), escape("x.pcap")];
+        let m = |f: &str, ext: &str| match_name(f, ext, &ids);
+        assert_eq!(m("bucket%2Fx.pcap.parquet", ".parquet"), Some((0, None)));
+        assert_eq!(
+            m("bucket%2Fx.pcap.abc123-2.parquet", ".parquet"),
+            Some((0, Some("abc123-2".into())))
+        );
+        assert_eq!(m("x.pcap.flows.parquet", ".flows.parquet"), Some((1, None)));
+        assert_eq!(m("x.pcapng.parquet", ".parquet"), None);
+        assert_eq!(m("y.pcap.parquet", ".parquet"), None);
+        let local = candidate_ids(&crate::Location::Local("dir/sub/x.pcap".into()));
+        assert_eq!(local, vec!["dir/sub/x.pcap", "sub/x.pcap", "x.pcap"]);
+    }
+}
