@@ -257,10 +257,12 @@ impl ObjectInfo {
     fn item_source<'a>(
         &'a self,
         s3_id: &'a str,
+        name: Option<&'a str>,
         outputs: &'a [(&'a str, String)],
     ) -> ItemSource<'a> {
         ItemSource {
             s3_id,
+            name,
             etag: self.etag.as_deref(),
             size: Some(self.size),
             last_modified_ns: self.last_modified_ns,
@@ -648,7 +650,7 @@ impl Job {
             .map(|(kind, u)| (kind.name(), u.clone()))
             .collect();
         let item = summary_item(
-            &source.info.item_source(&s3_id, &listed),
+            &source.info.item_source(&s3_id, Some(&name), &listed),
             &outcome,
             Some((&report.summary, report.format, report.compression)),
             self.options.top_n,
@@ -739,7 +741,7 @@ impl Job {
         };
         let reason = err.describe();
         let item = summary_item(
-            &info.item_source(s3_id, &[]),
+            &info.item_source(s3_id, None, &[]),
             &ItemOutcome::Failed { reason: &reason },
             None,
             0,

@@ -157,6 +157,8 @@ impl Item {
 pub struct ItemSource<'a> {
     /// "bucket/key", or for a local input its path.
     pub s3_id: &'a str,
+    /// The capture's name in the dataset (its rows' `capture` column, its files' `<id>`).
+    pub name: Option<&'a str>,
     pub etag: Option<&'a str>,
     pub size: Option<u64>,
     pub last_modified_ns: Option<i64>,
@@ -264,6 +266,9 @@ pub fn summary_item(
         m.insert(k.to_owned(), v);
     };
     put("s3Id", s(clip(src.s3_id, MAX_ID_BYTES)));
+    if let Some(name) = src.name {
+        put("capture", s(clip(name, MAX_ID_BYTES)));
+    }
     if let Some(etag) = src.etag {
         put("etag", s(clip(etag, MAX_ETAG_BYTES)));
     }
@@ -502,6 +507,7 @@ mod tests {
     fn source<'a>(s3_id: &'a str, outputs: &'a [(&'a str, String)]) -> ItemSource<'a> {
         ItemSource {
             s3_id,
+            name: Some("capture name"),
             etag: Some("\"abc\""),
             size: Some(1234),
             last_modified_ns: None,
