@@ -704,7 +704,8 @@ mod tests {
         let item = summary_item(&source("b/k.pcap", &outputs), &Outcome::Ok, report, 1);
         let expected = format!(
             concat!(
-                r#"{{"Item":{{"bytes":{{"N":"180"}},"capture_format":{{"S":"pcap"}},"#,
+                r#"{{"Item":{{"bytes":{{"N":"180"}},"capture":{{"S":"capture name"}},"#,
+                r#""capture_format":{{"S":"pcap"}},"#,
                 r#""compression":{{"S":"gzip"}},"decode_errors":{{"N":"0"}},"#,
                 r#""duration_s":{{"N":"1.5"}},"etag":{{"S":"\"abc\""}},"#,
                 r#""first_ts":{{"S":"1970-01-01T00:00:01.000000000Z"}},"#,
