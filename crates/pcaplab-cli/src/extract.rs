@@ -21,8 +21,14 @@ enum Out {
     Stdout,
     /// Written to `partial` beside `path`, renamed over it once complete: an existing file is
     /// replaced only by a whole extract.
-    File { path: PathBuf, partial: PathBuf },
-    S3 { bucket: String, key: String },
+    File {
+        path: PathBuf,
+        partial: PathBuf,
+    },
+    S3 {
+        bucket: String,
+        key: String,
+    },
 }
 
 fn selection(args: &ExtractArgs) -> anyhow::Result<Selection> {
@@ -80,7 +86,8 @@ pub fn run(args: ExtractArgs) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("-o {o}: not a file name"))?
                     .to_string_lossy()
                     .into_owned();
-                let partial = path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
+                let partial =
+                    path.with_file_name(format!(".{name}.partial-{}", std::process::id()));
                 Out::File { path, partial }
             }
         },

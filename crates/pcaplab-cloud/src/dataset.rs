@@ -12,14 +12,14 @@ use std::sync::Arc;
 use arrow_array::cast::AsArray;
 use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
 use arrow_array::{Array, RecordBatch};
-use futures_util::TryStreamExt;
 use bytes::Bytes;
 use futures_util::FutureExt;
+use futures_util::TryStreamExt;
 use futures_util::future::BoxFuture;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
-use parquet::arrow::ProjectionMask;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::ArrowReaderOptions;
 use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
@@ -311,12 +311,7 @@ pub(crate) async fn locate(
     let escaped: Vec<String> = ids.iter().map(|i| escape(i)).collect();
     let packets = find(root, "packets/", ".parquet", &escaped).await?;
     let flows = find(root, "flows/", ".flows.parquet", &escaped).await?;
-    let Some(candidate) = packets
-        .iter()
-        .chain(&flows)
-        .map(|f| f.candidate)
-        .min()
-    else {
+    let Some(candidate) = packets.iter().chain(&flows).map(|f| f.candidate).min() else {
         return Err(DatasetError::Invalid {
             url: root.url(""),
             message: format!(
@@ -382,14 +377,14 @@ const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 
 /// Reads the batches of `columns` of the row groups `keep` selects (by their frame range,
-/// first and last frame), calling `each` on each.
+/// first and last frame), calling `each` on each. Returns the file's row count.
 async fn scan(
     store: &Arc<dyn ObjectStore>,
     file: &DataFile,
     columns: &[&str],
     keep: impl Fn(u64, u64) -> bool,
     mut each: impl FnMut(&RecordBatch) -> Result<(), String>,
-) -> Result<(), DatasetError> {
+) -> Result<u64, DatasetError> {
     let parquet = |source| DatasetError::Parquet {
         url: file.url.clone(),
         source,
@@ -422,7 +417,7 @@ async fn scan(
             message,
         })?;
     }
-    Ok(())
+    Ok(first - 1)
 }
 
 /// Parquet's reads of a dataset file: ranged GETs (the footer, then the column chunks needed).
@@ -548,7 +543,7 @@ impl CaptureFiles {
     pub async fn frames(&self, frames: &FrameSet) -> Result<Vec<Wanted>, DatasetError> {
         let file = self.packets()?;
         let mut wanted = Vec::new();
-        scan(
+        let rows = scan(
             &self.store,
             file,
             &PLACE,
@@ -587,10 +582,7 @@ impl CaptureFiles {
                 .unwrap_or(0);
             return Err(DatasetError::Invalid {
                 url: file.url.clone(),
-                message: format!(
-                    "the capture has no frame {missing} (it has {} frames)",
-                    have.len().max(wanted.len())
-                ),
+                message: format!("the capture has no frame {missing} (it has {rows} frames)"),
             });
         }
         wanted.sort_unstable();
@@ -606,7 +598,7 @@ impl CaptureFiles {
                       --format parquet,flows"
                 .into(),
         })?;
-        let mut rows = Vec::new();
+        let mut found = Vec::new();
         let columns = [
             flow_col::COMMUNITY_ID,
             flow_col::IP_PROTO,
@@ -632,7 +624,7 @@ impl CaptureFiles {
                     if id.value(i) != community_id {
                         continue;
                     }
-                    rows.push(FlowRow {
+                    found.push(FlowRow {
                         ip_proto: c.u8s(flow_col::IP_PROTO)?.value(i),
                         vlans: [
                             opt(c.u16s(flow_col::VLAN)?, i),
@@ -655,18 +647,23 @@ impl CaptureFiles {
             },
         )
         .await?;
-        if rows.is_empty() {
+        if found.is_empty() {
             return Err(DatasetError::Invalid {
                 url: file.url.clone(),
                 message: format!("no flow with Community ID {community_id:?}"),
             });
         }
-        Ok(rows)
+        Ok(found)
     }
 
     /// Where the records of the flow with this Community ID are: the packet rows between its
     /// first and last frame with its protocol, endpoints (either way), VLANs and tunnel, and
     /// every fragment of the datagrams among them.
+    ///
+    /// A fragment's row has no ports: it belongs to the flow of the row that completed its
+    /// datagram (`frag_datagram` groups them; that row has the ports and `frag_count`), or, for
+    /// a datagram the reassembly gave up, to the flow of its addresses alone — which is then
+    /// read to its end, to be sure no row completed it.
     pub async fn flow(&self, community_id: &str) -> Result<Vec<Wanted>, DatasetError> {
         let flows = self.flow_rows(community_id).await?;
         let file = self.packets()?;
@@ -680,10 +677,16 @@ impl CaptureFiles {
             col::VLAN_IDS,
             col::TUNNEL_ID,
             col::FRAG_DATAGRAM,
+            col::FRAG_COUNT,
         ]);
-        let in_range = |a: u64, b: u64| flows.iter().any(|f| a <= f.last_frame && f.first_frame <= b);
+        let in_range = |a: u64, b: u64| {
+            flows
+                .iter()
+                .any(|f| a <= f.last_frame && f.first_frame <= b)
+        };
         let mut wanted = Vec::new();
-        let mut datagrams = BTreeSet::new();
+        // Datagrams of the flow, and those that may be (given up, of its addresses alone).
+        let (mut datagrams, mut maybe) = (BTreeSet::new(), BTreeSet::new());
         scan(&self.store, file, &columns, in_range, |batch| {
             let c = Cols(batch);
             let frame = c.u64s(col::FRAME_NUMBER)?;
@@ -697,7 +700,11 @@ impl CaptureFiles {
                 .get(col::VLAN_IDS)?
                 .as_list_opt::<i32>()
                 .ok_or("column vlan_ids is not a list")?;
-            let (tunnel, datagram) = (c.u32s(col::TUNNEL_ID)?, c.u64s(col::FRAG_DATAGRAM)?);
+            let (tunnel, datagram, count) = (
+                c.u32s(col::TUNNEL_ID)?,
+                c.u64s(col::FRAG_DATAGRAM)?,
+                c.u32s(col::FRAG_COUNT)?,
+            );
             for i in 0..batch.num_rows() {
                 let n = frame.value(i);
                 let Some(p) = opt(proto, i) else { continue };
@@ -713,10 +720,8 @@ impl CaptureFiles {
                 } else {
                     Vec::new()
                 };
-                let ends = (
-                    (src.value(i), opt(sport, i)),
-                    (dst.value(i), opt(dport, i)),
-                );
+                let ends = ((src.value(i), opt(sport, i)), (dst.value(i), opt(dport, i)));
+                let fragment = opt(datagram, i);
                 let matched = flows.iter().any(|f| {
                     if !(f.first_frame <= n && n <= f.last_frame && f.ip_proto == p) {
                         return false;
@@ -735,45 +740,79 @@ impl CaptureFiles {
                     (same(ends.0, &f.src) && same(ends.1, &f.dst))
                         || (same(ends.0, &f.dst) && same(ends.1, &f.src))
                 });
-                if matched {
-                    if let Some(d) = opt(datagram, i) {
-                        datagrams.insert(d);
+                match (matched, fragment, count.is_valid(i)) {
+                    (false, _, _) => {}
+                    // A fragment other than the one completing its datagram (it has no
+                    // ports) may be of a datagram completed in another flow.
+                    (true, Some(d), false) => {
+                        maybe.insert(d);
                     }
-                    wanted.push(place(&c, i)?);
+                    (true, d, _) => {
+                        datagrams.extend(d);
+                        wanted.push(place(&c, i)?);
+                    }
                 }
             }
             Ok(())
         })
         .await?;
-        // The other fragments of the flow's reassembled datagrams (they have no ports; a
-        // datagram's first fragment may come before the flow's first frame).
-        if let (Some(&first), Some(&last)) = (datagrams.first(), datagrams.last()) {
-            let have: BTreeSet<u64> = wanted.iter().map(|w| w.frame).collect();
-            let mut columns = PLACE.to_vec();
-            columns.push(col::FRAG_DATAGRAM);
-            let last_frame = flows.iter().map(|f| f.last_frame).max().unwrap_or(last);
-            scan(
-                &self.store,
-                file,
-                &columns,
-                |a, b| a <= last_frame && first <= b,
-                |batch| {
-                    let c = Cols(batch);
-                    let (frame, datagram) =
-                        (c.u64s(col::FRAME_NUMBER)?, c.u64s(col::FRAG_DATAGRAM)?);
-                    for i in 0..batch.num_rows() {
-                        if opt(datagram, i).is_some_and(|d| datagrams.contains(&d))
-                            && !have.contains(&frame.value(i))
-                        {
-                            wanted.push(place(&c, i)?);
+        maybe.retain(|d| !datagrams.contains(d));
+        // The fragments of those datagrams, wherever they are (a datagram's first fragment
+        // may come before the flow's first frame); for the given-up candidates, whether any
+        // row completed them.
+        let (Some(first), Some(last)) = (
+            datagrams.iter().chain(&maybe).min().copied(),
+            datagrams.iter().chain(&maybe).max().copied(),
+        ) else {
+            wanted.sort_unstable();
+            return Ok(wanted);
+        };
+        let last_frame = flows.iter().map(|f| f.last_frame).max().unwrap_or(last);
+        let until = if maybe.is_empty() {
+            last_frame
+        } else {
+            u64::MAX
+        };
+        let have: BTreeSet<u64> = wanted.iter().map(|w| w.frame).collect();
+        let mut columns = PLACE.to_vec();
+        columns.extend([col::FRAG_DATAGRAM, col::FRAG_COUNT]);
+        let mut maybe_rows: Vec<(u64, Wanted)> = Vec::new();
+        let mut completed = BTreeSet::new();
+        scan(
+            &self.store,
+            file,
+            &columns,
+            |a, b| a <= until && first <= b,
+            |batch| {
+                let c = Cols(batch);
+                let (frame, datagram, count) = (
+                    c.u64s(col::FRAME_NUMBER)?,
+                    c.u64s(col::FRAG_DATAGRAM)?,
+                    c.u32s(col::FRAG_COUNT)?,
+                );
+                for i in 0..batch.num_rows() {
+                    let Some(d) = opt(datagram, i) else { continue };
+                    if datagrams.contains(&d) && !have.contains(&frame.value(i)) {
+                        wanted.push(place(&c, i)?);
+                    } else if maybe.contains(&d) {
+                        if count.is_valid(i) {
+                            completed.insert(d);
                         }
+                        maybe_rows.push((d, place(&c, i)?));
                     }
-                    Ok(())
-                },
-            )
-            .await?;
-        }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        wanted.extend(
+            maybe_rows
+                .into_iter()
+                .filter(|(d, _)| !completed.contains(d))
+                .map(|(_, w)| w),
+        );
         wanted.sort_unstable();
+        wanted.dedup();
         Ok(wanted)
     }
 }
@@ -831,7 +870,9 @@ fn frames_from_parquet(path: &std::path::Path) -> Result<FrameSet, String> {
         let column = arrow_cast_u64(batch.column(0))?;
         frames.extend(column.into_iter().flatten());
     }
-    Ok(FrameSet::from_frames(frames.into_iter().filter(|f| *f >= 1)))
+    Ok(FrameSet::from_frames(
+        frames.into_iter().filter(|f| *f >= 1),
+    ))
 }
 
 /// An integer column as u64 values (DuckDB writes `frame_number` as UBIGINT, or BIGINT after
@@ -842,10 +883,16 @@ fn arrow_cast_u64(a: &Arc<dyn Array>) -> Result<Vec<Option<u64>>, String> {
         return Ok(v.iter().collect());
     }
     if let Some(v) = a.as_primitive_opt::<Int64Type>() {
-        return Ok(v.iter().map(|x| x.and_then(|x| u64::try_from(x).ok())).collect());
+        return Ok(v
+            .iter()
+            .map(|x| x.and_then(|x| u64::try_from(x).ok()))
+            .collect());
     }
     if let Some(v) = a.as_primitive_opt::<Int32Type>() {
-        return Ok(v.iter().map(|x| x.and_then(|x| u64::try_from(x).ok())).collect());
+        return Ok(v
+            .iter()
+            .map(|x| x.and_then(|x| u64::try_from(x).ok()))
+            .collect());
     }
     if let Some(v) = a.as_primitive_opt::<UInt32Type>() {
         return Ok(v.iter().map(|x| x.map(u64::from)).collect());
@@ -884,12 +931,17 @@ fn frames_from_csv(text: &str) -> Result<FrameSet, String> {
     for (n, line) in lines.enumerate() {
         let fields = csv_fields(line);
         let value = fields.get(index).map(|f| f.trim()).unwrap_or("");
-        let frame: u64 = value
-            .parse()
-            .map_err(|_| format!("line {}: frame_number {value:?} is not a frame number", n + 2))?;
+        let frame: u64 = value.parse().map_err(|_| {
+            format!(
+                "line {}: frame_number {value:?} is not a frame number",
+                n + 2
+            )
+        })?;
         frames.push(frame);
     }
-    Ok(FrameSet::from_frames(frames.into_iter().filter(|f| *f >= 1)))
+    Ok(FrameSet::from_frames(
+        frames.into_iter().filter(|f| *f >= 1),
+    ))
 }
 
 #[cfg(test)]
@@ -913,7 +965,8 @@ mod tests {
 
     #[test]
     fn frame_numbers_come_from_a_csv_column() {
-        let csv = "src_ip,frame_number,note\n10.0.0.1,7,\"a, \"\"quoted\"\" note\"\n10.0.0.2,3,x\n\n";
+        let csv =
+            "src_ip,frame_number,note\n10.0.0.1,7,\"a, \"\"quoted\"\" note\"\n10.0.0.2,3,x\n\n";
         assert_eq!(frames_from_csv(csv).expect("valid").0, vec![(3, 3), (7, 7)]);
         assert!(frames_from_csv("a,b\n1,2\n").is_err());
         let e = frames_from_csv("frame_number\nx\n").expect_err("not a number");

@@ -252,7 +252,11 @@ impl Read for Counting {
 /// The capture against its summary item: the same size and ETag, or it changed since it was
 /// converted. A different modification time alone is only a warning (a copy has the same
 /// bytes); the records read are checked either way.
-fn check_item(obj: &Object, item: Option<&Map>, warnings: &mut Vec<String>) -> Result<(), ExtractError> {
+fn check_item(
+    obj: &Object,
+    item: Option<&Map>,
+    warnings: &mut Vec<String>,
+) -> Result<(), ExtractError> {
     let Some(item) = item else {
         warnings.push(format!(
             "{}: the dataset has no summary item for it (dynamodb/<id>.json), so its size and \
@@ -280,7 +284,8 @@ fn check_item(obj: &Object, item: Option<&Map>, warnings: &mut Vec<String>) -> R
             "its ETag is {ours}, the capture converted had {theirs}"
         )));
     }
-    if let (Some(AttrValue::S(theirs)), Some(ns)) = (item.get("last_modified"), obj.last_modified_ns)
+    if let (Some(AttrValue::S(theirs)), Some(ns)) =
+        (item.get("last_modified"), obj.last_modified_ns)
     {
         let ours = pcaplab_core::encode::rfc3339_ns(ns);
         if *theirs != ours {
@@ -443,19 +448,18 @@ fn copy(
                 None => {
                     return Err(recs(records::ExtractError::Preamble {
                         offset: len,
-                        reason: format!(
-                            "no packet block in the first {} MiB",
-                            MAX_HEAD >> 20
-                        ),
+                        reason: format!("no packet block in the first {} MiB", MAX_HEAD >> 20),
                     }));
                 }
             }
         };
         let described = preamble.format() != CaptureFormat::PcapNg
-            || wanted.iter().all(|w| w.interface_id < preamble.interfaces());
+            || wanted
+                .iter()
+                .all(|w| w.interface_id < preamble.interfaces());
         if described {
             report.ranged = true;
-            return ranged(handle, obj, &preamble, &spans, out, read, report);
+            return ranged(handle, obj, (&preamble, head), &spans, out, read, report);
         }
     }
     let input = obj.stream(handle, read)?;
@@ -470,11 +474,12 @@ fn copy(
 }
 
 /// The ranged read: the preamble, then the records, fetched [`IN_FLIGHT`] ranges at a time
-/// on `handle` while this thread checks and writes them in order.
+/// on `handle` while this thread checks and writes them in order. Records within `head`, the
+/// bytes read first, are not read again.
 fn ranged(
     handle: &Handle,
     obj: &Object,
-    preamble: &Preamble,
+    (preamble, head): (&Preamble, Bytes),
     spans: &[RecordSpan],
     out: &mut dyn Write,
     read: &Arc<AtomicU64>,
@@ -488,17 +493,22 @@ fn ranged(
         .map_err(ExtractError::Write)?;
     report.bytes_written = preamble.bytes().len() as u64;
     let ranges = records::coalesce(spans, MAX_GAP, MAX_BATCH);
-    let (tx, mut rx) = mpsc::channel::<Result<Bytes, ExtractError>>(IN_FLIGHT);
+    let (tx, mut rx) = mpsc::channel::<Result<(Bytes, bool), ExtractError>>(IN_FLIGHT);
     let (store, path, url) = (Arc::clone(&obj.store), obj.path.clone(), obj.url.clone());
     let wanted: Vec<(u64, u64)> = ranges.iter().map(|r| (r.start, r.end)).collect();
     let fetcher = handle.spawn(async move {
         let mut fetches = futures_util::stream::iter(wanted.into_iter().map(|(a, b)| {
             let (store, path, url) = (Arc::clone(&store), path.clone(), url.clone());
+            let held = (b <= head.len() as u64).then(|| head.slice(a as usize..b as usize));
             async move {
-                store
-                    .get_range(&path, a..b)
-                    .await
-                    .map_err(|source| ExtractError::Fetch { url, source })
+                match held {
+                    Some(bytes) => Ok((bytes, false)),
+                    None => store
+                        .get_range(&path, a..b)
+                        .await
+                        .map(|bytes| (bytes, true))
+                        .map_err(|source| ExtractError::Fetch { url, source }),
+                }
             }
         }))
         .buffered(IN_FLIGHT);
@@ -511,10 +521,12 @@ fn ranged(
     });
     let result = (|| {
         for range in &ranges {
-            let data = rx
+            let (data, fetched) = rx
                 .blocking_recv()
                 .ok_or_else(|| ExtractError::Write(io::Error::other("the reads stopped")))??;
-            read.fetch_add(data.len() as u64, Ordering::Relaxed);
+            if fetched {
+                read.fetch_add(data.len() as u64, Ordering::Relaxed);
+            }
             for span in &spans[range.spans.clone()] {
                 let record = range.record(&data, *span);
                 records::check_record(preamble, *span, record).map_err(recs)?;

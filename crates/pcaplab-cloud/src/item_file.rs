@@ -39,4 +39,3 @@ pub fn parse(bytes: &[u8]) -> Result<Map, String> {
         .and_then(json_map)
         .ok_or_else(|| "not a DynamoDB JSON item ({\"Item\":{…}})".into())
 }
-

@@ -1,0 +1,479 @@
+//! `pcaplab extract` against tshark on the corpus (both manifests): the packets of a set of
+//! frames, or of a flow, cut out by pcaplab equal those `tshark -r IN -Y 'frame.number in {…}'
+//! -w OUT` writes, packet for packet — timestamps, lengths, link types, interfaces and bytes as
+//! tshark reads them back (`-T fields` and `-x`) — for every capture format and compression;
+//! and a capture that changed since it was converted is an error (exit 2), never garbage.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use pcaplab_testkit::{corpus, expected_packets, python, run_python};
+
+fn pcaplab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pcaplab"))
+        .args(args)
+        .output()
+        .expect("run pcaplab")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn tshark(args: &[&str]) -> String {
+    let o = Command::new("tshark")
+        .args(args)
+        .output()
+        .expect("run tshark (apt-get install tshark)");
+    assert!(o.status.success(), "tshark {args:?}: {}", text(&o.stderr));
+    text(&o.stdout)
+}
+
+/// What tshark reads of a capture: per packet its time, lengths, link type and interface, then
+/// every packet's bytes.
+fn packets(file: &Path) -> (String, String) {
+    let f = file.to_str().expect("utf8");
+    let fields = tshark(&[
+        "-r",
+        f,
+        "-T",
+        "fields",
+        "-e",
+        "frame.time_epoch",
+        "-e",
+        "frame.len",
+        "-e",
+        "frame.cap_len",
+        "-e",
+        "frame.encap_type",
+        "-e",
+        "frame.interface_id",
+    ]);
+    (fields, tshark(&["-r", f, "-x"]))
+}
+
+/// tshark's extract of `filter` from `input`, in the input's file format as captype names it
+/// (pcap, nsecpcap, modpcap, pcapng, snoop). With `two_pass`, tshark also writes the frames
+/// those matching depend on (the fragments of a datagram reassembled in one of them). tshark
+/// fails on a capture cut short after writing the frames before the cut, which is what is
+/// compared.
+fn tshark_extract(input: &Path, filter: &str, two_pass: bool, out: &Path) {
+    let input = input.to_str().expect("utf8");
+    let o = Command::new("captype")
+        .arg(input)
+        .output()
+        .expect("run captype");
+    let format = text(&o.stdout)
+        .trim_end()
+        .rsplit(": ")
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!format.is_empty(), "captype {input}: {}", text(&o.stderr));
+    let out = out.to_str().expect("utf8");
+    let o = Command::new("tshark")
+        .args(two_pass.then_some("-2"))
+        .args(["-r", input, "-Y", filter, "-F", &format, "-w", out])
+        .output()
+        .expect("run tshark");
+    let err = text(&o.stderr);
+    assert!(
+        o.status.success()
+            || (Path::new(out).is_file()
+                && ["cut short", "damaged or corrupt"]
+                    .iter()
+                    .any(|e| err.contains(e))),
+        "tshark -r {input} -Y {filter:?}: {err}"
+    );
+}
+
+fn frames_filter(frames: &[u64]) -> String {
+    let list: Vec<String> = frames.iter().map(u64::to_string).collect();
+    format!("frame.number in {{{}}}", list.join(","))
+}
+
+/// Every capture of both manifests.
+fn manifest_captures(dir: &Path) -> Vec<String> {
+    let mut names = Vec::new();
+    for m in ["manifest.csv", "manifest-depth.csv"] {
+        let text = std::fs::read_to_string(dir.join(m)).expect("manifest");
+        names.extend(
+            text.lines()
+                .skip(1)
+                .filter_map(|l| l.split(',').next())
+                .filter(|n| !n.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    names
+}
+
+/// Captures whose frame numbers tshark counts differently: it lists pcapng custom blocks as
+/// frames (the manifest notes them), so its `frame.number` is not ours past the first.
+fn numbered_differently(dir: &Path, name: &str) -> bool {
+    ["manifest.csv", "manifest-depth.csv"].iter().any(|m| {
+        std::fs::read_to_string(dir.join(m))
+            .expect("manifest")
+            .lines()
+            .any(|l| {
+                l.starts_with(&format!("{name},"))
+                    && l.contains("tshark lists pcapng custom blocks as frames")
+            })
+    })
+}
+
+/// Convert `inputs` (copied into a directory under `work`) with the default formats.
+fn convert(work: &Path, inputs: &[(&Path, &str)]) -> (PathBuf, PathBuf) {
+    let caps = work.join("caps");
+    let out = work.join("out");
+    std::fs::create_dir_all(&caps).expect("mkdir");
+    for (src, name) in inputs {
+        std::fs::copy(src, caps.join(name)).expect("copy");
+    }
+    let o = pcaplab(&[
+        "convert",
+        caps.to_str().expect("utf8"),
+        "--out",
+        out.to_str().expect("utf8"),
+        "--quiet",
+    ]);
+    // Damaged captures fail the run after everything before their damage was written.
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "{}",
+        text(&o.stderr)
+    );
+    (caps, out)
+}
+
+fn extract(input: &Path, out: &Path, args: &[&str]) -> Output {
+    let mut all = vec![
+        "extract",
+        input.to_str().expect("utf8"),
+        "-o",
+        out.to_str().expect("utf8"),
+        "--quiet",
+    ];
+    all.extend_from_slice(args);
+    pcaplab(&all)
+}
+
+fn same_packets(what: &str, ours: &Path, theirs: &Path) {
+    let (a, b) = (packets(ours), packets(theirs));
+    // A pcapng Simple Packet Block has no timestamp (tshark shows none); tshark's writer makes
+    // it an Enhanced Packet Block stamped 0, which it shows as the epoch.
+    let theirs =
+        b.0.lines()
+            .zip(a.0.lines())
+            .map(|(t, o)| match t.strip_prefix("0.000000000\t") {
+                Some(rest) if o.starts_with('\t') => format!("\t{rest}\n"),
+                _ => format!("{t}\n"),
+            })
+            .collect::<String>();
+    assert_eq!(
+        a.0, theirs,
+        "{what}: packets differ (time, len, cap_len, encap, interface)"
+    );
+    assert_eq!(a.1, b.1, "{what}: packet bytes differ");
+}
+
+#[test]
+fn frames_of_every_corpus_capture_equal_tshark_s() {
+    let (Some(dir), Some(py)) = (corpus(), python()) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut chosen: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut differently = Vec::new();
+    for name in manifest_captures(&dir) {
+        // Captures tshark cannot open have no frames to compare with.
+        if pcaplab_testkit::oracle_frames(&dir, &py, &name).is_none() {
+            continue;
+        }
+        if numbered_differently(&dir, &name) {
+            differently.push(name);
+            continue;
+        }
+        let n = expected_packets(&dir, &py, &name);
+        // Where tshark shows other frames than ours (documented in expected_packets: a
+        // damaged length field it reads as another pcap variant), its frames are not ours.
+        if pcaplab_testkit::oracle_frames(&dir, &py, &name) != Some(n) {
+            differently.push(name);
+            continue;
+        }
+        if n == 0 {
+            continue;
+        }
+        let mut frames = vec![1, n.div_ceil(3), (2 * n).div_ceil(3), n];
+        frames.dedup();
+        chosen.push((name, frames));
+    }
+    // The manifests' custom-block captures and the one tshark reads as another variant, and
+    // only those, are left out.
+    assert!(differently.len() <= 3, "{differently:?}");
+    assert!(chosen.len() >= 100, "only {} captures", chosen.len());
+    let inputs: Vec<(PathBuf, String)> = chosen
+        .iter()
+        .map(|(n, _)| (dir.join(n), n.clone()))
+        .collect();
+    let refs: Vec<(&Path, &str)> = inputs
+        .iter()
+        .map(|(p, n)| (p.as_path(), n.as_str()))
+        .collect();
+    let (caps, out) = convert(work.path(), &refs);
+    let failures: Vec<String> = std::thread::scope(|s| {
+        let halves: Vec<_> = [0, 1]
+            .into_iter()
+            .map(|half| {
+                let (chosen, caps, out, work) = (&chosen, &caps, &out, work.path());
+                s.spawn(move || {
+                    let mut failed = Vec::new();
+                    for (name, frames) in chosen.iter().skip(half).step_by(2) {
+                        let input = caps.join(name);
+                        let ours = work.join(format!("{name}.ours"));
+                        let theirs = work.join(format!("{name}.tshark"));
+                        let list: Vec<String> = frames.iter().map(u64::to_string).collect();
+                        let o = extract(
+                            &input,
+                            &ours,
+                            &[
+                                "--frames",
+                                &list.join(","),
+                                "--dataset",
+                                out.to_str().expect("utf8"),
+                            ],
+                        );
+                        if !o.status.success() {
+                            failed.push(format!("{name}: {}", text(&o.stderr)));
+                            continue;
+                        }
+                        tshark_extract(&input, &frames_filter(frames), false, &theirs);
+                        let result = std::panic::catch_unwind(|| {
+                            same_packets(name, &ours, &theirs);
+                        });
+                        if result.is_err() {
+                            failed.push(format!("{name}: frames {list:?} differ from tshark's"));
+                        }
+                    }
+                    failed
+                })
+            })
+            .collect();
+        halves
+            .into_iter()
+            .flat_map(|h| h.join().expect("worker"))
+            .collect()
+    });
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The flow with the most packets of a capture (TCP or UDP, outside tunnels and VLANs), from
+/// its flow table: its `community_id`, a tshark filter for its packets (in the frame ranges of
+/// every row with that ID: a flow idle past its timeout has several) and their count.
+fn biggest_flow(py: &Path, out: &Path, name: &str) -> (String, String, u64) {
+    let script = r#"
+import duckdb, sys, glob
+files = glob.glob(f"{sys.argv[1]}/flows/*/{sys.argv[2]}.flows.parquet")
+assert len(files) == 1, files
+r = duckdb.sql(f"""select community_id, any_value(ip_proto), any_value(src_ip),
+  any_value(dst_ip), any_value(src_port), any_value(dst_port),
+  string_agg(first_frame || '-' || last_frame, ' '), sum(packets) from '{files[0]}'
+  where ip_proto in (6, 17) and tunnels is null and vlan is null
+  group by community_id order by sum(packets) desc, min(first_frame) limit 1""").fetchall()[0]
+print("\t".join(str(v) for v in r))
+"#;
+    let line = run_python(
+        &mut Command::new(py),
+        script,
+        &[out.to_str().expect("utf8"), name],
+    );
+    let f: Vec<&str> = line.trim().split('\t').collect();
+    let ip = if f[2].contains(':') { "ipv6" } else { "ip" };
+    let l4 = if f[1] == "6" { "tcp" } else { "udp" };
+    let ranges: Vec<String> = f[6]
+        .split(' ')
+        .map(|r| {
+            let (a, b) = r.split_once('-').expect("first-last");
+            format!("(frame.number >= {a} && frame.number <= {b})")
+        })
+        .collect();
+    let conversation = format!(
+        "({}) && {ip}.addr == {} && {ip}.addr == {} && {l4}.port == {} && {l4}.port == {}",
+        ranges.join(" || "),
+        f[2],
+        f[3],
+        f[4],
+        f[5]
+    );
+    (
+        f[0].to_owned(),
+        conversation,
+        f[7].parse().expect("packets"),
+    )
+}
+
+#[test]
+fn flows_equal_tshark_s_conversation_in_every_format() {
+    let (Some(dir), Some(py)) = (corpus(), python()) else {
+        return;
+    };
+    // pcap (µs, big-endian), pcapng, pcapng multi-interface (zstd), gzip; TCP and UDP.
+    let names = [
+        "tcpdump__afs.pcap",
+        "tcpdump__pptp.pcap",
+        "chrissanders__http_espn.pcapng",
+        "pcapplusplus__pcapng-example.pcapng.zst",
+        "scapy__dcerpc_msnrpc.pcapng.gz",
+        "zeek__iso-download.pcap.gz",
+    ];
+    let work = tempfile::tempdir().expect("tempdir");
+    let inputs: Vec<(PathBuf, &str)> = names.iter().map(|n| (dir.join(n), *n)).collect();
+    let refs: Vec<(&Path, &str)> = inputs.iter().map(|(p, n)| (p.as_path(), *n)).collect();
+    let (caps, out) = convert(work.path(), &refs);
+    let dataset = out.to_str().expect("utf8");
+    for name in names {
+        let input = caps.join(name);
+        let (id, filter, count) = biggest_flow(&py, &out, name);
+        let ours = work.path().join(format!("{name}.flow"));
+        let theirs = work.path().join(format!("{name}.flow.tshark"));
+        let o = extract(&input, &ours, &["--flow", &id, "--dataset", dataset]);
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        // The conversation's frames, and the fragments of datagrams reassembled in them.
+        tshark_extract(&input, &filter, true, &theirs);
+        same_packets(&format!("{name} flow {id}"), &ours, &theirs);
+        let got = packets(&ours).0.lines().count() as u64;
+        assert_eq!(got, count, "{name}: the flow row's packets");
+        // To stdout: the same bytes.
+        let o = Command::new(env!("CARGO_BIN_EXE_pcaplab"))
+            .args(["extract", input.to_str().expect("utf8"), "-o", "-"])
+            .args(["--flow", &id, "--dataset", dataset])
+            .output()
+            .expect("run");
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        assert_eq!(
+            o.stdout,
+            std::fs::read(&ours).expect("read"),
+            "{name}: stdout"
+        );
+        // Frames without a dataset: found by framing the capture (gzip and zstd included).
+        let plain = work.path().join(format!("{name}.frames"));
+        let o = extract(&input, &plain, &["--frames", "2-3"]);
+        assert!(o.status.success(), "{name}: {}", text(&o.stderr));
+        let from_tshark = work.path().join(format!("{name}.frames.tshark"));
+        tshark_extract(&input, &frames_filter(&[2, 3]), false, &from_tshark);
+        same_packets(&format!("{name} frames 2-3"), &plain, &from_tshark);
+    }
+}
+
+#[test]
+fn a_flow_of_fragments_brings_every_fragment() {
+    let (Some(dir), Some(py)) = (corpus(), python()) else {
+        return;
+    };
+    let name = "pcapplusplus__ip4_fragments.pcap";
+    let work = tempfile::tempdir().expect("tempdir");
+    let (caps, out) = convert(work.path(), &[(&dir.join(name), name)]);
+    // Its flows count a reassembled datagram's fragments (their packets).
+    let script = r#"
+import duckdb, sys, glob
+f = glob.glob(f"{sys.argv[1]}/flows/*/{sys.argv[2]}.flows.parquet")[0]
+p = glob.glob(f"{sys.argv[1]}/packets/*/{sys.argv[2]}.parquet")[0]
+for cid, packets in duckdb.sql(f"select community_id, packets from '{f}' order by packets desc limit 3").fetchall():
+    print(f"{cid}\t{packets}")
+print("fragments", duckdb.sql(f"select count(*) from '{p}' where frag_datagram is not null").fetchall()[0][0])
+"#;
+    let listing = run_python(
+        &mut Command::new(&py),
+        script,
+        &[out.to_str().expect("utf8"), name],
+    );
+    let fragments: u64 = listing
+        .lines()
+        .find_map(|l| l.strip_prefix("fragments "))
+        .and_then(|n| n.parse().ok())
+        .expect("fragment count");
+    assert!(fragments > 2, "{listing}");
+    let flows: BTreeMap<String, u64> = listing
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .map(|(c, p)| (c.to_owned(), p.parse().expect("packets")))
+        .collect();
+    for (id, count) in flows {
+        let ours = work.path().join("flow.pcap");
+        let o = extract(
+            &caps.join(name),
+            &ours,
+            &["--flow", &id, "--dataset", out.to_str().expect("utf8")],
+        );
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        assert_eq!(packets(&ours).0.lines().count() as u64, count, "{id}");
+    }
+}
+
+#[test]
+fn a_capture_changed_since_it_was_converted_is_an_error() {
+    let Some(dir) = corpus() else { return };
+    let work = tempfile::tempdir().expect("tempdir");
+    let name = "tcpdump__afs.pcap";
+    let (caps, out) = convert(work.path(), &[(&dir.join(name), name)]);
+    let input = caps.join(name);
+    let dataset = out.to_str().expect("utf8");
+    let target = work.path().join("x.pcap");
+    let run = |frames: &str| extract(&input, &target, &["--frames", frames, "--dataset", dataset]);
+    let o = run("5");
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let before = std::fs::read(&target).expect("extract");
+
+    // Another capture under the same name: its size differs from the item's.
+    std::fs::copy(dir.join("tcpdump__pptp.pcap"), &input).expect("copy");
+    let o = run("5");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("changed since it was converted"), "{err}");
+    assert_eq!(
+        std::fs::read(&target).expect("kept"),
+        before,
+        "the old extract is kept"
+    );
+
+    // The same size, other bytes: record 5's header no longer says what its row does.
+    let mut bytes = std::fs::read(dir.join(name)).expect("read");
+    bytes.splice(24..24, [0u8; 4]);
+    bytes.truncate(bytes.len() - 4);
+    std::fs::write(&input, &bytes).expect("write");
+    let o = run("5");
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("changed since it was converted"), "{err}");
+    assert!(
+        err.contains(&input.display().to_string()),
+        "names the capture: {err}"
+    );
+
+    // Frames that do not exist, and bad selections, are errors naming them.
+    std::fs::copy(dir.join(name), &input).expect("copy");
+    for (args, needle) in [
+        (
+            vec!["--frames", "100000", "--dataset", dataset],
+            "no frame 100000",
+        ),
+        (vec!["--frames", "0"], "not a frame number"),
+        (vec!["--frames", "9-3"], "low to high"),
+        (
+            vec!["--flow", "1:nope=", "--dataset", dataset],
+            "no flow with Community ID",
+        ),
+        (vec!["--flow", "1:x="], "--flow needs the dataset"),
+    ] {
+        let o = extract(&input, &target, &args);
+        let err = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    assert_eq!(
+        std::fs::read(&target).expect("kept"),
+        before,
+        "the old extract is kept"
+    );
+}
