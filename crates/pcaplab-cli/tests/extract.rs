@@ -477,3 +477,255 @@ fn a_capture_changed_since_it_was_converted_is_an_error() {
         "the old extract is kept"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// On S3 (moto's server)
+
+/// A pcap of `frames` frames: UDP datagrams of `payload` zero bytes from 64 ports, but for
+/// the frames in `small`, a small TCP exchange (10.9.9.9:4444 ⇄ 10.8.8.8:80). 1 ms apart.
+fn large_capture(path: &Path, frames: u32, payload: usize, small: &[u32]) {
+    use std::io::Write;
+    let mut w =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).expect("create"));
+    let mut header = Vec::new();
+    for v in [0xa1b2_c3d4u32.to_le_bytes(), [2, 0, 4, 0], [0; 4], [0; 4]] {
+        header.extend_from_slice(&v);
+    }
+    header.extend_from_slice(&262_144u32.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    w.write_all(&header).expect("write");
+    let zeros = vec![0u8; payload];
+    for i in 0..frames {
+        let tcp = small.iter().position(|&s| s == i);
+        let mut p: Vec<u8> = Vec::with_capacity(64);
+        p.extend_from_slice(&[2, 0, 0, 0, 0, 2, 2, 0, 0, 0, 0, 1, 8, 0]);
+        let (proto, l4, body): (u8, Vec<u8>, usize) = match tcp {
+            Some(k) => {
+                let (sport, dport) = if k % 2 == 0 {
+                    (4444u16, 80u16)
+                } else {
+                    (80, 4444)
+                };
+                let mut t = Vec::new();
+                t.extend_from_slice(&sport.to_be_bytes());
+                t.extend_from_slice(&dport.to_be_bytes());
+                t.extend_from_slice(&(1000 + k as u32).to_be_bytes());
+                t.extend_from_slice(&(2000 + k as u32).to_be_bytes());
+                t.extend_from_slice(&[0x50, 0x18, 0xff, 0xff, 0, 0, 0, 0]);
+                (6, t, 16)
+            }
+            None => {
+                let mut u = Vec::new();
+                u.extend_from_slice(&(1000 + (i % 64) as u16).to_be_bytes());
+                u.extend_from_slice(&2000u16.to_be_bytes());
+                u.extend_from_slice(&((8 + payload) as u16).to_be_bytes());
+                u.extend_from_slice(&[0, 0]);
+                (17, u, payload)
+            }
+        };
+        let (src, dst) = match tcp {
+            Some(k) if k % 2 == 1 => ([10, 8, 8, 8], [10, 9, 9, 9]),
+            Some(_) => ([10, 9, 9, 9], [10, 8, 8, 8]),
+            None => ([10, 0, 0, 1], [10, 0, 0, 2]),
+        };
+        let total = (20 + l4.len() + body) as u16;
+        p.extend_from_slice(&[0x45, 0]);
+        p.extend_from_slice(&total.to_be_bytes());
+        p.extend_from_slice(&[0, 0, 0x40, 0, 64, proto, 0, 0]);
+        p.extend_from_slice(&src);
+        p.extend_from_slice(&dst);
+        p.extend_from_slice(&l4);
+        let len = (p.len() + body) as u32;
+        let ts = (1_700_000_000u32 + i / 1000, (i % 1000) * 1000);
+        let mut rec = Vec::with_capacity(16);
+        for v in [ts.0, ts.1, len, len] {
+            rec.extend_from_slice(&v.to_le_bytes());
+        }
+        w.write_all(&rec).expect("write");
+        w.write_all(&p).expect("write");
+        w.write_all(&zeros[..body]).expect("write");
+    }
+    w.flush().expect("flush");
+}
+
+/// Bytes from pcaplab's "read 64.5 KiB of 1.0 GiB" (human units).
+fn read_bytes(report: &str) -> (f64, f64) {
+    let after = report.split("; read ").nth(1).expect("a read report");
+    let words: Vec<&str> = after.split_whitespace().collect();
+    let bytes = |n: &str, unit: &str| -> f64 {
+        let n: f64 = n.parse().expect("number");
+        n * match unit {
+            "B" => 1.0,
+            "KiB" => 1024.0,
+            "MiB" => 1024.0 * 1024.0,
+            "GiB" => 1024.0 * 1024.0 * 1024.0,
+            u => panic!("unit {u}"),
+        }
+    };
+    (bytes(words[0], words[1]), bytes(words[3], words[4]))
+}
+
+#[test]
+fn one_flow_of_a_gigabyte_capture_on_s3_is_a_few_ranged_reads() {
+    let Some(py) = python() else { return };
+    let moto = pcaplab_testkit::Moto::start(&py);
+    let work = tempfile::tempdir().expect("tempdir");
+    let big = work.path().join("big.pcap");
+    let small: Vec<u32> = (0..6).map(|k| 4000 + 2000 * k).collect();
+    // 16,600 frames of 65,042 bytes: 1.0 GiB.
+    large_capture(&big, 16_600, 65_000, &small);
+    let size = std::fs::metadata(&big).expect("size").len();
+    assert!(size >= 1 << 30, "{size}");
+    moto.py(
+        "s3.create_bucket(Bucket='captures'); s3.create_bucket(Bucket='results')\ns3.upload_file(sys.argv[1], 'captures', 'big.pcap')",
+        &[big.to_str().expect("utf8")],
+    );
+    std::fs::remove_file(&big).expect("rm");
+    let run = |args: &[&str]| -> Output {
+        moto.env(&mut Command::new(env!("CARGO_BIN_EXE_pcaplab")))
+            .args(args)
+            .output()
+            .expect("run pcaplab")
+    };
+    let o = run(&[
+        "convert",
+        "s3://captures/big.pcap",
+        "--out",
+        "s3://results/ds/",
+        "--quiet",
+    ]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let flow = moto.py(
+        r#"
+import io, pyarrow.parquet as pq
+for o in s3.list_objects_v2(Bucket='results', Prefix='ds/flows/')['Contents']:
+    t = pq.read_table(io.BytesIO(s3.get_object(Bucket='results', Key=o['Key'])['Body'].read())).to_pylist()
+    for r in t:
+        if r['ip_proto'] == 6:
+            print(r['community_id'], r['packets'])
+"#,
+        &[],
+    );
+    let (id, packets) = flow.trim().split_once(' ').expect("the TCP flow");
+    assert_eq!(packets, "6", "{flow}");
+    let out = work.path().join("flow.pcap");
+    let started = std::time::Instant::now();
+    let o = run(&[
+        "extract",
+        "s3://captures/big.pcap",
+        "--flow",
+        id,
+        "--dataset",
+        "s3://results/ds/",
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let elapsed = started.elapsed();
+    eprintln!("extract in {elapsed:?}: {err}");
+    let (read, object) = read_bytes(&err);
+    assert!(object >= (1u64 << 30) as f64, "{err}");
+    assert!(
+        read <= object / 100.0,
+        "read more than 1% of the object: {err}"
+    );
+    assert!(err.contains("by ranges"), "{err}");
+    assert!(elapsed.as_secs() < 30, "{elapsed:?}: {err}");
+    // What tshark sees: the six TCP packets, in order, with their ports.
+    let seen = tshark(&[
+        "-r",
+        out.to_str().expect("utf8"),
+        "-T",
+        "fields",
+        "-e",
+        "frame.len",
+        "-e",
+        "tcp.srcport",
+        "-e",
+        "tcp.dstport",
+    ]);
+    let want: String = (0..6)
+        .map(|k| {
+            if k % 2 == 0 {
+                "70\t4444\t80\n"
+            } else {
+                "70\t80\t4444\n"
+            }
+        })
+        .collect();
+    assert_eq!(seen, want);
+
+    // Another object under the same key: the dataset describes another version of it.
+    let other = pcaplab_testkit::own_captures().join("lab-web.pcap");
+    moto.py(
+        "s3.upload_file(sys.argv[1], 'captures', 'big.pcap')",
+        &[other.to_str().expect("utf8")],
+    );
+    let o = run(&[
+        "extract",
+        "s3://captures/big.pcap",
+        "--flow",
+        id,
+        "--dataset",
+        "s3://results/ds/",
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("another version of the capture"), "{err}");
+}
+
+#[test]
+fn a_gzip_capture_on_s3_is_read_only_up_to_the_last_record_wanted() {
+    let Some(py) = python() else { return };
+    let moto = pcaplab_testkit::Moto::start(&py);
+    let work = tempfile::tempdir().expect("tempdir");
+    let plain = work.path().join("mid.pcap");
+    let small: Vec<u32> = (0..4).map(|k| 1000 + 200 * k).collect();
+    // 3,000 frames of 65,042 bytes (195 MB), compressed: the flow ends at frame 1,600.
+    large_capture(&plain, 3_000, 65_000, &small);
+    let gz = Command::new("gzip")
+        .args(["-1", "-k"])
+        .arg(&plain)
+        .status()
+        .expect("run gzip");
+    assert!(gz.success());
+    let packed = work.path().join("mid.pcap.gz");
+    moto.py(
+        "s3.create_bucket(Bucket='captures')\ns3.upload_file(sys.argv[1], 'captures', 'mid.pcap.gz')",
+        &[packed.to_str().expect("utf8")],
+    );
+    let run = |args: &[&str]| -> Output {
+        moto.env(&mut Command::new(env!("CARGO_BIN_EXE_pcaplab")))
+            .args(args)
+            .output()
+            .expect("run pcaplab")
+    };
+    let out = work.path().join("frames.pcap");
+    let o = run(&[
+        "extract",
+        "s3://captures/mid.pcap.gz",
+        "--frames",
+        "1000,1200,1400,1600",
+        "-o",
+        out.to_str().expect("utf8"),
+    ]);
+    let err = text(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("from its start"), "{err}");
+    eprintln!("{err}");
+    // Framed up to frame 1,600, then copied up to it: twice about 1,600 / 3,000 of the
+    // object, never all of it twice.
+    let (read, object) = read_bytes(&err);
+    assert!(read < 1.3 * object, "{err}");
+    let theirs = work.path().join("frames.tshark");
+    tshark_extract(
+        &plain,
+        &frames_filter(&[1000, 1200, 1400, 1600]),
+        false,
+        &theirs,
+    );
+    same_packets("gzip on S3", &out, &theirs);
+}

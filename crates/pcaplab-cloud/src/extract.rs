@@ -49,8 +49,10 @@ pub const MAX_GAP: u64 = 256 << 10;
 pub const MAX_BATCH: u64 = 8 << 20;
 /// Requests in flight.
 const IN_FLIGHT: usize = 4;
-/// Frames framed at a time when looking for frame numbers without a dataset.
+/// Frames, and bytes of them, framed at a time when looking for frame numbers without a
+/// dataset.
 const SCAN_FRAMES: usize = 4096;
+const SCAN_BYTES: usize = 4 << 20;
 
 /// What to extract.
 #[derive(Clone, Debug)]
@@ -319,7 +321,7 @@ fn scan_frames(
     let mut seen;
     loop {
         chunk.clear();
-        let more = reader.fill(&mut chunk, SCAN_FRAMES, usize::MAX);
+        let more = reader.fill(&mut chunk, SCAN_FRAMES, SCAN_BYTES);
         for (i, (f, span)) in chunk.frames.iter().zip(&chunk.records).enumerate() {
             let frame = chunk.first_frame + i as u64;
             if frames.contains(frame) {
