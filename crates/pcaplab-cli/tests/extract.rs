@@ -729,3 +729,50 @@ fn a_gzip_capture_on_s3_is_read_only_up_to_the_last_record_wanted() {
     );
     same_packets("gzip on S3", &out, &theirs);
 }
+
+#[test]
+fn frames_come_from_what_duckdb_writes_of_a_query() {
+    let (Some(dir), Some(py)) = (corpus(), python()) else {
+        return;
+    };
+    let work = tempfile::tempdir().expect("tempdir");
+    let name = "chrissanders__http_espn.pcapng";
+    let (caps, out) = convert(work.path(), &[(&dir.join(name), name)]);
+    // DuckDB's own Parquet (Snappy, UBIGINT) and CSV (with a quoted column before ours).
+    let script = r#"
+import duckdb, sys
+q = f"select http_host || ', ' || http_uri as what, frame_number from '{sys.argv[1]}/packets/*/{sys.argv[2]}.parquet' where http_method = 'GET'"
+duckdb.sql(f"copy ({q}) to '{sys.argv[3]}/sel.parquet'")
+duckdb.sql(f"copy ({q}) to '{sys.argv[3]}/sel.csv'")
+print(",".join(str(r[0]) for r in duckdb.sql(f"select frame_number from ({q}) order by 1").fetchall()))
+"#;
+    let work_dir = work.path().to_str().expect("utf8");
+    let frames = run_python(
+        &mut Command::new(&py),
+        script,
+        &[out.to_str().expect("utf8"), name, work_dir],
+    );
+    let frames: Vec<u64> = frames
+        .trim()
+        .split(',')
+        .map(|f| f.parse().expect("frame"))
+        .collect();
+    assert!(frames.len() > 3, "{frames:?}");
+    let theirs = work.path().join("gets.tshark");
+    tshark_extract(&caps.join(name), &frames_filter(&frames), false, &theirs);
+    for file in ["sel.parquet", "sel.csv"] {
+        let ours = work.path().join(format!("{file}.pcapng"));
+        let o = extract(
+            &caps.join(name),
+            &ours,
+            &[
+                "--frames",
+                work.path().join(file).to_str().expect("utf8"),
+                "--dataset",
+                out.to_str().expect("utf8"),
+            ],
+        );
+        assert!(o.status.success(), "{file}: {}", text(&o.stderr));
+        same_packets(file, &ours, &theirs);
+    }
+}
