@@ -394,9 +394,9 @@ fn check_header(
                     format!("block type {block_type:#x}, not a packet block")
                 } else if block_len != len {
                     format!("a packet block of {block_len} bytes, not {len}")
-                } else if len % 4 != 0 {
-                    format!("a length of {len} bytes, not a multiple of 4")
                 } else {
+                    // (Not checked: a length that is a multiple of 4, as the specification
+                    // wants; the reader takes blocks that are not, and so must this.)
                     return Ok(be);
                 };
                 first_reason.get_or_insert(reason);

@@ -109,6 +109,11 @@ pub fn capture(data: &[u8]) {
         return;
     };
     let mut pipeline = Pipeline::new(CAPTURE_FRAGS, FlowConfig::default());
+    // Every row's record, read back where the row says it is, is that record (uncompressed
+    // input, where the stream is `data`).
+    let plain = matches!(crate::sniff(data), Some(crate::reader::Magic::Capture(_)));
+    let preamble = crate::extract::Preamble::parse(data, true).ok().flatten();
+    let mut end = 0u64;
     loop {
         let mut chunk = Chunk::default();
         let filled = reader.fill(&mut chunk, CHUNK_FRAMES, CHUNK_BYTES);
@@ -116,6 +121,29 @@ pub fn capture(data: &[u8]) {
             chunk.frames.len() <= CHUNK_FRAMES,
             "a chunk over its frame limit"
         );
+        assert_eq!(
+            chunk.records.len(),
+            chunk.frames.len(),
+            "a record per frame"
+        );
+        for (f, span) in chunk.frames.iter().zip(&chunk.records) {
+            assert!(
+                span.offset >= end.max(1),
+                "records overlap: {span:?} after {end}"
+            );
+            end = span.offset + u64::from(span.len);
+            if !plain {
+                continue;
+            }
+            let record = usize::try_from(span.offset)
+                .ok()
+                .and_then(|at| data.get(at..at + span.len as usize))
+                .unwrap_or_else(|| panic!("{span:?} beyond the {} bytes", data.len()));
+            if let (Some(pre), false) = (&preamble, f.cut_short) {
+                crate::extract::check_record(pre, *span, record)
+                    .unwrap_or_else(|e| panic!("the row's record at {span:?}: {e}"));
+            }
+        }
         // On damage the frames before it stay and the capture ends there.
         let more = filled.unwrap_or(false);
         pipeline.chunk(chunk, !more);
