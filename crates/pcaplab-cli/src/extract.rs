@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context;
-use pcaplab_cloud::dataset::{FrameSet, frames_from_file};
+use pcaplab_cloud::dataset::{Filter, FrameSet, frames_from_file};
 use pcaplab_cloud::extract::{ExtractReport, ExtractRequest, Selection, extract, upload_to};
 use pcaplab_cloud::{Aws, Location};
 use pcaplab_core::human_bytes;
@@ -35,8 +35,19 @@ fn selection(args: &ExtractArgs) -> anyhow::Result<Selection> {
     if let Some(id) = &args.flow {
         return Ok(Selection::Flow(id.trim().to_owned()));
     }
+    let filter = Filter {
+        // As the rows write addresses (IPv6 compressed, as tshark does).
+        hosts: args.host.iter().map(ToString::to_string).collect(),
+        ports: args.port.clone(),
+        ip_proto: args.proto,
+        since: args.since,
+        until: args.until,
+    };
+    if !filter.is_empty() {
+        return Ok(Selection::Filter(filter));
+    }
     let Some(frames) = &args.frames else {
-        anyhow::bail!("name what to extract: --flow COMMUNITY-ID or --frames LIST|FILE");
+        anyhow::bail!("name what to extract: --flow COMMUNITY-ID, --frames LIST|FILE or a filter");
     };
     let path = Path::new(frames);
     let is_file = path

@@ -115,6 +115,28 @@ struct ConvertArgs {
     quiet: bool,
 }
 
+fn ip_proto(s: &str) -> Result<u8, String> {
+    Ok(match s.to_ascii_lowercase().as_str() {
+        "tcp" => 6,
+        "udp" => 17,
+        "icmp" => 1,
+        "icmpv6" => 58,
+        "sctp" => 132,
+        n => n
+            .parse()
+            .map_err(|_| format!("{s:?}: tcp, udp, icmp, icmpv6, sctp or 0-255"))?,
+    })
+}
+
+fn time_ns(s: &str) -> Result<i64, String> {
+    let t = humantime::parse_rfc3339_weak(s)
+        .map_err(|e| format!("{e} (write e.g. 2024-03-01T12:00:00Z)"))?;
+    let d = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| "before 1970".to_owned())?;
+    i64::try_from(d.as_nanos()).map_err(|_| "after 2262".to_owned())
+}
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (write e.g. 30s, 5m, 1h30m)"))
 }
@@ -224,7 +246,7 @@ struct ServeArgs {
 }
 
 #[derive(clap::Args)]
-#[command(group = clap::ArgGroup::new("select").required(true))]
+#[command(group = clap::ArgGroup::new("select").required(true).multiple(true))]
 struct ExtractArgs {
     /// The capture: a file or s3://BUCKET/KEY (plain, gzip or zstd).
     #[arg(value_name = "INPUT")]
@@ -235,12 +257,29 @@ struct ExtractArgs {
     out: String,
     /// The packets of the flow with this Community ID (every flow row with it), found in the
     /// dataset (needs --dataset, converted with --format parquet,flows).
-    #[arg(long, value_name = "COMMUNITY-ID", group = "select")]
+    #[arg(long, value_name = "COMMUNITY-ID", group = "select",
+          conflicts_with_all = ["frames", "host", "port", "proto", "since", "until"])]
     flow: Option<String>,
     /// These frames: `1,7,20-40`, or a .parquet / .csv file with a frame_number column (what
     /// DuckDB's `COPY (SELECT frame_number …) TO 'sel.parquet'` writes).
-    #[arg(long, value_name = "LIST|FILE", group = "select")]
+    #[arg(long, value_name = "LIST|FILE", group = "select",
+          conflicts_with_all = ["host", "port", "proto", "since", "until"])]
     frames: Option<String>,
+    /// Filter (needs --dataset): packets from or to this address (repeat for any of several).
+    #[arg(long, value_name = "ADDR", group = "select")]
+    host: Vec<std::net::IpAddr>,
+    /// Filter: packets from or to this port (repeat for any of several).
+    #[arg(long, value_name = "PORT", group = "select")]
+    port: Vec<u16>,
+    /// Filter: this IP protocol (tcp, udp, icmp, icmpv6, sctp or a number).
+    #[arg(long, value_name = "PROTO", group = "select", value_parser = ip_proto)]
+    proto: Option<u8>,
+    /// Filter: packets at or after this time (RFC 3339, e.g. 2024-03-01T12:00:00Z).
+    #[arg(long, value_name = "TIME", group = "select", value_parser = time_ns)]
+    since: Option<i64>,
+    /// Filter: packets before this time (RFC 3339).
+    #[arg(long, value_name = "TIME", group = "select", value_parser = time_ns)]
+    until: Option<i64>,
     /// The output root the capture was converted to (`convert --out`): where the records are
     /// is read from its rows. Without it, --frames frames the capture up to the last frame.
     #[arg(long, value_name = "DIR|S3-URL")]

@@ -464,7 +464,14 @@ fn a_capture_changed_since_it_was_converted_is_an_error() {
             vec!["--flow", "1:nope=", "--dataset", dataset],
             "no flow with Community ID",
         ),
-        (vec!["--flow", "1:x="], "--flow needs the dataset"),
+        (vec!["--flow", "1:x="], "need the dataset"),
+        (vec!["--port", "7000"], "need the dataset"),
+        (
+            vec!["--port", "1", "--dataset", dataset],
+            "no packet matches the filter",
+        ),
+        (vec!["--proto", "tcpp"], "tcp, udp, icmp"),
+        (vec!["--since", "yesterday"], "2024-03-01T12:00:00Z"),
     ] {
         let o = extract(&input, &target, &args);
         let err = text(&o.stderr);
@@ -774,5 +781,66 @@ print(",".join(str(r[0]) for r in duckdb.sql(f"select frame_number from ({q}) or
         );
         assert!(o.status.success(), "{file}: {}", text(&o.stderr));
         same_packets(file, &ours, &theirs);
+    }
+}
+
+#[test]
+fn filters_on_addresses_ports_protocols_and_time_equal_tshark_s() {
+    let Some(dir) = corpus() else { return };
+    let work = tempfile::tempdir().expect("tempdir");
+    let names = ["chrissanders__http_espn.pcapng", "tcpdump__afs.pcap"];
+    let inputs: Vec<(PathBuf, &str)> = names.iter().map(|n| (dir.join(n), *n)).collect();
+    let refs: Vec<(&Path, &str)> = inputs.iter().map(|(p, n)| (p.as_path(), *n)).collect();
+    let (caps, out) = convert(work.path(), &refs);
+    let dataset = out.to_str().expect("utf8");
+    for (name, args, filter) in [
+        (
+            names[0],
+            vec![
+                "--host",
+                "205.234.218.129",
+                "--port",
+                "80",
+                "--proto",
+                "tcp",
+            ],
+            "ip.addr == 205.234.218.129 && tcp.port == 80",
+        ),
+        (
+            names[0],
+            vec![
+                "--host",
+                "63.85.36.72",
+                "--host",
+                "4.2.2.1",
+                "--proto",
+                "udp",
+            ],
+            "(ip.addr == 63.85.36.72 || ip.addr == 4.2.2.1) && udp",
+        ),
+        (
+            names[1],
+            vec![
+                "--since",
+                "1999-11-11T21:47:00Z",
+                "--until",
+                "1999-11-11T21:48:00Z",
+            ],
+            "frame.time_epoch >= 942356820 && frame.time_epoch < 942356880",
+        ),
+    ] {
+        let input = caps.join(name);
+        let ours = work.path().join("filtered");
+        let theirs = work.path().join("filtered.tshark");
+        let mut all = args.clone();
+        all.extend(["--dataset", dataset]);
+        let o = extract(&input, &ours, &all);
+        assert!(o.status.success(), "{name} {args:?}: {}", text(&o.stderr));
+        tshark_extract(&input, filter, false, &theirs);
+        same_packets(&format!("{name} {args:?}"), &ours, &theirs);
+        assert!(
+            !packets(&ours).0.is_empty(),
+            "{name} {args:?}: nothing matched"
+        );
     }
 }

@@ -157,6 +157,30 @@ impl FrameSet {
     }
 }
 
+/// A filter on the indexed columns of the packet rows: every condition given must hold.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    /// `src_ip` or `dst_ip` is one of these (as the rows write them).
+    pub hosts: Vec<String>,
+    /// `src_port` or `dst_port` is one of these.
+    pub ports: Vec<u16>,
+    /// `ip_proto` is this.
+    pub ip_proto: Option<u8>,
+    /// `ts` (ns since the epoch) is at or after `since` and before `until`.
+    pub since: Option<i64>,
+    pub until: Option<i64>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.hosts.is_empty()
+            && self.ports.is_empty()
+            && self.ip_proto.is_none()
+            && self.since.is_none()
+            && self.until.is_none()
+    }
+}
+
 /// The names a capture may have in a dataset, most specific first: `bucket/key` for an S3
 /// object; for a local file every trailing part of its path (`a/b/c.pcap`, `b/c.pcap`,
 /// `c.pcap`), since `convert` names a file by its path below the directory it was given.
@@ -522,6 +546,8 @@ fn opt<T: arrow_array::ArrowPrimitiveType>(
 }
 
 /// The columns that say where a frame's record is.
+///
+/// (`ts` is read as the Arrow timestamp it is.)
 const PLACE: [&str; 4] = [
     col::FRAME_NUMBER,
     col::RECORD_OFFSET,
@@ -586,6 +612,63 @@ impl CaptureFiles {
             });
         }
         wanted.sort_unstable();
+        Ok(wanted)
+    }
+
+    /// Where the records of the packet rows `filter` selects are.
+    pub async fn filtered(&self, filter: &Filter) -> Result<Vec<Wanted>, DatasetError> {
+        use arrow_array::types::TimestampNanosecondType;
+        let file = self.packets()?;
+        let mut columns = PLACE.to_vec();
+        columns.extend([
+            col::TS,
+            col::SRC_IP,
+            col::DST_IP,
+            col::SRC_PORT,
+            col::DST_PORT,
+            col::IP_PROTO,
+        ]);
+        let mut wanted = Vec::new();
+        scan(
+            &self.store,
+            file,
+            &columns,
+            |_, _| true,
+            |batch| {
+                let c = Cols(batch);
+                let ts = c
+                    .get(col::TS)?
+                    .as_primitive_opt::<TimestampNanosecondType>()
+                    .ok_or("column ts is not a timestamp")?;
+                let (src, dst) = (c.strings(col::SRC_IP)?, c.strings(col::DST_IP)?);
+                let (sport, dport) = (c.u16s(col::SRC_PORT)?, c.u16s(col::DST_PORT)?);
+                let proto = c.u8s(col::IP_PROTO)?;
+                for i in 0..batch.num_rows() {
+                    let t = opt(ts, i);
+                    let host = |h: &String| {
+                        (src.is_valid(i) && src.value(i) == h)
+                            || (dst.is_valid(i) && dst.value(i) == h)
+                    };
+                    let port = |p: &u16| opt(sport, i) == Some(*p) || opt(dport, i) == Some(*p);
+                    let keep = (filter.hosts.is_empty() || filter.hosts.iter().any(host))
+                        && (filter.ports.is_empty() || filter.ports.iter().any(port))
+                        && filter.ip_proto.is_none_or(|p| opt(proto, i) == Some(p))
+                        && filter.since.is_none_or(|s| t.is_some_and(|t| t >= s))
+                        && filter.until.is_none_or(|u| t.is_some_and(|t| t < u));
+                    if keep {
+                        wanted.push(place(&c, i)?);
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await?;
+        if wanted.is_empty() {
+            return Err(DatasetError::Invalid {
+                url: file.url.clone(),
+                message: format!("no packet matches the filter ({filter:?})"),
+            });
+        }
         Ok(wanted)
     }
 

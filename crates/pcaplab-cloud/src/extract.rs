@@ -32,7 +32,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 use crate::aws::Aws;
-use crate::dataset::{self, DatasetError, FrameSet, Wanted};
+use crate::dataset::{self, DatasetError, Filter, FrameSet, Wanted};
 use crate::io::{PART_SIZE, StreamReader, Upload, UploadWriter, upload};
 use crate::item_file::Map;
 use crate::job::{JobError, Root, store_message};
@@ -61,6 +61,8 @@ pub enum Selection {
     Frames(FrameSet),
     /// Every packet of the flow (every flow row) with this Community ID.
     Flow(String),
+    /// The packet rows that match.
+    Filter(Filter),
 }
 
 /// One extraction.
@@ -394,6 +396,7 @@ pub fn extract(
             match selection {
                 Selection::Frames(f) => handle.block_on(files.frames(f))?,
                 Selection::Flow(id) => handle.block_on(files.flow(id))?,
+                Selection::Filter(f) => handle.block_on(files.filtered(f))?,
             }
         }
         (None, Selection::Frames(f)) => {
@@ -406,9 +409,10 @@ pub fn extract(
             ));
             w
         }
-        (None, Selection::Flow(_)) => {
+        (None, Selection::Flow(_) | Selection::Filter(_)) => {
             return Err(ExtractError::Selection(
-                "--flow needs the dataset the capture was converted to (--dataset DIR|s3://…)"
+                "--flow and the filters need the dataset the capture was converted to \
+                 (--dataset DIR|s3://…)"
                     .into(),
             ));
         }
