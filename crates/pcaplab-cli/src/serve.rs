@@ -18,9 +18,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let shutdown = crate::service::shutdown_signal("finishing requests in flight")?;
         let override_url = HttpFetch::endpoint_from_env().map_err(anyhow::Error::msg)?;
         // The AWS configuration, when something needs it: the table, or signing the
-        // certificate fetches sent to an endpoint override.
+        // certificate fetches sent to an endpoint override. Flow downloads from captures or
+        // datasets on S3 use it too; without it they are answered 503.
         let aws = if args.dynamodb_table.is_some() || override_url.is_some() {
-            Some(Aws::load().await)
+            Some(Arc::new(Aws::load().await))
         } else {
             None
         };
@@ -82,6 +83,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             verifier,
             Config {
                 auto_confirm: args.auto_confirm,
+                aws,
             },
         );
         let listener = tokio::net::TcpListener::bind(args.listen)

@@ -51,6 +51,10 @@ pub enum DatasetError {
     /// The dataset describes another version of the object.
     #[error("{url}: {message}")]
     OtherVersion { url: String, message: String },
+    /// What was asked for is not in the dataset: no file of a capture by that name, no flow
+    /// with that Community ID, no such frame.
+    #[error("{url}: {message}")]
+    NotFound { url: String, message: String },
 }
 
 /// One file of the dataset.
@@ -336,7 +340,7 @@ pub(crate) async fn locate(
     let packets = find(root, "packets/", ".parquet", &escaped).await?;
     let flows = find(root, "flows/", ".flows.parquet", &escaped).await?;
     let Some(candidate) = packets.iter().chain(&flows).map(|f| f.candidate).min() else {
-        return Err(DatasetError::Invalid {
+        return Err(DatasetError::NotFound {
             url: root.url(""),
             message: format!(
                 "no packets/ or flows/ file of a capture named {} (convert it with --out \
@@ -606,7 +610,7 @@ impl CaptureFiles {
                 .flat_map(|&(a, b)| a..=b)
                 .find(|f| !have.contains(f))
                 .unwrap_or(0);
-            return Err(DatasetError::Invalid {
+            return Err(DatasetError::NotFound {
                 url: file.url.clone(),
                 message: format!("the capture has no frame {missing} (it has {rows} frames)"),
             });
@@ -731,7 +735,7 @@ impl CaptureFiles {
         )
         .await?;
         if found.is_empty() {
-            return Err(DatasetError::Invalid {
+            return Err(DatasetError::NotFound {
                 url: file.url.clone(),
                 message: format!("no flow with Community ID {community_id:?}"),
             });

@@ -134,6 +134,19 @@ pub enum ExtractError {
 }
 
 impl ExtractError {
+    /// Whether what was asked for is not there: the capture object, its files in the
+    /// dataset, the flow or a frame.
+    pub fn not_found(&self) -> bool {
+        match self {
+            ExtractError::Dataset(DatasetError::NotFound { .. }) => true,
+            ExtractError::Open { source, .. } => source.kind() == io::ErrorKind::NotFound,
+            ExtractError::Fetch { source, .. } => {
+                matches!(source, object_store::Error::NotFound { .. })
+            }
+            _ => false,
+        }
+    }
+
     /// Whether the capture changed since it was converted (its dataset describes another
     /// version, or a row's offset does not land on a record of its length).
     pub fn capture_changed(&self) -> bool {

@@ -114,6 +114,56 @@ pub fn key(output: Output, n: &Naming<'_>) -> String {
     }
 }
 
+/// An output's URL taken apart: the output root it was written under (ending in `/`, or empty
+/// for a bare relative key), which output it is, and its key below the root — `None` if the
+/// URL does not end in a key of the layout above.
+///
+/// The key is recognised from the right, by its shape (`packets/date=…/<file>.parquet`,
+/// `csv/<file>.csv`, …), so a root may contain anything, even another layout's directories.
+pub fn split_url(url: &str) -> Option<(&str, Output, &str)> {
+    let dated = [
+        ("packets", ".parquet", Output::Data(Format::Parquet)),
+        ("packets_csv", ".csv", Output::Data(Format::Csv)),
+        ("flows", ".flows.parquet", Output::Data(Format::Flows)),
+        ("flows_csv", ".flows.csv", Output::Data(Format::FlowsCsv)),
+    ];
+    let flat = [
+        ("csv", ".csv", Output::Data(Format::LabCsv)),
+        ("dynamodb", ".json", Output::DynamodbJson),
+    ];
+    // A file name as the layout makes it: `<escaped name><ext>`, never `.` or `..`.
+    let file_ok = |f: &str, ext: &str| f.len() > ext.len() && f.ends_with(ext) && f != "..";
+    let root_at = |key_len: usize| {
+        let root = &url[..url.len() - key_len];
+        // `s3://` alone is a bucket name taken for a directory, not a root.
+        (root.is_empty() || (root.ends_with('/') && !root.ends_with("://"))).then_some(root)
+    };
+    let mut parts = url.rsplitn(4, '/');
+    let file = parts.next()?;
+    let second = parts.next()?;
+    if let Some(third) = parts.next()
+        && let Some(date) = second.strip_prefix("date=")
+        && !date.is_empty()
+        && let Some(&(_, ext, output)) = dated.iter().find(|(dir, _, _)| *dir == third)
+        && file_ok(file, ext)
+    {
+        let key_len = third.len() + second.len() + file.len() + 2;
+        return root_at(key_len).map(|root| (root, output, &url[root.len()..]));
+    }
+    let &(_, ext, output) = flat.iter().find(|(dir, _, _)| *dir == second)?;
+    if !file_ok(file, ext) {
+        return None;
+    }
+    let root = root_at(second.len() + file.len() + 1)?;
+    Some((root, output, &url[root.len()..]))
+}
+
+/// The output root of a dataset file's URL: the part before `packets/date=…` or
+/// `flows/date=…` (or any other key of the layout), ending in `/`.
+pub fn root_of(url: &str) -> Option<&str> {
+    split_url(url).map(|(root, _, _)| root)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +219,67 @@ mod tests {
         assert_eq!(base_name("lab.pcap.gz"), "lab.pcap");
         assert_eq!(base_name(".hidden"), ".hidden");
         assert_eq!(base_name("noext"), "noext");
+    }
+
+    #[test]
+    fn roots_of_output_urls() {
+        let n = Naming {
+            id: "bucket/in/x.pcap",
+            file_name: "x.pcap",
+            etag: Some("\"abc\""),
+            date: "2024-03-01".into(),
+        };
+        // Every key the layout makes splits back into its root and key, under any root.
+        for root in [
+            "out/",
+            "/abs/dir/",
+            "./",
+            "",
+            "s3://b-1/",
+            "s3://b-1/p/q/",
+            "s3://b-1/flows/date=2024-01-01/x/",
+        ] {
+            for output in [
+                Output::Data(Format::Parquet),
+                Output::Data(Format::Csv),
+                Output::Data(Format::LabCsv),
+                Output::Data(Format::Flows),
+                Output::Data(Format::FlowsCsv),
+                Output::DynamodbJson,
+            ] {
+                let k = key(output, &n);
+                let url = format!("{root}{k}");
+                assert_eq!(split_url(&url), Some((root, output, k.as_str())), "{url}");
+                assert_eq!(root_of(&url), Some(root), "{url}");
+            }
+        }
+        assert_eq!(
+            root_of("out/flows/date=2024-03-01/lab-web.pcap.flows.parquet"),
+            Some("out/")
+        );
+        assert_eq!(
+            root_of(
+                "s3://captures/packets/date=2024-03-01/captures%2Fin%2Flab web.pcap.0a1b.parquet"
+            ),
+            Some("s3://captures/")
+        );
+        // Not keys of the layout.
+        for url in [
+            "",
+            "x.parquet",
+            "out/packets/x.parquet",
+            "out/packets/date=/x.parquet",
+            "out/packets/date=2024-03-01/x.csv",
+            "out/packets/date=2024-03-01/.parquet",
+            "out/other/date=2024-03-01/x.parquet",
+            "out/csv/x.parquet",
+            "out/dynamodb/..",
+            "/etc/passwd",
+            "s3://packets/date=2024-03-01/x.parquet",
+            "s3://csv/x.csv",
+            "out/packets/date=2024-03-01/sub/x.parquet",
+        ] {
+            assert_eq!(split_url(url), None, "{url}");
+        }
     }
 }

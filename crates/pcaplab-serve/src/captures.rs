@@ -42,6 +42,13 @@ pub struct Capture {
 pub struct Detail {
     #[serde(flatten)]
     pub capture: Capture,
+    /// The capture's name in the dataset (`capture`: the rows' `capture` column, the files'
+    /// `<id>`).
+    #[serde(rename = "capture")]
+    pub name: Option<String>,
+    /// The S3 object's ETag; local files have none (so `s3Id` is `bucket/key` with one, a
+    /// path without).
+    pub etag: Option<String>,
     pub capture_format: Option<String>,
     pub compression: Option<String>,
     pub decode_errors: Option<u64>,
@@ -273,6 +280,8 @@ impl Detail {
         };
         Some(Detail {
             capture,
+            name: string(m, "capture"),
+            etag: string(m, "etag"),
             capture_format: string(m, "capture_format"),
             compression: string(m, "compression"),
             decode_errors: number(m, "decode_errors"),
@@ -569,7 +578,8 @@ mod tests {
             "tunnels":{"M":{"vxlan":{"N":"12"},"gre":{"N":"3"}}},
             "services":{"M":{"http":{"N":"3"},"dns":{"N":"1"}}},
             "fragments":{"M":{"reassembled":{"N":"2"},"timed_out":{"N":"1"},"evicted":{"N":"0"}}},
-            "talkers_approximate":{"BOOL":true},"outputs":{"M":{"parquet":{"S":"file:///x.parquet"}}}}}"#;
+            "talkers_approximate":{"BOOL":true},"outputs":{"M":{"parquet":{"S":"out/packets/date=2024-03-01/k x.pcap.parquet"},
+              "lab-csv":{"S":"file:///x.csv"}}}}}"#;
         let m = item_file::parse(line.as_bytes()).expect("item");
         let d = Detail::from_item(&m).expect("detail");
         assert_eq!(d.capture.id, "b/k x.pcap");
@@ -601,7 +611,7 @@ mod tests {
         assert_eq!(f.server_name.as_deref(), Some("example.com"));
         assert_eq!(d.top_dns_names[0].count, 2);
         assert!(d.top_tls_sni.is_empty() && d.top_http_hosts.is_empty());
-        assert_eq!(d.outputs.len(), 1);
+        assert_eq!(d.outputs.len(), 2);
         let listed = |c: &[Count]| -> Vec<(String, u64)> {
             c.iter().map(|c| (c.name.clone(), c.packets)).collect()
         };
@@ -624,6 +634,19 @@ mod tests {
             page.contains("<dt>Fragmented datagrams</dt><dd>reassembled (2), timed out (1)</dd>"),
             "{page}"
         );
+        // No flows output: no download links, a note saying why; a local dataset file is
+        // linked, a URL outside the layout only named.
+        assert!(!page.contains("flow-pcap"), "{page}");
+        assert!(page.contains("to download a flow's packets"), "{page}");
+        assert!(
+            page.contains("<a class=\"output\" href=\"/api/captures/b%2Fk%20x%2Epcap/outputs/parquet\" download>parquet</a>"),
+            "{page}"
+        );
+        assert!(
+            page.contains("lab-csv: <code>file:///x.csv</code>"),
+            "{page}"
+        );
+        assert_eq!((d.name.as_deref(), d.etag.as_deref()), (None, None));
         for bad in ["", "[]", r#"{"Item":3}"#, r#"{"NotItem":{}}"#] {
             assert!(item_file::parse(bad.as_bytes()).is_err(), "{bad}");
         }

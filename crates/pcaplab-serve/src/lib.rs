@@ -6,6 +6,8 @@
 //!   confirmations are confirmed (`auto_confirm`) or their token kept for `GET /get_token`.
 //! - `GET /` lists the captures, `GET /captures/{id}` shows one with its charts;
 //!   `GET /api/captures`, `/api/captures/{id}` and `/api/updates` are the same data as JSON.
+//! - `GET /api/captures/{id}/flows.pcap?flow=<Community ID>` cuts a flow's packets out of the
+//!   capture, `GET /api/captures/{id}/outputs/{format}` sends a dataset file ([`download`]).
 //!
 //! Everything is bounded: request bodies, requests in flight, each request's time, the
 //! notifications kept, the tokens kept, the captures listed.
@@ -13,6 +15,7 @@
 mod bounded;
 pub mod captures;
 mod der;
+pub mod download;
 pub mod page;
 pub mod sns;
 
@@ -28,6 +31,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Json, Response};
 use axum::routing::{get, post};
+use pcaplab_cloud::Aws;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -55,6 +59,9 @@ pub struct Config {
     /// GET the SubscribeURL of a verified SubscriptionConfirmation (otherwise keep its token
     /// for `/get_token`, as the lab did).
     pub auto_confirm: bool,
+    /// The AWS configuration, if one was loaded: needed to extract a flow from a capture or
+    /// dataset on S3 (without it, such a download is answered 503).
+    pub aws: Option<Arc<Aws>>,
 }
 
 /// What a pcaplab announcement says (the JSON the Lambda function and the watcher publish).
@@ -196,6 +203,8 @@ pub struct App {
     config: Config,
     updates: Mutex<Updates>,
     requests: Semaphore,
+    /// Flow extracts running ([`download::MAX_EXTRACTS`]).
+    extracts: Arc<Semaphore>,
 }
 
 impl App {
@@ -206,6 +215,7 @@ impl App {
             config,
             updates: Mutex::new(Updates::default()),
             requests: Semaphore::new(MAX_REQUESTS),
+            extracts: Arc::new(Semaphore::new(download::MAX_EXTRACTS)),
         })
     }
 
@@ -227,11 +237,22 @@ impl App {
 
 /// The routes, with their limits.
 pub fn router(app: Arc<App>) -> Router {
+    // An extract may take longer than a page: it has its own time limit.
+    let extracts = Router::new()
+        .route("/api/captures/{id}/flows.pcap", get(download::flow_pcap))
+        .layer(middleware::from_fn_with_state(
+            Arc::clone(&app),
+            extract_limits,
+        ));
     Router::new()
         .route("/", get(index))
         .route("/captures/{id}", get(capture_page))
         .route("/api/captures", get(api_list))
         .route("/api/captures/{id}", get(api_detail))
+        .route(
+            "/api/captures/{id}/outputs/{format}",
+            get(download::output_file),
+        )
         .route("/api/updates", get(api_updates))
         .route("/get_token", get(get_token))
         .route("/sns", post(sns_endpoint))
@@ -239,6 +260,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .layer(middleware::from_fn_with_state(Arc::clone(&app), limits))
+        .merge(extracts)
         .with_state(app)
 }
 
@@ -254,10 +276,19 @@ pub async fn serve(
 }
 
 async fn limits(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    limited(&app, REQUEST_TIMEOUT, request, next).await
+}
+
+async fn extract_limits(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    limited(&app, download::EXTRACT_TIMEOUT, request, next).await
+}
+
+/// At most [`MAX_REQUESTS`] at once, each answered (its body may stream after) within `time`.
+async fn limited(app: &App, time: Duration, request: Request, next: Next) -> Response {
     let Ok(_permit) = app.requests.try_acquire() else {
         return (StatusCode::SERVICE_UNAVAILABLE, "busy: too many requests\n").into_response();
     };
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(request)).await {
+    match tokio::time::timeout(time, next.run(request)).await {
         Ok(response) => response,
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "timed out\n").into_response(),
     }
@@ -406,6 +437,6 @@ async fn api_updates(State(app): State<Arc<App>>) -> Response {
     no_store(Json(app.snapshot()))
 }
 
-fn api_error(status: StatusCode, message: &str) -> Response {
+pub(crate) fn api_error(status: StatusCode, message: &str) -> Response {
     no_store((status, Json(serde_json::json!({ "error": message }))))
 }

@@ -4,11 +4,13 @@
 
 use std::fmt::Write as _;
 
+use pcaplab_cloud::layout;
 use pcaplab_core::human_bytes;
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::Snapshot;
 use crate::captures::{Capture, Count, Detail, Listing, NameCount, Talker, Timeline};
+use crate::download::{flow_href, output_href};
 
 /// Text for HTML content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -290,11 +292,25 @@ pub fn capture(snapshot: &Snapshot, d: &Detail) -> String {
         "Processed",
         c.processed_at.as_deref().map(esc).unwrap_or_default(),
     );
+    // Local dataset files are served (by format); S3 objects, and anything else, are named.
     field(
         "Outputs",
         d.outputs
             .iter()
-            .map(|(k, v)| format!("{}: <code>{}</code>", esc(k), esc(v)))
+            .map(|(k, v)| {
+                let served = !v.starts_with("s3://")
+                    && layout::split_url(v).is_some_and(|(_, output, _)| output.name() == k);
+                if !served {
+                    format!("{}: <code>{}</code>", esc(k), esc(v))
+                } else {
+                    format!(
+                        "<a class=\"output\" href=\"{}\" download>{}</a>: <code>{}</code>",
+                        esc(&output_href(&c.id, k)),
+                        esc(k),
+                        esc(v)
+                    )
+                }
+            })
             .collect::<Vec<_>>()
             .join("<br>"),
     );
@@ -358,16 +374,33 @@ fn flows_table(h: &mut String, d: &Detail) {
     if d.top_flows.is_empty() {
         return;
     }
-    h.push_str("<table id=\"flows\"><thead><tr><th>Originator</th><th>Responder</th><th>Proto</th><th>State</th><th class=\"n\">Packets</th><th class=\"n\">Bytes</th><th class=\"n\">Duration</th><th>Server name</th></tr></thead><tbody>\n");
+    // A flow's packets can be cut out of the capture when its flow table was written.
+    let downloads = d.outputs.contains_key("flows");
+    if !downloads {
+        h.push_str("<p class=\"muted\">Convert the capture with flows among the formats (the default) to download a flow's packets.</p>\n");
+    }
+    let _ = writeln!(
+        h,
+        "<table id=\"flows\"><thead><tr><th>Originator</th><th>Responder</th><th>Proto</th><th>State</th><th class=\"n\">Packets</th><th class=\"n\">Bytes</th><th class=\"n\">Duration</th><th>Server name</th>{}</tr></thead><tbody>",
+        if downloads { "<th></th>" } else { "" }
+    );
     let endpoint = |a: &str, p: Option<u16>| match p {
         Some(p) if a.contains(':') => format!("[{}]:{p}", esc(a)),
         Some(p) => format!("{}:{p}", esc(a)),
         None => esc(a),
     };
     for f in &d.top_flows {
+        let download = if downloads {
+            format!(
+                "<td><a class=\"flow-pcap\" href=\"{}\" download>Download pcap</a></td>",
+                esc(&flow_href(&d.capture.id, &f.community_id))
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             h,
-            "<tr title=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td></tr>",
+            "<tr title=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td>{}</td>{download}</tr>",
             esc(&f.community_id),
             endpoint(&f.src, f.src_port),
             endpoint(&f.dst, f.dst_port),

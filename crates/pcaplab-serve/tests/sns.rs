@@ -246,7 +246,14 @@ impl Server {
     ) -> Server {
         let data = tempfile::tempdir().expect("tempdir");
         let verifier = Verifier::new(certs, topics, emulator);
-        let app = App::new(Source::Dir(data.keep()), verifier, Config { auto_confirm });
+        let app = App::new(
+            Source::Dir(data.keep()),
+            verifier,
+            Config {
+                auto_confirm,
+                aws: None,
+            },
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");

@@ -10,6 +10,8 @@
 //                         Playwright's own browser builds are never used).
 //   PCAPLAB_CAPTURE       the capture to open: the text of its link on the list page
 //                         (default: the first link).
+//   PCAPLAB_DOWNLOAD_DIR  when set, the first "Download pcap" link of the capture's top flows
+//                         is followed and the file the browser downloads is saved there.
 //
 // What it checks (the pages' contract):
 //   BASE_URL/            a <table id="captures"> whose body rows each hold one
@@ -19,12 +21,16 @@
 //                        data-chart="protocols|talkers|ports|timeline">, each at least
 //                        101x51 px, each with a drawn mark of non-zero size: rect.bar, or for
 //                        the timeline path.series or rect.bar. Screenshot: capture.png.
+//   the download         (with PCAPLAB_DOWNLOAD_DIR) a <a class="flow-pcap"> in a body row of
+//                        table#flows; clicking it downloads a file, which is saved under its
+//                        suggested name.
 //   both pages           no console error, no uncaught page error, no failed request and no
 //                        response with status >= 400 (this includes the /favicon.ico Chromium
 //                        asks for by itself when a page names no <link rel="icon">).
 //
 // Prints one JSON line on stdout and exits 0 when all holds:
-//   {"captures":N,"followed":"NAME","charts":{"protocols":K,...},"flowRows":F,"screenshots":[...]}
+//   {"captures":N,"followed":"NAME","charts":{"protocols":K,...},"flowRows":F,"screenshots":[...],
+//    "download":{"href":"/api/...","file":"DIR/NAME","suggestedFilename":"NAME"}|null}
 // otherwise prints what failed on stderr and exits 1. Gives up after 60 s.
 
 import { createRequire } from 'node:module';
@@ -63,6 +69,7 @@ const nodeModules = path.resolve(
 );
 const executablePath = process.env.PCAPLAB_CHROMIUM || '/usr/bin/chromium';
 const wantedCapture = process.env.PCAPLAB_CAPTURE || '';
+const downloadDir = process.env.PCAPLAB_DOWNLOAD_DIR || '';
 
 let chromium;
 try {
@@ -131,6 +138,7 @@ async function run() {
     args,
     viewport: { width: 1280, height: 900 },
     timeout: 30_000,
+    acceptDownloads: true,
   });
   browser = context;
   const page = context.pages()[0] ?? (await context.newPage());
@@ -152,9 +160,12 @@ async function run() {
     problems.push(`console error on ${page.url()}: ${msg.text()}${where}${hint}`);
   });
   page.on('pageerror', (err) => problems.push(`uncaught error on ${page.url()}: ${err.message}`));
+  // Requests that end as downloads: Chromium aborts them as page loads (net::ERR_ABORTED).
+  const downloads = new Set();
   page.on('requestfailed', (req) => {
     const why = req.failure()?.errorText ?? 'failed';
     if (why.includes('ERR_ABORTED') && phaseOf.get(req) === 'index' && phase !== 'index') return;
+    if (why.includes('ERR_ABORTED') && downloads.has(req.url())) return;
     problems.push(`request failed: ${req.method()} ${req.url()}: ${why}`);
   });
   page.on('response', (res) => {
@@ -250,7 +261,25 @@ async function run() {
   const captureShot = path.join(shotDir, 'capture.png');
   await page.screenshot({ path: captureShot, fullPage: true });
 
-  return { captures, followed, charts, flowRows, screenshots: [indexShot, captureShot] };
+  // A flow's packets, as a person gets them: by clicking its link.
+  let download = null;
+  if (downloadDir) {
+    const link = page.locator('table#flows tbody tr a.flow-pcap').first();
+    if ((await link.count()) < 1) fail(`${page.url()}: no <a class="flow-pcap"> in the body rows of table#flows`);
+    const href = (await link.getAttribute('href')) || '';
+    if (!href.startsWith('/api/captures/')) fail(`${page.url()}: flow link href ${JSON.stringify(href)}`);
+    downloads.add(new URL(href, page.url()).href);
+    phase = 'download';
+    const [dl] = await Promise.all([page.waitForEvent('download'), link.click()]);
+    const failure = await dl.failure();
+    if (failure) fail(`download of ${href} failed: ${failure}`);
+    mkdirSync(downloadDir, { recursive: true });
+    const file = path.join(downloadDir, dl.suggestedFilename());
+    await dl.saveAs(file);
+    download = { href, file, suggestedFilename: dl.suggestedFilename() };
+  }
+
+  return { captures, followed, charts, flowRows, screenshots: [indexShot, captureShot], download };
 }
 
 // Let the page's own requests (scripts, styles, data it fetches) finish, so that their failures
