@@ -256,13 +256,14 @@ struct ObjectInfo {
 impl ObjectInfo {
     fn item_source<'a>(
         &'a self,
-        s3_id: &'a str,
+        (s3_id, object): (&'a str, &'a str),
         name: Option<&'a str>,
         outputs: &'a [(&'a str, String)],
     ) -> ItemSource<'a> {
         ItemSource {
             s3_id,
             name,
+            object: Some(object),
             etag: self.etag.as_deref(),
             size: Some(self.size),
             last_modified_ns: self.last_modified_ns,
@@ -605,7 +606,9 @@ impl Job {
                 }
                 let err = JobError::Convert { url, source: e };
                 if err.capture_fault() && !(req.listed && err.not_a_capture()) {
-                    self.record_failure(&s3_id, &source.info, &err).await;
+                    let object = req.location.to_string();
+                    self.record_failure((&s3_id, &object), &source.info, &err)
+                        .await;
                 }
                 return Err(err);
             }
@@ -650,7 +653,9 @@ impl Job {
             .map(|(kind, u)| (kind.name(), u.clone()))
             .collect();
         let item = summary_item(
-            &source.info.item_source(&s3_id, Some(&name), &listed),
+            &source
+                .info
+                .item_source((&s3_id, &url), Some(&name), &listed),
             &outcome,
             Some((&report.summary, report.format, report.compression)),
             self.options.top_n,
@@ -735,13 +740,13 @@ impl Job {
 
     /// Record a capture that could not be converted (best effort: the caller reports the
     /// conversion error either way).
-    async fn record_failure(&self, s3_id: &str, info: &ObjectInfo, err: &JobError) {
+    async fn record_failure(&self, id: (&str, &str), info: &ObjectInfo, err: &JobError) {
         let (Some(client), Some(table)) = (&self.dynamodb, &self.options.table) else {
             return;
         };
         let reason = err.describe();
         let item = summary_item(
-            &info.item_source(s3_id, None, &[]),
+            &info.item_source(id, None, &[]),
             &ItemOutcome::Failed { reason: &reason },
             None,
             0,
@@ -971,6 +976,16 @@ mod tests {
         let json = std::fs::read_to_string(out.path().join(&keys[2])).expect("json");
         assert!(json.starts_with("{\"Item\":{"), "{json}");
         assert!(json.contains("\"packets\":{\"N\":\"33\"}"), "{json}");
+        // Its name in the dataset, and where the object is.
+        assert!(
+            json.contains("\"capture\":{\"S\":\"lab-web.pcap.gz\"}"),
+            "{json}"
+        );
+        let path = captures().join("lab-web.pcap.gz").display().to_string();
+        assert!(
+            json.contains(&format!("\"object\":{{\"S\":\"{path}\"}}")),
+            "{json}"
+        );
         assert!(!report.item_written);
     }
 

@@ -124,6 +124,9 @@ pub fn flows_parquet_sink<W: Write + Send>(
         f::LAST_TS,
         f::DURATION,
         f::FIRST_FRAME,
+        f::LAST_FRAME,
+        f::FIRST_OFFSET,
+        f::LAST_OFFSET,
         f::SRC_IP,
         f::SRC_PORT,
     ] {
@@ -133,10 +136,11 @@ pub fn flows_parquet_sink<W: Write + Send>(
 }
 
 /// Parquet writer settings of the packet table: [`common_properties`], and delta encoding for
-/// the two monotone columns (frame numbers and timestamps), which then cost almost nothing.
+/// the three monotone columns (frame numbers, timestamps, record offsets), which then cost
+/// almost nothing — a dictionary of their unique values would only cost hashing.
 pub fn parquet_properties(capture: &str) -> WriterProperties {
     let mut b = common_properties(capture);
-    for c in [col::FRAME_NUMBER, col::TS] {
+    for c in [col::FRAME_NUMBER, col::TS, col::RECORD_OFFSET] {
         let path = ColumnPath::from(c);
         b = b
             .set_column_dictionary_enabled(path.clone(), false)

@@ -204,6 +204,7 @@ fn convert(bytes: Vec<u8>, parquet: bool) {
             let src = crate::item::ItemSource {
                 s3_id: "fuzz/capture",
                 name: None,
+                object: None,
                 etag: None,
                 size: None,
                 last_modified_ns: None,

@@ -159,6 +159,8 @@ pub struct ItemSource<'a> {
     pub s3_id: &'a str,
     /// The capture's name in the dataset (its rows' `capture` column, its files' `<id>`).
     pub name: Option<&'a str>,
+    /// Where the object is: `s3://bucket/key`, or the local path.
+    pub object: Option<&'a str>,
     pub etag: Option<&'a str>,
     pub size: Option<u64>,
     pub last_modified_ns: Option<i64>,
@@ -268,6 +270,9 @@ pub fn summary_item(
     put("s3Id", s(clip(src.s3_id, MAX_ID_BYTES)));
     if let Some(name) = src.name {
         put("capture", s(clip(name, MAX_ID_BYTES)));
+    }
+    if let Some(object) = src.object {
+        put("object", s(clip(object, MAX_URL_BYTES)));
     }
     if let Some(etag) = src.etag {
         put("etag", s(clip(etag, MAX_ETAG_BYTES)));
@@ -508,6 +513,7 @@ mod tests {
         ItemSource {
             s3_id,
             name: Some("capture name"),
+            object: None,
             etag: Some("\"abc\""),
             size: Some(1234),
             last_modified_ns: None,

@@ -46,6 +46,9 @@ pub struct Detail {
     /// `<id>`).
     #[serde(rename = "capture")]
     pub name: Option<String>,
+    /// Where the object is (`object`: `s3://bucket/key` or the local path); items written
+    /// before it existed have none.
+    pub object: Option<String>,
     /// The S3 object's ETag; local files have none (so `s3Id` is `bucket/key` with one, a
     /// path without).
     pub etag: Option<String>,
@@ -281,6 +284,7 @@ impl Detail {
         Some(Detail {
             capture,
             name: string(m, "capture"),
+            object: string(m, "object"),
             etag: string(m, "etag"),
             capture_format: string(m, "capture_format"),
             compression: string(m, "compression"),

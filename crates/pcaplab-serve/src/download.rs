@@ -164,9 +164,18 @@ impl IntoResponse for Failure {
     }
 }
 
-/// The capture object an item describes: an S3 object (`s3Id` is `bucket/key`) if the item
-/// has an ETag, else a local file (`s3Id` is the path given to convert).
+/// The capture object an item describes: its `object`; in an item written before that
+/// existed, an S3 object (`s3Id` is `bucket/key`) if the item has an ETag, else a local file
+/// (`s3Id` is the path given to convert).
 fn capture_location(d: &Detail) -> Result<Location, Failure> {
+    if let Some(object) = &d.object {
+        return Location::parse(object).map_err(|e| {
+            Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the item's object {object:?} names no capture: {e}"),
+            )
+        });
+    }
     let id = &d.capture.id;
     let bad = |e: String| {
         Failure::new(
