@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pcaplab_testkit::{corpus, expected_packets, python, run_python};
+use pcaplab_testkit::{corpus, expected_packets, python, run_python, tshark};
 
 fn pcaplab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pcaplab"))
@@ -19,15 +19,6 @@ fn pcaplab(args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-fn tshark(args: &[&str]) -> String {
-    let o = Command::new("tshark")
-        .args(args)
-        .output()
-        .expect("run tshark (apt-get install tshark)");
-    assert!(o.status.success(), "tshark {args:?}: {}", text(&o.stderr));
-    text(&o.stdout)
 }
 
 /// What tshark reads of a capture: per packet its time, lengths, link type and interface, then
@@ -616,8 +607,7 @@ for o in s3.list_objects_v2(Bucket='results', Prefix='ds/flows/')['Contents']:
     let (id, packets) = flow.trim().split_once(' ').expect("the TCP flow");
     assert_eq!(packets, "6", "{flow}");
     let out = work.path().join("flow.pcap");
-    let started = std::time::Instant::now();
-    let o = run(&[
+    let extract_flow = [
         "extract",
         "s3://captures/big.pcap",
         "--flow",
@@ -626,7 +616,9 @@ for o in s3.list_objects_v2(Bucket='results', Prefix='ds/flows/')['Contents']:
         "s3://results/ds/",
         "-o",
         out.to_str().expect("utf8"),
-    ]);
+    ];
+    let started = std::time::Instant::now();
+    let o = run(&extract_flow);
     let err = text(&o.stderr);
     assert!(o.status.success(), "{err}");
     let elapsed = started.elapsed();
@@ -669,16 +661,7 @@ for o in s3.list_objects_v2(Bucket='results', Prefix='ds/flows/')['Contents']:
         "s3.upload_file(sys.argv[1], 'captures', 'big.pcap')",
         &[other.to_str().expect("utf8")],
     );
-    let o = run(&[
-        "extract",
-        "s3://captures/big.pcap",
-        "--flow",
-        id,
-        "--dataset",
-        "s3://results/ds/",
-        "-o",
-        out.to_str().expect("utf8"),
-    ]);
+    let o = run(&extract_flow);
     let err = text(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(err.contains("another version of the capture"), "{err}");

@@ -435,28 +435,13 @@ fn have_tshark() -> bool {
 /// What `tshark -r FILE` reads: one line per frame (time, length on the wire, bytes
 /// captured), of the frames the display `filter` selects.
 fn tshark_frames(file: &Path, filter: Option<&str>) -> Vec<String> {
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-r").arg(file).args([
-        "-T",
-        "fields",
-        "-e",
-        "frame.time_epoch",
-        "-e",
-        "frame.len",
-        "-e",
-        "frame.cap_len",
-    ]);
+    let mut args = vec!["-r", file.to_str().expect("utf8")];
+    args.extend(["-T", "fields", "-e", "frame.time_epoch"]);
+    args.extend(["-e", "frame.len", "-e", "frame.cap_len"]);
     if let Some(f) = filter {
-        cmd.args(["-Y", f]);
+        args.extend(["-Y", f]);
     }
-    let out = cmd.output().expect("tshark runs");
-    assert!(
-        out.status.success(),
-        "tshark -r {}: {}",
-        file.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    pcaplab_testkit::tshark(&args)
         .lines()
         .map(str::to_owned)
         .collect()

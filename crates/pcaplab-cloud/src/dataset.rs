@@ -511,28 +511,13 @@ impl<'a> Cols<'a> {
             .ok_or_else(|| format!("no column {name} (written by an older pcaplab? convert again)"))
     }
 
-    fn u64s(&self, name: &str) -> Result<&'a arrow_array::UInt64Array, String> {
+    fn prim<T: arrow_array::ArrowPrimitiveType>(
+        &self,
+        name: &str,
+    ) -> Result<&'a arrow_array::PrimitiveArray<T>, String> {
         self.get(name)?
-            .as_primitive_opt::<UInt64Type>()
-            .ok_or_else(|| format!("column {name} is not uint64"))
-    }
-
-    fn u32s(&self, name: &str) -> Result<&'a arrow_array::UInt32Array, String> {
-        self.get(name)?
-            .as_primitive_opt::<UInt32Type>()
-            .ok_or_else(|| format!("column {name} is not uint32"))
-    }
-
-    fn u16s(&self, name: &str) -> Result<&'a arrow_array::UInt16Array, String> {
-        self.get(name)?
-            .as_primitive_opt::<UInt16Type>()
-            .ok_or_else(|| format!("column {name} is not uint16"))
-    }
-
-    fn u8s(&self, name: &str) -> Result<&'a arrow_array::UInt8Array, String> {
-        self.get(name)?
-            .as_primitive_opt::<UInt8Type>()
-            .ok_or_else(|| format!("column {name} is not uint8"))
+            .as_primitive_opt::<T>()
+            .ok_or_else(|| format!("column {name} is not {}", T::DATA_TYPE))
     }
 
     fn strings(&self, name: &str) -> Result<&'a arrow_array::StringArray, String> {
@@ -581,10 +566,10 @@ impl CaptureFiles {
             |batch| {
                 let c = Cols(batch);
                 let (frame, offset, len, iface) = (
-                    c.u64s(col::FRAME_NUMBER)?,
-                    c.u64s(col::RECORD_OFFSET)?,
-                    c.u32s(col::RECORD_LEN)?,
-                    c.u32s(col::INTERFACE_ID)?,
+                    c.prim::<UInt64Type>(col::FRAME_NUMBER)?,
+                    c.prim::<UInt64Type>(col::RECORD_OFFSET)?,
+                    c.prim::<UInt32Type>(col::RECORD_LEN)?,
+                    c.prim::<UInt32Type>(col::INTERFACE_ID)?,
                 );
                 for i in 0..batch.num_rows() {
                     if frames.contains(frame.value(i)) {
@@ -645,8 +630,11 @@ impl CaptureFiles {
                     .as_primitive_opt::<TimestampNanosecondType>()
                     .ok_or("column ts is not a timestamp")?;
                 let (src, dst) = (c.strings(col::SRC_IP)?, c.strings(col::DST_IP)?);
-                let (sport, dport) = (c.u16s(col::SRC_PORT)?, c.u16s(col::DST_PORT)?);
-                let proto = c.u8s(col::IP_PROTO)?;
+                let (sport, dport) = (
+                    c.prim::<UInt16Type>(col::SRC_PORT)?,
+                    c.prim::<UInt16Type>(col::DST_PORT)?,
+                );
+                let proto = c.prim::<UInt8Type>(col::IP_PROTO)?;
                 for i in 0..batch.num_rows() {
                     let t = opt(ts, i);
                     let host = |h: &String| {
@@ -712,22 +700,22 @@ impl CaptureFiles {
                         continue;
                     }
                     found.push(FlowRow {
-                        ip_proto: c.u8s(flow_col::IP_PROTO)?.value(i),
+                        ip_proto: c.prim::<UInt8Type>(flow_col::IP_PROTO)?.value(i),
                         vlans: [
-                            opt(c.u16s(flow_col::VLAN)?, i),
-                            opt(c.u16s(flow_col::INNER_VLAN)?, i),
+                            opt(c.prim::<UInt16Type>(flow_col::VLAN)?, i),
+                            opt(c.prim::<UInt16Type>(flow_col::INNER_VLAN)?, i),
                         ],
                         src: (
                             c.strings(flow_col::SRC_IP)?.value(i).to_owned(),
-                            opt(c.u16s(flow_col::SRC_PORT)?, i),
+                            opt(c.prim::<UInt16Type>(flow_col::SRC_PORT)?, i),
                         ),
                         dst: (
                             c.strings(flow_col::DST_IP)?.value(i).to_owned(),
-                            opt(c.u16s(flow_col::DST_PORT)?, i),
+                            opt(c.prim::<UInt16Type>(flow_col::DST_PORT)?, i),
                         ),
-                        tunnel_id: opt(c.u32s(flow_col::TUNNEL_ID)?, i),
-                        first_frame: c.u64s(flow_col::FIRST_FRAME)?.value(i),
-                        last_frame: c.u64s(flow_col::LAST_FRAME)?.value(i),
+                        tunnel_id: opt(c.prim::<UInt32Type>(flow_col::TUNNEL_ID)?, i),
+                        first_frame: c.prim::<UInt64Type>(flow_col::FIRST_FRAME)?.value(i),
+                        last_frame: c.prim::<UInt64Type>(flow_col::LAST_FRAME)?.value(i),
                     });
                 }
                 Ok(())
@@ -776,21 +764,24 @@ impl CaptureFiles {
         let (mut datagrams, mut maybe) = (BTreeSet::new(), BTreeSet::new());
         scan(&self.store, file, &columns, in_range, |batch| {
             let c = Cols(batch);
-            let frame = c.u64s(col::FRAME_NUMBER)?;
+            let frame = c.prim::<UInt64Type>(col::FRAME_NUMBER)?;
             let (proto, src, dst) = (
-                c.u8s(col::IP_PROTO)?,
+                c.prim::<UInt8Type>(col::IP_PROTO)?,
                 c.strings(col::SRC_IP)?,
                 c.strings(col::DST_IP)?,
             );
-            let (sport, dport) = (c.u16s(col::SRC_PORT)?, c.u16s(col::DST_PORT)?);
+            let (sport, dport) = (
+                c.prim::<UInt16Type>(col::SRC_PORT)?,
+                c.prim::<UInt16Type>(col::DST_PORT)?,
+            );
             let vlan_ids = c
                 .get(col::VLAN_IDS)?
                 .as_list_opt::<i32>()
                 .ok_or("column vlan_ids is not a list")?;
             let (tunnel, datagram, count) = (
-                c.u32s(col::TUNNEL_ID)?,
-                c.u64s(col::FRAG_DATAGRAM)?,
-                c.u32s(col::FRAG_COUNT)?,
+                c.prim::<UInt32Type>(col::TUNNEL_ID)?,
+                c.prim::<UInt64Type>(col::FRAG_DATAGRAM)?,
+                c.prim::<UInt32Type>(col::FRAG_COUNT)?,
             );
             for i in 0..batch.num_rows() {
                 let n = frame.value(i);
@@ -873,9 +864,9 @@ impl CaptureFiles {
             |batch| {
                 let c = Cols(batch);
                 let (frame, datagram, count) = (
-                    c.u64s(col::FRAME_NUMBER)?,
-                    c.u64s(col::FRAG_DATAGRAM)?,
-                    c.u32s(col::FRAG_COUNT)?,
+                    c.prim::<UInt64Type>(col::FRAME_NUMBER)?,
+                    c.prim::<UInt64Type>(col::FRAG_DATAGRAM)?,
+                    c.prim::<UInt32Type>(col::FRAG_COUNT)?,
                 );
                 for i in 0..batch.num_rows() {
                     let Some(d) = opt(datagram, i) else { continue };
@@ -906,12 +897,12 @@ impl CaptureFiles {
 
 fn place(c: &Cols<'_>, i: usize) -> Result<Wanted, String> {
     Ok(Wanted {
-        frame: c.u64s(col::FRAME_NUMBER)?.value(i),
+        frame: c.prim::<UInt64Type>(col::FRAME_NUMBER)?.value(i),
         span: RecordSpan {
-            offset: c.u64s(col::RECORD_OFFSET)?.value(i),
-            len: c.u32s(col::RECORD_LEN)?.value(i),
+            offset: c.prim::<UInt64Type>(col::RECORD_OFFSET)?.value(i),
+            len: c.prim::<UInt32Type>(col::RECORD_LEN)?.value(i),
         },
-        interface_id: c.u32s(col::INTERFACE_ID)?.value(i),
+        interface_id: c.prim::<UInt32Type>(col::INTERFACE_ID)?.value(i),
     })
 }
 

@@ -356,6 +356,21 @@ pub fn parse_items(out: &str) -> BTreeMap<String, Item> {
     items
 }
 
+/// Run `tshark ARGS`, which must succeed; its standard output.
+pub fn tshark<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let o = Command::new("tshark")
+        .args(args)
+        .output()
+        .expect("run tshark (apt-get install tshark)");
+    let shown: Vec<_> = args.iter().map(|a| a.as_ref().to_string_lossy()).collect();
+    assert!(
+        o.status.success(),
+        "tshark {shown:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 // ---------------------------------------------------------------------------------------------
 // The oracle
 
