@@ -1167,6 +1167,7 @@ fn ng_block(
             );
         }
         Block::SimplePacket(spb) => {
+            same_lengths(spb.block_len1, spb.block_len2).map_err(damaged)?;
             // An SPB belongs to interface 0 and has no timestamp.
             let iface = interfaces.first().ok_or_else(|| {
                 damaged("simple packet block in a section without interfaces".into())
@@ -1188,6 +1189,7 @@ fn ng_block(
         Block::Unknown(ub)
             if ub.block_type == OPB_TYPE || ub.block_type.swap_bytes() == OPB_TYPE =>
         {
+            same_lengths(ub.block_len1, ub.block_len2).map_err(damaged)?;
             obsolete_packet_block(ub.data, *big_endian, interfaces, *section_base, chunk)
                 .map_err(damaged)?;
         }
@@ -1195,6 +1197,19 @@ fn ng_block(
         _ => {}
     }
     Ok(())
+}
+
+/// A block's leading and trailing lengths must agree (as wiretap requires; pcap-parser checks
+/// them for the blocks it knows, not for Simple and obsolete Packet Blocks): otherwise the
+/// block's record is not what its length says.
+fn same_lengths(first: u32, second: u32) -> Result<(), String> {
+    if first == second {
+        Ok(())
+    } else {
+        Err(format!(
+            "block lengths differ: {first} at its start, {second} at its end"
+        ))
+    }
 }
 
 /// The Packet Block of pcapng drafts before EPB existed (block type 2).
@@ -1687,6 +1702,30 @@ mod tests {
             });
         }
         (out, records)
+    }
+
+    #[test]
+    fn packet_blocks_whose_lengths_differ_are_damage() {
+        // The third block (after the SHB and IDB) is an SPB (see `pcapng`); an obsolete
+        // Packet Block goes after the packets.
+        let packets = vec![packet(20, 1), packet(30, 2), packet(40, 3)];
+        let (mut bytes, records) = pcapng(&packets);
+        let (body, _) = packet_block(true, 7, &packet(24, 4));
+        let (opb, _) = ng_block(&mut bytes, OPB_TYPE, &body);
+        for (at, kept) in [(records[3].start, 1), (opb, 3)] {
+            let mut bad = bytes.clone();
+            let end = if at == opb { bad.len() } else { records[3].end };
+            bad[end - 4] ^= 0x40;
+            let (frames, error) = frames_of(&bad);
+            assert_eq!(frames.len(), kept, "block at {at}");
+            match error {
+                Some(ReadError::Damaged { offset, reason }) => {
+                    assert_eq!(offset, at as u64);
+                    assert!(reason.contains("block lengths differ"), "{reason}");
+                }
+                other => panic!("block at {at}: {other:?}"),
+            }
+        }
     }
 
     #[test]
