@@ -827,3 +827,32 @@ fn filters_on_addresses_ports_protocols_and_time_equal_tshark_s() {
         );
     }
 }
+
+#[test]
+fn a_frame_salvaged_from_a_cut_record_is_refused_by_name() {
+    let work = tempfile::tempdir().expect("tempdir");
+    let mut bytes =
+        std::fs::read(pcaplab_testkit::own_captures().join("lab-web.pcap")).expect("read");
+    bytes.truncate(bytes.len() - 10);
+    let cut = work.path().join("cut.pcap");
+    std::fs::write(&cut, &bytes).expect("write");
+    let (caps, out) = convert(work.path(), &[(&cut, "cut.pcap")]);
+    let input = caps.join("cut.pcap");
+    let dataset = out.to_str().expect("utf8");
+    let target = work.path().join("x.pcap");
+    // Its 33rd and last frame is the salvaged one; the 32 before it are whole records.
+    let o = extract(
+        &input,
+        &target,
+        &["--frames", "30-32", "--dataset", dataset],
+    );
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = extract(
+        &input,
+        &target,
+        &["--frames", "32-33", "--dataset", dataset],
+    );
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("cut short by the end of the capture"), "{err}");
+}

@@ -548,7 +548,20 @@ fn ranged(
             }
             for span in &spans[range.spans.clone()] {
                 let record = range.record(&data, *span);
-                records::check_record(preamble, *span, record).map_err(recs)?;
+                records::check_record(preamble, *span, record).map_err(|e| {
+                    // A frame salvaged from a record the end of the capture cuts: its row
+                    // says so, and there is no whole record to write.
+                    if span.offset + u64::from(span.len) == obj.size {
+                        ExtractError::Selection(format!(
+                            "{}: the record at byte {} is cut short by the end of the capture \
+                             (its row's decode_error says \"truncated record\"): it cannot be \
+                             written as a whole record; leave that frame out",
+                            obj.url, span.offset
+                        ))
+                    } else {
+                        recs(e)
+                    }
+                })?;
                 out.write_all(record).map_err(ExtractError::Write)?;
                 report.records += 1;
                 report.bytes_written += record.len() as u64;
