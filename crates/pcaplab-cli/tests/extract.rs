@@ -595,12 +595,14 @@ fn one_flow_of_a_gigabyte_capture_on_s3_is_a_few_ranged_reads() {
     assert!(o.status.success(), "{}", text(&o.stderr));
     let flow = moto.py(
         r#"
-import io, pyarrow.parquet as pq
+import duckdb, tempfile
 for o in s3.list_objects_v2(Bucket='results', Prefix='ds/flows/')['Contents']:
-    t = pq.read_table(io.BytesIO(s3.get_object(Bucket='results', Key=o['Key'])['Body'].read())).to_pylist()
-    for r in t:
-        if r['ip_proto'] == 6:
-            print(r['community_id'], r['packets'])
+    with tempfile.NamedTemporaryFile(suffix='.parquet') as f:
+        s3.download_fileobj('results', o['Key'], f)
+        f.flush()
+        q = f"select community_id, packets from '{f.name}' where ip_proto = 6"
+        for cid, packets in duckdb.sql(q).fetchall():
+            print(cid, packets)
 "#,
         &[],
     );
