@@ -564,23 +564,10 @@ impl CaptureFiles {
             &PLACE,
             |a, b| frames.overlaps(a, b),
             |batch| {
-                let c = Cols(batch);
-                let (frame, offset, len, iface) = (
-                    c.prim::<UInt64Type>(col::FRAME_NUMBER)?,
-                    c.prim::<UInt64Type>(col::RECORD_OFFSET)?,
-                    c.prim::<UInt32Type>(col::RECORD_LEN)?,
-                    c.prim::<UInt32Type>(col::INTERFACE_ID)?,
-                );
+                let places = Places::of(&Cols(batch))?;
                 for i in 0..batch.num_rows() {
-                    if frames.contains(frame.value(i)) {
-                        wanted.push(Wanted {
-                            frame: frame.value(i),
-                            span: RecordSpan {
-                                offset: offset.value(i),
-                                len: len.value(i),
-                            },
-                            interface_id: iface.value(i),
-                        });
+                    if frames.contains(places.frame(i)) {
+                        wanted.push(places.at(i));
                     }
                 }
                 Ok(())
@@ -625,6 +612,7 @@ impl CaptureFiles {
             |_, _| true,
             |batch| {
                 let c = Cols(batch);
+                let places = Places::of(&c)?;
                 let ts = c
                     .get(col::TS)?
                     .as_primitive_opt::<TimestampNanosecondType>()
@@ -648,7 +636,7 @@ impl CaptureFiles {
                         && filter.since.is_none_or(|s| t.is_some_and(|t| t >= s))
                         && filter.until.is_none_or(|u| t.is_some_and(|t| t < u));
                     if keep {
-                        wanted.push(place(&c, i)?);
+                        wanted.push(places.at(i));
                     }
                 }
                 Ok(())
@@ -695,27 +683,33 @@ impl CaptureFiles {
             |batch| {
                 let c = Cols(batch);
                 let id = c.strings(flow_col::COMMUNITY_ID)?;
+                let proto = c.prim::<UInt8Type>(flow_col::IP_PROTO)?;
+                let vlans = (
+                    c.prim::<UInt16Type>(flow_col::VLAN)?,
+                    c.prim::<UInt16Type>(flow_col::INNER_VLAN)?,
+                );
+                let (src, dst) = (c.strings(flow_col::SRC_IP)?, c.strings(flow_col::DST_IP)?);
+                let (sport, dport) = (
+                    c.prim::<UInt16Type>(flow_col::SRC_PORT)?,
+                    c.prim::<UInt16Type>(flow_col::DST_PORT)?,
+                );
+                let tunnel = c.prim::<UInt32Type>(flow_col::TUNNEL_ID)?;
+                let (first, last) = (
+                    c.prim::<UInt64Type>(flow_col::FIRST_FRAME)?,
+                    c.prim::<UInt64Type>(flow_col::LAST_FRAME)?,
+                );
                 for i in 0..batch.num_rows() {
                     if id.value(i) != community_id {
                         continue;
                     }
                     found.push(FlowRow {
-                        ip_proto: c.prim::<UInt8Type>(flow_col::IP_PROTO)?.value(i),
-                        vlans: [
-                            opt(c.prim::<UInt16Type>(flow_col::VLAN)?, i),
-                            opt(c.prim::<UInt16Type>(flow_col::INNER_VLAN)?, i),
-                        ],
-                        src: (
-                            c.strings(flow_col::SRC_IP)?.value(i).to_owned(),
-                            opt(c.prim::<UInt16Type>(flow_col::SRC_PORT)?, i),
-                        ),
-                        dst: (
-                            c.strings(flow_col::DST_IP)?.value(i).to_owned(),
-                            opt(c.prim::<UInt16Type>(flow_col::DST_PORT)?, i),
-                        ),
-                        tunnel_id: opt(c.prim::<UInt32Type>(flow_col::TUNNEL_ID)?, i),
-                        first_frame: c.prim::<UInt64Type>(flow_col::FIRST_FRAME)?.value(i),
-                        last_frame: c.prim::<UInt64Type>(flow_col::LAST_FRAME)?.value(i),
+                        ip_proto: proto.value(i),
+                        vlans: [opt(vlans.0, i), opt(vlans.1, i)],
+                        src: (src.value(i).to_owned(), opt(sport, i)),
+                        dst: (dst.value(i).to_owned(), opt(dport, i)),
+                        tunnel_id: opt(tunnel, i),
+                        first_frame: first.value(i),
+                        last_frame: last.value(i),
                     });
                 }
                 Ok(())
@@ -764,7 +758,7 @@ impl CaptureFiles {
         let (mut datagrams, mut maybe) = (BTreeSet::new(), BTreeSet::new());
         scan(&self.store, file, &columns, in_range, |batch| {
             let c = Cols(batch);
-            let frame = c.prim::<UInt64Type>(col::FRAME_NUMBER)?;
+            let places = Places::of(&c)?;
             let (proto, src, dst) = (
                 c.prim::<UInt8Type>(col::IP_PROTO)?,
                 c.strings(col::SRC_IP)?,
@@ -778,36 +772,34 @@ impl CaptureFiles {
                 .get(col::VLAN_IDS)?
                 .as_list_opt::<i32>()
                 .ok_or("column vlan_ids is not a list")?;
+            let vlan_values = vlan_ids
+                .values()
+                .as_primitive_opt::<UInt16Type>()
+                .ok_or("column vlan_ids is not a list of uint16")?;
+            // Row `i`'s `k`th VLAN ID (outermost first), read in place.
+            let vlan = |i: usize, k: usize| {
+                let offsets = vlan_ids.value_offsets();
+                let (from, to) = (offsets[i] as usize, offsets[i + 1] as usize);
+                (vlan_ids.is_valid(i) && from + k < to).then(|| vlan_values.value(from + k))
+            };
             let (tunnel, datagram, count) = (
                 c.prim::<UInt32Type>(col::TUNNEL_ID)?,
                 c.prim::<UInt64Type>(col::FRAG_DATAGRAM)?,
                 c.prim::<UInt32Type>(col::FRAG_COUNT)?,
             );
             for i in 0..batch.num_rows() {
-                let n = frame.value(i);
+                let n = places.frame(i);
                 let Some(p) = opt(proto, i) else { continue };
                 if !src.is_valid(i) || !dst.is_valid(i) {
                     continue;
                 }
-                let vlans: Vec<u16> = if vlan_ids.is_valid(i) {
-                    vlan_ids
-                        .value(i)
-                        .as_primitive_opt::<UInt16Type>()
-                        .map(|v| v.values().to_vec())
-                        .unwrap_or_default()
-                } else {
-                    Vec::new()
-                };
                 let ends = ((src.value(i), opt(sport, i)), (dst.value(i), opt(dport, i)));
                 let fragment = opt(datagram, i);
                 let matched = flows.iter().any(|f| {
                     if !(f.first_frame <= n && n <= f.last_frame && f.ip_proto == p) {
                         return false;
                     }
-                    if f.tunnel_id != opt(tunnel, i)
-                        || f.vlans[0] != vlans.first().copied()
-                        || f.vlans[1] != vlans.get(1).copied()
-                    {
+                    if f.tunnel_id != opt(tunnel, i) || f.vlans != [vlan(i, 0), vlan(i, 1)] {
                         return false;
                     }
                     // ICMP flows pair types in their "ports"; the rows have none.
@@ -827,7 +819,7 @@ impl CaptureFiles {
                     }
                     (true, d, _) => {
                         datagrams.extend(d);
-                        wanted.push(place(&c, i)?);
+                        wanted.push(places.at(i));
                     }
                 }
             }
@@ -863,20 +855,20 @@ impl CaptureFiles {
             |a, b| a <= until && first <= b,
             |batch| {
                 let c = Cols(batch);
-                let (frame, datagram, count) = (
-                    c.prim::<UInt64Type>(col::FRAME_NUMBER)?,
+                let places = Places::of(&c)?;
+                let (datagram, count) = (
                     c.prim::<UInt64Type>(col::FRAG_DATAGRAM)?,
                     c.prim::<UInt32Type>(col::FRAG_COUNT)?,
                 );
                 for i in 0..batch.num_rows() {
                     let Some(d) = opt(datagram, i) else { continue };
-                    if datagrams.contains(&d) && !have.contains(&frame.value(i)) {
-                        wanted.push(place(&c, i)?);
+                    if datagrams.contains(&d) && !have.contains(&places.frame(i)) {
+                        wanted.push(places.at(i));
                     } else if maybe.contains(&d) {
                         if count.is_valid(i) {
                             completed.insert(d);
                         }
-                        maybe_rows.push((d, place(&c, i)?));
+                        maybe_rows.push((d, places.at(i)));
                     }
                 }
                 Ok(())
@@ -895,15 +887,39 @@ impl CaptureFiles {
     }
 }
 
-fn place(c: &Cols<'_>, i: usize) -> Result<Wanted, String> {
-    Ok(Wanted {
-        frame: c.prim::<UInt64Type>(col::FRAME_NUMBER)?.value(i),
-        span: RecordSpan {
-            offset: c.prim::<UInt64Type>(col::RECORD_OFFSET)?.value(i),
-            len: c.prim::<UInt32Type>(col::RECORD_LEN)?.value(i),
-        },
-        interface_id: c.prim::<UInt32Type>(col::INTERFACE_ID)?.value(i),
-    })
+/// The [`PLACE`] columns of a batch, looked up once for all its rows.
+struct Places<'a> {
+    frame: &'a arrow_array::UInt64Array,
+    offset: &'a arrow_array::UInt64Array,
+    len: &'a arrow_array::UInt32Array,
+    interface: &'a arrow_array::UInt32Array,
+}
+
+impl<'a> Places<'a> {
+    fn of(c: &Cols<'a>) -> Result<Self, String> {
+        Ok(Places {
+            frame: c.prim::<UInt64Type>(col::FRAME_NUMBER)?,
+            offset: c.prim::<UInt64Type>(col::RECORD_OFFSET)?,
+            len: c.prim::<UInt32Type>(col::RECORD_LEN)?,
+            interface: c.prim::<UInt32Type>(col::INTERFACE_ID)?,
+        })
+    }
+
+    fn frame(&self, i: usize) -> u64 {
+        self.frame.value(i)
+    }
+
+    /// Row `i`'s record.
+    fn at(&self, i: usize) -> Wanted {
+        Wanted {
+            frame: self.frame.value(i),
+            span: RecordSpan {
+                offset: self.offset.value(i),
+                len: self.len.value(i),
+            },
+            interface_id: self.interface.value(i),
+        }
+    }
 }
 
 /// The frame numbers in the `frame_number` column of a Parquet or CSV file (what DuckDB
