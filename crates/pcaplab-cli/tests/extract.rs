@@ -546,6 +546,14 @@ fn large_capture(path: &Path, frames: u32, payload: usize, small: &[u32]) {
     w.flush().expect("flush");
 }
 
+/// `pcaplab ARGS` talking to `moto`.
+fn on_moto(moto: &pcaplab_testkit::Moto, args: &[&str]) -> Output {
+    moto.env(&mut Command::new(env!("CARGO_BIN_EXE_pcaplab")))
+        .args(args)
+        .output()
+        .expect("run pcaplab")
+}
+
 /// Bytes from pcaplab's "read 64.5 KiB of 1.0 GiB" (human units).
 fn read_bytes(report: &str) -> (f64, f64) {
     let after = report.split("; read ").nth(1).expect("a read report");
@@ -579,12 +587,7 @@ fn one_flow_of_a_gigabyte_capture_on_s3_is_a_few_ranged_reads() {
         &[big.to_str().expect("utf8")],
     );
     std::fs::remove_file(&big).expect("rm");
-    let run = |args: &[&str]| -> Output {
-        moto.env(&mut Command::new(env!("CARGO_BIN_EXE_pcaplab")))
-            .args(args)
-            .output()
-            .expect("run pcaplab")
-    };
+    let run = |args: &[&str]| on_moto(&moto, args);
     let o = run(&[
         "convert",
         "s3://captures/big.pcap",
@@ -689,12 +692,7 @@ fn a_gzip_capture_on_s3_is_read_only_up_to_the_last_record_wanted() {
         "s3.create_bucket(Bucket='captures')\ns3.upload_file(sys.argv[1], 'captures', 'mid.pcap.gz')",
         &[packed.to_str().expect("utf8")],
     );
-    let run = |args: &[&str]| -> Output {
-        moto.env(&mut Command::new(env!("CARGO_BIN_EXE_pcaplab")))
-            .args(args)
-            .output()
-            .expect("run pcaplab")
-    };
+    let run = |args: &[&str]| on_moto(&moto, args);
     let out = work.path().join("frames.pcap");
     let o = run(&[
         "extract",
