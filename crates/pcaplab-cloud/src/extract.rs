@@ -236,17 +236,32 @@ impl Object {
             })
     }
 
-    /// The object from its start, as a blocking reader counting what it reads.
-    fn stream(&self, handle: &Handle, read: &Arc<AtomicU64>) -> Result<Counting, ExtractError> {
-        let got = handle
-            .block_on(self.store.get(&self.path))
-            .map_err(|source| ExtractError::Fetch {
-                url: self.url.clone(),
-                source,
-            })?;
-        let (reader, _failed) = StreamReader::spawn(handle, got.into_stream(), None);
+    /// The object from its start, as a blocking reader counting what it reads: `head` (its
+    /// first bytes, already read), then the rest.
+    fn stream(
+        &self,
+        handle: &Handle,
+        head: Bytes,
+        read: &Arc<AtomicU64>,
+    ) -> Result<Counting, ExtractError> {
+        let from = head.len() as u64;
+        let rest: Box<dyn Read + Send> = if from >= self.size {
+            Box::new(io::empty())
+        } else {
+            let options = object_store::GetOptions {
+                range: Some(object_store::GetRange::Offset(from)),
+                ..Default::default()
+            };
+            let got = handle
+                .block_on(self.store.get_opts(&self.path, options))
+                .map_err(|source| ExtractError::Fetch {
+                    url: self.url.clone(),
+                    source,
+                })?;
+            Box::new(StreamReader::spawn(handle, got.into_stream(), None).0)
+        };
         Ok(Counting {
-            inner: Box::new(reader),
+            inner: Box::new(io::Cursor::new(head).chain(rest)),
             read: Arc::clone(read),
         })
     }
@@ -325,7 +340,7 @@ fn scan_frames(
     read: &Arc<AtomicU64>,
 ) -> Result<Vec<Wanted>, ExtractError> {
     let last = frames.last().unwrap_or(0);
-    let input = obj.stream(handle, read)?;
+    let input = obj.stream(handle, Bytes::new(), read)?;
     let capture = |source| ExtractError::Capture {
         url: obj.url.clone(),
         source,
@@ -481,7 +496,9 @@ fn copy(
             return ranged(handle, obj, (&preamble, head), &spans, out, read, report);
         }
     }
-    let input = obj.stream(handle, read)?;
+    // The bytes read for the preamble are the stream's start: not read again.
+    read.fetch_sub(head.len() as u64, Ordering::Relaxed);
+    let input = obj.stream(handle, head, read)?;
     let (_, mut stream) = decompressed(input).map_err(|source| ExtractError::Open {
         url: obj.url.clone(),
         source,
