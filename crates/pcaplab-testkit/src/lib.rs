@@ -5,6 +5,10 @@
 //!   line — or fails it when `$PCAPLAB_REQUIRE_ALL` is set, as `.ci/test` does.
 //! - [`Moto`]: a moto server of the test's own on a free loopback port, stopped when dropped,
 //!   and commands pointed at it (and at nothing else of the machine).
+//! - [`FaultProxy`]: a proxy in front of moto that fails the requests a test names.
+
+pub mod faults;
+pub use faults::{Fault, FaultProxy, Rule};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
@@ -224,6 +228,11 @@ impl Moto {
     /// `cmd` talking to this server only, with the emulator's fixed credentials.
     pub fn env<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
         emulator_env(cmd, &self.endpoint(), self.home.path())
+    }
+
+    /// `cmd` talking to this server through `endpoint` (a [`FaultProxy`] in front of it).
+    pub fn env_via<'c>(&self, cmd: &'c mut Command, endpoint: &str) -> &'c mut Command {
+        emulator_env(cmd, endpoint, self.home.path())
     }
 
     /// Run [`PRELUDE`] + `script` with `args`; it must succeed. Returns its stdout.

@@ -1,0 +1,397 @@
+//! `pcaplab convert s3://… --out s3://… --dynamodb-table` with S3 and DynamoDB failing under
+//! it: the testkit's fault-injecting proxy between the binary and moto.
+//!
+//! - Transient faults of every kind (S3 `503 SlowDown` and `500`s on reads, uploads, multipart
+//!   steps; a download cut mid-body; connections dropped before a request arrives and after it
+//!   took effect; DynamoDB throttling and `500`s, an item written whose answer was lost): the run
+//!   succeeds, and its dataset (every object's bytes) and its items equal a fault-free run's.
+//! - Persistent faults on one capture's download and on another's item: exit 1, each named with
+//!   its retryable error, the other captures converted; nothing half-written is visible.
+//!
+//! Needs `$PCAPLAB_PYTHON` (boto3, moto[server]); see pcaplab-testkit.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, own_captures, python};
+
+/// The formats compared: every byte of each is deterministic (the DynamoDB JSON lines carry
+/// `processed_at`, so items are compared in the table instead).
+const FORMATS: &str = "parquet,flows,lab-csv";
+
+struct Lab {
+    moto: Moto,
+    proxy: FaultProxy,
+    dir: tempfile::TempDir,
+}
+
+impl Lab {
+    /// moto with the `captures` and `results` buckets and the `tables`, a proxy in front of it,
+    /// and the captures uploaded under `in/`: the project's own and a generated one big
+    /// enough for a multipart output (`in/big.pcap`, 11 MB; its lab CSV is 14 MB).
+    fn start(python: &Path, tables: &[&str]) -> Lab {
+        let moto = Moto::start(python);
+        let proxy = FaultProxy::start(&moto.endpoint());
+        let dir = tempfile::tempdir().expect("tempdir");
+        let big = dir.path().join("big.pcap");
+        write_udp_pcap(&big, 150_000);
+        let mut tables_py = String::new();
+        for t in tables {
+            tables_py.push_str(&format!("create_table({t:?})\n"));
+        }
+        moto.py(
+            &format!("s3.create_bucket(Bucket='captures'); s3.create_bucket(Bucket='results')\n{tables_py}"),
+            &[],
+        );
+        let own = own_captures();
+        let mut files: Vec<_> = [
+            "lab-web.pcap",
+            "lab-web.pcap.gz",
+            "lab-vlan-ipv6.pcapng.zst",
+            "lab-snaplen.pcap",
+        ]
+        .iter()
+        .map(|f| (own.join(f), format!("in/{f}")))
+        .collect();
+        files.push((big, "in/big.pcap".into()));
+        moto.upload("captures", &files);
+        Lab { moto, proxy, dir }
+    }
+
+    /// `pcaplab ARGS` through the proxy.
+    fn pcaplab(&self, args: &[&str]) -> Output {
+        self.moto
+            .env_via(
+                &mut Command::new(env!("CARGO_BIN_EXE_pcaplab")),
+                &self.proxy.endpoint(),
+            )
+            .args(args)
+            .current_dir(self.dir.path())
+            .output()
+            .expect("run pcaplab")
+    }
+
+    fn convert(&self, prefix: &str, table: &str) -> Output {
+        self.pcaplab(&[
+            "convert",
+            "s3://captures/in/",
+            "--out",
+            &format!("s3://results/{prefix}/"),
+            "--dynamodb-table",
+            table,
+            "--format",
+            FORMATS,
+            "--jobs",
+            "2",
+        ])
+    }
+
+    /// Every object under `results/<prefix>/`: relative key → (MD5 of its bytes, size); and
+    /// the multipart uploads still open there.
+    fn dataset(&self, prefix: &str) -> (BTreeMap<String, (String, u64)>, Vec<String>) {
+        let out = self.moto.py(
+            r#"
+import hashlib
+prefix = sys.argv[1]
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket="results", Prefix=prefix):
+    for o in page.get("Contents", []):
+        body = s3.get_object(Bucket="results", Key=o["Key"])["Body"].read()
+        emit("obj", o["Key"][len(prefix):], hashlib.md5(body).hexdigest(), len(body))
+for u in s3.list_multipart_uploads(Bucket="results", Prefix=prefix).get("Uploads", []):
+    emit("open", u["Key"])
+"#,
+            &[&format!("{prefix}/")],
+        );
+        let objects = fields(&out, "obj")
+            .into_iter()
+            .map(|f| (f[0].clone(), (f[1].clone(), f[2].parse().expect("size"))))
+            .collect();
+        let open = fields(&out, "open")
+            .into_iter()
+            .map(|f| f[0].clone())
+            .collect();
+        (objects, open)
+    }
+
+    /// The items of `table`: s3Id → every attribute but `processed_at`, canonical JSON, with
+    /// the output prefix `results/<prefix>/` written as `results/…/`.
+    fn items(&self, table: &str, prefix: &str) -> BTreeMap<String, String> {
+        let out = self.moto.py(
+            r#"
+n = 0
+for it in items(sys.argv[1]):
+    canon = json.dumps({k: v for k, v in it.items() if k != "processed_at"}, sort_keys=True)
+    emit("item", it["s3Id"]["S"], canon.replace("s3://results/" + sys.argv[2] + "/", "s3://results/…/"))
+"#,
+            &[table, prefix],
+        );
+        let mut items = BTreeMap::new();
+        for f in fields(&out, "item") {
+            assert!(
+                items.insert(f[0].clone(), f[1].clone()).is_none(),
+                "two items for {}",
+                f[0]
+            );
+        }
+        items
+    }
+}
+
+/// A pcap of `packets` Ethernet/IPv4/UDP packets (60 bytes on the wire), from 250 hosts to
+/// 40 ports, 1 ms apart.
+fn write_udp_pcap(path: &Path, packets: u32) {
+    let mut out = Vec::with_capacity(24 + packets as usize * 76);
+    out.extend_from_slice(&0xa1b2_c3d4_u32.to_le_bytes());
+    out.extend_from_slice(&2u16.to_le_bytes());
+    out.extend_from_slice(&4u16.to_le_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend_from_slice(&65_535u32.to_le_bytes());
+    out.extend_from_slice(&1u32.to_le_bytes());
+    for i in 0..packets {
+        let t = 1_700_000_000_000_u64 + u64::from(i); // ms
+        out.extend_from_slice(&((t / 1000) as u32).to_le_bytes());
+        out.extend_from_slice(&(((t % 1000) * 1000) as u32).to_le_bytes());
+        out.extend_from_slice(&60u32.to_le_bytes());
+        out.extend_from_slice(&60u32.to_le_bytes());
+        let mut frame = [0u8; 60];
+        frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
+        frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
+        frame[12..14].copy_from_slice(&[0x08, 0x00]);
+        let ip = &mut frame[14..34];
+        ip[0] = 0x45;
+        ip[2..4].copy_from_slice(&46u16.to_be_bytes());
+        ip[8] = 64;
+        ip[9] = 17;
+        ip[12..16].copy_from_slice(&[10, 1, 0, (i % 250) as u8 + 1]);
+        ip[16..20].copy_from_slice(&[10, 2, 0, 1]);
+        let sum = ip
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum::<u32>();
+        let sum = (sum & 0xffff) + (sum >> 16);
+        let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        let udp = &mut frame[34..42];
+        udp[0..2].copy_from_slice(&(40_000 + (i % 250) as u16).to_be_bytes());
+        udp[2..4].copy_from_slice(&(9_000 + (i % 40) as u16).to_be_bytes());
+        udp[4..6].copy_from_slice(&26u16.to_be_bytes());
+        out.extend_from_slice(&frame);
+    }
+    std::fs::write(path, out).expect("write the generated capture");
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn transient_faults_of_every_kind_leave_the_same_dataset_and_items() {
+    let Some(py) = python() else { return };
+    let lab = Lab::start(&py, &["Clean", "Faulted"]);
+
+    let clean = lab.convert("clean", "Clean");
+    assert!(clean.status.success(), "{}", text(&clean));
+    let ops_clean: BTreeMap<String, usize> =
+        lab.proxy.seen().iter().fold(BTreeMap::new(), |mut m, s| {
+            *m.entry(s.op.clone()).or_default() += 1;
+            m
+        });
+    // The run uses the operations faulted below (a multipart upload for the big lab CSV).
+    for op in [
+        "s3:GetObject",
+        "s3:PutObject",
+        "s3:CreateMultipartUpload",
+        "s3:UploadPart",
+        "s3:CompleteMultipartUpload",
+        "dynamodb:PutItem",
+    ] {
+        assert!(ops_clean.contains_key(op), "{op} not used: {ops_clean:?}");
+    }
+    lab.proxy.reset_counts();
+
+    // Each kind of fault, a few times, on the run that writes to `faulted/`.
+    let injected = [
+        // A download cut after 3 MB (of 11), another refused twice.
+        (
+            Rule::new("s3:GetObject", Fault::CutBody(3 << 20))
+                .matching("big.pcap")
+                .times(1),
+            1,
+        ),
+        (
+            Rule::new("s3:GetObject", Fault::Throttle)
+                .matching("lab-web.pcap.gz")
+                .times(2),
+            2,
+        ),
+        (
+            Rule::new("s3:GetObject", Fault::Drop)
+                .matching("lab-snaplen")
+                .times(1),
+            1,
+        ),
+        // Uploads: 503 SlowDown, 500, a connection reset before the part arrived.
+        (Rule::new("s3:PutObject", Fault::Throttle).times(3), 3),
+        (
+            Rule::new("s3:CreateMultipartUpload", Fault::InternalError).times(1),
+            1,
+        ),
+        (Rule::new("s3:UploadPart", Fault::Throttle).times(2), 2),
+        (Rule::new("s3:UploadPart", Fault::Drop).times(1), 1),
+        (
+            Rule::new("s3:CompleteMultipartUpload", Fault::InternalError).times(1),
+            1,
+        ),
+        (
+            Rule::new("s3:CompleteMultipartUpload", Fault::DropAnswer).times(1),
+            1,
+        ),
+        (Rule::new("s3:PutObject", Fault::DropAnswer).times(1), 1),
+        // Items: throttled, a 500, and one written whose answer was lost (its retry must
+        // not be refused as stale).
+        (Rule::new("dynamodb:PutItem", Fault::Throttle).times(2), 2),
+        (
+            Rule::new("dynamodb:PutItem", Fault::InternalError).times(1),
+            1,
+        ),
+        (
+            Rule::new("dynamodb:PutItem", Fault::DropAnswer)
+                .matching("lab-web.pcap\"")
+                .times(1),
+            1,
+        ),
+    ];
+    for (rule, _) in &injected {
+        lab.proxy.inject(rule.clone());
+    }
+    let faulted = lab.convert("faulted", "Faulted");
+    let faults: BTreeMap<String, usize> = lab
+        .proxy
+        .seen()
+        .iter()
+        .filter(|s| s.fault.is_some())
+        .fold(BTreeMap::new(), |mut m, s| {
+            *m.entry(format!("{} {:?}", s.op, s.fault)).or_default() += 1;
+            m
+        });
+    assert!(
+        faulted.status.success(),
+        "{}\nfaults: {faults:?}",
+        text(&faulted)
+    );
+    // Every fault happened as scripted.
+    let expected: usize = injected.iter().map(|(_, n)| n).sum();
+    assert_eq!(faults.values().sum::<usize>(), expected, "{faults:?}");
+
+    // The same dataset, byte for byte, and nothing left half-done.
+    let (want, open_clean) = lab.dataset("clean");
+    let (got, open) = lab.dataset("faulted");
+    assert!(
+        open_clean.is_empty() && open.is_empty(),
+        "open uploads: {open:?}"
+    );
+    assert_eq!(got, want, "the faulted run's dataset differs");
+    assert!(want.len() >= 15, "{want:?}");
+    assert!(
+        want.get("csv/big.csv")
+            .is_some_and(|(_, size)| *size > 8 << 20),
+        "the big lab CSV is a multipart upload: {want:?}"
+    );
+    // The same items, one per capture.
+    let want = lab.items("Clean", "clean");
+    assert_eq!(want.len(), 5, "{want:?}");
+    assert_eq!(lab.items("Faulted", "faulted"), want);
+}
+
+#[test]
+fn persistent_faults_fail_their_capture_alone_and_say_it_is_retryable() {
+    let Some(py) = python() else { return };
+    let lab = Lab::start(&py, &["PacketCaptures"]);
+    // lab-snaplen.pcap cannot be read; lab-vlan-ipv6's item cannot be written.
+    lab.proxy
+        .inject(Rule::new("s3:GetObject", Fault::InternalError).matching("in/lab-snaplen.pcap"));
+    lab.proxy.inject(
+        Rule::new("dynamodb:PutItem", Fault::Throttle).matching("lab-vlan-ipv6.pcapng.zst"),
+    );
+    let o = lab.convert("run", "PacketCaptures");
+    let all = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{all}");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    let failed: Vec<&str> = stderr.lines().filter(|l| l.contains("failed  ")).collect();
+    assert_eq!(failed.len(), 2, "{all}");
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("s3://captures/in/lab-snaplen.pcap")
+                && l.contains("InternalError")
+                && l.ends_with("(retryable)")),
+        "{all}"
+    );
+    assert!(
+        failed
+            .iter()
+            .any(|l| l.contains("s3://captures/in/lab-vlan-ipv6.pcapng.zst")
+                && l.contains("ThrottlingException")
+                && l.ends_with("(retryable)")),
+        "{all}"
+    );
+    assert!(stderr.contains("3 converted, 2 failed"), "{all}");
+    // The clients retried before giving up.
+    assert!(
+        lab.proxy.faults("s3:GetObject") > 3,
+        "{:?}",
+        lab.proxy.seen()
+    );
+    assert!(
+        lab.proxy.faults("dynamodb:PutItem") >= 8,
+        "{:?}",
+        lab.proxy.seen()
+    );
+
+    // The others have their items and outputs; the unreadable one has neither; the one whose
+    // item failed has its outputs (committed first) and no item: a retry rewrites the same keys.
+    let items = lab.items("PacketCaptures", "run");
+    let ids: Vec<&str> = items.keys().map(String::as_str).collect();
+    assert_eq!(
+        ids,
+        [
+            "captures/in/big.pcap",
+            "captures/in/lab-web.pcap",
+            "captures/in/lab-web.pcap.gz"
+        ]
+    );
+    let (objects, open) = lab.dataset("run");
+    assert!(open.is_empty(), "open uploads: {open:?}");
+    assert!(
+        !objects.keys().any(|k| k.contains("lab-snaplen")),
+        "{objects:?}"
+    );
+    assert!(
+        objects.contains_key("csv/lab-vlan-ipv6.pcapng.csv"),
+        "{objects:?}"
+    );
+
+    // Healed, a second run converts the two and leaves one copy of each output.
+    lab.proxy.heal();
+    let again = lab.convert("run", "PacketCaptures");
+    assert!(again.status.success(), "{}", text(&again));
+    assert_eq!(lab.items("PacketCaptures", "run").len(), 5);
+    let (after, _) = lab.dataset("run");
+    for (key, v) in &objects {
+        assert_eq!(after.get(key), Some(v), "{key} changed");
+    }
+    assert_eq!(
+        after.keys().filter(|k| k.contains("lab-vlan-ipv6")).count(),
+        objects
+            .keys()
+            .filter(|k| k.contains("lab-vlan-ipv6"))
+            .count(),
+        "{after:?}"
+    );
+}
