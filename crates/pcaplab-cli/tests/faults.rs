@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, own_captures, python};
+use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, own_captures, python, udp_capture};
 
 /// The formats compared: every byte of each is deterministic (the DynamoDB JSON lines carry
 /// `processed_at`, so items are compared in the table instead).
@@ -35,7 +35,7 @@ impl Lab {
         let proxy = FaultProxy::start(&moto.endpoint());
         let dir = tempfile::tempdir().expect("tempdir");
         let big = dir.path().join("big.pcap");
-        write_udp_pcap(&big, 150_000);
+        udp_capture(&big, 150_000);
         let mut tables_py = String::new();
         for t in tables {
             tables_py.push_str(&format!("create_table({t:?})\n"));
@@ -136,49 +136,6 @@ for it in items(sys.argv[1]):
         }
         items
     }
-}
-
-/// A pcap of `packets` Ethernet/IPv4/UDP packets (60 bytes on the wire), from 250 hosts to
-/// 40 ports, 1 ms apart.
-fn write_udp_pcap(path: &Path, packets: u32) {
-    let mut out = Vec::with_capacity(24 + packets as usize * 76);
-    out.extend_from_slice(&0xa1b2_c3d4_u32.to_le_bytes());
-    out.extend_from_slice(&2u16.to_le_bytes());
-    out.extend_from_slice(&4u16.to_le_bytes());
-    out.extend_from_slice(&[0; 8]);
-    out.extend_from_slice(&65_535u32.to_le_bytes());
-    out.extend_from_slice(&1u32.to_le_bytes());
-    for i in 0..packets {
-        let t = 1_700_000_000_000_u64 + u64::from(i); // ms
-        out.extend_from_slice(&((t / 1000) as u32).to_le_bytes());
-        out.extend_from_slice(&(((t % 1000) * 1000) as u32).to_le_bytes());
-        out.extend_from_slice(&60u32.to_le_bytes());
-        out.extend_from_slice(&60u32.to_le_bytes());
-        let mut frame = [0u8; 60];
-        frame[..6].copy_from_slice(&[2, 0, 0, 0, 0, 1]);
-        frame[6..12].copy_from_slice(&[2, 0, 0, 0, 0, 2]);
-        frame[12..14].copy_from_slice(&[0x08, 0x00]);
-        let ip = &mut frame[14..34];
-        ip[0] = 0x45;
-        ip[2..4].copy_from_slice(&46u16.to_be_bytes());
-        ip[8] = 64;
-        ip[9] = 17;
-        ip[12..16].copy_from_slice(&[10, 1, 0, (i % 250) as u8 + 1]);
-        ip[16..20].copy_from_slice(&[10, 2, 0, 1]);
-        let sum = ip
-            .chunks(2)
-            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
-            .sum::<u32>();
-        let sum = (sum & 0xffff) + (sum >> 16);
-        let sum = !((sum & 0xffff) + (sum >> 16)) as u16;
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
-        let udp = &mut frame[34..42];
-        udp[0..2].copy_from_slice(&(40_000 + (i % 250) as u16).to_be_bytes());
-        udp[2..4].copy_from_slice(&(9_000 + (i % 40) as u16).to_be_bytes());
-        udp[4..6].copy_from_slice(&26u16.to_be_bytes());
-        out.extend_from_slice(&frame);
-    }
-    std::fs::write(path, out).expect("write the generated capture");
 }
 
 fn text(o: &Output) -> String {

@@ -28,7 +28,8 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use pcaplab_testkit::{
-    Guard, Item, Moto, corpus, expected_packets, fields, free_port, http_get, python, wait_until,
+    Guard, Item, Moto, corpus, expected_packets, fields, free_port, http_get, python, udp_capture,
+    wait_until,
 };
 use serde_json::Value;
 
@@ -95,36 +96,6 @@ fn depth(moto: &Moto) -> (u64, u64, u64) {
     let f = &fields(&moto.py(QUEUE_DEPTH, &[]), "depth")[0];
     let n = |i: usize| f[i].parse().expect("a count");
     (n(0), n(1), n(2))
-}
-
-/// A pcap of `packets` small UDP packets: slow enough to convert in a debug build (about
-/// 150 k packets/s) to outlast a 1 s visibility timeout or a short shutdown deadline.
-fn big_capture(path: &Path, packets: u32) {
-    let mut data = Vec::with_capacity(24 + packets as usize * 76);
-    for v in [
-        0xa1b2_c3d4u32.to_le_bytes().as_slice(),
-        &2u16.to_le_bytes(),
-        &4u16.to_le_bytes(),
-    ] {
-        data.extend_from_slice(v);
-    }
-    for v in [0u32, 0, 65535, 1] {
-        data.extend_from_slice(&v.to_le_bytes());
-    }
-    let mut frame = Vec::new();
-    frame.extend_from_slice(&[0xff; 6]);
-    frame.extend_from_slice(&[0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x08, 0x00]);
-    frame.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0]);
-    frame.extend_from_slice(&[192, 168, 0, 1, 192, 168, 0, 2]);
-    frame.extend_from_slice(&[0x04, 0xd2, 0, 53, 0, 26, 0, 0]);
-    frame.resize(60, b'x');
-    for i in 0..packets {
-        for v in [1_700_000_000 + i / 1000, (i % 1000) * 1000, 60, 60] {
-            data.extend_from_slice(&v.to_le_bytes());
-        }
-        data.extend_from_slice(&frame);
-    }
-    std::fs::write(path, data).expect("write the big capture");
 }
 
 /// A `pcaplab watch` child with JSON logs in a file and its metrics on a port of its own.
@@ -320,7 +291,7 @@ fn sqs_mode_converts_every_notified_capture_exactly_once() {
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big.pcap");
     const BIG: u32 = 600_000;
-    big_capture(&big, BIG);
+    udp_capture(&big, BIG);
     std::fs::write(
         dir.path().join("bad.pcap"),
         b"this is not a capture, whatever its name",
@@ -524,7 +495,7 @@ fn a_killed_watcher_loses_nothing_and_doubles_nothing() {
     let mut uploads: Vec<(PathBuf, String)> = Vec::new();
     for i in 0..3 {
         let path = dir.path().join(format!("big{i}.pcap"));
-        big_capture(&path, 200_000 + i * 1000);
+        udp_capture(&path, 200_000 + i * 1000);
         uploads.push((path, format!("in/big{i}.pcap")));
     }
     for n in corpus_captures(&corpus).iter().take(10) {
@@ -598,7 +569,7 @@ fn a_message_back_while_its_capture_is_in_flight_is_not_converted_twice() {
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big.pcap");
     const BIG: u32 = 400_000;
-    big_capture(&big, BIG);
+    udp_capture(&big, BIG);
     let mut w = Watcher::start(
         &moto,
         dir.path(),
@@ -820,7 +791,7 @@ fn sigterm_finishes_the_capture_in_flight_or_hands_it_back() {
     let queue = setup(&moto);
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big.pcap");
-    big_capture(&big, 300_000);
+    udp_capture(&big, 300_000);
     let base = [
         "--sqs-queue-url",
         &queue,
@@ -961,7 +932,7 @@ fn a_poll_watcher_that_loses_its_lease_stops_and_writes_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big.pcap");
     // Several seconds of work in a debug build: the lease is taken away long before the end.
-    big_capture(&big, 1_000_000);
+    udp_capture(&big, 1_000_000);
     moto.upload("captures", &[(big, "drop/big.pcap".into())]);
     let mut w = Watcher::start(
         &moto,

@@ -90,6 +90,36 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
     }
 }
 
+/// Write a pcap of `packets` small UDP packets (60 bytes, 1 ms apart) to `path`: a capture as
+/// big as a test needs (a debug build converts about 150 k packets/s).
+pub fn udp_capture(path: &Path, packets: u32) {
+    let mut data = Vec::with_capacity(24 + packets as usize * 76);
+    for v in [
+        0xa1b2_c3d4u32.to_le_bytes().as_slice(),
+        &2u16.to_le_bytes(),
+        &4u16.to_le_bytes(),
+    ] {
+        data.extend_from_slice(v);
+    }
+    for v in [0u32, 0, 65535, 1] {
+        data.extend_from_slice(&v.to_le_bytes());
+    }
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&[0xff; 6]);
+    frame.extend_from_slice(&[0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x08, 0x00]);
+    frame.extend_from_slice(&[0x45, 0, 0, 46, 0, 0, 0, 0, 64, 17, 0, 0]);
+    frame.extend_from_slice(&[192, 168, 0, 1, 192, 168, 0, 2]);
+    frame.extend_from_slice(&[0x04, 0xd2, 0, 53, 0, 26, 0, 0]);
+    frame.resize(60, b'x');
+    for i in 0..packets {
+        for v in [1_700_000_000 + i / 1000, (i % 1000) * 1000, 60, 60] {
+            data.extend_from_slice(&v.to_le_bytes());
+        }
+        data.extend_from_slice(&frame);
+    }
+    std::fs::write(path, data).expect("write the generated capture");
+}
+
 /// A child process killed and reaped when dropped, whatever the test did.
 pub struct Guard(pub Child);
 
