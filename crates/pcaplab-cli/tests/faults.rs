@@ -352,3 +352,100 @@ fn persistent_faults_fail_their_capture_alone_and_say_it_is_retryable() {
         "{after:?}"
     );
 }
+
+#[test]
+fn a_previous_versions_outputs_are_deleted_even_when_s3_or_dynamodb_fail_on_the_way() {
+    let Some(py) = python() else { return };
+    let lab = Lab::start(&py, &["PacketCaptures"]);
+    let own = own_captures();
+    let put = |file: &str| {
+        lab.moto
+            .upload("captures", &[(own.join(file), "in/x.pcap".into())])
+    };
+    let convert = || {
+        lab.pcaplab(&[
+            "convert",
+            "s3://captures/in/x.pcap",
+            "--out",
+            "s3://results/run/",
+            "--dynamodb-table",
+            "PacketCaptures",
+            "--format",
+            FORMATS,
+        ])
+    };
+    // The data outputs of x.pcap (versioned keys: one per version of the object).
+    let versions = || -> Vec<String> {
+        let (objects, _) = lab.dataset("run");
+        objects
+            .into_keys()
+            .filter(|k| k.starts_with("packets/") && k.contains("x.pcap."))
+            .collect()
+    };
+    put("lab-web.pcap");
+    let o = convert();
+    assert!(o.status.success(), "{}", text(&o));
+    let v1 = versions();
+    assert_eq!(v1.len(), 1, "{v1:?}");
+
+    // 1. A new version whose item write took effect but whose answer was lost: the retried
+    //    write finds its own item, yet the old version's outputs are deleted.
+    put("lab-snaplen.pcap");
+    lab.proxy.inject(
+        Rule::new("dynamodb:PutItem", Fault::DropAnswer)
+            .matching("x.pcap")
+            .times(1),
+    );
+    let o = convert();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(lab.proxy.faults("dynamodb:PutItem"), 1);
+    let v2 = versions();
+    assert_eq!(
+        v2.len(),
+        1,
+        "the old version's rows are still in the dataset: {v2:?}"
+    );
+    assert_ne!(v2, v1);
+
+    // 2. A third version while S3 refuses every delete: the run converts and records, says
+    //    that the old outputs are left (retryable), and the item remembers them.
+    put("lab-vlan-ipv6.pcapng.zst");
+    // (object_store deletes with DeleteObjects, one key per request.)
+    lab.proxy
+        .inject(Rule::new("s3:DeleteObjects", Fault::InternalError));
+    let o = convert();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        stderr.contains("s3://captures/in/x.pcap: converted, but 2 output(s) of its previous version could not be deleted")
+            && stderr.contains("the item lists them as stale_outputs")
+            && stderr.contains("(retryable)"),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        lab.proxy.faults("s3:DeleteObjects") >= 3,
+        "{:?}",
+        lab.proxy.seen()
+    );
+    assert_eq!(versions().len(), 2);
+    let items = lab.items("PacketCaptures", "run");
+    assert!(
+        items["captures/in/x.pcap"].contains("stale_outputs"),
+        "{items:?}"
+    );
+
+    // 3. Healed, the next run deletes them and the item forgets them.
+    lab.proxy.heal();
+    let o = convert();
+    assert!(o.status.success(), "{}", text(&o));
+    let v3 = versions();
+    assert_eq!(v3.len(), 1, "{v3:?}");
+    assert!(!v3.contains(&v2[0]), "{v3:?}");
+    let items = lab.items("PacketCaptures", "run");
+    assert!(
+        !items["captures/in/x.pcap"].contains("stale_outputs"),
+        "{items:?}"
+    );
+    assert!(items["captures/in/x.pcap"].contains("\"26\""), "{items:?}");
+}

@@ -150,6 +150,25 @@ pub enum JobError {
     },
     #[error("{url}: the table holds the result of a newer version of this object; nothing to do")]
     Superseded { url: String },
+    /// Converted and recorded, but outputs of the object's previous version are still there.
+    #[error(
+        "{url}: converted, but {left} output(s) of its previous version could not be deleted, so the dataset holds both versions until a retry deletes them ({}); first: {first}: {message}",
+        if *recorded { "the item lists them as stale_outputs" } else { "and the item could not record them" }
+    )]
+    Cleanup {
+        url: String,
+        left: usize,
+        first: String,
+        message: String,
+        recorded: bool,
+    },
+    /// Converted and recorded, but its announcement could not be published.
+    #[error("{url}: converted, but announcing it on {topic} failed: {message}")]
+    Announce {
+        url: String,
+        topic: String,
+        message: String,
+    },
 }
 
 fn object_store_retryable(e: &object_store::Error) -> bool {
@@ -188,7 +207,9 @@ impl JobError {
             JobError::Fetch { source, .. } | JobError::Upload { source, .. } => {
                 object_store_retryable(source)
             }
-            JobError::Transport { .. } => true,
+            JobError::Transport { .. } | JobError::Cleanup { .. } | JobError::Announce { .. } => {
+                true
+            }
             JobError::Table { source, .. } => source.retryable,
             JobError::Convert { source, .. } => matches!(
                 source,
@@ -501,19 +522,22 @@ impl Job {
         let root = self.root_for(&req.location)?;
         let source = self.open(req).await?;
 
-        if let (Some(client), Some(table), Some(lm)) = (
-            &self.dynamodb,
-            &self.options.table,
-            source.info.last_modified_ns,
-        ) {
-            let ours = pcaplab_core::encode::rfc3339_ns(lm);
-            let theirs = table::last_modified(client, table, &s3_id)
+        // What the table holds already: a newer version's result stops us; the outputs an item
+        // of an older version lists are deleted once ours is written (read here as well as
+        // returned by our write: if the write's answer is lost and it is retried, the write
+        // returns our own item).
+        let mut previous = table::Previous::default();
+        if let (Some(client), Some(table)) = (&self.dynamodb, &self.options.table) {
+            previous = table::previous(client, table, &s3_id)
                 .await
                 .map_err(|source| JobError::Table {
                     url: url.clone(),
                     source,
                 })?;
-            if theirs.is_some_and(|t| t > ours) {
+            if let (Some(lm), Some(theirs)) =
+                (source.info.last_modified_ns, &previous.last_modified)
+                && *theirs > pcaplab_core::encode::rfc3339_ns(lm)
+            {
                 return Err(JobError::Superseded { url });
             }
         }
@@ -694,14 +718,34 @@ impl Job {
                     item_written = true;
                     // Outputs of an older version that the new item no longer lists.
                     let ours: BTreeSet<&str> = outputs.iter().map(|(_, u)| u.as_str()).collect();
-                    let stale: Vec<String> = old
+                    let stale: BTreeSet<String> = old
                         .as_ref()
-                        .map(table::outputs_of)
+                        .map(table::recorded_outputs)
                         .unwrap_or_default()
                         .into_iter()
+                        .chain(previous.outputs)
                         .filter(|u| !ours.contains(u.as_str()))
                         .collect();
-                    delete_urls(self, stale).await;
+                    let left = delete_urls(self, stale.into_iter().collect()).await;
+                    if let Some((first, message)) = left.first() {
+                        // Until they are deleted the dataset holds both versions' rows: the
+                        // item remembers them for the next run, and this run asks for one.
+                        let urls: Vec<String> = left.iter().map(|(u, _)| u.clone()).collect();
+                        let lm = match item.get("last_modified") {
+                            Some(pcaplab_core::AttrValue::S(lm)) => lm.clone(),
+                            _ => String::new(),
+                        };
+                        let recorded = table::record_stale(client, table, &s3_id, &lm, &urls)
+                            .await
+                            .unwrap_or(false);
+                        return Err(JobError::Cleanup {
+                            url,
+                            left: urls.len(),
+                            first: first.clone(),
+                            message: message.clone(),
+                            recorded,
+                        });
+                    }
                 }
                 Ok(Put::Newer(theirs)) => {
                     // A newer version's result won the race: our versioned outputs would
@@ -877,24 +921,35 @@ async fn abort_all(uploads: Vec<(Output, Upload)>) -> Option<(String, object_sto
     first
 }
 
-/// Delete outputs by URL (best effort: a leftover file is reported by nothing worse than a
-/// duplicate, and the next run over the object deletes it again).
-async fn delete_urls(job: &Job, urls: Vec<String>) {
+/// Delete outputs by URL; those that could not be deleted, with why (one that does not exist
+/// is deleted).
+async fn delete_urls(job: &Job, urls: Vec<String>) -> Vec<(String, String)> {
+    let mut left = Vec::new();
     for u in urls {
-        match Location::parse(&u) {
-            Ok(Location::Local(p)) => {
-                let _ = std::fs::remove_file(p);
-            }
-            Ok(Location::S3 { bucket, key }) => {
-                if let (Ok(aws), Ok(path)) = (job.aws(&u), Path::parse(&key))
-                    && let Ok(store) = aws.s3(&bucket)
-                {
-                    let _ = store.delete(&path).await;
-                }
-            }
-            Err(_) => {}
+        let failure = match Location::parse(&u) {
+            Ok(Location::Local(p)) => match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Some(e.to_string()),
+                _ => None,
+            },
+            Ok(Location::S3 { bucket, key }) => match (job.aws(&u), Path::parse(&key)) {
+                (Ok(aws), Ok(path)) => match aws.s3(&bucket) {
+                    Ok(store) => match store.delete(&path).await {
+                        Ok(()) | Err(object_store::Error::NotFound { .. }) => None,
+                        Err(e) => Some(store_message(&e)),
+                    },
+                    Err(e) => Some(store_message(&e)),
+                },
+                (Err(e), _) => Some(error_chain(&e)),
+                (_, Err(e)) => Some(e.to_string()),
+            },
+            // Not a URL we write: nothing of ours to delete.
+            Err(_) => None,
+        };
+        if let Some(message) = failure {
+            left.push((u, message));
         }
     }
+    left
 }
 
 /// A reader that counts the bytes it hands out.

@@ -142,13 +142,10 @@ impl Pipeline {
             .send()
             .await
             .map(|_| ())
-            .map_err(|e| JobError::Config {
-                url: format!("SNS topic {topic}"),
-                message: format!(
-                    "publishing the announcement of {} failed: {}",
-                    object.location(),
-                    error_chain(&e)
-                ),
+            .map_err(|e| JobError::Announce {
+                url: object.location().to_string(),
+                topic: topic.clone(),
+                message: error_chain(&e),
             })
     }
 }

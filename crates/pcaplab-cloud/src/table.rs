@@ -178,33 +178,79 @@ pub async fn check(client: &Client, table: &str) -> Result<(), TableError> {
         .map_err(|e| table_error(table, "-", e))
 }
 
-/// The `last_modified` of the item for `s3_id`, if there is one (read consistently).
-pub async fn last_modified(
-    client: &Client,
-    table: &str,
-    s3_id: &str,
-) -> Result<Option<String>, TableError> {
+/// What the table recorded for an object before a run writes its item.
+#[derive(Debug, Default)]
+pub struct Previous {
+    pub last_modified: Option<String>,
+    /// Every output URL the item records ([`recorded_outputs`]).
+    pub outputs: Vec<String>,
+}
+
+/// The item for `s3_id`, if there is one (read consistently): its `last_modified` and the
+/// outputs it records.
+pub async fn previous(client: &Client, table: &str, s3_id: &str) -> Result<Previous, TableError> {
     let out = client
         .get_item()
         .table_name(table)
         .key("s3Id", AttributeValue::S(s3_id.to_owned()))
-        .projection_expression("last_modified")
+        .projection_expression("last_modified, outputs, stale_outputs")
         .consistent_read(true)
         .send()
         .await
         .map_err(|e| table_error(table, s3_id, e))?;
-    Ok(out
-        .item
-        .and_then(|mut i| i.remove("last_modified"))
-        .and_then(|v| v.as_s().ok().cloned()))
+    let Some(item) = out.item else {
+        return Ok(Previous::default());
+    };
+    Ok(Previous {
+        last_modified: item
+            .get("last_modified")
+            .and_then(|v| v.as_s().ok().cloned()),
+        outputs: recorded_outputs(&item),
+    })
 }
 
-/// The output URLs an item records.
+/// The output URLs an item lists (its `outputs`).
 pub fn outputs_of(item: &HashMap<String, AttributeValue>) -> Vec<String> {
     item.get("outputs")
         .and_then(|o| o.as_m().ok())
         .map(|m| m.values().filter_map(|v| v.as_s().ok().cloned()).collect())
         .unwrap_or_default()
+}
+
+/// Every output URL an item is answerable for: its `outputs`, and its `stale_outputs` — a
+/// previous version's outputs that could not be deleted yet.
+pub fn recorded_outputs(item: &HashMap<String, AttributeValue>) -> Vec<String> {
+    let mut urls = outputs_of(item);
+    if let Some(stale) = item.get("stale_outputs").and_then(|l| l.as_l().ok()) {
+        urls.extend(stale.iter().filter_map(|v| v.as_s().ok().cloned()));
+    }
+    urls
+}
+
+/// Record on the item of `s3_id` — if it is still the one for `last_modified` — the outputs of
+/// a previous version that could not be deleted, so that the next run over the object deletes
+/// them.
+pub async fn record_stale(
+    client: &Client,
+    table: &str,
+    s3_id: &str,
+    last_modified: &str,
+    urls: &[String],
+) -> Result<bool, TableError> {
+    let result = client
+        .update_item()
+        .table_name(table)
+        .key("s3Id", s(s3_id))
+        .update_expression("SET stale_outputs = :stale")
+        .condition_expression("last_modified = :lm")
+        .expression_attribute_values(
+            ":stale",
+            AttributeValue::L(urls.iter().map(|u| s(u)).collect()),
+        )
+        .expression_attribute_values(":lm", s(last_modified))
+        .send()
+        .await;
+    conditional(table, s3_id, result)
 }
 
 /// A watcher's claim on an object: lease attributes on the object's own item, so the table
