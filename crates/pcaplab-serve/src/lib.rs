@@ -160,6 +160,15 @@ impl Updates {
         } else {
             excerpt(&m.message)
         };
+        // A capture announced again (a redelivered notification converted once more, a publish
+        // retried after its answer was lost) is listed once, as its latest announcement.
+        if let Some(a) = &announcement {
+            s.recent.retain(|u| {
+                u.announcement
+                    .as_ref()
+                    .is_none_or(|old| old.s3_id != a.s3_id)
+            });
+        }
         s.recent.push_back(Update {
             received_at: now,
             kind: m.kind,

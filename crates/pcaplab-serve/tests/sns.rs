@@ -537,6 +537,62 @@ async fn subscription_confirmations() {
     assert_eq!(auto.updates().await["rejected"], 2);
 }
 
+/// A capture announced twice — two SNS messages, as when a redelivered notification is
+/// converted again or a publish whose answer was lost is retried — is listed once on the page,
+/// as its latest announcement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_capture_announced_twice_is_listed_once() {
+    let Some((_dir, pki)) = setup() else { return };
+    let certs = Arc::new(Certs {
+        certs: pki.certs.clone(),
+        ..Certs::default()
+    });
+    let server = Server::start(certs, Vec::new(), false, false).await;
+    let a = |packets: u32| {
+        format!(
+            r#"{{"s3Id":"captures/in/a b.pcap","status":"ok","packets":{packets},"bytes":6583}}"#
+        )
+    };
+    let b = r#"{"s3Id":"captures/in/b.pcap","status":"damaged","packets":7,"bytes":900}"#;
+    for (id, message) in [("m-1", a(33)), ("m-2", b.to_owned()), ("m-3", a(34))] {
+        let mut m = notification(id, Some("pcaplab: converted"), &message);
+        sign(&mut m, &pki.signer, "2", CERT_URL);
+        let (status, text) = server.deliver(&m).await;
+        assert_eq!(status, 200, "{text}");
+    }
+    let updates = server.updates().await;
+    assert_eq!(updates["accepted"], 3);
+    let recent: Vec<(String, String)> = updates["recent"]
+        .as_array()
+        .expect("recent")
+        .iter()
+        .map(|u| {
+            (
+                u["announcement"]["s3_id"]
+                    .as_str()
+                    .unwrap_or("-")
+                    .to_owned(),
+                u["message_id"].as_str().unwrap_or("-").to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        recent,
+        [
+            ("captures/in/b.pcap".to_owned(), "m-2".to_owned()),
+            ("captures/in/a b.pcap".to_owned(), "m-3".to_owned())
+        ]
+    );
+    let (status, page) = server.get("/").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        page.matches("captures%2Fin%2Fa%20b%2Epcap").count(),
+        1,
+        "{page}"
+    );
+    assert!(page.contains("34"), "{page}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_and_emulator_subjects() {
     let Some((_dir, pki)) = setup() else { return };
