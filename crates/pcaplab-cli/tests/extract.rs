@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pcaplab_testkit::{corpus, expected_packets, python, run_python, tshark};
+use pcaplab_testkit::{FaultProxy, corpus, expected_packets, python, run_python, tshark};
 
 fn pcaplab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pcaplab"))
@@ -546,12 +546,27 @@ fn large_capture(path: &Path, frames: u32, payload: usize, small: &[u32]) {
     w.flush().expect("flush");
 }
 
-/// `pcaplab ARGS` talking to `moto`.
-fn on_moto(moto: &pcaplab_testkit::Moto, args: &[&str]) -> Output {
-    moto.env(&mut Command::new(env!("CARGO_BIN_EXE_pcaplab")))
-        .args(args)
-        .output()
-        .expect("run pcaplab")
+/// `pcaplab ARGS` talking to `moto` through `proxy`, which counts the bytes of every answer.
+fn on_moto(moto: &pcaplab_testkit::Moto, proxy: &FaultProxy, args: &[&str]) -> Output {
+    moto.env_via(
+        &mut Command::new(env!("CARGO_BIN_EXE_pcaplab")),
+        &proxy.endpoint(),
+    )
+    .args(args)
+    .output()
+    .expect("run pcaplab")
+}
+
+/// What pcaplab says it read of an object agrees with what S3 sent it: at least that much
+/// (pcaplab rounds to three significant digits), and at most `read_ahead` more — what a
+/// streamed GET has in flight (socket buffers, the download channel) when pcaplab stops it.
+fn same_as_sent(proxy: &FaultProxy, key_path: &str, said: f64, read_ahead: u64) -> u64 {
+    let sent = proxy.bytes("s3:GetObject", key_path);
+    assert!(
+        sent as f64 >= said * 0.99 && sent as f64 <= said * 1.01 + read_ahead as f64,
+        "pcaplab says it read {said} bytes, S3 sent {sent}"
+    );
+    sent
 }
 
 /// Bytes from pcaplab's "read 64.5 KiB of 1.0 GiB" (human units).
@@ -587,7 +602,8 @@ fn one_flow_of_a_gigabyte_capture_on_s3_is_a_few_ranged_reads() {
         &[big.to_str().expect("utf8")],
     );
     std::fs::remove_file(&big).expect("rm");
-    let run = |args: &[&str]| on_moto(&moto, args);
+    let proxy = FaultProxy::start(&moto.endpoint());
+    let run = |args: &[&str]| on_moto(&moto, &proxy, args);
     let o = run(&[
         "convert",
         "s3://captures/big.pcap",
@@ -623,6 +639,7 @@ for o in s3.list_objects_v2(Bucket='results', Prefix='ds/flows/')['Contents']:
         out.to_str().expect("utf8"),
     ];
     let started = std::time::Instant::now();
+    proxy.reset_counts();
     let o = run(&extract_flow);
     let err = text(&o.stderr);
     assert!(o.status.success(), "{err}");
@@ -634,6 +651,10 @@ for o in s3.list_objects_v2(Bucket='results', Prefix='ds/flows/')['Contents']:
         read <= object / 100.0,
         "read more than 1% of the object: {err}"
     );
+    // Ranged reads: exactly what was asked for.
+    let sent = same_as_sent(&proxy, "/captures/big.pcap", read, 0);
+    let gets = proxy.count("s3:GetObject");
+    eprintln!("S3 sent {sent} bytes of the capture in {gets} GETs (with the dataset's)");
     assert!(err.contains("by ranges"), "{err}");
     assert!(elapsed.as_secs() < 30, "{elapsed:?}: {err}");
     // What tshark sees: the six TCP packets, in order, with their ports.
@@ -692,7 +713,8 @@ fn a_gzip_capture_on_s3_is_read_only_up_to_the_last_record_wanted() {
         "s3.create_bucket(Bucket='captures')\ns3.upload_file(sys.argv[1], 'captures', 'mid.pcap.gz')",
         &[packed.to_str().expect("utf8")],
     );
-    let run = |args: &[&str]| on_moto(&moto, args);
+    let proxy = FaultProxy::start(&moto.endpoint());
+    let run = |args: &[&str]| on_moto(&moto, &proxy, args);
     let out = work.path().join("frames.pcap");
     let o = run(&[
         "extract",
@@ -710,6 +732,10 @@ fn a_gzip_capture_on_s3_is_read_only_up_to_the_last_record_wanted() {
     // object, never all of it twice.
     let (read, object) = read_bytes(&err);
     assert!(read < 1.3 * object, "{err}");
+    // Two streamed passes, each stopped early: the object is small (933 KiB), so each may
+    // have had all of it in flight.
+    let sent = same_as_sent(&proxy, "/captures/mid.pcap.gz", read, 2 * 1024 * 1024);
+    eprintln!("S3 sent {sent} bytes");
     let theirs = work.path().join("frames.tshark");
     tshark_extract(
         &plain,

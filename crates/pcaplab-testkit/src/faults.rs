@@ -13,7 +13,6 @@
 //! The proxy also keeps a ledger: every request's operation, its subject and what became of it,
 //! and the response bytes it passed on per operation.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -105,13 +104,14 @@ pub struct Seen {
     pub fault: Option<Fault>,
     /// The status moto (or the fault) answered; `None` when the connection was dropped first.
     pub status: Option<u16>,
+    /// Response body bytes passed on to the client.
+    pub bytes: u64,
 }
 
 #[derive(Default)]
 struct Ledger {
     rules: Vec<Rule>,
     seen: Vec<Seen>,
-    bytes: BTreeMap<String, u64>,
 }
 
 struct Shared {
@@ -225,16 +225,21 @@ impl FaultProxy {
             .count()
     }
 
-    /// Response body bytes passed on to clients for operation `op`.
-    pub fn bytes(&self, op: &str) -> u64 {
-        self.shared.ledger().bytes.get(op).copied().unwrap_or(0)
+    /// Response body bytes passed on to clients for operation `op`, on requests whose subject
+    /// contains `matching` (`""`: all of them).
+    pub fn bytes(&self, op: &str, matching: &str) -> u64 {
+        self.shared
+            .ledger()
+            .seen
+            .iter()
+            .filter(|s| s.op == op && s.subject.contains(matching))
+            .map(|s| s.bytes)
+            .sum()
     }
 
     /// Forget the requests seen and the bytes counted (rules stay).
     pub fn reset_counts(&self) {
-        let mut l = self.shared.ledger();
-        l.seen.clear();
-        l.bytes.clear();
+        self.shared.ledger().seen.clear();
     }
 }
 
@@ -282,18 +287,18 @@ async fn handle(
     } else {
         String::from_utf8_lossy(&body).into_owned()
     };
-    let fault = {
+    let (fault, index) = {
         let mut ledger = shared.ledger();
         let fired = fire(&mut ledger.rules, &op, &subject);
         ledger.seen.push(Seen {
-            op: op.clone(),
+            op,
             subject: subject.chars().take(200).collect(),
             fault: fired,
             status: None,
+            bytes: 0,
         });
-        fired
+        (fired, ledger.seen.len() - 1)
     };
-    let index = shared.ledger().seen.len() - 1;
     let record_status = |status: Option<u16>| {
         if let Some(s) = shared.ledger().seen.get_mut(index) {
             s.status = status;
@@ -320,7 +325,7 @@ async fn handle(
     let counted = Counted {
         inner: body,
         shared: Arc::clone(shared),
-        op,
+        index,
         left: match fault {
             Some(Fault::CutBody(n)) => Some(n),
             _ => None,
@@ -358,7 +363,8 @@ async fn forward(
 struct Counted {
     inner: Incoming,
     shared: Arc<Shared>,
-    op: String,
+    /// The request's entry in the ledger.
+    index: usize,
     /// Bytes still to pass on before the cut (`None`: no cut).
     left: Option<usize>,
 }
@@ -386,8 +392,9 @@ impl Body for Counted {
                     data.truncate(left);
                     self.left = Some(left - data.len());
                 }
-                let op = self.op.clone();
-                *self.shared.ledger().bytes.entry(op).or_default() += data.len() as u64;
+                if let Some(seen) = self.shared.ledger().seen.get_mut(self.index) {
+                    seen.bytes += data.len() as u64;
+                }
                 Frame::data(data)
             }
             Err(other) => other,
