@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::Duration;
 
 use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, own_captures, python, udp_capture};
 
@@ -166,6 +167,7 @@ fn transient_faults_of_every_kind_leave_the_same_dataset_and_items() {
         "s3:CreateMultipartUpload",
         "s3:UploadPart",
         "s3:CompleteMultipartUpload",
+        "dynamodb:GetItem",
         "dynamodb:PutItem",
     ] {
         assert!(ops_clean.contains_key(op), "{op} not used: {ops_clean:?}");
@@ -210,6 +212,19 @@ fn transient_faults_of_every_kind_leave_the_same_dataset_and_items() {
             1,
         ),
         (Rule::new("s3:PutObject", Fault::DropAnswer).times(1), 1),
+        // A slow answer (well inside the clients' timeouts).
+        (
+            Rule::new("s3:GetObject", Fault::Delay(Duration::from_millis(800)))
+                .matching("lab-vlan-ipv6")
+                .times(1),
+            1,
+        ),
+        // The item read before converting: throttled, then a 500.
+        (Rule::new("dynamodb:GetItem", Fault::Throttle).times(2), 2),
+        (
+            Rule::new("dynamodb:GetItem", Fault::InternalError).times(1),
+            1,
+        ),
         // Items: throttled, a 500, and one written whose answer was lost (its retry must
         // not be refused as stale).
         (Rule::new("dynamodb:PutItem", Fault::Throttle).times(2), 2),
