@@ -7,6 +7,9 @@
 //!   succeeds, and its dataset (every object's bytes) and its items equal a fault-free run's.
 //! - Persistent faults on one capture's download and on another's item: exit 1, each named with
 //!   its retryable error, the other captures converted; nothing half-written is visible.
+//! - A changed object: the previous version's outputs leave the dataset even when the new
+//!   item's write is retried after a lost answer, and when S3 refuses to delete them (the run
+//!   fails retryable, the item lists them as `stale_outputs`, the next run deletes them).
 //!
 //! Needs `$PCAPLAB_PYTHON` (boto3, moto[server]); see pcaplab-testkit.
 
