@@ -472,7 +472,7 @@ fn a_failed_announcement_fails_its_record_until_it_is_published() {
     let reason = e["reason"].as_str().expect("a reason");
     assert!(
         reason.contains(&format!(
-            "publishing the announcement of {snaplen_url} failed"
+            "{snaplen_url}: converted, but announcing it on {TOPIC} failed"
         )) && reason.contains("InternalError"),
         "{reason}"
     );
@@ -499,14 +499,14 @@ fn a_failed_announcement_fails_its_record_until_it_is_published() {
     assert!(e.contains("pcaplab.Retryable"), "{e}");
     assert!(
         e.contains(&format!(
-            "publishing the announcement of {snaplen_url} failed"
+            "{snaplen_url}: converted, but announcing it on {TOPIC} failed"
         )),
         "{e}"
     );
     assert_eq!(lab.proxy.faults("sns:Publish"), 6, "{}", lab.faults());
     assert_eq!(lab.announced(), Vec::<String>::new());
     assert!(
-        lab.lambda.log().contains("publishing the announcement"),
+        lab.lambda.log().contains("announcing it on"),
         "{}",
         lab.lambda.log()
     );
