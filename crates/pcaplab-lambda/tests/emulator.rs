@@ -8,156 +8,15 @@
 //! next to it); see pcaplab-testkit for what happens without it.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use pcaplab_testkit::{Guard, Moto, fields, free_port, own_captures, python};
+use pcaplab_testkit::{Moto, fields, own_captures, python};
 use serde_json::{Value, json};
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:pcaplab-done";
-const QUEUE: &str = "announcements";
-
-/// The emulator and the function, both stopped when dropped.
-struct Lambda {
-    port: u16,
-    cargo_lambda: PathBuf,
-    _emulator: Guard,
-    _function: Guard,
-    /// The function's log (stdout and stderr).
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-}
-
-impl Lambda {
-    fn start(moto: &Moto, python: &Path) -> Lambda {
-        let cargo_lambda = python
-            .parent()
-            .expect("PCAPLAB_PYTHON has a directory")
-            .join("cargo-lambda");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let emulator = Command::new(&cargo_lambda)
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "-P",
-                &port.to_string(),
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("emulator.log")).expect("log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", cargo_lambda.display()));
-        let emulator = Guard(emulator);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !port_open(port) {
-            assert!(
-                Instant::now() < deadline,
-                "cargo lambda watch did not listen on {port}: {}",
-                std::fs::read_to_string(dir.path().join("emulator.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let log = dir.path().join("function.log");
-        let log_file = std::fs::File::create(&log).expect("log");
-        let function = moto
-            .env(&mut Command::new(env!("CARGO_BIN_EXE_pcaplab-lambda")))
-            .env(
-                "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{port}/.rt"),
-            )
-            // The emulator's name for the function it serves in this mode.
-            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-            .env("PCAPLAB_SNS_TOPIC_ARN", TOPIC)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            // The runtime's tracing subscriber logs to stdout, as Lambda expects.
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start pcaplab-lambda");
-        Lambda {
-            port,
-            cargo_lambda,
-            _emulator: emulator,
-            _function: Guard(function),
-            log,
-            _dir: dir,
-        }
-    }
-
-    /// Invoke the function with `event`: its answer, or the error it reported.
-    fn invoke(&self, event: &Value) -> Result<Value, String> {
-        let file = self._dir.path().join("event.json");
-        std::fs::write(&file, event.to_string()).expect("write event");
-        let o = Command::new(&self.cargo_lambda)
-            .args([
-                "lambda",
-                "invoke",
-                "_",
-                "-P",
-                &self.port.to_string(),
-                "--data-file",
-            ])
-            .arg(&file)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cargo lambda invoke");
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        if o.status.success() {
-            Ok(serde_json::from_str(&out).unwrap_or_else(|e| {
-                panic!(
-                    "not JSON ({e}): {out}\n{err}\nfunction log:\n{}",
-                    self.log()
-                )
-            }))
-        } else {
-            Err(format!("{out}{err}"))
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-fn s3_record(bucket: &str, encoded_key: &str) -> Value {
-    json!({
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-11-24T10:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "AWS:EXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "203.0.113.7"},
-        "responseElements": {},
-        "s3": {
-            "s3SchemaVersion": "1.0", "configurationId": "captures",
-            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{bucket}")},
-            "object": {"key": encoded_key, "size": 1, "sequencer": "0055AED6DCD90281E5"}
-        }
-    })
-}
+mod common;
+use common::{Lambda, QUEUE, s3_record};
 
 fn sqs_message(id: &str, body: &Value) -> Value {
-    json!({
-        "messageId": id, "receiptHandle": format!("handle-{id}"), "body": body.to_string(),
-        "attributes": {"ApproximateReceiveCount": "1"}, "messageAttributes": {},
-        "md5OfBody": "0", "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:captures", "awsRegion": "us-east-1"
-    })
+    common::sqs_message(id, body, 1)
 }
 
 /// Items by s3Id: (status, packets, every attribute but processed_at as canonical JSON).
@@ -238,7 +97,7 @@ s3.put_object(Bucket="captures", Key="in/notes.txt", Body=b"not a capture")
             own.join("lab-vlan-ipv6.pcapng.zst").to_str().expect("utf8"),
         ],
     );
-    let lambda = Lambda::start(&moto, &py);
+    let lambda = Lambda::start(&moto, &py, &moto.endpoint());
 
     // 1. The lab's wiring: an S3 notification, key URL-encoded (`+` a space, `%2B` a plus).
     let event = json!({"Records": [s3_record("captures", "in/lab+web%2B1.pcap")]});

@@ -20,141 +20,13 @@
 //! it); see pcaplab-testkit for what happens without it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
-use pcaplab_testkit::{
-    Fault, FaultProxy, Guard, Moto, Rule, fields, free_port, own_captures, python,
-};
+use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, own_captures, python};
 use serde_json::{Value, json};
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:pcaplab-done";
-/// The SQS queue subscribed to the topic: what was announced.
-const QUEUE: &str = "announcements";
-
-/// The emulator and the function (pointed at the proxy), both stopped when dropped.
-struct Lambda {
-    port: u16,
-    cargo_lambda: PathBuf,
-    _emulator: Guard,
-    _function: Guard,
-    /// The function's log (stdout and stderr).
-    log: PathBuf,
-    dir: tempfile::TempDir,
-}
-
-fn port_open(port: u16) -> bool {
-    TcpStream::connect_timeout(
-        &SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_millis(200),
-    )
-    .is_ok()
-}
-
-impl Lambda {
-    /// `cargo lambda watch --only-lambda-apis` and the function, whose AWS requests go to
-    /// `endpoint`.
-    fn start(moto: &Moto, python: &Path, endpoint: &str) -> Lambda {
-        let cargo_lambda = python
-            .parent()
-            .expect("PCAPLAB_PYTHON has a directory")
-            .join("cargo-lambda");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let emulator = Command::new(&cargo_lambda)
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "-P",
-                &port.to_string(),
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("emulator.log")).expect("log"))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", cargo_lambda.display()));
-        let emulator = Guard(emulator);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !port_open(port) {
-            assert!(
-                Instant::now() < deadline,
-                "cargo lambda watch did not listen on {port}: {}",
-                std::fs::read_to_string(dir.path().join("emulator.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let log = dir.path().join("function.log");
-        let log_file = std::fs::File::create(&log).expect("log");
-        let function = moto
-            .env_via(
-                &mut Command::new(env!("CARGO_BIN_EXE_pcaplab-lambda")),
-                endpoint,
-            )
-            .env(
-                "AWS_LAMBDA_RUNTIME_API",
-                format!("http://127.0.0.1:{port}/.rt"),
-            )
-            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
-            .env("PCAPLAB_SNS_TOPIC_ARN", TOPIC)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone().expect("log"))
-            .stderr(log_file)
-            .spawn()
-            .expect("start pcaplab-lambda");
-        Lambda {
-            port,
-            cargo_lambda,
-            _emulator: emulator,
-            _function: Guard(function),
-            log,
-            dir,
-        }
-    }
-
-    /// Invoke the function with `event`: its answer, or the error it reported.
-    fn invoke(&self, event: &Value) -> Result<Value, String> {
-        let file = self.dir.path().join("event.json");
-        std::fs::write(&file, event.to_string()).expect("write event");
-        let o = Command::new(&self.cargo_lambda)
-            .args([
-                "lambda",
-                "invoke",
-                "_",
-                "-P",
-                &self.port.to_string(),
-                "--data-file",
-            ])
-            .arg(&file)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .output()
-            .expect("cargo lambda invoke");
-        let out = String::from_utf8_lossy(&o.stdout).into_owned();
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        if o.status.success() {
-            Ok(serde_json::from_str(&out).unwrap_or_else(|e| {
-                panic!(
-                    "not JSON ({e}): {out}\n{err}\nfunction log:\n{}",
-                    self.log()
-                )
-            }))
-        } else {
-            // cargo-lambda wraps the error's text in a box: unwrap it to one line.
-            let text = format!("{out}{err}").replace('│', " ");
-            Err(text.split_whitespace().collect::<Vec<_>>().join(" "))
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
+mod common;
+use common::{Lambda, QUEUE, TOPIC, s3_record};
 
 /// moto with a table, a topic and the queue subscribed to it, the captures uploaded under
 /// `in/` of each bucket; the proxy in front of moto; the function behind the proxy.
@@ -280,21 +152,6 @@ while True:
     }
 }
 
-fn s3_record(bucket: &str, key: &str) -> Value {
-    json!({
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
-        "eventTime": "2026-12-04T10:00:00.000Z", "eventName": "ObjectCreated:Put",
-        "userIdentity": {"principalId": "AWS:EXAMPLE"},
-        "requestParameters": {"sourceIPAddress": "203.0.113.7"},
-        "responseElements": {},
-        "s3": {
-            "s3SchemaVersion": "1.0", "configurationId": "captures",
-            "bucket": {"name": bucket, "ownerIdentity": {"principalId": "EXAMPLE"}, "arn": format!("arn:aws:s3:::{bucket}")},
-            "object": {"key": key, "size": 1, "sequencer": "0055AED6DCD90281E5"}
-        }
-    })
-}
-
 /// A direct S3 notification for `bucket/key` (keys here need no URL encoding).
 fn s3_event(bucket: &str, key: &str) -> Value {
     json!({"Records": [s3_record(bucket, key)]})
@@ -302,13 +159,7 @@ fn s3_event(bucket: &str, key: &str) -> Value {
 
 /// One SQS message (its `receive`th delivery) carrying the S3 notification of `bucket/key`.
 fn sqs_message(id: &str, bucket: &str, key: &str, receive: u32) -> Value {
-    let body = s3_event(bucket, key);
-    json!({
-        "messageId": id, "receiptHandle": format!("handle-{id}-{receive}"), "body": body.to_string(),
-        "attributes": {"ApproximateReceiveCount": receive.to_string()}, "messageAttributes": {},
-        "md5OfBody": "0", "eventSource": "aws:sqs",
-        "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:captures", "awsRegion": "us-east-1"
-    })
+    common::sqs_message(id, &s3_event(bucket, key), receive)
 }
 
 fn batch(messages: Vec<Value>) -> Value {
