@@ -18,7 +18,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, own_captures, python, udp_capture};
+use pcaplab_testkit::{
+    Fault, FaultProxy, Moto, Rule, fields, keyed, own_captures, python, udp_capture,
+};
 
 /// The formats compared: every byte of each is deterministic (the DynamoDB JSON lines carry
 /// `processed_at`, so items are compared in the table instead).
@@ -130,15 +132,7 @@ for it in items(sys.argv[1]):
 "#,
             &[table, prefix],
         );
-        let mut items = BTreeMap::new();
-        for f in fields(&out, "item") {
-            assert!(
-                items.insert(f[0].clone(), f[1].clone()).is_none(),
-                "two items for {}",
-                f[0]
-            );
-        }
-        items
+        keyed(&out, "item")
     }
 }
 

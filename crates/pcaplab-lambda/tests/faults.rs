@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, own_captures, python};
+use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, keyed, own_captures, python};
 use serde_json::{Value, json};
 
 mod common;
@@ -79,6 +79,20 @@ for b in sys.argv[2:]:
         })
     }
 
+    /// Heal every fault and deliver message `id` (the capture `in/<capture>` of the `captures`
+    /// bucket) a second time: it succeeds and is announced once.
+    fn redeliver_healed(&self, id: &str, capture: &str) {
+        self.proxy.heal();
+        let again = self.answer(&batch(vec![sqs_message(
+            id,
+            "captures",
+            &format!("in/{capture}"),
+            2,
+        )]));
+        assert_eq!(failed_ids(&again), Vec::<String>::new(), "{again}");
+        assert_eq!(self.announced(), [format!("captures/in/{capture}")]);
+    }
+
     /// The faults injected so far, by operation and kind (for failure messages).
     fn faults(&self) -> String {
         let counts = self.proxy.seen().iter().filter(|s| s.fault.is_some()).fold(
@@ -106,15 +120,7 @@ for it in items():
 "#,
             &[bucket],
         );
-        let mut items = BTreeMap::new();
-        for f in fields(&out, "item") {
-            assert!(
-                items.insert(f[0].clone(), f[1].clone()).is_none(),
-                "two items for {}",
-                f[0]
-            );
-        }
-        items
+        keyed(&out, "item")
     }
 
     /// The keys the function wrote to `bucket` (everything but the captures under `in/`), with
@@ -281,15 +287,7 @@ fn a_persistent_fault_fails_its_message_alone_and_transient_ones_fail_nothing() 
     );
 
     // Healed, the failed message comes back (its second delivery) and succeeds.
-    lab.proxy.heal();
-    let again = lab.answer(&batch(vec![sqs_message(
-        "m-snaplen",
-        "captures",
-        &format!("in/{SNAPLEN}"),
-        2,
-    )]));
-    assert_eq!(failed_ids(&again), Vec::<String>::new(), "{again}");
-    assert_eq!(lab.announced(), [format!("captures/in/{SNAPLEN}")]);
+    lab.redeliver_healed("m-snaplen", SNAPLEN);
     // One item per capture and the dataset a fault-free run writes, nothing more.
     assert_eq!(lab.items("captures"), want_items);
     assert_eq!(lab.outputs("captures"), want_outputs);
@@ -363,15 +361,7 @@ fn a_failed_announcement_fails_its_record_until_it_is_published() {
     );
 
     // Healed, the redelivered message is announced once; the item and keys are the same.
-    lab.proxy.heal();
-    let again = lab.answer(&batch(vec![sqs_message(
-        "m-snaplen",
-        "captures",
-        &format!("in/{SNAPLEN}"),
-        2,
-    )]));
-    assert_eq!(failed_ids(&again), Vec::<String>::new(), "{again}");
-    assert_eq!(lab.announced(), [format!("captures/in/{SNAPLEN}")]);
+    lab.redeliver_healed("m-snaplen", SNAPLEN);
     assert_eq!(lab.items("captures"), items);
     assert_eq!(lab.outputs("captures"), outputs);
 }

@@ -347,6 +347,20 @@ pub fn fields(out: &str, kind: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The lines of `out` that start with `kind`, as their first field → their second; a first
+/// field seen twice fails (`two <kind>s for …`).
+pub fn keyed(out: &str, kind: &str) -> BTreeMap<String, String> {
+    let mut map = BTreeMap::new();
+    for f in fields(out, kind) {
+        assert!(
+            map.insert(f[0].clone(), f[1].clone()).is_none(),
+            "two {kind}s for {}",
+            f[0]
+        );
+    }
+    map
+}
+
 /// A summary item, as read back from the table.
 #[derive(Debug, Default)]
 pub struct Item {
