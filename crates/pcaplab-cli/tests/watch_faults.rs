@@ -19,8 +19,9 @@
 //!    PutObject 500, PutItem throttled twice): each capture converted once, its message deleted.
 //! 4. `sns:Publish` failing for a while (`--sns-topic-arn`): the message is left and comes back;
 //!    once SNS works, the redelivery converts and announces — exactly one announcement.
-//! 5. `sqs:ReceiveMessage` throttled across several receives: the watcher backs off, keeps
-//!    going and then processes the waiting messages.
+//!    (4b, ignored until the product is fixed: that failure is logged as not retryable.)
+//! 5. `sqs:ReceiveMessage` throttled across several receives: the watcher backs off, is
+//!    unhealthy on `/healthz` for a while, keeps going and then processes the waiting messages.
 //!
 //! Needs `$PCAPLAB_PYTHON` (boto3, moto[server], pyarrow); without it each test prints a loud
 //! SKIPPED line, or fails under `$PCAPLAB_REQUIRE_ALL` (as in CI).
@@ -623,7 +624,11 @@ fn a_failed_or_unanswered_delete_ends_with_the_same_effect_and_an_empty_queue() 
 
     let conversions = w.conversions("b.pcap");
     eprintln!(
-        "deletes: failing deletes: {failed_deletes} faulted requests, conversions of b (receive counts) {conversions:?}"
+        "deletes: failing deletes: {failed_deletes} faulted requests, conversions of b (receive counts) {conversions:?}, back while in hand: {:?}",
+        w.warnings("the message came back while its capture is still in flight")
+            .iter()
+            .map(|l| l["span"]["receives"].clone())
+            .collect::<Vec<_>>()
     );
     assert!(failed_deletes >= 1);
     // Converted again when the message came back, then deleted. (It may come back once
@@ -771,8 +776,9 @@ fn a_failed_announcement_leaves_the_message_and_the_retry_announces_once() {
 }
 
 /// 5. The receives are throttled across several calls (more than the SDK's retries of one):
-///    the watcher warns, backs off and keeps receiving; the waiting messages are then processed
-///    once each.
+///    the watcher warns, backs off (1 s, 2 s, 4 s), says it is unhealthy on `/healthz` after
+///    three failed receives in a row, and keeps receiving; the waiting messages are then
+///    processed once each, and it is healthy again.
 #[test]
 fn throttled_receives_back_off_and_the_messages_are_then_processed() {
     let Some(lab) = Lab::start(2) else { return };
@@ -781,14 +787,30 @@ fn throttled_receives_back_off_and_the_messages_are_then_processed() {
     for (name, packets) in captures {
         lab.upload(name, packets);
     }
-    // Seven throttled receives: two whole calls and the first attempt of a third (the SDK
+    // Ten throttled receives: three whole calls and the first attempt of a fourth (the SDK
     // tries each call three times).
-    p.inject(Rule::new("sqs:ReceiveMessage", Fault::Throttle).times(7));
+    p.inject(Rule::new("sqs:ReceiveMessage", Fault::Throttle).times(10));
     let started = Instant::now();
     let mut w = lab.starting("receives", &["--visibility-timeout", "5s"]);
+    // Unhealthy during the pause after the third failed receive.
+    let mut unhealthy = None;
+    wait_until_or(
+        "/healthz unhealthy after three failed receives",
+        Duration::from_secs(60),
+        &w,
+        || {
+            unhealthy = http_get(w.port, "/healthz").filter(|(s, _)| *s == 503);
+            unhealthy.is_some()
+        },
+    );
+    let (_, body) = unhealthy.expect("a 503");
+    assert!(
+        body.contains("3 consecutive failures") && body.contains("ThrottlingException"),
+        "{body}"
+    );
     lab.wait_done(&w, &captures.map(|(n, _)| n), Duration::from_secs(120));
 
-    assert_eq!(p.faults("sqs:ReceiveMessage"), 7);
+    assert_eq!(p.faults("sqs:ReceiveMessage"), 10);
     let warned = w.warnings("cannot receive from the queue");
     eprintln!(
         "receives: {} warnings, {} source errors, done after {:?}",
@@ -796,23 +818,20 @@ fn throttled_receives_back_off_and_the_messages_are_then_processed() {
         w.metric("pcaplab_watch_source_errors_total"),
         started.elapsed()
     );
-    assert!(warned.len() >= 2, "{}", w.log_text());
+    assert_eq!(warned.len(), 3, "{}", w.log_text());
     assert!(
         warned.iter().all(|l| l["error"]
             .as_str()
             .is_some_and(|e| e.contains("ThrottlingException"))),
         "{warned:?}"
     );
-    // Backed off: 1 s, then longer.
+    // Backed off: 1 s, doubling.
     let pauses: Vec<u64> = warned
         .iter()
         .filter_map(|l| l["retry_in_s"].as_u64())
         .collect();
-    assert!(
-        pauses.len() >= 2 && pauses[0] >= 1 && pauses[1] > pauses[0],
-        "{pauses:?}"
-    );
-    assert!(w.metric("pcaplab_watch_source_errors_total") >= 2.0);
+    assert_eq!(pauses, [1, 2, 4]);
+    assert_eq!(w.metric("pcaplab_watch_source_errors_total"), 3.0);
     // Receiving again: healthy.
     assert_eq!(
         http_get(w.port, "/healthz").map(|(s, _)| s),
@@ -825,5 +844,39 @@ fn throttled_receives_back_off_and_the_messages_are_then_processed() {
     assert_eq!(w.messages("deleted"), TEST_EVENT + 2.0);
     assert_eq!(w.messages("left"), 0.0);
     lab.assert_effect(&captures);
+    w.stop();
+}
+
+/// 4b. The failure of an announcement that SNS answered with a 500 (or throttled) is transient:
+///     the watcher's warning says `retryable: true`, as for any other transient fault.
+#[test]
+#[ignore = "product: a failed SNS publish becomes JobError::Config, whose retryable() is false; the warning says `capture failed; it will be retried` with `retryable: false`"]
+fn a_failed_announcement_is_logged_as_retryable() {
+    let Some(lab) = Lab::start(10) else { return };
+    let p = &lab.proxy;
+    p.inject(Rule::new("sns:Publish", Fault::InternalError));
+    let topic = lab.topic.clone();
+    let mut w = lab.watcher(
+        "sns-retryable",
+        &["--visibility-timeout", "2s", "--sns-topic-arn", &topic],
+    );
+    lab.upload("a.pcap", 10_000);
+    wait_until_or(
+        "the failed announcement",
+        Duration::from_secs(60),
+        &w,
+        || !w.warnings("capture failed; it will be retried").is_empty(),
+    );
+    assert!(p.faults("sns:Publish") >= 1);
+    let warning = &w.warnings("capture failed; it will be retried")[0];
+    assert!(
+        warning["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("publishing the announcement")),
+        "{warning}"
+    );
+    assert_eq!(warning["retryable"], true, "{warning}");
+    p.heal();
+    lab.wait_done(&w, &["a.pcap"], Duration::from_secs(60));
     w.stop();
 }
