@@ -576,12 +576,26 @@ impl Queue {
                     return;
                 }
             };
+            // The work ends with the message deleted, with the latest receipt handle (once more
+            // if it came back meanwhile); its visibility is extended until then, as the SDK's
+            // retries of a failing delete can outlast a short visibility timeout.
             let work = async {
                 let mut ok = true;
                 for object in objects.iter().filter(|o| shared.takes(o)) {
                     ok &= shared.process(object).await.is_ok();
                 }
-                ok
+                if !ok {
+                    return Handled::Left;
+                }
+                loop {
+                    let receipt = holding.receipt();
+                    if let Err(e) = queue.client.delete_message().queue_url(&queue.url).receipt_handle(&receipt).send().await {
+                        return Handled::NotDeleted(error_chain(&e));
+                    }
+                    if holding.give_up_if_latest(&receipt) {
+                        return Handled::Deleted;
+                    }
+                }
             };
             let heartbeat = async {
                 let period = (queue.visibility / 3).max(Duration::from_millis(200));
@@ -611,9 +625,9 @@ impl Queue {
                     }
                 }
             };
-            let ok = tokio::select! {
-                ok = work => ok,
-                () = heartbeat => false,
+            let handled = tokio::select! {
+                handled = work => handled,
+                () = heartbeat => Handled::Left,
                 () = raised(shared.abandon.clone()) => {
                     match queue.set_visibility(&holding.receipt(), Duration::ZERO).await {
                         Ok(()) => info!("unfinished at the shutdown deadline: the message is visible again"),
@@ -623,22 +637,15 @@ impl Queue {
                     return;
                 }
             };
-            if !ok {
-                shared.metrics.message(Message::Left);
-                warn!("left on the queue for a retry (after the queue's maxReceiveCount: its dead-letter queue)");
-                return;
-            }
-            // With the latest receipt handle; once more if the message came back meanwhile.
-            loop {
-                let receipt = holding.receipt();
-                if let Err(e) = queue.client.delete_message().queue_url(&queue.url).receipt_handle(&receipt).send().await {
+            match handled {
+                Handled::Deleted => shared.metrics.message(Message::Deleted),
+                Handled::Left => {
                     shared.metrics.message(Message::Left);
-                    warn!(error = %error_chain(&e), "done, but the message cannot be deleted: it will be redelivered (and done again, to the same effect)");
-                    return;
+                    warn!("left on the queue for a retry (after the queue's maxReceiveCount: its dead-letter queue)");
                 }
-                if holding.give_up_if_latest(&receipt) {
-                    shared.metrics.message(Message::Deleted);
-                    return;
+                Handled::NotDeleted(error) => {
+                    shared.metrics.message(Message::Left);
+                    warn!(error = %error, "done, but the message cannot be deleted: it will be redelivered (and done again, to the same effect)");
                 }
             }
         }
@@ -657,6 +664,16 @@ impl Queue {
             .map(|_| ())
             .map_err(|e| error_chain(&e))
     }
+}
+
+/// How the handling of a message ended.
+enum Handled {
+    /// Done and deleted.
+    Deleted,
+    /// Not done (a failure, or visibility that could not be kept): left for a retry.
+    Left,
+    /// Done, but the delete failed: it will be redelivered and done again.
+    NotDeleted(String),
 }
 
 /// The span of a message's log lines: its id and receive count.
