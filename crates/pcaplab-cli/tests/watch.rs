@@ -22,184 +22,18 @@
 //! each test prints a loud SKIPPED line, or fails under `$PCAPLAB_REQUIRE_ALL` (as in CI).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use pcaplab_testkit::{
-    Guard, Item, Moto, corpus, expected_packets, fields, free_port, http_get, python, udp_capture,
-    wait_until,
+    Item, Moto, corpus, expected_packets, fields, python, udp_capture, wait_until,
 };
-use serde_json::Value;
 
-const TABLE: &str = "PacketCaptures";
-
-/// Buckets `captures` (notifying the queue `captures` of every created object) and `results`,
-/// the table, and the queue's dead-letter queue after `sys.argv[1]` receives. Prints the
-/// queue's URL.
-const SETUP: &str = r#"
-s3.create_bucket(Bucket="captures"); s3.create_bucket(Bucket="results"); create_table()
-def arn(url):
-    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-dlq = sqs.create_queue(QueueName="captures-dlq")["QueueUrl"]
-q = sqs.create_queue(QueueName="captures", Attributes={"VisibilityTimeout": "30",
-    "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn(dlq), "maxReceiveCount": sys.argv[1]})})["QueueUrl"]
-s3.put_bucket_notification_configuration(Bucket="captures", NotificationConfiguration={
-    "QueueConfigurations": [{"QueueArn": arn(q), "Events": ["s3:ObjectCreated:*"]}]})
-print(q)
-"#;
-
-/// Messages in the queue and its dead-letter queue: `visible not-visible dlq-visible`.
-const QUEUE_DEPTH: &str = r#"
-def depth(name):
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
-v, nv = depth("captures")
-emit("depth", v, nv, depth("captures-dlq")[0])
-"#;
-
-/// Rows per capture of the Parquet dataset `s3://results/packets` (Hive partitioning).
-const DATASET_ROWS: &str = r#"
-import collections
-import pyarrow.fs as pafs, pyarrow.dataset as ds
-fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"].split("//")[1], scheme="http",
-    access_key="test", secret_key="test", region="us-east-1")
-t = ds.dataset("results/packets", filesystem=fs, format="parquet", partitioning="hive").to_table(columns=["capture"])
-for cap, n in sorted(collections.Counter(t.column("capture").to_pylist()).items()):
-    emit("rows", cap, n)
-"#;
-
-/// Rows per capture in `s3://results/packets`.
-fn dataset_rows(moto: &Moto) -> BTreeMap<String, u64> {
-    fields(&moto.py(DATASET_ROWS, &[]), "rows")
-        .into_iter()
-        .map(|f| (f[0].clone(), f[1].parse().expect("rows")))
-        .collect()
-}
-
-/// [`SETUP`] with a dead-letter queue after 2 receives.
-fn setup(moto: &Moto) -> String {
-    setup_receives(moto, 2)
-}
-
-/// [`SETUP`] with a dead-letter queue after `max_receives` receives.
-fn setup_receives(moto: &Moto, max_receives: u32) -> String {
-    moto.py(SETUP, &[&max_receives.to_string()])
-        .trim()
-        .to_owned()
-}
-
-/// `(visible, in flight, in the dead-letter queue)`.
-fn depth(moto: &Moto) -> (u64, u64, u64) {
-    let f = &fields(&moto.py(QUEUE_DEPTH, &[]), "depth")[0];
-    let n = |i: usize| f[i].parse().expect("a count");
-    (n(0), n(1), n(2))
-}
-
-/// A `pcaplab watch` child with JSON logs in a file and its metrics on a port of its own.
-struct Watcher {
-    child: Guard,
-    port: u16,
-    log: PathBuf,
-}
+mod watcher;
+use watcher::{TABLE, Watcher, dataset_rows, depth, setup};
 
 impl Watcher {
-    /// Start it and wait until `/healthz` answers.
-    fn start(moto: &Moto, dir: &Path, name: &str, args: &[&str]) -> Watcher {
-        let port = free_port();
-        let log = dir.join(format!("{name}.log"));
-        let child = moto
-            .env(&mut Command::new(env!("CARGO_BIN_EXE_pcaplab")))
-            .arg("watch")
-            .args(["--log-format", "json", "--id", name])
-            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start pcaplab watch");
-        let mut w = Watcher {
-            child: Guard(child),
-            port,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get(port, "/healthz").is_none() {
-            if let Ok(Some(status)) = w.child.0.try_wait() {
-                panic!("{name} exited at start ({status}):\n{}", w.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not come up:\n{}",
-                w.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        w
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The log's JSON lines (every line must be JSON).
-    fn logs(&self) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    }
-
-    /// `/metrics`, as `name{labels}` → value.
-    fn metrics(&self) -> BTreeMap<String, f64> {
-        let (status, body) = http_get(self.port, "/metrics").expect("/metrics answers");
-        assert_eq!(status, 200, "{body}");
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| {
-                let (name, value) = l.rsplit_once(' ').expect("name value");
-                (name.to_owned(), value.parse().expect("a number"))
-            })
-            .collect()
-    }
-
-    fn captures(&self, outcome: &str) -> u64 {
-        self.metrics()[&format!("pcaplab_watch_captures_total{{outcome=\"{outcome}\"}}")] as u64
-    }
-
-    fn signal(&self, signal: &str) {
-        let ok = Command::new("kill")
-            .args(["-s", signal, &self.child.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -s {signal}");
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.0.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the watcher did not exit within {timeout:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Send `signal` and expect a clean exit (status 0) within a minute.
-    fn stop(&mut self, signal: &str) {
-        self.signal(signal);
-        let status = self.wait(Duration::from_secs(60));
-        assert!(status.success(), "{status}: {}", self.log_text());
-    }
-
     /// The objects it finished (converted or recorded as failed), from its log.
     fn finished_objects(&self) -> Vec<String> {
         self.logs()
@@ -287,7 +121,7 @@ fn sqs_mode_converts_every_notified_capture_exactly_once() {
         return;
     };
     let moto = Moto::start(&py);
-    let queue = setup(&moto);
+    let queue = setup(&moto, 2).0;
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big.pcap");
     const BIG: u32 = 600_000;
@@ -301,6 +135,7 @@ fn sqs_mode_converts_every_notified_capture_exactly_once() {
 
     let mut w = Watcher::start(
         &moto,
+        &moto.endpoint(),
         dir.path(),
         "sqs",
         &[
@@ -476,7 +311,7 @@ fn a_killed_watcher_loses_nothing_and_doubles_nothing() {
         return;
     };
     let moto = Moto::start(&py);
-    let queue = setup(&moto);
+    let queue = setup(&moto, 2).0;
     let dir = tempfile::tempdir().expect("tempdir");
     let args = [
         "--sqs-queue-url",
@@ -506,7 +341,7 @@ fn a_killed_watcher_loses_nothing_and_doubles_nothing() {
         .map(|(_, k)| format!("captures/{k}"))
         .collect();
 
-    let mut a = Watcher::start(&moto, dir.path(), "a", &args);
+    let mut a = Watcher::start(&moto, &moto.endpoint(), dir.path(), "a", &args);
     moto.upload("captures", &uploads[..3]);
     // Kill it while it holds messages (captures in flight).
     wait_until("the first watcher at work", Duration::from_secs(60), || {
@@ -517,7 +352,7 @@ fn a_killed_watcher_loses_nothing_and_doubles_nothing() {
     let before = moto.items();
     moto.upload("captures", &uploads[3..]);
 
-    let b = Watcher::start(&moto, dir.path(), "b", &args);
+    let b = Watcher::start(&moto, &moto.endpoint(), dir.path(), "b", &args);
     wait_until(
         "an item for every capture",
         Duration::from_secs(180),
@@ -565,13 +400,14 @@ fn a_message_back_while_its_capture_is_in_flight_is_not_converted_twice() {
     };
     let moto = Moto::start(&py);
     // The message may come back more than once here: no dead-letter queue after 2 receives.
-    let queue = setup_receives(&moto, 10);
+    let queue = setup(&moto, 10).0;
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big.pcap");
     const BIG: u32 = 400_000;
     udp_capture(&big, BIG);
     let mut w = Watcher::start(
         &moto,
+        &moto.endpoint(),
         dir.path(),
         "lapse",
         &[
@@ -659,7 +495,7 @@ fn poll_mode_watchers_share_a_prefix_without_double_work() {
         return;
     };
     let moto = Moto::start(&py);
-    setup(&moto);
+    setup(&moto, 2);
     let dir = tempfile::tempdir().expect("tempdir");
     let names: Vec<String> = corpus_captures(&corpus).into_iter().take(20).collect();
     let mut uploads: Vec<(PathBuf, String)> = names
@@ -696,8 +532,8 @@ ddb.put_item(TableName="PacketCaptures", Item={"s3Id": {"S": sys.argv[1]},
         "--concurrency",
         "2",
     ];
-    let mut w1 = Watcher::start(&moto, dir.path(), "w1", &args);
-    let mut w2 = Watcher::start(&moto, dir.path(), "w2", &args);
+    let mut w1 = Watcher::start(&moto, &moto.endpoint(), dir.path(), "w1", &args);
+    let mut w2 = Watcher::start(&moto, &moto.endpoint(), dir.path(), "w2", &args);
     let ids: BTreeSet<String> = uploads[..uploads.len() - 1]
         .iter()
         .map(|(_, k)| format!("captures/{k}"))
@@ -788,7 +624,7 @@ fn sigterm_finishes_the_capture_in_flight_or_hands_it_back() {
         return;
     };
     let moto = Moto::start(&py);
-    let queue = setup(&moto);
+    let queue = setup(&moto, 2).0;
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big.pcap");
     udp_capture(&big, 300_000);
@@ -804,7 +640,7 @@ fn sigterm_finishes_the_capture_in_flight_or_hands_it_back() {
     ];
 
     // Within the deadline: the capture is finished, its message deleted, exit 0.
-    let mut w = Watcher::start(&moto, dir.path(), "graceful", &base);
+    let mut w = Watcher::start(&moto, &moto.endpoint(), dir.path(), "graceful", &base);
     moto.upload("captures", &[(big.clone(), "in/one.pcap".into())]);
     wait_until("the capture in flight", Duration::from_secs(60), || {
         w.metrics()["pcaplab_watch_in_flight"] >= 1.0
@@ -827,7 +663,7 @@ fn sigterm_finishes_the_capture_in_flight_or_hands_it_back() {
     // Past the deadline: the message is made visible again at once, nothing is written.
     let mut args = base.to_vec();
     args.extend(["--shutdown-timeout", "0s"]);
-    let mut w = Watcher::start(&moto, dir.path(), "deadline", &args);
+    let mut w = Watcher::start(&moto, &moto.endpoint(), dir.path(), "deadline", &args);
     moto.upload("captures", &[(big.clone(), "in/two.pcap".into())]);
     wait_until("the capture in flight", Duration::from_secs(60), || {
         w.metrics()["pcaplab_watch_in_flight"] >= 1.0
@@ -844,7 +680,7 @@ fn sigterm_finishes_the_capture_in_flight_or_hands_it_back() {
     );
 
     // And the next watcher does it.
-    let mut w = Watcher::start(&moto, dir.path(), "next", &base);
+    let mut w = Watcher::start(&moto, &moto.endpoint(), dir.path(), "next", &base);
     wait_until("the handed-back capture", Duration::from_secs(60), || {
         moto.items().contains_key("captures/in/two.pcap")
     });
@@ -857,7 +693,7 @@ fn a_watcher_that_cannot_start_says_what_is_wrong() {
         return;
     };
     let moto = Moto::start(&py);
-    let queue = setup(&moto);
+    let queue = setup(&moto, 2).0;
     let missing_queue = queue.replace("/captures", "/no-such-queue");
     let cases: [(&[&str], &str); 8] = [
         (&[], "--sqs-queue-url"),
@@ -928,7 +764,7 @@ fn a_poll_watcher_that_loses_its_lease_stops_and_writes_nothing() {
         return;
     };
     let moto = Moto::start(&py);
-    setup(&moto);
+    setup(&moto, 2);
     let dir = tempfile::tempdir().expect("tempdir");
     let big = dir.path().join("big.pcap");
     // Several seconds of work in a debug build: the lease is taken away long before the end.
@@ -936,6 +772,7 @@ fn a_poll_watcher_that_loses_its_lease_stops_and_writes_nothing() {
     moto.upload("captures", &[(big, "drop/big.pcap".into())]);
     let mut w = Watcher::start(
         &moto,
+        &moto.endpoint(),
         dir.path(),
         "loser",
         &[

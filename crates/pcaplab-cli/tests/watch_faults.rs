@@ -27,17 +27,14 @@
 //! SKIPPED line, or fails under `$PCAPLAB_REQUIRE_ALL` (as in CI).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::path::PathBuf;
-use std::process::{Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use pcaplab_testkit::{
-    Fault, FaultProxy, Guard, Moto, Rule, fields, free_port, http_get, python, udp_capture,
-};
+use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, http_get, python, udp_capture};
 use serde_json::Value;
 
-const TABLE: &str = "PacketCaptures";
+mod watcher;
+use watcher::{TABLE, Watcher, dataset_rows, depth, setup};
+
 const CMV: &str = "sqs:ChangeMessageVisibility";
 const DELETE: &str = "sqs:DeleteMessage";
 /// The message S3 sends when a bucket's notification is configured (`s3:TestEvent`): it names
@@ -45,46 +42,6 @@ const DELETE: &str = "sqs:DeleteMessage";
 const TEST_EVENT: f64 = 1.0;
 /// The UTC date of a generated capture's first packet (`udp_capture` starts at 1.7e9 s).
 const UDP_DATE: &str = "2023-11-14";
-
-/// Buckets `captures` (notifying the queue `captures` of every created object) and `results`,
-/// the table, the queue's dead-letter queue after `sys.argv[1]` receives, and the topic
-/// `pcaplab-done` with the queue `announcements` subscribed. Prints the queue's URL and the
-/// topic's ARN.
-const SETUP: &str = r#"
-s3.create_bucket(Bucket="captures"); s3.create_bucket(Bucket="results"); create_table()
-def arn(url):
-    return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-dlq = sqs.create_queue(QueueName="captures-dlq")["QueueUrl"]
-q = sqs.create_queue(QueueName="captures", Attributes={"VisibilityTimeout": "30",
-    "RedrivePolicy": json.dumps({"deadLetterTargetArn": arn(dlq), "maxReceiveCount": sys.argv[1]})})["QueueUrl"]
-s3.put_bucket_notification_configuration(Bucket="captures", NotificationConfiguration={
-    "QueueConfigurations": [{"QueueArn": arn(q), "Events": ["s3:ObjectCreated:*"]}]})
-topic = sns.create_topic(Name="pcaplab-done")["TopicArn"]
-announcements = sqs.create_queue(QueueName="announcements")["QueueUrl"]
-sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn(announcements))
-emit("setup", q, topic)
-"#;
-
-/// Messages in the queue and its dead-letter queue: `visible not-visible dlq-visible`.
-const QUEUE_DEPTH: &str = r#"
-def depth(name):
-    url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
-    a = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
-    return int(a["ApproximateNumberOfMessages"]), int(a["ApproximateNumberOfMessagesNotVisible"])
-v, nv = depth("captures")
-emit("depth", v, nv, depth("captures-dlq")[0])
-"#;
-
-/// Rows per capture of the Parquet dataset `s3://results/packets` (Hive partitioning).
-const DATASET_ROWS: &str = r#"
-import collections
-import pyarrow.fs as pafs, pyarrow.dataset as ds
-fs = pafs.S3FileSystem(endpoint_override=os.environ["AWS_ENDPOINT_URL"].split("//")[1], scheme="http",
-    access_key="test", secret_key="test", region="us-east-1")
-t = ds.dataset("results/packets", filesystem=fs, format="parquet", partitioning="hive").to_table(columns=["capture"])
-for cap, n in sorted(collections.Counter(t.column("capture").to_pylist()).items()):
-    emit("rows", cap, n)
-"#;
 
 /// The announcements delivered to the queue `announcements` (envelopes opened), drained.
 const ANNOUNCEMENTS: &str = r#"
@@ -115,9 +72,7 @@ impl Lab {
         let py = python()?;
         let moto = Moto::start(&py);
         let proxy = FaultProxy::start(&moto.endpoint());
-        let out = moto.py(SETUP, &[&max_receives.to_string()]);
-        let f = &fields(&out, "setup")[0];
-        let (queue, topic) = (f[0].clone(), f[1].clone());
+        let (queue, topic) = setup(&moto, max_receives);
         Some(Lab {
             moto,
             proxy,
@@ -164,14 +119,18 @@ impl Lab {
             "1s",
         ];
         all.extend_from_slice(args);
-        Watcher::start(self, name, &all)
+        Watcher::start(
+            &self.moto,
+            &self.proxy.endpoint(),
+            self.dir.path(),
+            name,
+            &all,
+        )
     }
 
     /// `(visible, in flight, in the dead-letter queue)`.
     fn depth(&self) -> (u64, u64, u64) {
-        let f = &fields(&self.moto.py(QUEUE_DEPTH, &[]), "depth")[0];
-        let n = |i: usize| f[i].parse().expect("a count");
-        (n(0), n(1), n(2))
+        depth(&self.moto)
     }
 
     /// Wait until every capture `in/<name>` has a finished item, the queue and its
@@ -242,10 +201,7 @@ impl Lab {
                 .expect("an output in results");
             assert!(expected.contains(key), "{id}: {key} not in {expected:?}");
         }
-        let rows: BTreeMap<String, u64> = fields(&self.moto.py(DATASET_ROWS, &[]), "rows")
-            .into_iter()
-            .map(|f| (f[0].clone(), f[1].parse().expect("rows")))
-            .collect();
+        let rows = dataset_rows(&self.moto);
         let want: BTreeMap<String, u64> = captures
             .iter()
             .map(|(n, p)| (format!("captures/in/{n}"), u64::from(*p)))
@@ -275,108 +231,7 @@ fn wait_until_or(what: &str, timeout: Duration, w: &Watcher, mut done: impl FnMu
     }
 }
 
-/// A `pcaplab watch` child (through the lab's proxy) with JSON logs in a file and its metrics
-/// on a port of its own.
-struct Watcher {
-    child: Guard,
-    port: u16,
-    log: PathBuf,
-}
-
 impl Watcher {
-    /// Start it and wait until `/healthz` answers.
-    fn start(lab: &Lab, name: &str, args: &[&str]) -> Watcher {
-        let port = free_port();
-        let log = lab.dir.path().join(format!("{name}.log"));
-        let child = lab
-            .moto
-            .env_via(
-                &mut Command::new(env!("CARGO_BIN_EXE_pcaplab")),
-                &lab.proxy.endpoint(),
-            )
-            .arg("watch")
-            .args(["--log-format", "json", "--id", name])
-            .args(["--metrics-listen", &format!("127.0.0.1:{port}")])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(File::create(&log).expect("log file"))
-            .spawn()
-            .expect("start pcaplab watch");
-        let mut w = Watcher {
-            child: Guard(child),
-            port,
-            log,
-        };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while http_get(port, "/healthz").is_none() {
-            if let Ok(Some(status)) = w.child.0.try_wait() {
-                panic!("{name} exited at start ({status}):\n{}", w.log_text());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{name} did not come up:\n{}",
-                w.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        w
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// The log's JSON lines (every line must be JSON).
-    fn logs(&self) -> Vec<Value> {
-        self.log_text()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
-            .collect()
-    }
-
-    /// The warnings whose message contains `text`.
-    fn warnings(&self, text: &str) -> Vec<Value> {
-        self.logs()
-            .into_iter()
-            .filter(|l| {
-                l["level"] == "WARN" && l["message"].as_str().is_some_and(|m| m.contains(text))
-            })
-            .collect()
-    }
-
-    /// `/metrics`, as `name{labels}` → value.
-    fn metrics(&self) -> BTreeMap<String, f64> {
-        let (status, body) = http_get(self.port, "/metrics").expect("/metrics answers");
-        assert_eq!(status, 200, "{body}");
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| {
-                let (name, value) = l.rsplit_once(' ').expect("name value");
-                (name.to_owned(), value.parse().expect("a number"))
-            })
-            .collect()
-    }
-
-    fn metric(&self, name: &str) -> f64 {
-        *self
-            .metrics()
-            .get(name)
-            .unwrap_or_else(|| panic!("no metric {name}"))
-    }
-
-    fn messages(&self, result: &str) -> f64 {
-        self.metric(&format!(
-            "pcaplab_watch_messages_total{{result=\"{result}\"}}"
-        ))
-    }
-
-    fn captures(&self, outcome: &str) -> f64 {
-        self.metric(&format!(
-            "pcaplab_watch_captures_total{{outcome=\"{outcome}\"}}"
-        ))
-    }
-
     /// The receive counts of the messages whose capture `in/<name>` was converted, one per
     /// `capture converted` line.
     fn conversions(&self, name: &str) -> Vec<u64> {
@@ -391,32 +246,6 @@ impl Watcher {
                     .unwrap_or(0)
             })
             .collect()
-    }
-
-    fn wait(&mut self, timeout: Duration) -> ExitStatus {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.0.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the watcher did not exit within {timeout:?}:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// SIGTERM, and expect a clean exit (status 0).
-    fn stop(&mut self) {
-        let ok = Command::new("kill")
-            .args(["-s", "TERM", &self.child.0.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(ok.success(), "kill -s TERM");
-        let status = self.wait(Duration::from_secs(60));
-        assert!(status.success(), "{status}: {}", self.log_text());
     }
 }
 
@@ -566,8 +395,8 @@ fn failing_visibility_extensions_let_the_message_back_but_the_capture_is_convert
         deletes.len()
     );
     assert_eq!(conversions, [1], "{}", w.log_text());
-    assert_eq!(w.captures("processed"), 1.0);
-    assert_eq!(w.captures("error"), 0.0);
+    assert_eq!(w.captures("processed"), 1);
+    assert_eq!(w.captures("error"), 0);
     // And it said so.
     let warned = w.warnings("cannot extend the message's visibility");
     assert!(
@@ -586,7 +415,7 @@ fn failing_visibility_extensions_let_the_message_back_but_the_capture_is_convert
         w.log_text()
     );
     lab.assert_effect(&[("big.pcap", BIG)]);
-    w.stop();
+    w.stop("TERM");
 }
 
 /// 2. Deletes that fail. First one that reaches SQS (the message is deleted) but whose answer
@@ -643,7 +472,7 @@ fn a_failed_or_unanswered_delete_ends_with_the_same_effect_and_an_empty_queue() 
     );
     assert_eq!(w.messages("left"), 1.0);
     assert_eq!(w.messages("deleted"), TEST_EVENT + 2.0);
-    assert_eq!(w.captures("error"), 0.0);
+    assert_eq!(w.captures("error"), 0);
     let warning = &w.warnings("the message cannot be deleted")[0];
     assert!(
         warning["error"]
@@ -652,7 +481,7 @@ fn a_failed_or_unanswered_delete_ends_with_the_same_effect_and_an_empty_queue() 
         "the warning does not say why: {warning}"
     );
     lab.assert_effect(&[("a.pcap", 20_000), ("b.pcap", 30_000)]);
-    w.stop();
+    w.stop("TERM");
 }
 
 /// 3. S3 and DynamoDB fail transiently while the captures are converted: the first two reads of
@@ -695,12 +524,12 @@ fn transient_s3_and_dynamodb_faults_while_converting_are_absorbed() {
     for (name, _) in captures {
         assert_eq!(w.conversions(name), [1], "{name}: {}", w.log_text());
     }
-    assert_eq!(w.captures("processed"), 3.0);
-    assert_eq!(w.captures("error"), 0.0);
+    assert_eq!(w.captures("processed"), 3);
+    assert_eq!(w.captures("error"), 0);
     assert_eq!(w.messages("deleted"), TEST_EVENT + 3.0);
     assert_eq!(w.messages("left"), 0.0);
     lab.assert_effect(&captures);
-    w.stop();
+    w.stop("TERM");
 }
 
 /// 4. `--sns-topic-arn` with `sns:Publish` failing (500) for a while: the capture is converted
@@ -776,7 +605,7 @@ fn a_failed_announcement_leaves_the_message_and_the_retry_announces_once() {
         format!("s3://results/{}", expected.first().expect("a key"))
     );
     lab.assert_effect(&[("a.pcap", 20_000)]);
-    w.stop();
+    w.stop("TERM");
 }
 
 /// 5. The receives are throttled across several calls (more than the SDK's retries of one):
@@ -848,5 +677,5 @@ fn throttled_receives_back_off_and_the_messages_are_then_processed() {
     assert_eq!(w.messages("deleted"), TEST_EVENT + 2.0);
     assert_eq!(w.messages("left"), 0.0);
     lab.assert_effect(&captures);
-    w.stop();
+    w.stop("TERM");
 }
