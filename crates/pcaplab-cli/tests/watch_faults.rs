@@ -43,19 +43,6 @@ const TEST_EVENT: f64 = 1.0;
 /// The UTC date of a generated capture's first packet (`udp_capture` starts at 1.7e9 s).
 const UDP_DATE: &str = "2023-11-14";
 
-/// The announcements delivered to the queue `announcements` (envelopes opened), drained.
-const ANNOUNCEMENTS: &str = r#"
-url = sqs.get_queue_url(QueueName="announcements")["QueueUrl"]
-while True:
-    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-    if not got:
-        break
-    for m in got:
-        env = json.loads(m["Body"])
-        emit("sns", env.get("Subject", ""), env["Message"])
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-"#;
-
 /// moto, the proxy in front of it, the buckets, table, queues and topic, and a directory.
 struct Lab {
     moto: Moto,
@@ -211,9 +198,10 @@ impl Lab {
 
     /// The announcements delivered so far (drained): their JSON messages.
     fn announcements(&self) -> Vec<Value> {
-        fields(&self.moto.py(ANNOUNCEMENTS, &[]), "sns")
+        self.moto
+            .announcements("announcements")
             .into_iter()
-            .map(|f| serde_json::from_str(&f[1]).expect("message JSON"))
+            .map(|(m, _)| serde_json::from_str(&m).expect("message JSON"))
             .collect()
     }
 }

@@ -47,30 +47,11 @@ fn keys(moto: &Moto) -> Vec<String> {
         .collect()
 }
 
-/// SNS messages delivered to the subscribed queue (envelopes opened): their JSON and subject.
+/// SNS messages delivered to the subscribed queue: their JSON and subject.
 fn announcements(moto: &Moto) -> Vec<(Value, String)> {
-    let out = moto.py(
-        r#"
-url = sqs.get_queue_url(QueueName=sys.argv[1])["QueueUrl"]
-while True:
-    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=1).get("Messages", [])
-    if not got:
-        break
-    for m in got:
-        env = json.loads(m["Body"])
-        emit("sns", env.get("Subject", ""), env["Message"])
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-"#,
-        &[QUEUE],
-    );
-    fields(&out, "sns")
+    moto.announcements(QUEUE)
         .into_iter()
-        .map(|f| {
-            (
-                serde_json::from_str(&f[1]).expect("message JSON"),
-                f[0].clone(),
-            )
-        })
+        .map(|(m, subject)| (serde_json::from_str(&m).expect("message JSON"), subject))
         .collect()
 }
 

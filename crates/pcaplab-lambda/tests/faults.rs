@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, keyed, own_captures, python};
+use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, keyed, own_captures, python};
 use serde_json::{Value, json};
 
 mod common;
@@ -136,22 +136,14 @@ for it in items():
 
     /// The s3Ids announced since the last call (SNS → the subscribed queue, drained).
     fn announced(&self) -> Vec<String> {
-        let out = self.moto.py(
-            r#"
-url = sqs.get_queue_url(QueueName=sys.argv[1])["QueueUrl"]
-while True:
-    got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
-    if not got:
-        break
-    for m in got:
-        emit("sns", json.loads(json.loads(m["Body"])["Message"])["s3Id"])
-        sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
-"#,
-            &[QUEUE],
-        );
-        let mut ids: Vec<String> = fields(&out, "sns")
+        let mut ids: Vec<String> = self
+            .moto
+            .announcements(QUEUE)
             .into_iter()
-            .map(|f| f[0].clone())
+            .map(|(m, _)| {
+                let m: Value = serde_json::from_str(&m).expect("message JSON");
+                m["s3Id"].as_str().expect("an s3Id").to_owned()
+            })
             .collect();
         ids.sort();
         ids

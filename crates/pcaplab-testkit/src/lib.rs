@@ -196,6 +196,19 @@ def dump_items():
             emit("output", sid, kind, url["S"])
         emit("canon", sid, json.dumps({k: v for k, v in it.items() if k != "processed_at"}, sort_keys=True))
 
+def announcements(queue):
+    """What SNS delivered to the SQS queue `queue` (subscribed to a topic), drained: each
+    envelope's subject and message. (moto delivers during Publish: nothing is on its way.)"""
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    while True:
+        got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get("Messages", [])
+        if not got:
+            return
+        for m in got:
+            env = json.loads(m["Body"])
+            yield env.get("Subject", ""), env["Message"]
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=m["ReceiptHandle"])
+
 def dump_keys(bucket, prefix=""):
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for o in page.get("Contents", []):
@@ -290,6 +303,21 @@ impl Moto {
     /// Every item of the `PacketCaptures` table, by `s3Id` (two items for one id fail).
     pub fn items(&self) -> BTreeMap<String, Item> {
         parse_items(&self.py("dump_items()", &[]))
+    }
+
+    /// The announcements SNS delivered to the SQS queue `queue` since the last call (the
+    /// queue drained): each message's JSON and its subject.
+    pub fn announcements(&self, queue: &str) -> Vec<(String, String)> {
+        fields(
+            &self.py(
+                "for subject, message in announcements(sys.argv[1]): emit('sns', subject, message)",
+                &[queue],
+            ),
+            "sns",
+        )
+        .into_iter()
+        .map(|f| (f[1].clone(), f[0].clone()))
+        .collect()
     }
 
     /// Every key in `bucket` under `prefix`.
