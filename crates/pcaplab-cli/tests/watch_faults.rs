@@ -22,6 +22,8 @@
 //!    failure is logged as retryable, naming the topic.
 //! 5. `sqs:ReceiveMessage` throttled across several receives: the watcher backs off, is
 //!    unhealthy on `/healthz` for a while, keeps going and then processes the waiting messages.
+//! 6. Poll mode: claims throttled, and a claim whose answer was lost (its retry finds the lease
+//!    its own): each capture converted once, no lease left.
 //!
 //! Needs `$PCAPLAB_PYTHON` (boto3, moto[server], pyarrow); without it each test prints a loud
 //! SKIPPED line, or fails under `$PCAPLAB_REQUIRE_ALL` (as in CI).
@@ -665,5 +667,75 @@ fn throttled_receives_back_off_and_the_messages_are_then_processed() {
     assert_eq!(w.messages("deleted"), TEST_EVENT + 2.0);
     assert_eq!(w.messages("left"), 0.0);
     lab.assert_effect(&captures);
+    w.stop("TERM");
+}
+
+/// 6. Poll mode: the claims and lease renewals (conditional `UpdateItem`s on the captures'
+///    items) throttled, then one claim that took effect but whose answer was lost — its retry
+///    must find the lease its own, not another watcher's. Each capture converted once, the same
+///    keys and items as without faults, no lease left behind.
+#[test]
+fn poll_mode_claims_survive_throttling_and_a_lost_answer() {
+    let Some(lab) = Lab::start(10) else { return };
+    let p = &lab.proxy;
+    let captures = [("p1.pcap", 200_000), ("p2.pcap", 30_000)];
+    for (name, packets) in captures {
+        lab.upload(name, packets);
+    }
+    p.inject(Rule::new("dynamodb:UpdateItem", Fault::Throttle).times(3));
+    p.inject(
+        Rule::new("dynamodb:UpdateItem", Fault::DropAnswer)
+            .matching("p2.pcap")
+            .times(1),
+    );
+    let mut w = Watcher::start(
+        &lab.moto,
+        &lab.proxy.endpoint(),
+        lab.dir.path(),
+        "poll",
+        &[
+            "--poll",
+            "s3://captures/in/",
+            "--interval",
+            "1s",
+            "--lease",
+            "3s",
+            "--out",
+            "s3://results/",
+            "--dynamodb-table",
+            TABLE,
+            "--format",
+            "parquet",
+        ],
+    );
+    let ids: BTreeSet<String> = captures
+        .iter()
+        .map(|(n, _)| format!("captures/in/{n}"))
+        .collect();
+    wait_until_or(
+        "an ok item for each capture",
+        Duration::from_secs(90),
+        &w,
+        || {
+            let items = lab.moto.items();
+            items.keys().cloned().collect::<BTreeSet<_>>() == ids
+                && items.values().all(|i| i.status == "ok")
+        },
+    );
+    // A few more rounds: nothing is converted again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(p.faults("dynamodb:UpdateItem"), 4, "{:?}", p.seen());
+    for (name, _) in captures {
+        assert_eq!(w.conversions(name).len(), 1, "{name}: {}", w.log_text());
+    }
+    lab.assert_effect(&captures);
+    let leases = lab.moto.py(
+        "for it in items():\n    emit('lease', it['s3Id']['S'], 'lease_owner' in it)",
+        &[],
+    );
+    assert!(
+        fields(&leases, "lease").iter().all(|f| f[1] == "False"),
+        "{leases}"
+    );
     w.stop("TERM");
 }
