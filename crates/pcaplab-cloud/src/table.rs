@@ -423,6 +423,36 @@ mod tests {
     use super::*;
     use aws_sdk_dynamodb::error::ErrorMetadata;
 
+    #[test]
+    fn an_item_answers_for_its_outputs_and_its_stale_ones() {
+        let item: HashMap<String, AttributeValue> = [
+            (
+                "outputs".to_owned(),
+                AttributeValue::M(
+                    [("parquet".to_owned(), s("s3://r/new.parquet"))]
+                        .into_iter()
+                        .collect(),
+                ),
+            ),
+            (
+                "stale_outputs".to_owned(),
+                AttributeValue::L(vec![s("s3://r/old.parquet"), s("s3://r/old.flows.parquet")]),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(outputs_of(&item), ["s3://r/new.parquet"]);
+        assert_eq!(
+            recorded_outputs(&item),
+            [
+                "s3://r/new.parquet",
+                "s3://r/old.parquet",
+                "s3://r/old.flows.parquet"
+            ]
+        );
+        assert!(recorded_outputs(&HashMap::new()).is_empty());
+    }
+
     fn service(code: &str, message: &str) -> TableError {
         let e = PutItemError::generic(ErrorMetadata::builder().code(code).message(message).build());
         table_error(
