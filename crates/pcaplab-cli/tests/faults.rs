@@ -257,6 +257,22 @@ fn transient_faults_of_every_kind_leave_the_same_dataset_and_items() {
     // Every fault happened as scripted.
     let expected: usize = injected.iter().map(|(_, n)| n).sum();
     assert_eq!(faults.values().sum::<usize>(), expected, "{faults:?}");
+    // The cut download went on from where it was cut: a ranged GET (206).
+    let big: Vec<(Option<Fault>, Option<u16>)> = lab
+        .proxy
+        .seen()
+        .iter()
+        .filter(|s| s.op == "s3:GetObject" && s.subject.ends_with("/big.pcap"))
+        .map(|s| (s.fault, s.status))
+        .collect();
+    assert_eq!(
+        big,
+        [
+            (Some(Fault::CutBody(3 << 20)), Some(200)),
+            (None, Some(206))
+        ],
+        "the big capture's GETs"
+    );
 
     // The same dataset, byte for byte, and nothing left half-done.
     let (want, open_clean) = lab.dataset("clean");

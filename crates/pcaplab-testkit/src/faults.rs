@@ -14,6 +14,7 @@
 //! and the response bytes it passed on per operation.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -330,6 +331,7 @@ async fn handle(
             Some(Fault::CutBody(n)) => Some(n),
             _ => None,
         },
+        pause: None,
     };
     Ok(Response::from_parts(parts, counted.boxed()))
 }
@@ -367,6 +369,9 @@ struct Counted {
     index: usize,
     /// Bytes still to pass on before the cut (`None`: no cut).
     left: Option<usize>,
+    /// Once they are passed on, a pause before the cut, so that the server writes out what it
+    /// holds (the headers, the bytes before the cut) before it closes the connection.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Body for Counted {
@@ -378,6 +383,12 @@ impl Body for Counted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
         if self.left == Some(0) {
+            let pause = self
+                .pause
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+            if pause.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
             return Poll::Ready(Some(Err(std::io::Error::other("fault: body cut"))));
         }
         let frame = match Pin::new(&mut self.inner).poll_frame(cx) {
@@ -597,6 +608,89 @@ mod tests {
             classify(&sns, b"Action=Publish&Version=2010-03-31").1,
             "sns:Publish"
         );
+    }
+
+    /// A stand-in for moto: answers every request with 100,000 bytes, counting requests.
+    fn upstream() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = std::sync::Arc::clone(&served);
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let head = "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n";
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&[b'x'; 100_000]);
+            }
+        });
+        (url, served)
+    }
+
+    /// `GET path` through the proxy: the status (`None`: no answer) and the body bytes read
+    /// before the connection ended.
+    fn get(proxy: &FaultProxy, path: &str) -> (Option<u16>, usize) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(proxy.endpoint().trim_start_matches("http://"))
+            .expect("connect");
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: AWS4-HMAC-SHA256 Credential=t/20261204/us-east-1/s3/aws4_request\r\nConnection: close\r\n\r\n"
+        );
+        s.write_all(request.as_bytes()).expect("send");
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        let Some(end) = answer.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return (None, 0);
+        };
+        let status = std::str::from_utf8(&answer[9..12])
+            .ok()
+            .and_then(|c| c.parse().ok());
+        (status, answer.len() - end - 4)
+    }
+
+    #[test]
+    fn the_proxy_injects_each_fault_and_counts_what_it_passed_on() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (url, served) = upstream();
+        let proxy = FaultProxy::start(&url);
+        // Untouched.
+        assert_eq!(get(&proxy, "/b/k"), (Some(200), 100_000));
+        assert_eq!(proxy.bytes("s3:GetObject", "/b/k"), 100_000);
+        // Throttled: S3's 503 SlowDown, never forwarded.
+        proxy.inject(Rule::new("s3:GetObject", Fault::Throttle).times(1));
+        let (status, _) = get(&proxy, "/b/k");
+        assert_eq!(status, Some(503));
+        assert_eq!(served.load(SeqCst), 1);
+        // Cut after 1,000 bytes.
+        proxy.inject(Rule::new("s3:GetObject", Fault::CutBody(1000)).times(1));
+        assert_eq!(get(&proxy, "/b/k"), (Some(200), 1000));
+        assert_eq!(served.load(SeqCst), 2);
+        // Dropped before forwarding: no answer, nothing served.
+        proxy.inject(Rule::new("s3:GetObject", Fault::Drop).times(1));
+        assert_eq!(get(&proxy, "/b/k"), (None, 0));
+        assert_eq!(served.load(SeqCst), 2);
+        // Forwarded, answer lost.
+        proxy.inject(Rule::new("s3:GetObject", Fault::DropAnswer).times(1));
+        assert_eq!(get(&proxy, "/b/k"), (None, 0));
+        assert_eq!(served.load(SeqCst), 3);
+        // Delayed.
+        proxy.inject(Rule::new("s3:GetObject", Fault::Delay(Duration::from_millis(300))).times(1));
+        let started = std::time::Instant::now();
+        assert_eq!(get(&proxy, "/b/k"), (Some(200), 100_000));
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        // The ledger: six requests, four faulted, the bytes passed on.
+        assert_eq!(proxy.count("s3:GetObject"), 6);
+        assert_eq!(proxy.faults("s3:GetObject"), 5);
+        assert_eq!(proxy.bytes("s3:GetObject", ""), 201_000);
     }
 
     #[test]
