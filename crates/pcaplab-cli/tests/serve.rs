@@ -30,7 +30,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pcaplab_testkit::{Guard, Moto, free_port, http_get, own_captures, python, skip, wait_until};
+use pcaplab_testkit::{
+    Fault, FaultProxy, Guard, Moto, Rule, free_port, http_get, own_captures, python, skip,
+    wait_until,
+};
 use serde_json::Value;
 
 fn bin() -> &'static str {
@@ -162,10 +165,12 @@ fn sns_notifications_from_moto_are_verified() {
     let topic = moto.py(SETUP, &[]);
     let topic = topic.trim();
     let dir = tempfile::tempdir().expect("tempdir");
+    // The server reaches AWS through a fault proxy (faults come at the end).
+    let faults = FaultProxy::start(&moto.endpoint());
     let (_server, port) = serve(
         &["--dynamodb-table", "PacketCaptures", "--log-format", "json"],
         |cmd| {
-            moto.env(cmd);
+            moto.env_via(cmd, &faults.endpoint());
         },
         &dir.path().join("serve.log"),
     );
@@ -274,13 +279,11 @@ fn sns_notifications_from_moto_are_verified() {
     assert!(detail["etag"].is_string(), "{detail}");
     let flow = &detail["top_flows"][0];
     let cid = flow["community_id"].as_str().expect("a top flow");
-    let (status, headers, body) = get_bytes(
-        port,
-        &format!(
-            "/api/captures/captures%2Fin%2Flab%20web.pcap/flows.pcap?flow={}",
-            enc(cid)
-        ),
+    let path = format!(
+        "/api/captures/captures%2Fin%2Flab%20web.pcap/flows.pcap?flow={}",
+        enc(cid)
     );
+    let (status, headers, body) = get_bytes(port, &path);
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(
         header(&headers, "content-type"),
@@ -296,6 +299,27 @@ fn sns_notifications_from_moto_are_verified() {
             "{flow}"
         );
     }
+
+    // S3 throttling the reads (the dataset's and the capture's): retried, the same packets.
+    faults.inject(Rule::new("s3:GetObject", Fault::Throttle).times(3));
+    let (status, _, again) = get_bytes(port, &path);
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&again));
+    assert_eq!(again, body);
+    assert_eq!(faults.faults("s3:GetObject"), 3);
+    // The capture unreadable for good: an error naming it, never a partial capture.
+    faults.inject(
+        Rule::new("s3:GetObject", Fault::InternalError).matching("/captures/in/lab web.pcap"),
+    );
+    let (status, headers, error) = get_bytes(port, &path);
+    let error = String::from_utf8_lossy(&error);
+    assert_eq!(status, 502, "{error}");
+    assert_eq!(header(&headers, "content-type"), "application/json");
+    assert!(
+        error.contains("s3://captures/in/lab web.pcap") && error.contains("InternalError"),
+        "{error}"
+    );
+    faults.heal();
+    assert_eq!(get_bytes(port, &path).2, body);
 }
 
 /// Where playwright-core is: `$PCAPLAB_NODE_MODULES`, else the repository's `.ci/node`.
