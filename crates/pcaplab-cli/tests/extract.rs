@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use pcaplab_testkit::{FaultProxy, corpus, expected_packets, python, run_python, tshark};
+use pcaplab_testkit::{
+    Fault, FaultProxy, Rule, corpus, expected_packets, python, run_python, tshark,
+};
 
 fn pcaplab(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pcaplab"))
@@ -680,6 +682,30 @@ for o in s3.list_objects_v2(Bucket='results', Prefix='ds/flows/')['Contents']:
         })
         .collect();
     assert_eq!(seen, want);
+
+    // Again while S3 fails: ranged reads of the capture throttled and one cut short, a read of
+    // the dataset refused. Retried: the same file.
+    let first = std::fs::read(&out).expect("the flow");
+    proxy.inject(
+        Rule::new("s3:GetObject", Fault::Throttle)
+            .matching("/captures/big.pcap")
+            .times(2),
+    );
+    proxy.inject(
+        Rule::new("s3:GetObject", Fault::CutBody(100))
+            .matching("/captures/big.pcap")
+            .times(1),
+    );
+    proxy.inject(
+        Rule::new("s3:GetObject", Fault::InternalError)
+            .matching("/results/ds/")
+            .times(1),
+    );
+    let o = run(&extract_flow);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(proxy.faults("s3:GetObject"), 4, "{:?}", proxy.seen());
+    assert_eq!(std::fs::read(&out).expect("the flow"), first);
+    proxy.heal();
 
     // Another object under the same key: the dataset describes another version of it.
     let other = pcaplab_testkit::own_captures().join("lab-web.pcap");
