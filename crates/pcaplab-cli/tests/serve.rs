@@ -208,31 +208,41 @@ fn sns_notifications_from_moto_are_verified() {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("watch.log")).expect("log"));
-    moto.env(&mut watch);
+    // The watcher's first announcement takes effect but its answer is lost: the SDK publishes
+    // it again, and SNS delivers both.
+    faults.inject(Rule::new("sns:Publish", Fault::DropAnswer).times(1));
+    moto.env_via(&mut watch, &faults.endpoint());
     let _watcher = Guard(watch.spawn().expect("start pcaplab watch"));
 
     let id = "captures/in/lab web.pcap";
     wait_until(
-        "the announcement reaches the page",
+        "both announcements reach the page",
         Duration::from_secs(60),
-        || get_json(port, "/api/updates")["accepted"] == 1,
+        || get_json(port, "/api/updates")["accepted"] == 2,
     );
     wait_until(
-        "the altered copy is answered",
+        "the altered copies are answered",
         Duration::from_secs(30),
-        || !altered.lock().expect("lock").is_empty(),
+        || altered.lock().expect("lock").len() == 2,
     );
     let updates = get_json(port, "/api/updates");
     let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
-    assert_eq!(updates["accepted"], 1, "{updates}\n{log}");
-    assert_eq!(updates["rejected"], 1, "{updates}\n{log}");
+    assert_eq!(faults.count("sns:Publish"), 2);
+    assert_eq!(updates["accepted"], 2, "{updates}\n{log}");
+    assert_eq!(updates["rejected"], 2, "{updates}\n{log}");
+    // Two announcements of one capture: listed once.
+    assert_eq!(
+        updates["recent"].as_array().map(Vec::len),
+        Some(1),
+        "{updates}"
+    );
     assert!(
         updates["last_rejection"]
             .as_str()
             .is_some_and(|r| r.contains("signature does not verify")),
         "{updates}"
     );
-    assert_eq!(*altered.lock().expect("lock"), [403]);
+    assert_eq!(*altered.lock().expect("lock"), [403, 403]);
     let n = &updates["recent"][0];
     assert_eq!(n["kind"], "Notification");
     assert_eq!(n["topic_arn"], topic);
@@ -271,7 +281,7 @@ fn sns_notifications_from_moto_are_verified() {
     assert_eq!(status, 200);
     assert!(page.contains("Updated on "), "{page}");
     assert!(page.contains("captures/in/lab web.pcap"), "{page}");
-    assert!(page.contains("1 accepted, 1 rejected"), "{page}");
+    assert!(page.contains("2 accepted, 2 rejected"), "{page}");
     assert_eq!(http_get(port, "/api/captures/nope").map(|r| r.0), Some(404));
 
     // A flow's packets, cut out of the S3 object by the dataset on S3 (the item has an ETag:
