@@ -9,7 +9,8 @@
 //!   its retryable error, the other captures converted; nothing half-written is visible.
 //! - A changed object: the previous version's outputs leave the dataset even when the new
 //!   item's write is retried after a lost answer, and when S3 refuses to delete them (the run
-//!   fails retryable, the item lists them as `stale_outputs`, the next run deletes them).
+//!   fails retryable, the item lists them as `stale_outputs`, the next run deletes them), and
+//!   when the new version is not a capture at all (recorded as failed).
 //!
 //! Needs `$PCAPLAB_PYTHON` (boto3, moto[server]); see pcaplab-testkit.
 
@@ -476,4 +477,29 @@ fn a_previous_versions_outputs_are_deleted_even_when_s3_or_dynamodb_fail_on_the_
         "{items:?}"
     );
     assert!(items["captures/in/x.pcap"].contains("\"26\""), "{items:?}");
+
+    // 4. A version that is not a capture: recorded as failed, and the previous version's
+    //    outputs leave the dataset (the lab CSV too: the object is not that capture any more).
+    let notes = lab.dir.path().join("notes.txt");
+    std::fs::write(&notes, "not a capture\n").expect("write");
+    lab.moto.upload("captures", &[(notes, "in/x.pcap".into())]);
+    let o = convert();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not a packet capture"),
+        "{}",
+        text(&o)
+    );
+    let (objects, _) = lab.dataset("run");
+    assert!(
+        !objects
+            .keys()
+            .any(|k| k.contains("x.pcap") || k == "csv/x.csv"),
+        "{objects:?}"
+    );
+    let items = lab.items("PacketCaptures", "run");
+    assert!(
+        items["captures/in/x.pcap"].contains("\"failed\""),
+        "{items:?}"
+    );
 }

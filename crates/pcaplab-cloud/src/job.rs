@@ -631,7 +631,8 @@ impl Job {
                 let err = JobError::Convert { url, source: e };
                 if err.capture_fault() && !(req.listed && err.not_a_capture()) {
                     let object = req.location.to_string();
-                    self.record_failure((&s3_id, &object), &source.info, &err)
+                    let previous = std::mem::take(&mut previous.outputs);
+                    self.record_failure((&s3_id, &object), &source.info, &err, previous)
                         .await;
                 }
                 return Err(err);
@@ -726,23 +727,16 @@ impl Job {
                         .chain(previous.outputs)
                         .filter(|u| !ours.contains(u.as_str()))
                         .collect();
-                    let left = delete_urls(self, stale.into_iter().collect()).await;
-                    if let Some((first, message)) = left.first() {
-                        // Until they are deleted the dataset holds both versions' rows: the
-                        // item remembers them for the next run, and this run asks for one.
-                        let urls: Vec<String> = left.iter().map(|(u, _)| u.clone()).collect();
-                        let lm = match item.get("last_modified") {
-                            Some(pcaplab_core::AttrValue::S(lm)) => lm.clone(),
-                            _ => String::new(),
-                        };
-                        let recorded = table::record_stale(client, table, &s3_id, &lm, &urls)
-                            .await
-                            .unwrap_or(false);
+                    // Until they are deleted the dataset holds both versions' rows: the item
+                    // remembers them for the next run, and this run asks for one.
+                    if let Err((left, recorded)) = self.retire(&s3_id, &item, stale).await {
+                        let count = left.len();
+                        let (first, message) = left.into_iter().next().unwrap_or_default();
                         return Err(JobError::Cleanup {
                             url,
-                            left: urls.len(),
-                            first: first.clone(),
-                            message: message.clone(),
+                            left: count,
+                            first,
+                            message,
                             recorded,
                         });
                     }
@@ -783,8 +777,16 @@ impl Job {
     }
 
     /// Record a capture that could not be converted (best effort: the caller reports the
-    /// conversion error either way).
-    async fn record_failure(&self, id: (&str, &str), info: &ObjectInfo, err: &JobError) {
+    /// conversion error either way). The object is no longer the capture the dataset holds, so
+    /// the outputs of its previous version (those its item listed, and `previous`, read before
+    /// converting) are deleted as when a new version converts.
+    async fn record_failure(
+        &self,
+        id: (&str, &str),
+        info: &ObjectInfo,
+        err: &JobError,
+        previous: Vec<String>,
+    ) {
         let (Some(client), Some(table)) = (&self.dynamodb, &self.options.table) else {
             return;
         };
@@ -795,7 +797,48 @@ impl Job {
             None,
             0,
         );
-        let _ = table::put(client, table, &item).await;
+        if let Ok(Put::Written(old)) = table::put(client, table, &item).await {
+            let stale: BTreeSet<String> = old
+                .as_ref()
+                .map(table::recorded_outputs)
+                .unwrap_or_default()
+                .into_iter()
+                .chain(previous)
+                .collect();
+            // What is left is recorded on the item for the next run; the error reported is the
+            // capture's own.
+            let _ = self.retire(id.0, &item, stale).await;
+        }
+    }
+
+    /// Delete the outputs of an object's previous version (`stale`) once its item (`item`) is
+    /// written. Those that could not be deleted are recorded on the item as `stale_outputs`, so
+    /// that the next run deletes them: `Err` with them (URL, why) and whether the item records
+    /// them.
+    async fn retire(
+        &self,
+        s3_id: &str,
+        item: &pcaplab_core::Item,
+        stale: BTreeSet<String>,
+    ) -> Result<(), (Vec<(String, String)>, bool)> {
+        let left = delete_urls(self, stale.into_iter().collect()).await;
+        if left.is_empty() {
+            return Ok(());
+        }
+        let recorded = match (&self.dynamodb, &self.options.table) {
+            (Some(client), Some(table)) => {
+                let lm = match item.get("last_modified") {
+                    Some(pcaplab_core::AttrValue::S(lm)) => lm.clone(),
+                    _ => String::new(),
+                };
+                let urls: Vec<String> = left.iter().map(|(u, _)| u.clone()).collect();
+                table::record_stale(client, table, s3_id, &lm, &urls)
+                    .await
+                    .unwrap_or(false)
+            }
+            _ => false,
+        };
+        Err((left, recorded))
     }
 
     /// List the objects under an S3 prefix (all of them: captures are recognised by content),
