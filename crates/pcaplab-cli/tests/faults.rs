@@ -19,9 +19,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use pcaplab_testkit::{
-    Fault, FaultProxy, Moto, Rule, fields, keyed, own_captures, python, udp_capture,
-};
+use pcaplab_testkit::{Fault, FaultProxy, Moto, Rule, fields, own_captures, python, udp_capture};
 
 /// The formats compared: every byte of each is deterministic (the DynamoDB JSON lines carry
 /// `processed_at`, so items are compared in the table instead).
@@ -124,16 +122,12 @@ for u in s3.list_multipart_uploads(Bucket="results", Prefix=prefix).get("Uploads
     /// The items of `table`: s3Id → every attribute but `processed_at`, canonical JSON, with
     /// the output prefix `results/<prefix>/` written as `results/…/`.
     fn items(&self, table: &str, prefix: &str) -> BTreeMap<String, String> {
-        let out = self.moto.py(
-            r#"
-n = 0
-for it in items(sys.argv[1]):
-    canon = json.dumps({k: v for k, v in it.items() if k != "processed_at"}, sort_keys=True)
-    emit("item", it["s3Id"]["S"], canon.replace("s3://results/" + sys.argv[2] + "/", "s3://results/…/"))
-"#,
-            &[table, prefix],
-        );
-        keyed(&out, "item")
+        let ours = format!("s3://results/{prefix}/");
+        self.moto
+            .items_in(table)
+            .into_iter()
+            .map(|(id, item)| (id, item.canon.replace(&ours, "s3://results/…/")))
+            .collect()
     }
 }
 

@@ -184,8 +184,8 @@ def items(name=TABLE):
     for page in ddb.get_paginator("scan").paginate(TableName=name, ConsistentRead=True):
         yield from page["Items"]
 
-def dump_items():
-    for it in items():
+def dump_items(name=TABLE):
+    for it in items(name):
         sid = it["s3Id"]["S"]
         get = lambda k, t: it[k][t] if k in it else "-"
         emit("item", sid, get("status", "S"), get("packets", "N"), get("etag", "S"),
@@ -302,7 +302,12 @@ impl Moto {
 
     /// Every item of the `PacketCaptures` table, by `s3Id` (two items for one id fail).
     pub fn items(&self) -> BTreeMap<String, Item> {
-        parse_items(&self.py("dump_items()", &[]))
+        self.items_in("PacketCaptures")
+    }
+
+    /// Every item of `table`, by `s3Id` (two items for one id fail).
+    pub fn items_in(&self, table: &str) -> BTreeMap<String, Item> {
+        parse_items(&self.py("dump_items(sys.argv[1])", &[table]))
     }
 
     /// The announcements SNS delivered to the SQS queue `queue` since the last call (the
