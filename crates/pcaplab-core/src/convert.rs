@@ -30,6 +30,7 @@ use crate::encode::{
     EncodeError, FLOW_ROW_GROUP, Format, LAB_CSV_HEADER, ParquetSink, csv_header, csv_header_of,
     encode_csv, encode_lab_csv, encode_parquet, flows_parquet_sink,
 };
+use crate::flows::parts::{PartError, PartReader, PartWriter};
 use crate::flows::{
     ChunkFlows, Flow, FlowConfig, FlowStats, FlowTable, ShardedFlows, flow_schema, flows_batch,
 };
@@ -233,6 +234,10 @@ pub struct Outputs<'a> {
     pub lab_csv: Option<Box<dyn Write + Send + 'a>>,
     pub flows: Option<Box<dyn Write + Send + 'a>>,
     pub flows_csv: Option<Box<dyn Write + Send + 'a>>,
+    /// One range of a split capture: instead of flow rows, the range's flows as its merge
+    /// needs them ([`crate::flows::parts`]); `flows` and `flows_csv` must be unset (the merge
+    /// writes them, [`Engine::merge_flow_parts`]).
+    pub flow_parts: Option<Box<dyn Write + Send + 'a>>,
     /// Track flows even without a flow output, for [`Summary::flows`] (the summary item's
     /// flow count and top flows). Flows are always tracked when a flow output is set.
     pub track_flows: bool,
@@ -297,6 +302,14 @@ pub enum ConvertError {
         name: String,
         #[source]
         source: OutputsError,
+    },
+    /// A split capture's flow part could not be read back (cut short, corrupt); the flow
+    /// outputs are incomplete.
+    #[error("{name}: merging the flows of its ranges failed")]
+    FlowPart {
+        name: String,
+        #[source]
+        source: PartError,
     },
     /// A bug: a worker panicked or built an invalid batch. The outputs are incomplete.
     #[error("{name}: internal error while decoding frames from {first_frame}: {message}")]
@@ -457,6 +470,8 @@ struct FlowSinks<'a> {
     table: FlowTable,
     parquet: Option<ParquetSink<Box<dyn Write + Send + 'a>>>,
     csv: Option<Box<dyn Write + Send + 'a>>,
+    /// A range of a split capture: its flows go here instead of to `parquet` and `csv`.
+    parts: Option<PartWriter<Box<dyn Write + Send + 'a>>>,
     /// Retired flows not yet handed to the pool: [`FLOW_ROW_GROUP`] at a time.
     pending: Vec<Flow>,
     /// Row groups being encoded on the pool, oldest first (appended in this order).
@@ -495,6 +510,12 @@ impl FlowSinks<'_> {
         flows: Vec<Flow>,
         all: bool,
     ) -> Result<(), (&'static str, EncodeError)> {
+        if let Some(p) = &mut self.parts {
+            for f in &flows {
+                p.write(f, false).map_err(part_error)?;
+            }
+            return Ok(());
+        }
         if self.parquet.is_none() && self.csv.is_none() {
             return Ok(());
         }
@@ -575,10 +596,19 @@ impl FlowSinks<'_> {
         Ok(())
     }
 
+    /// Finish the flow outputs: the flow totals, or for a range of a split capture (whose
+    /// live flows are written open, to be merged), none.
     fn finish(
         mut self,
         pool: &rayon::ThreadPool,
-    ) -> Result<FlowStats, (&'static str, EncodeError)> {
+    ) -> Result<Option<FlowStats>, (&'static str, EncodeError)> {
+        if let Some(mut p) = self.parts.take() {
+            for f in self.table.take_live() {
+                p.write(&f, true).map_err(part_error)?;
+            }
+            p.finish(self.table.now()).map_err(part_error)?;
+            return Ok(None);
+        }
         let (rest, stats) = pool.install(|| self.table.finish());
         self.write(pool, rest, true)?;
         if let Some(sink) = self.parquet {
@@ -588,8 +618,17 @@ impl FlowSinks<'_> {
         if let Some(mut w) = self.csv {
             w.flush().map_err(|e| ("flows-csv", e.into()))?;
         }
-        Ok(stats)
+        Ok(Some(stats))
     }
+}
+
+/// A flow part that could not be written, as the engine's write errors say it.
+fn part_error(e: PartError) -> (&'static str, EncodeError) {
+    let e = match e {
+        PartError::Write(e) => e,
+        other => std::io::Error::other(other),
+    };
+    ("flow-parts", e.into())
 }
 
 /// The output side of one conversion, owned by its writer thread.
@@ -623,7 +662,7 @@ impl Sinks<'_> {
         self,
         pool: &rayon::ThreadPool,
     ) -> Result<Option<FlowStats>, (&'static str, EncodeError)> {
-        let stats = self.flows.map(|f| f.finish(pool)).transpose()?;
+        let stats = self.flows.map(|f| f.finish(pool)).transpose()?.flatten();
         if let Some(sink) = self.parquet {
             let mut w = sink.finish().map_err(|e| ("parquet", e))?;
             w.flush().map_err(|e| ("parquet", e.into()))?;
@@ -672,10 +711,21 @@ impl Engine {
         input: Box<dyn Read + Send>,
         outputs: impl FnOnce(&Opened) -> Result<Outputs<'a>, OutputsError>,
     ) -> Result<Report, ConvertError> {
-        let mut reader = CaptureReader::new(input).map_err(|source| ConvertError::Open {
+        let reader = CaptureReader::new(input).map_err(|source| ConvertError::Open {
             name: name.to_owned(),
             source,
         })?;
+        self.convert_reader(name, reader, outputs)
+    }
+
+    /// Like [`Engine::convert_with`], from a reader already open: one range of a split
+    /// capture ([`CaptureReader::resume`]), say.
+    pub fn convert_reader<'a>(
+        &self,
+        name: &str,
+        mut reader: CaptureReader,
+        outputs: impl FnOnce(&Opened) -> Result<Outputs<'a>, OutputsError>,
+    ) -> Result<Report, ConvertError> {
         // The first chunk is framed before any output exists; it takes its slot as usual.
         let first_slot = self.take_slot();
         let mut first = self.spare.take();
@@ -707,8 +757,18 @@ impl Engine {
             format,
             source,
         };
-        let track_flows =
-            outputs.track_flows || outputs.flows.is_some() || outputs.flows_csv.is_some();
+        if outputs.flow_parts.is_some() && (outputs.flows.is_some() || outputs.flows_csv.is_some())
+        {
+            drop(first);
+            return Err(ConvertError::Outputs {
+                name: name.to_owned(),
+                source: "a range of a split capture writes flow parts, not flow rows (the merge writes those)".into(),
+            });
+        }
+        let track_flows = outputs.track_flows
+            || outputs.flows.is_some()
+            || outputs.flows_csv.is_some()
+            || outputs.flow_parts.is_some();
         let shared_name: Arc<str> = Arc::from(name);
         let flows = if track_flows {
             let mut csv = outputs.flows_csv;
@@ -726,6 +786,11 @@ impl Engine {
                     .transpose()
                     .map_err(|e| write_err(("flows", e)))?,
                 csv,
+                parts: outputs
+                    .flow_parts
+                    .map(PartWriter::new)
+                    .transpose()
+                    .map_err(|e| write_err(part_error(e)))?,
                 pending: Vec::new(),
                 encoding: VecDeque::new(),
             })
@@ -866,6 +931,73 @@ impl Engine {
                 }),
             }
         })
+    }
+
+    /// The merge of a split capture's flows: fold the ranges' flow parts (written by
+    /// [`Engine::convert_reader`] with [`Outputs::flow_parts`]), in file order, into the flow
+    /// outputs (`flows`: Parquet, `flows_csv`: CSV), as one conversion of the whole capture
+    /// would have written them (see [`crate::flows::parts`]); returns the flow totals.
+    ///
+    /// Memory is that of one conversion's live flows: a part is read flow by flow.
+    pub fn merge_flow_parts<'a>(
+        &self,
+        name: &str,
+        parts: impl IntoIterator<Item = Box<dyn Read + Send + 'a>>,
+        flows: Option<Box<dyn Write + Send + 'a>>,
+        flows_csv: Option<Box<dyn Write + Send + 'a>>,
+    ) -> Result<FlowStats, ConvertError> {
+        let write_err = |(format, source): (&'static str, EncodeError)| ConvertError::Write {
+            name: name.to_owned(),
+            format,
+            source,
+        };
+        let mut csv = flows_csv;
+        if let Some(w) = &mut csv {
+            w.write_all(&csv_header_of(&flow_schema()))
+                .map_err(|e| write_err(("flows-csv", e.into())))?;
+        }
+        let mut sinks = FlowSinks {
+            capture: Arc::from(name),
+            cfg: self.flows,
+            table: FlowTable::new(self.flows),
+            parquet: flows
+                .map(|w| flows_parquet_sink(w, name))
+                .transpose()
+                .map_err(|e| write_err(("flows", e)))?,
+            csv,
+            parts: None,
+            pending: Vec::new(),
+            encoding: VecDeque::new(),
+        };
+        let read_err = |source: PartError| ConvertError::FlowPart {
+            name: name.to_owned(),
+            source,
+        };
+        for (index, part) in parts.into_iter().enumerate() {
+            let mut reader = PartReader::new(part, index).map_err(read_err)?;
+            let mut n = 0usize;
+            while let Some((flow, open)) = reader.next_flow().map_err(read_err)? {
+                sinks.table.merge_part(flow, open);
+                n += 1;
+                if n.is_multiple_of(FLOW_ROW_GROUP) {
+                    let retired = sinks.table.take_retired();
+                    sinks.write(&self.pool, retired, false).map_err(write_err)?;
+                }
+            }
+            let table = &mut sinks.table;
+            let max_ts = reader.max_ts();
+            self.pool.install(|| table.range_done(max_ts));
+            let retired = sinks.table.take_retired();
+            sinks.write(&self.pool, retired, false).map_err(write_err)?;
+        }
+        match sinks.finish(&self.pool).map_err(write_err)? {
+            Some(stats) => Ok(stats),
+            None => Err(ConvertError::Internal {
+                name: name.to_owned(),
+                first_frame: 0,
+                message: "the flow merge wrote flow parts".into(),
+            }),
+        }
     }
 
     /// Wait for a slot. The engine holds the other side of the channel for as long as it

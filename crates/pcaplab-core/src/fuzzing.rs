@@ -192,6 +192,7 @@ fn convert(bytes: Vec<u8>, parquet: bool) {
         lab_csv: Some(sink()),
         flows: parquet.then(sink),
         flows_csv: Some(sink()),
+        flow_parts: None,
         track_flows: true,
     };
     match engine().convert("fuzz", Box::new(Cursor::new(bytes)), outputs) {

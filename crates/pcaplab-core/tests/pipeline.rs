@@ -34,6 +34,7 @@ fn convert(engine: &Engine, name: &str, bytes: Vec<u8>) -> Converted {
             lab_csv: Some(Box::new(&mut lab_csv)),
             flows: Some(Box::new(&mut flows)),
             flows_csv: Some(Box::new(&mut flows_csv)),
+            flow_parts: None,
             track_flows: true,
         },
     );

@@ -6,7 +6,9 @@ use std::fmt;
 use super::AppFields;
 
 /// A set of services. Small and `Copy`: every flow segment carries one.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Services(u8);
 
 impl Services {

@@ -50,7 +50,9 @@ pub const MAX_VLANS: usize = 8;
 pub const MAX_TUNNELS: usize = 8;
 
 /// An IP address as raw bytes (formatting to text happens once, in the column builder).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Addr {
     V4([u8; 4]),
     V6([u8; 16]),
@@ -84,7 +86,7 @@ pub struct Ip {
 
 /// An IP header that carried a tunnel (the outermost one, or one inside another tunnel), and
 /// what that tunnel's own flow needs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Outer {
     pub src: Addr,
     pub dst: Addr,
@@ -102,14 +104,14 @@ pub struct Outer {
 
 /// The IP header that carried a tunnel nested in another, and the tunnel it came through
 /// (type and identifier, which key its flow as they key an inner packet's).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hop {
     pub carrier: Outer,
     pub within: (Encap, Option<u32>),
 }
 
 /// The tunnels a packet came through, outermost first.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Envelope {
     layers: [Encap; MAX_TUNNELS],
     depth: u8,

@@ -19,6 +19,7 @@
 //! `state` holds Zeek's TCP history and `conn_state`, `table` the live flows, `schema` the
 //! flow table's columns.
 
+pub mod parts;
 mod schema;
 mod state;
 mod table;
@@ -91,7 +92,9 @@ impl FlowConfig {
 
 /// One side of a flow: an address and a port (ICMP: type or code; none for portless protocols
 /// and for IP fragments, whose transport header is not read: there is no reassembly).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Endpoint {
     pub addr: Addr,
     pub port: Option<u16>,
@@ -101,7 +104,7 @@ pub struct Endpoint {
 const NO_VLAN: u16 = u16::MAX;
 
 /// What identifies a flow: `a` ≤ `b` unless the protocol is one-way ICMP.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowKey {
     pub proto: u8,
     vlans: [u16; 2],
@@ -307,7 +310,7 @@ pub fn key_of(p: &Packet) -> Option<(FlowKey, bool)> {
 }
 
 /// What one direction of a flow sent.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Side {
     pub packets: u64,
     /// Sum of wire lengths.
@@ -374,7 +377,7 @@ impl<'a> Seen<'a> {
 }
 
 /// A flow, or the part of one that a chunk holds.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Segment {
     pub first_frame: u64,
     /// The latest frame that counted in it.
@@ -709,7 +712,7 @@ impl PartialEq<&str> for HistoryText {
 }
 
 /// Why a flow's row was written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EndReason {
     /// No packet for longer than its protocol's inactivity timeout.
     Idle,
@@ -735,7 +738,7 @@ impl EndReason {
 }
 
 /// A finished (or, at the end of the capture, last) flow.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Flow {
     pub key: FlowKey,
     pub seg: Segment,

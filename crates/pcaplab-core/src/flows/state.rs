@@ -12,7 +12,7 @@ pub(super) const L_FIN: usize = 4;
 pub(super) const L_RST: usize = 5;
 
 /// Each (letter, side) once, in order of first occurrence; side is `a` (0) or `b` (1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct History {
     events: [u8; 12],
     len: u8,

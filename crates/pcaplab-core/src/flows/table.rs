@@ -160,6 +160,55 @@ impl Shard {
         }
     }
 
+    /// Fold in one flow of a split capture's range (see [`FlowTable::merge_part`]).
+    fn merge_part(&mut self, cfg: &FlowConfig, budget: &Budget, flow: Flow, open: bool) {
+        let Flow { key, seg, end } = flow;
+        if let Some(live) = self.live.get_mut(&key) {
+            // A flow live at the end of an earlier range, met again: this is the first flow
+            // of its key in this range (a later one would have found it gone).
+            self.heap -= heap_of(live);
+            if live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
+                live.merge(seg);
+                if open {
+                    self.heap += heap_of(live);
+                } else if let Some(whole) = self.live.remove(&key) {
+                    self.retire_part(key, whole, end);
+                }
+                return;
+            }
+            // Not continued: the earlier flow ended idle, and this one stands alone.
+            if open {
+                self.heap += heap_of(&seg);
+                let earlier = std::mem::replace(live, seg);
+                self.retire(key, earlier, EndReason::Idle);
+            } else {
+                if let Some(earlier) = self.live.remove(&key) {
+                    self.retire(key, earlier, EndReason::Idle);
+                }
+                self.retire_part(key, seg, end);
+            }
+            return;
+        }
+        if !open {
+            self.retire_part(key, seg, end);
+            return;
+        }
+        let heap = heap_of(&seg);
+        if self.live.len() >= budget.max_live || self.heap + heap > budget.max_heap {
+            self.evict(budget.max_live.div_ceil(4));
+        }
+        self.heap += heap;
+        self.live.insert(key, seg);
+    }
+
+    /// Retire a flow as a range's worker ended it (counting its evictions as this table's).
+    fn retire_part(&mut self, key: FlowKey, seg: Segment, end: EndReason) {
+        if end == EndReason::Evicted {
+            self.evicted += 1;
+        }
+        self.retire(key, seg, end);
+    }
+
     /// Write out (at least) `n` flows, lowest [`eviction_rank`] first.
     fn evict(&mut self, n: usize) {
         let n = n.clamp(1, self.live.len().max(1));
@@ -275,6 +324,54 @@ impl FlowTable {
         } else {
             self.shards.iter_mut().zip(chunk.parts).for_each(work);
         }
+    }
+
+    /// Fold in one flow of a split capture's range, as its worker wrote it ([`super::parts`]):
+    /// the ranges in file order, each range's flows in the order written. A flow `open` at the
+    /// end of its range stays live; a flow live from an earlier range is continued by the
+    /// first flow of its key in a later range exactly when that flow's first packet would
+    /// have continued it; every other flow is retired as its worker ended it.
+    pub fn merge_part(&mut self, flow: Flow, open: bool) {
+        let shard = shard_of(&flow.key);
+        self.shards[shard].merge_part(&self.cfg, &self.budget, flow, open);
+    }
+
+    /// Every flow of a range is in: retire the live flows that no later packet can continue,
+    /// those idle for longer than their timeout at `max_ts`, the range's latest timestamp.
+    pub fn range_done(&mut self, max_ts: Option<i64>) {
+        if let Some(t) = max_ts {
+            self.now = Some(self.now.map_or(t, |n| n.max(t)));
+        }
+        if let Some(now) = self.now {
+            let cfg = &self.cfg;
+            self.shards.par_iter_mut().for_each(|s| s.sweep(cfg, now));
+            self.swept = Some(now);
+        }
+    }
+
+    /// The latest timestamp merged so far.
+    pub fn now(&self) -> Option<i64> {
+        self.now
+    }
+
+    /// End of a split capture's range: the flows still live, not retired (they are open, to
+    /// be merged with the next range's), by first frame; the table is left empty.
+    pub fn take_live(&mut self) -> Vec<Flow> {
+        let mut v = Vec::new();
+        for s in &mut self.shards {
+            s.heap = 0;
+            v.extend(
+                std::mem::take(&mut s.live)
+                    .into_iter()
+                    .map(|(key, seg)| Flow {
+                        key,
+                        seg,
+                        end: EndReason::EndOfCapture,
+                    }),
+            );
+        }
+        v.sort_unstable_by_key(|f| f.seg.first_frame);
+        v
     }
 
     /// The flows retired since the last call, by first frame.

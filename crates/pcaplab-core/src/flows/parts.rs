@@ -1,0 +1,347 @@
+//! Flow parts: the flows of one range of a split capture, as its worker hands them to the merge.
+//!
+//! A worker converting one byte range of a capture cannot write final flow rows: a flow live
+//! at the end of its range may go on in the next range, and the first packets of its range may
+//! continue a flow of the previous one. So it writes, in the order its table let go of them,
+//! every flow it retired (each with the reason it ended) and, at the end of its range, the
+//! flows still live, marked open. The merge ([`FlowTable::merge_part`]) folds the ranges' parts
+//! in file order: a flow live at the end of one range is joined by the first flow of the same
+//! key in a later range exactly when that flow's first packet would have continued it — the
+//! rule chunks are merged by — so without eviction the flows written do not depend on where
+//! the capture was cut.
+//!
+//! The format is a stream of CBOR values (ciborium, serde): one [`PartRecord::Flow`] per flow,
+//! then one [`PartRecord::End`] with the count, so that a part cut short is an error, not fewer
+//! flows. It is compressed with zstd (level 1): a flow is a few hundred bytes of CBOR.
+//!
+//! [`FlowTable::merge_part`]: super::FlowTable::merge_part
+
+use std::io::{self, BufRead, BufReader, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use super::Flow;
+
+/// One value of a flow part.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PartRecord {
+    /// A flow the worker retired (`open` = false) or that was still live at the end of its
+    /// range (`open` = true; its `end` is meaningless).
+    Flow { flow: Box<Flow>, open: bool },
+    /// The end of the part: how many flows it holds and the latest timestamp of its range's
+    /// packets (ns), which tells the merge which live flows the next range can no longer
+    /// continue.
+    End { flows: u64, max_ts: Option<i64> },
+}
+
+/// A flow part that cannot be written or read back.
+#[derive(Debug, thiserror::Error)]
+pub enum PartError {
+    #[error("writing a flow part failed")]
+    Write(#[source] io::Error),
+    #[error("flow part {part}: flow {index} cannot be read back")]
+    Decode {
+        part: usize,
+        index: u64,
+        #[source]
+        source: ciborium::de::Error<io::Error>,
+    },
+    #[error("flow part {part}: it ends after {read} flows without its end record (cut short)")]
+    Truncated { part: usize, read: u64 },
+    #[error("flow part {part}: its end record counts {said} flows, {read} were read")]
+    Count { part: usize, said: u64, read: u64 },
+    #[error("flow part {part}: data after its end record")]
+    Trailing { part: usize },
+}
+
+/// Writes one range's flow part.
+pub struct PartWriter<W: Write> {
+    out: zstd::stream::write::Encoder<'static, W>,
+    flows: u64,
+}
+
+impl<W: Write> PartWriter<W> {
+    pub fn new(out: W) -> Result<Self, PartError> {
+        Ok(PartWriter {
+            out: zstd::stream::write::Encoder::new(out, 1).map_err(PartError::Write)?,
+            flows: 0,
+        })
+    }
+
+    pub fn write(&mut self, flow: &Flow, open: bool) -> Result<(), PartError> {
+        // Serialised by reference: the record type owns its flow only when read back.
+        #[derive(Serialize)]
+        enum Ref<'a> {
+            Flow { flow: &'a Flow, open: bool },
+        }
+        ciborium::into_writer(&Ref::Flow { flow, open }, &mut self.out).map_err(|e| match e {
+            ciborium::ser::Error::Io(e) => PartError::Write(e),
+            ciborium::ser::Error::Value(m) => PartError::Write(io::Error::other(m)),
+        })?;
+        self.flows += 1;
+        Ok(())
+    }
+
+    /// Write the end record and flush; returns the inner writer.
+    pub fn finish(mut self, max_ts: Option<i64>) -> Result<W, PartError> {
+        let end = PartRecord::End {
+            flows: self.flows,
+            max_ts,
+        };
+        ciborium::into_writer(&end, &mut self.out).map_err(|e| match e {
+            ciborium::ser::Error::Io(e) => PartError::Write(e),
+            ciborium::ser::Error::Value(m) => PartError::Write(io::Error::other(m)),
+        })?;
+        let mut w = self.out.finish().map_err(PartError::Write)?;
+        w.flush().map_err(PartError::Write)?;
+        Ok(w)
+    }
+}
+
+/// Reads one range's flow part back, flow by flow; checks its end record.
+pub struct PartReader<R: Read> {
+    input: BufReader<zstd::stream::read::Decoder<'static, BufReader<R>>>,
+    part: usize,
+    read: u64,
+    /// The end record, once read.
+    end: Option<Option<i64>>,
+}
+
+impl<R: Read> PartReader<R> {
+    /// `part` is the range's index, for errors.
+    pub fn new(input: R, part: usize) -> Result<Self, PartError> {
+        let decoder = zstd::stream::read::Decoder::new(input).map_err(|e| PartError::Decode {
+            part,
+            index: 0,
+            source: ciborium::de::Error::Io(e),
+        })?;
+        Ok(PartReader {
+            input: BufReader::new(decoder),
+            part,
+            read: 0,
+            end: None,
+        })
+    }
+
+    /// The next flow and whether it is open; `None` after the end record (checked: the count
+    /// matches and nothing follows).
+    pub fn next_flow(&mut self) -> Result<Option<(Flow, bool)>, PartError> {
+        if self.end.is_some() {
+            return Ok(None);
+        }
+        let (part, read) = (self.part, self.read);
+        let at_eof = self
+            .input
+            .fill_buf()
+            .map_err(|e| PartError::Decode {
+                part,
+                index: read,
+                source: ciborium::de::Error::Io(e),
+            })?
+            .is_empty();
+        if at_eof {
+            return Err(PartError::Truncated { part, read });
+        }
+        let record: PartRecord =
+            ciborium::from_reader(&mut self.input).map_err(|source| match source {
+                ciborium::de::Error::Io(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    PartError::Truncated { part, read }
+                }
+                source => PartError::Decode {
+                    part,
+                    index: read,
+                    source,
+                },
+            })?;
+        match record {
+            PartRecord::Flow { flow, open } => {
+                self.read += 1;
+                Ok(Some((*flow, open)))
+            }
+            PartRecord::End { flows, max_ts } => {
+                if flows != read {
+                    return Err(PartError::Count {
+                        part,
+                        said: flows,
+                        read,
+                    });
+                }
+                let trailing = !self
+                    .input
+                    .fill_buf()
+                    .map_err(|e| PartError::Decode {
+                        part,
+                        index: read,
+                        source: ciborium::de::Error::Io(e),
+                    })?
+                    .is_empty();
+                if trailing {
+                    return Err(PartError::Trailing { part });
+                }
+                self.end = Some(max_ts);
+                Ok(None)
+            }
+        }
+    }
+
+    /// The latest packet timestamp of the part's range, once [`next_flow`](Self::next_flow)
+    /// has returned `None`.
+    pub fn max_ts(&self) -> Option<i64> {
+        self.end.flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{run_with_stats, tcp};
+    use super::super::{ChunkFlows, EndReason, FlowConfig, FlowTable, SECOND_NS, Seen};
+    use super::*;
+    use crate::dissect::Packet;
+    use proptest::prelude::*;
+
+    const SYN: u16 = 0x02;
+    const ACK: u16 = 0x10;
+    const FIN: u16 = 0x01;
+
+    /// What one worker writes for the packets `first..first + part.len()` (frames numbered
+    /// from `first + 1`), chunk by chunk, as the engine's flow sinks do.
+    fn worker(cfg: FlowConfig, part: &[(i64, Packet)], first: usize, chunk: usize) -> Vec<u8> {
+        let mut table = FlowTable::new(cfg);
+        let mut w = PartWriter::new(Vec::new()).expect("part");
+        for (c, piece) in part.chunks(chunk).enumerate() {
+            let mut cf = ChunkFlows::default();
+            for (i, (ts, p)) in piece.iter().enumerate() {
+                let frame = (first + c * chunk + i + 1) as u64;
+                cf.add(&cfg, p, &Seen::packet(frame, ts * SECOND_NS, 60, p));
+            }
+            table.merge(cf.into_shards());
+            for f in table.take_retired() {
+                w.write(&f, false).expect("write");
+            }
+        }
+        for f in table.take_live() {
+            w.write(&f, true).expect("write");
+        }
+        w.finish(table.now()).expect("finish")
+    }
+
+    /// The merge of the parts, as the engine's does it: every flow written, by first frame.
+    fn merge(cfg: FlowConfig, parts: &[Vec<u8>]) -> (Vec<Flow>, super::super::FlowStats) {
+        let mut table = FlowTable::new(cfg);
+        let mut out = Vec::new();
+        for (i, p) in parts.iter().enumerate() {
+            let mut r = PartReader::new(&p[..], i).expect("reader");
+            while let Some((f, open)) = r.next_flow().expect("flow") {
+                table.merge_part(f, open);
+            }
+            table.range_done(r.max_ts());
+            out.extend(table.take_retired());
+        }
+        let (rest, stats) = table.finish();
+        out.extend(rest);
+        out.sort_by_key(|f| f.seg.first_frame);
+        (out, stats)
+    }
+
+    fn split(cfg: FlowConfig, packets: &[(i64, Packet)], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut bounds = vec![0];
+        bounds.extend(cuts.iter().map(|&c| c.min(packets.len())));
+        bounds.push(packets.len());
+        bounds.sort_unstable();
+        bounds
+            .windows(2)
+            .map(|w| worker(cfg, &packets[w[0]..w[1]], w[0], 3))
+            .collect()
+    }
+
+    proptest! {
+        /// Without eviction, the flows of a capture cut into ranges anywhere, merged, are the
+        /// flows of the whole: same rows (end reasons, histories, counters, frames), same
+        /// totals. Four connections' packets with gaps up to twice the timeout.
+        #[test]
+        fn merged_ranges_equal_the_whole(
+            steps in prop::collection::vec((0u8..4, 0u8..5, 0i64..700), 1..60),
+            cuts in prop::collection::vec(0usize..60, 0..5),
+        ) {
+            let cfg = FlowConfig::default();
+            let mut ts = 0;
+            let packets: Vec<(i64, Packet)> = steps
+                .iter()
+                .map(|&(conn, kind, gap)| {
+                    ts += gap;
+                    let flags = [SYN, SYN | ACK, ACK, FIN | ACK, 0x04][usize::from(kind)];
+                    let p = if kind == 1 {
+                        tcp(2, 80, 1, 40000 + u16::from(conn), flags)
+                    } else {
+                        tcp(1, 40000 + u16::from(conn), 2, 80, flags)
+                    };
+                    (ts, p)
+                })
+                .collect();
+            let (whole, whole_stats) = run_with_stats(cfg, &packets, 3);
+            let (merged, stats) = merge(cfg, &split(cfg, &packets, &cuts));
+            prop_assert_eq!(&merged, &whole);
+            prop_assert_eq!(stats, whole_stats);
+        }
+    }
+
+    #[test]
+    fn a_flow_across_three_ranges_is_one_flow() {
+        let cfg = FlowConfig::default();
+        let packets: Vec<(i64, Packet)> = (0..9)
+            .map(|i| (i, tcp(1, 40000, 2, 80, if i == 0 { SYN } else { ACK })))
+            .collect();
+        let (merged, stats) = merge(cfg, &split(cfg, &packets, &[3, 6]));
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].packets(), 9);
+        assert_eq!(
+            (merged[0].seg.first_frame, merged[0].seg.last_frame),
+            (1, 9)
+        );
+        assert_eq!(merged[0].end, EndReason::EndOfCapture);
+        assert_eq!(stats.flows, 1);
+    }
+
+    #[test]
+    fn a_part_cut_short_or_padded_is_an_error() {
+        let cfg = FlowConfig::default();
+        let packets: Vec<(i64, Packet)> = (0..5)
+            .map(|i| (i, tcp(1, 40000 + i as u16, 2, 80, SYN)))
+            .collect();
+        let whole = worker(cfg, &packets, 0, 2);
+        let read_all = |bytes: &[u8]| -> Result<u64, PartError> {
+            let mut r = PartReader::new(bytes, 7)?;
+            let mut n = 0;
+            while r.next_flow()?.is_some() {
+                n += 1;
+            }
+            Ok(n)
+        };
+        assert_eq!(read_all(&whole).expect("whole part"), 5);
+        // Cut inside the compressed stream: an error naming the part, never fewer flows.
+        for cut in [0, whole.len() / 2, whole.len() - 1] {
+            let e = read_all(&whole[..cut]).expect_err("cut part");
+            assert!(e.to_string().contains("flow part 7"), "{cut}: {e}");
+        }
+        // A part whose end record is missing (the worker stopped before finishing it).
+        let mut raw = zstd::stream::write::Encoder::new(Vec::new(), 1).expect("zstd");
+        let (flow, _) = PartReader::new(&whole[..], 0)
+            .expect("reader")
+            .next_flow()
+            .expect("flow")
+            .expect("some");
+        ciborium::into_writer(
+            &PartRecord::Flow {
+                flow: Box::new(flow),
+                open: false,
+            },
+            &mut raw,
+        )
+        .expect("cbor");
+        let unfinished = raw.finish().expect("zstd");
+        assert!(matches!(
+            read_all(&unfinished),
+            Err(PartError::Truncated { part: 7, read: 1 })
+        ));
+    }
+}
