@@ -35,14 +35,14 @@ pub const MAX_PREAMBLE: usize = 16 << 20;
 const MAX_RECORD_LEN: u64 = 2 * MAX_RECORD as u64;
 
 /// pcapng block types (the Section Header Block's reads the same in both byte orders).
-const SHB: u32 = 0x0a0d_0d0a;
-const IDB: u32 = 1;
+pub(crate) const SHB: u32 = 0x0a0d_0d0a;
+pub(crate) const IDB: u32 = 1;
 const ISB: u32 = 5;
 /// The Section Header Block's byte-order magic, as written by a machine of its byte order.
-const BOM: u32 = 0x1a2b_3c4d;
+pub(crate) const BOM: u32 = 0x1a2b_3c4d;
 
 /// The obsolete Packet Block (2), the Simple (3) and the Enhanced (6) Packet Block.
-fn is_packet_block(block_type: u32) -> bool {
+pub(crate) fn is_packet_block(block_type: u32) -> bool {
     matches!(block_type, 2 | 3 | 6)
 }
 

@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod item;
 pub mod reader;
 pub mod row_groups;
+pub mod split;
 pub mod summary;
 
 pub use columns::{decode_chunk, decode_chunk_with, schema};

@@ -42,7 +42,8 @@ pub enum ReadError {
 }
 
 /// The container format, as recognised from the magic number.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum CaptureFormat {
     Pcap,
     PcapNg,
@@ -578,6 +579,18 @@ pub struct CaptureReader {
     buffer_capacity: usize,
     next_frame: u64,
     finished: bool,
+    /// Set by [`CaptureReader::resume`]: where the records read are in the object.
+    resumed: Option<Resumed>,
+}
+
+/// A reader of one byte range ([`CaptureReader::resume`]): it reads a stream made of the
+/// preamble's `skip` bytes, then the object's bytes from `start`, and stops before the first
+/// record that starts at or after `end`.
+#[derive(Clone, Copy, Debug)]
+struct Resumed {
+    skip: u64,
+    start: u64,
+    end: u64,
 }
 
 /// Read until `buf` is full or the input ends; returns how much was read.
@@ -590,7 +603,7 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 
 /// Read until `buf` is full or the input ends or fails: how much was read, and the failure.
 /// Unlike [`read_full`], the bytes read before a failure count.
-fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
+pub(crate) fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
@@ -603,7 +616,7 @@ fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> (usize, Option<io::Error>) {
     (n, None)
 }
 
-fn hex_magic(head: &[u8]) -> String {
+pub(crate) fn hex_magic(head: &[u8]) -> String {
     if head.is_empty() {
         return "none, the input is empty".to_owned();
     }
@@ -739,7 +752,58 @@ impl CaptureReader {
             buffer_capacity: INITIAL_BUFFER,
             next_frame: 1,
             finished: false,
+            resumed: None,
         })
+    }
+
+    /// Read the records of one byte range of an uncompressed pcap or pcapng object (see
+    /// [`crate::split`]): `rest` is the object's bytes from `start`, a record boundary whose
+    /// reader state is `preamble`; frames are numbered from `first_frame`; the reader stops
+    /// (`fill` returns `Ok(false)`) before the first record that starts at or after `end`,
+    /// and reads past `end` only as far as its last record (and its buffer) needs. `rest`
+    /// may end at that record's end (the walk's `next`).
+    ///
+    /// Its frames, record spans, damage and salvage are those [`CaptureReader::new`] gives
+    /// for the same records of the whole object: pcap-parser is given the preamble's bytes
+    /// followed by `rest`, and offsets are translated back.
+    pub fn resume(
+        preamble: &crate::split::Preamble,
+        rest: Input,
+        start: u64,
+        first_frame: u64,
+        end: u64,
+    ) -> Result<CaptureReader, ReadError> {
+        if preamble.format == CaptureFormat::Snoop {
+            return Err(ReadError::Unsupported {
+                reason: "snoop captures are not read from the middle".into(),
+            });
+        }
+        let head = preamble.stream_bytes();
+        let skip = head.len() as u64;
+        let mut reader = Self::open(
+            Box::new(io::Cursor::new(head).chain(rest)),
+            Compression::None,
+        )?;
+        if reader.compression != Compression::None || reader.format != preamble.format {
+            return Err(ReadError::Unsupported {
+                reason: format!(
+                    "a {} preamble that reads as {} {}",
+                    preamble.format.as_str(),
+                    reader.compression.as_str(),
+                    reader.format.as_str()
+                ),
+            });
+        }
+        if let Framer::Blocks {
+            kind: BlockKind::PcapNg { section_base, .. },
+            ..
+        } = &mut reader.framer
+        {
+            *section_base = preamble.section_base;
+        }
+        reader.next_frame = first_frame;
+        reader.resumed = Some(Resumed { skip, start, end });
+        Ok(reader)
     }
 
     fn open_pcap(
@@ -811,10 +875,26 @@ impl CaptureReader {
 
     /// Byte offset (in the decompressed stream) of the next unread record.
     pub fn offset(&self) -> u64 {
+        let read = self.stream_offset();
+        match self.resumed {
+            None => read,
+            // Within the preamble: the range's start.
+            Some(r) => r.start + read.saturating_sub(r.skip),
+        }
+    }
+
+    /// Byte offset of the next unread record in the stream pcap-parser is given.
+    fn stream_offset(&self) -> u64 {
         match &self.framer {
             Framer::Blocks { reader, .. } => reader.consumed() as u64,
             Framer::Snoop { offset, .. } => *offset,
         }
+    }
+
+    /// A resumed reader is at the first record of the next range.
+    fn past_end(&self) -> bool {
+        self.resumed
+            .is_some_and(|r| self.stream_offset() >= r.skip && self.offset() >= r.end)
     }
 
     /// What the record at the current offset claims to be, for error messages.
@@ -955,6 +1035,9 @@ impl CaptureReader {
         loop {
             if chunk.frames.len() >= max_frames || chunk.data.len() >= max_bytes {
                 return Ok(true);
+            }
+            if self.past_end() {
+                return Ok(false);
             }
             let offset = self.offset();
             let Framer::Blocks { reader, kind } = &mut self.framer else {
