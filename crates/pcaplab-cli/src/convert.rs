@@ -161,6 +161,8 @@ pub fn run(args: ConvertArgs) -> anyhow::Result<ExitCode> {
                 outputs: outputs.clone(),
                 out: Some(out),
                 table: args.dynamodb_table.clone(),
+                split_bytes: args.split_bytes,
+                split_concurrency: args.split_workers.get(),
                 ..JobOptions::default()
             },
         )

@@ -24,6 +24,8 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStoreExt, PutPayload};
+use pcaplab_core::split::SplitError;
+use pcaplab_core::split_run::{SplitRunError, splittable};
 use pcaplab_core::{
     ConvertError, Engine, Format, ItemOutcome, ItemSource, Outputs, ReadError, Report, summary_item,
 };
@@ -33,6 +35,7 @@ use crate::aws::Aws;
 use crate::io::{LOCAL_PART_SIZE, PART_SIZE, StreamReader, Upload, upload};
 use crate::layout::{self, Naming, Output};
 use crate::location::Location;
+use crate::split::{Names, ObjectRanges, convert_in_ranges};
 use crate::table::{self, Put, TableError};
 
 /// What the job produces, and where.
@@ -47,6 +50,11 @@ pub struct JobOptions {
     pub table: Option<String>,
     /// Top talkers and ports kept in the item.
     pub top_n: usize,
+    /// Convert an uncompressed pcap or pcapng object larger than this in byte ranges of this
+    /// size, [`split_concurrency`](Self::split_concurrency) at a time ([`crate::split`]);
+    /// compressed and snoop objects are converted whole.
+    pub split_bytes: Option<u64>,
+    pub split_concurrency: usize,
 }
 
 impl Default for JobOptions {
@@ -56,6 +64,8 @@ impl Default for JobOptions {
             out: None,
             table: None,
             top_n: 10,
+            split_bytes: None,
+            split_concurrency: 2,
         }
     }
 }
@@ -135,6 +145,13 @@ pub enum JobError {
         #[source]
         source: ConvertError,
     },
+    /// Reading the object by ranges failed (the capture may be fine: try again).
+    #[error("{url}: converting it in ranges failed")]
+    Split {
+        url: String,
+        #[source]
+        source: SplitRunError,
+    },
     #[error("{object}: writing {url} failed")]
     Upload {
         object: String,
@@ -207,9 +224,10 @@ impl JobError {
             JobError::Fetch { source, .. } | JobError::Upload { source, .. } => {
                 object_store_retryable(source)
             }
-            JobError::Transport { .. } | JobError::Cleanup { .. } | JobError::Announce { .. } => {
-                true
-            }
+            JobError::Transport { .. }
+            | JobError::Cleanup { .. }
+            | JobError::Announce { .. }
+            | JobError::Split { .. } => true,
             JobError::Table { source, .. } => source.retryable,
             JobError::Convert { source, .. } => matches!(
                 source,
@@ -290,6 +308,7 @@ impl ObjectInfo {
             last_modified_ns: self.last_modified_ns,
             processed_at_ns: now_ns(),
             outputs,
+            parts: None,
         }
     }
 }
@@ -303,7 +322,7 @@ pub(crate) struct Root {
     /// URL of the root, ending in `/`.
     url: String,
     /// Multipart part size of uploads to this store.
-    part_size: usize,
+    pub(crate) part_size: usize,
 }
 
 impl Root {
@@ -513,6 +532,56 @@ impl Job {
         }
     }
 
+    /// The object read by ranges, when it is to be converted in ranges: larger than the split
+    /// size and an uncompressed pcap or pcapng (a compressed or snoop object is converted
+    /// whole, as it can only be read from its start).
+    async fn ranges_of(
+        &self,
+        req: &Request,
+        info: &ObjectInfo,
+    ) -> Result<Option<ObjectRanges>, JobError> {
+        let Some(n) = self.options.split_bytes else {
+            return Ok(None);
+        };
+        if info.size <= n {
+            return Ok(None);
+        }
+        let url = req.location.to_string();
+        let fetch = |source| JobError::Fetch {
+            url: url.clone(),
+            source,
+        };
+        let (store, path): (Arc<dyn ObjectStore>, Path) = match &req.location {
+            Location::Local(p) => {
+                let abs = std::fs::canonicalize(p).map_err(|source| JobError::OpenLocal {
+                    url: url.clone(),
+                    source,
+                })?;
+                let path = Path::from_absolute_path(&abs).map_err(|e| fetch(e.into()))?;
+                (Arc::new(LocalFileSystem::new()), path)
+            }
+            Location::S3 { bucket, key } => {
+                let store = self.aws(&url)?.s3(bucket).map_err(fetch)?;
+                (store, Path::parse(key).map_err(|e| fetch(e.into()))?)
+            }
+        };
+        let head = store
+            .get_range(&path, 0..info.size.min(16))
+            .await
+            .map_err(fetch)?;
+        if splittable(&head).is_none() {
+            tracing::info!(object = %url, "not an uncompressed pcap or pcapng: converted whole");
+            return Ok(None);
+        }
+        Ok(Some(ObjectRanges {
+            store,
+            path,
+            len: info.size,
+            etag: info.etag.clone(),
+            runtime: Handle::current(),
+        }))
+    }
+
     /// Process one object: convert it, write its outputs, then its summary item.
     pub async fn process(&self, req: &Request) -> Result<JobReport, JobError> {
         let started = Instant::now();
@@ -544,63 +613,142 @@ impl Job {
 
         let file_name = req.location.file_name();
         let uploads: Arc<Mutex<Vec<(Output, Upload)>>> = Arc::default();
-        let converted = {
-            let engine = Arc::clone(&self.engine);
-            let uploads = Arc::clone(&uploads);
-            let runtime = Handle::current();
-            let formats: Vec<Format> = self
-                .options
-                .outputs
-                .iter()
-                .filter_map(|o| match o {
-                    Output::Data(f) => Some(*f),
-                    Output::DynamodbJson => None,
-                })
-                .collect();
-            // The item's flow count and top flows need the flows tracked.
-            let track_flows = self.options.table.is_some()
-                || self.options.outputs.contains(&Output::DynamodbJson);
-            let (root, name, file_name) = (root.clone(), name.clone(), file_name.clone());
-            let (etag, reader, last_modified) = (
-                source.info.etag.clone(),
-                source.reader,
-                source.info.last_modified_ns,
-            );
-            tokio::task::spawn_blocking(move || {
-                engine.convert_with(&name, reader, |opened| {
-                    let naming = Naming {
-                        id: &name,
-                        file_name: &file_name,
-                        etag: etag.as_deref(),
-                        date: layout::utc_date(opened.first_ts.or(last_modified).unwrap_or(0)),
-                    };
-                    let mut outputs = Outputs {
-                        track_flows,
-                        ..Outputs::default()
-                    };
-                    let mut started = uploads.lock().unwrap_or_else(|p| p.into_inner());
-                    for f in formats {
-                        let key = layout::key(Output::Data(f), &naming);
-                        let (control, writer) = upload(
-                            &runtime,
-                            Arc::clone(&root.store),
-                            root.path(&key)?,
-                            root.url(&key),
-                            root.part_size,
-                        );
-                        started.push((Output::Data(f), control));
-                        outputs.set(f, Box::new(writer));
-                    }
-                    Ok(outputs)
-                })
+        let formats: Vec<Format> = self
+            .options
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Data(f) => Some(*f),
+                Output::DynamodbJson => None,
             })
-            .await
+            .collect();
+        // The item's flow count and top flows need the flows tracked.
+        let track_flows =
+            self.options.table.is_some() || self.options.outputs.contains(&Output::DynamodbJson);
+
+        // A large uncompressed capture, in ranges: its parts, or (when it cannot be split after
+        // all: damaged, or its records cannot be told apart) a whole conversion after all.
+        let mut parts = None;
+        let mut split_done = None;
+        if let Some(ranges) = self.ranges_of(req, &source.info).await? {
+            let engine = Arc::clone(&self.engine);
+            let started = Arc::clone(&uploads);
+            let names = Names {
+                id: name.clone(),
+                file_name: file_name.clone(),
+                etag: source.info.etag.clone(),
+                last_modified_ns: source.info.last_modified_ns,
+            };
+            let (root, formats) = (root.clone(), formats.clone());
+            let (range_bytes, concurrency) = (
+                self.options.split_bytes.unwrap_or(u64::MAX),
+                self.options.split_concurrency,
+            );
+            let done = tokio::task::spawn_blocking(move || {
+                convert_in_ranges(
+                    &engine,
+                    &ranges,
+                    &names,
+                    &root,
+                    &formats,
+                    track_flows,
+                    range_bytes,
+                    concurrency,
+                    &started,
+                )
+            })
+            .await;
+            match done {
+                Ok(Ok((report, n))) => {
+                    parts = Some(n);
+                    split_done = Some(Ok(Ok(report)));
+                }
+                Ok(Err(SplitRunError::Range { source, .. } | SplitRunError::Merge { source, .. })) => {
+                    split_done = Some(Ok(Err(*source)));
+                }
+                Ok(Err(
+                    e @ (SplitRunError::Damaged { .. }
+                    | SplitRunError::Split {
+                        source:
+                            SplitError::Damaged { .. }
+                            | SplitError::Desync { .. }
+                            | SplitError::NoBoundary { .. }
+                            | SplitError::State { .. },
+                        ..
+                    }),
+                )) => {
+                    tracing::warn!(
+                        object = %url,
+                        "{}; converting it whole",
+                        error_chain(&e)
+                    );
+                    let started: Vec<_> =
+                        std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
+                    abort_all(started).await;
+                }
+                Ok(Err(source)) => {
+                    let started: Vec<_> =
+                        std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
+                    abort_all(started).await;
+                    return Err(JobError::Split { url, source });
+                }
+                Err(join) => split_done = Some(Err(join)),
+            }
+        }
+
+        let converted = match split_done {
+            Some(done) => done,
+            None => {
+                let engine = Arc::clone(&self.engine);
+                let uploads = Arc::clone(&uploads);
+                let runtime = Handle::current();
+                let (root, name, file_name) = (root.clone(), name.clone(), file_name.clone());
+                let (etag, reader, last_modified) = (
+                    source.info.etag.clone(),
+                    source.reader,
+                    source.info.last_modified_ns,
+                );
+                let formats = formats.clone();
+                tokio::task::spawn_blocking(move || {
+                    engine.convert_with(&name, reader, |opened| {
+                        let naming = Naming {
+                            id: &name,
+                            file_name: &file_name,
+                            etag: etag.as_deref(),
+                            date: layout::utc_date(
+                                opened.first_ts.or(last_modified).unwrap_or(0),
+                            ),
+                        };
+                        let mut outputs = Outputs {
+                            track_flows,
+                            ..Outputs::default()
+                        };
+                        let mut started = uploads.lock().unwrap_or_else(|p| p.into_inner());
+                        for f in formats {
+                            let key = layout::key(Output::Data(f), &naming);
+                            let (control, writer) = upload(
+                                &runtime,
+                                Arc::clone(&root.store),
+                                root.path(&key)?,
+                                root.url(&key),
+                                root.part_size,
+                            );
+                            started.push((Output::Data(f), control));
+                            outputs.set(f, Box::new(writer));
+                        }
+                        Ok(outputs)
+                    })
+                })
+                .await
+            }
         };
         let uploads = std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
-        let transport_failed = source
-            .transport_failed
-            .as_ref()
-            .is_some_and(|f| f.load(Ordering::Relaxed));
+        // Ranges are read by requests of their own: the stream opened first is not read.
+        let transport_failed = parts.is_none()
+            && source
+                .transport_failed
+                .as_ref()
+                .is_some_and(|f| f.load(Ordering::Relaxed));
 
         let report = match converted {
             Ok(Ok(report)) if !transport_failed => report,
@@ -673,14 +821,22 @@ impl Job {
             None => ItemOutcome::Ok,
             Some(reason) => ItemOutcome::Damaged { reason },
         };
+        // In ranges: a packet output's first part stands for all (the item says how many).
         let listed: Vec<(&str, String)> = outputs
             .iter()
+            .filter(|(kind, u)| {
+                parts.is_none()
+                    || matches!(kind, Output::Data(Format::Flows | Format::FlowsCsv))
+                    || u.contains(".part-00000.")
+            })
             .map(|(kind, u)| (kind.name(), u.clone()))
             .collect();
+        let mut item_source = source
+            .info
+            .item_source((&s3_id, &url), Some(&name), &listed);
+        item_source.parts = parts;
         let item = summary_item(
-            &source
-                .info
-                .item_source((&s3_id, &url), Some(&name), &listed),
+            &item_source,
             &outcome,
             Some((&report.summary, report.format, report.compression)),
             self.options.top_n,
@@ -881,6 +1037,9 @@ pub fn describe_convert(url: &str, e: &ConvertError) -> String {
         }
         ConvertError::Outputs { source, .. } => {
             (": cannot create the outputs".into(), Some(source.as_ref()))
+        }
+        ConvertError::FlowPart { source, .. } => {
+            (": merging the flows of its ranges failed".into(), Some(source))
         }
         other @ ConvertError::Internal { .. } => (format!(": {other}"), None),
     };

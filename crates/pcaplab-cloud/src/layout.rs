@@ -114,6 +114,36 @@ pub fn key(output: Output, n: &Naming<'_>) -> String {
     }
 }
 
+/// The first part's marker in a packet output's key (see [`part_key`]).
+const FIRST_PART: &str = ".part-00000.";
+
+/// The key of range `index`'s file of a packet output (`parquet`, `csv`, `lab-csv`), for a
+/// capture converted in byte ranges: the output's key with `.part-NNNNN` before its
+/// extension, e.g. `packets/date=…/<id>[.<etag>].part-00003.parquet`. The parts sit side by
+/// side in the partition, so that every reader of the dataset sees one table.
+pub fn part_key(output: Output, n: &Naming<'_>, index: usize) -> String {
+    let key = key(output, n);
+    let ext = key.rfind('.').unwrap_or(key.len());
+    format!("{}.part-{index:05}{}", &key[..ext], &key[ext..])
+}
+
+/// Every part's URL, given the first part's (the one an item lists) and how many there are;
+/// any other URL alone.
+pub fn part_urls(first: &str, parts: u64) -> Vec<String> {
+    match first.rfind(FIRST_PART) {
+        Some(at) if parts > 1 => (0..parts)
+            .map(|i| {
+                format!(
+                    "{}.part-{i:05}.{}",
+                    &first[..at],
+                    &first[at + FIRST_PART.len()..]
+                )
+            })
+            .collect(),
+        _ => vec![first.to_owned()],
+    }
+}
+
 /// An output's URL taken apart: the output root it was written under (ending in `/`, or empty
 /// for a bare relative key), which output it is, and its key below the root — `None` if the
 /// URL does not end in a key of the layout above.
@@ -208,6 +238,37 @@ mod tests {
             "packets/date=1970-01-01/sub%2F100%25.cap.parquet"
         );
         assert_eq!(key(Output::Data(Format::LabCsv), &local), "csv/100%25.csv");
+    }
+
+    #[test]
+    fn parts_sit_beside_each_other_and_expand_from_the_first() {
+        let n = Naming {
+            id: "b/x.pcap",
+            file_name: "x.pcap",
+            etag: Some("\"e1\""),
+            date: "2024-05-01".into(),
+        };
+        let first = part_key(Output::Data(Format::Parquet), &n, 0);
+        assert_eq!(first, "packets/date=2024-05-01/b%2Fx.pcap.e1.part-00000.parquet");
+        assert_eq!(
+            part_key(Output::Data(Format::LabCsv), &n, 12),
+            "csv/x.part-00012.csv"
+        );
+        let url = format!("s3://o/{first}");
+        assert_eq!(
+            part_urls(&url, 3),
+            [0, 1, 2].map(|i| format!("s3://o/packets/date=2024-05-01/b%2Fx.pcap.e1.part-0000{i}.parquet"))
+        );
+        // One part, or a URL that is not a first part: itself.
+        assert_eq!(part_urls(&url, 1), [url.clone()]);
+        let whole = format!("s3://o/{}", key(Output::Data(Format::Parquet), &n));
+        assert_eq!(part_urls(&whole, 3), [whole.clone()]);
+        // Every part is still recognised as its output.
+        let third = part_urls(&url, 3).pop().unwrap();
+        assert!(matches!(
+            split_url(&third),
+            Some(("s3://o/", Output::Data(Format::Parquet), _))
+        ));
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod layout;
 pub mod location;
 pub mod notification;
 pub mod pipeline;
+mod split;
 pub mod table;
 
 pub use aws::Aws;

@@ -210,10 +210,22 @@ pub async fn previous(client: &Client, table: &str, s3_id: &str) -> Result<Previ
 }
 
 /// The output URLs an item lists (its `outputs`).
+/// A capture converted in byte ranges lists its packet outputs' first parts: the others'
+/// URLs are made from it ([`crate::layout::part_urls`]).
 pub fn outputs_of(item: &HashMap<String, AttributeValue>) -> Vec<String> {
+    let parts = item
+        .get("parts")
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(1);
     item.get("outputs")
         .and_then(|o| o.as_m().ok())
-        .map(|m| m.values().filter_map(|v| v.as_s().ok().cloned()).collect())
+        .map(|m| {
+            m.values()
+                .filter_map(|v| v.as_s().ok())
+                .flat_map(|u| crate::layout::part_urls(u, parts))
+                .collect()
+        })
         .unwrap_or_default()
 }
 

@@ -682,6 +682,11 @@ impl Engine {
         EngineBuilder::default()
     }
 
+    /// Most frames and packet bytes per chunk.
+    pub(crate) fn chunk_limits(&self) -> (usize, usize) {
+        (self.chunk_frames, self.chunk_bytes)
+    }
+
     /// Run `f` on the engine's worker threads (for callers that parallelise their own work).
     pub fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         self.pool.install(f)

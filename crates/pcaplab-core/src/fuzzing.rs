@@ -211,6 +211,7 @@ fn convert(bytes: Vec<u8>, parquet: bool) {
                 last_modified_ns: None,
                 processed_at_ns: 0,
                 outputs: &[],
+                parts: None,
             };
             let report = (&report.summary, report.format, report.compression);
             let _ = crate::item::summary_item(&src, &outcome, Some(report), crate::item::MAX_TOP_N);

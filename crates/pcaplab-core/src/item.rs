@@ -167,6 +167,9 @@ pub struct ItemSource<'a> {
     pub processed_at_ns: i64,
     /// (format name, URL), e.g. `("parquet", "s3://b/packets/…")`.
     pub outputs: &'a [(&'a str, String)],
+    /// A capture converted in byte ranges: how many ranges, each of which wrote its own file
+    /// of every packet output (the URL listed is the first range's).
+    pub parts: Option<u64>,
 }
 
 /// How the run ended.
@@ -282,6 +285,9 @@ pub fn summary_item(
     }
     if let Some(t) = src.last_modified_ns {
         put("last_modified", rfc3339(t));
+    }
+    if let Some(parts) = src.parts {
+        put("parts", n(parts));
     }
     put("processed_at", rfc3339(src.processed_at_ns));
     let (status, reason) = match outcome {
@@ -519,6 +525,7 @@ mod tests {
             last_modified_ns: None,
             processed_at_ns: 1_700_000_000_123_456_789,
             outputs,
+            parts: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod item;
 pub mod reader;
 pub mod row_groups;
 pub mod split;
+pub mod split_run;
 pub mod summary;
 
 pub use columns::{decode_chunk, decode_chunk_with, schema};
