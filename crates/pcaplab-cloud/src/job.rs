@@ -663,7 +663,9 @@ impl Job {
                     parts = Some(n);
                     split_done = Some(Ok(Ok(report)));
                 }
-                Ok(Err(SplitRunError::Range { source, .. } | SplitRunError::Merge { source, .. })) => {
+                Ok(Err(
+                    SplitRunError::Range { source, .. } | SplitRunError::Merge { source, .. },
+                )) => {
                     split_done = Some(Ok(Err(*source)));
                 }
                 Ok(Err(
@@ -715,9 +717,7 @@ impl Job {
                             id: &name,
                             file_name: &file_name,
                             etag: etag.as_deref(),
-                            date: layout::utc_date(
-                                opened.first_ts.or(last_modified).unwrap_or(0),
-                            ),
+                            date: layout::utc_date(opened.first_ts.or(last_modified).unwrap_or(0)),
                         };
                         let mut outputs = Outputs {
                             track_flows,
@@ -1038,9 +1038,10 @@ pub fn describe_convert(url: &str, e: &ConvertError) -> String {
         ConvertError::Outputs { source, .. } => {
             (": cannot create the outputs".into(), Some(source.as_ref()))
         }
-        ConvertError::FlowPart { source, .. } => {
-            (": merging the flows of its ranges failed".into(), Some(source))
-        }
+        ConvertError::FlowPart { source, .. } => (
+            ": merging the flows of its ranges failed".into(),
+            Some(source),
+        ),
         other @ ConvertError::Internal { .. } => (format!(": {other}"), None),
     };
     match cause {
