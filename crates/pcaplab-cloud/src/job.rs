@@ -145,7 +145,8 @@ pub enum JobError {
         #[source]
         source: ConvertError,
     },
-    /// Reading the object by ranges failed (the capture may be fine: try again).
+    /// Converting the object in ranges failed before any conversion: reading it by ranges
+    /// (retryable), or its file header.
     #[error("{url}: converting it in ranges failed")]
     Split {
         url: String,
@@ -224,10 +225,18 @@ impl JobError {
             JobError::Fetch { source, .. } | JobError::Upload { source, .. } => {
                 object_store_retryable(source)
             }
-            JobError::Transport { .. }
-            | JobError::Cleanup { .. }
-            | JobError::Announce { .. }
-            | JobError::Split { .. } => true,
+            JobError::Transport { .. } | JobError::Cleanup { .. } | JobError::Announce { .. } => {
+                true
+            }
+            // Reading by ranges failed; a header that cannot be read is the object's fault.
+            JobError::Split { source, .. } => matches!(
+                source,
+                SplitRunError::Read { .. }
+                    | SplitRunError::Split {
+                        source: SplitError::Io { .. },
+                        ..
+                    }
+            ),
             JobError::Table { source, .. } => source.retryable,
             JobError::Convert { source, .. } => matches!(
                 source,

@@ -264,6 +264,22 @@ pub struct Opened {
     pub first_ts: Option<i64>,
 }
 
+impl Opened {
+    /// What `reader` says, with `first`, its first chunk of frames.
+    pub(crate) fn of(reader: &CaptureReader, first: &Chunk) -> Opened {
+        Opened {
+            format: reader.format(),
+            compression: reader.compression(),
+            first_ts: first
+                .frames
+                .iter()
+                .map(|f| f.ts_ns)
+                .filter(|&t| t != NO_TIMESTAMP)
+                .min(),
+        }
+    }
+}
+
 /// Why the outputs of [`Engine::convert_with`] could not be created.
 pub type OutputsError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -736,16 +752,7 @@ impl Engine {
         let mut first = self.spare.take();
         let first_fill = reader.fill(&mut first, self.chunk_frames, self.chunk_bytes);
         let mut defrag = Defragmenter::new(self.fragments);
-        let opened = Opened {
-            format: reader.format(),
-            compression: reader.compression(),
-            first_ts: first
-                .frames
-                .iter()
-                .map(|f| f.ts_ns)
-                .filter(|&t| t != NO_TIMESTAMP)
-                .min(),
-        };
+        let opened = Opened::of(&reader, &first);
         let outputs = match outputs(&opened) {
             Ok(o) => o,
             Err(source) => {

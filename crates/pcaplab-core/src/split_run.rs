@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::convert::{ConvertError, Engine, Opened, Outputs, OutputsError, Report};
-use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, NO_TIMESTAMP, ReadError};
+use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, ReadError};
 use crate::split::{self, ByteRange, Preamble, SplitError, SplitPlan, Walk};
 use crate::summary::Summary;
 
@@ -399,16 +399,7 @@ fn opened_of(
     let (frames, bytes) = engine.chunk_limits();
     // Damage in the first chunk is the first range's to report; its frames still count.
     let _ = reader.fill(&mut chunk, frames, bytes);
-    Ok(Opened {
-        format: reader.format(),
-        compression: reader.compression(),
-        first_ts: chunk
-            .frames
-            .iter()
-            .map(|f| f.ts_ns)
-            .filter(|&t| t != NO_TIMESTAMP)
-            .min(),
-    })
+    Ok(Opened::of(&reader, &chunk))
 }
 
 /// `f` over `items` on up to `threads` threads; the results in order, or the first error (in

@@ -130,16 +130,7 @@ impl<R: Read> PartReader<R> {
             return Ok(None);
         }
         let (part, read) = (self.part, self.read);
-        let at_eof = self
-            .input
-            .fill_buf()
-            .map_err(|e| PartError::Decode {
-                part,
-                index: read,
-                source: ciborium::de::Error::Io(e),
-            })?
-            .is_empty();
-        if at_eof {
+        if self.at_eof()? {
             return Err(PartError::Truncated { part, read });
         }
         let record: PartRecord =
@@ -166,21 +157,24 @@ impl<R: Read> PartReader<R> {
                         read,
                     });
                 }
-                let trailing = !self
-                    .input
-                    .fill_buf()
-                    .map_err(|e| PartError::Decode {
-                        part,
-                        index: read,
-                        source: ciborium::de::Error::Io(e),
-                    })?
-                    .is_empty();
-                if trailing {
+                if !self.at_eof()? {
                     return Err(PartError::Trailing { part });
                 }
                 self.end = Some(max_ts);
                 Ok(None)
             }
+        }
+    }
+
+    fn at_eof(&mut self) -> Result<bool, PartError> {
+        let (part, index) = (self.part, self.read);
+        match self.input.fill_buf() {
+            Ok(rest) => Ok(rest.is_empty()),
+            Err(e) => Err(PartError::Decode {
+                part,
+                index,
+                source: ciborium::de::Error::Io(e),
+            }),
         }
     }
 
