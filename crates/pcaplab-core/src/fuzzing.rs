@@ -114,6 +114,8 @@ pub fn capture(data: &[u8]) {
     let plain = matches!(crate::sniff(data), Some(crate::reader::Magic::Capture(_)));
     let preamble = crate::extract::Preamble::parse(data, true).ok().flatten();
     let mut end = 0u64;
+    let mut whole = Vec::new();
+    let mut damaged = false;
     loop {
         let mut chunk = Chunk::default();
         let filled = reader.fill(&mut chunk, CHUNK_FRAMES, CHUNK_BYTES);
@@ -145,11 +147,95 @@ pub fn capture(data: &[u8]) {
             }
         }
         // On damage the frames before it stay and the capture ends there.
+        damaged |= filled.is_err();
         let more = filled.unwrap_or(false);
+        if plain {
+            whole.extend(frames_of(&chunk));
+        }
         pipeline.chunk(chunk, !more);
         if !more {
             break;
         }
+    }
+    // Fuzz inputs are small; the corpus's big captures (run through this in tests) have the
+    // split's own corpus tests.
+    if plain && !damaged && data.len() <= 64 << 10 {
+        let len = data.len() as u64;
+        for size in [(len / 64).max(97), len / 3 + 1] {
+            in_ranges(data, size, &whole);
+        }
+    }
+}
+
+/// A frame as a read gives it: number, record, time, lengths, interface, link type, cut,
+/// bytes.
+type ReadFrame = (
+    u64,
+    crate::RecordSpan,
+    i64,
+    u32,
+    u32,
+    u32,
+    u16,
+    bool,
+    Vec<u8>,
+);
+
+fn frames_of(chunk: &Chunk) -> Vec<ReadFrame> {
+    chunk
+        .frames
+        .iter()
+        .zip(&chunk.records)
+        .enumerate()
+        .map(|(i, (f, r))| {
+            (
+                chunk.first_frame + i as u64,
+                *r,
+                f.ts_ns,
+                f.cap_len,
+                f.wire_len,
+                f.interface_id,
+                f.link_type,
+                f.cut_short,
+                chunk.frame_data(f).to_vec(),
+            )
+        })
+        .collect()
+}
+
+/// An undamaged capture read in ranges of `size` (counted, then each range resumed) is the
+/// whole read, frame for frame — unless the count finds it cannot be split (a damaged
+/// record the whole read did not reach, say), which is an error, never other frames.
+fn in_ranges(data: &[u8], size: u64, whole: &[ReadFrame]) {
+    let Ok(counted) = crate::split_run::count("fuzz", &data, size, 1) else {
+        return;
+    };
+    let mut got = Vec::new();
+    for (w, r) in counted.walks.iter().zip(&counted.ranges) {
+        if w.owns_nothing() {
+            continue;
+        }
+        let rest = data.get(w.start as usize..).unwrap_or_default().to_vec();
+        let mut reader = CaptureReader::resume(
+            &w.state_at_start,
+            Box::new(Cursor::new(rest)),
+            w.start,
+            r.first_frame,
+            r.range.end,
+        )
+        .unwrap_or_else(|e| panic!("range {}: cannot resume: {e}", r.range.index));
+        loop {
+            let mut chunk = Chunk::default();
+            let filled = reader.fill(&mut chunk, CHUNK_FRAMES, CHUNK_BYTES);
+            got.extend(frames_of(&chunk));
+            if !filled.unwrap_or(false) {
+                break;
+            }
+        }
+    }
+    assert_eq!(got.len(), whole.len(), "frames read in ranges of {size}");
+    for (a, b) in got.iter().zip(whole) {
+        assert_eq!(a, b, "a frame read in ranges of {size}");
     }
 }
 

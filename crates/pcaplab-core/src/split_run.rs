@@ -165,63 +165,13 @@ pub fn convert_split(
             source,
         }
     };
-    let split_err = |source: SplitError| SplitRunError::Split {
-        name: name.to_owned(),
-        source,
-    };
     let started = Instant::now();
-    let len = source.size();
-    let mut head = Vec::new();
-    source
-        .open(0, Some(len.min(HEAD)))
-        .and_then(|mut r| r.read_to_end(&mut head))
-        .map_err(read_err(0))?;
-    let plan = split::plan(len, &head, range_bytes).map_err(split_err)?;
-    let preamble = Preamble::from_head(&head).map_err(split_err)?;
-    // The state the other ranges start from is unknown until the ranges before them are
-    // walked; they guess the one the head of the file leads to (pcapng: its interfaces, which
-    // the synchronisation checks packet blocks against), and are walked again in order below
-    // where the guess was wrong.
-    let guess = head_state(&preamble, &head);
+    let Counted {
+        plan,
+        walks,
+        ranges,
+    } = count(name, source, range_bytes, concurrency)?;
     let opened = opened_of(engine, name, source)?;
-
-    // Count: every range's first record and frames, in parallel.
-    let walks = parallel(&plan.ranges, concurrency, |r| {
-        let state = if r.index == 0 { &preamble } else { &guess };
-        walk_range(source, state, r).map_err(|e| match e {
-            Walked::Read(start, e) => read_err(start)(e),
-            Walked::Split(e) => split_err(e),
-        })
-    })?;
-    // Range 0's walk starts at a known boundary, so each range's walk ends at the true first
-    // record of the next. A range whose own synchronisation disagrees (its first "record" was
-    // bytes inside a record that look like headers) or that started with another section
-    // state than the previous range left (pcapng sections and interfaces defined further on)
-    // is walked again, in order, from there: the result never depends on the guess.
-    let mut walks = walks;
-    let mut resynchronised = vec![false; walks.len()];
-    for i in 1..walks.len() {
-        let (next, state) = (walks[i - 1].next, walks[i - 1].state_at_next.clone());
-        if walks[i].start != next || !walks[i].state_at_start.same_state(&state) {
-            resynchronised[i] = walks[i].start != next;
-            let input = source.open(next, None).map_err(read_err(next))?;
-            walks[i] = split::walk(&state, input, next, plan.ranges[i].end).map_err(split_err)?;
-        }
-    }
-    split::check_contiguous(&walks).map_err(split_err)?;
-    let ranges: Vec<RangeDone> = walks
-        .iter()
-        .zip(split::frame_bases(&walks))
-        .zip(&plan.ranges)
-        .zip(resynchronised)
-        .map(|(((w, first_frame), range), resynchronised)| RangeDone {
-            range: *range,
-            first_record: w.start,
-            first_frame,
-            frames: w.frames,
-            resynchronised,
-        })
-        .collect();
 
     let counted = Instant::now();
     // Convert: every range that owns a record, into its outputs and its flow part.
@@ -347,6 +297,91 @@ fn head_state(preamble: &Preamble, head: &[u8]) -> Preamble {
 enum Walked {
     Read(u64, io::Error),
     Split(SplitError),
+}
+
+/// What the count pass found: the plan, each range's walk (repaired) and its first frame.
+pub struct Counted {
+    pub plan: SplitPlan,
+    pub walks: Vec<Walk>,
+    pub ranges: Vec<RangeDone>,
+}
+
+/// Plan and count (steps 1 and 2): every range's first record and frames, `concurrency` at a
+/// time, then repaired in order.
+pub fn count(
+    name: &str,
+    source: &dyn RangeSource,
+    range_bytes: u64,
+    concurrency: usize,
+) -> Result<Counted, SplitRunError> {
+    let read_err = |start: u64| {
+        move |source: io::Error| SplitRunError::Read {
+            name: name.to_owned(),
+            start,
+            source,
+        }
+    };
+    let split_err = |source: SplitError| SplitRunError::Split {
+        name: name.to_owned(),
+        source,
+    };
+    let len = source.size();
+    let mut head = Vec::new();
+    source
+        .open(0, Some(len.min(HEAD)))
+        .and_then(|mut r| r.read_to_end(&mut head))
+        .map_err(read_err(0))?;
+    let plan = split::plan(len, &head, range_bytes).map_err(split_err)?;
+    let preamble = Preamble::from_head(&head).map_err(split_err)?;
+    // The state the other ranges start from is unknown until the ranges before them are
+    // walked; they guess the one the head of the file leads to (pcapng: its interfaces, which
+    // the synchronisation checks packet blocks against), and are walked again in order below
+    // where the guess was wrong.
+    let guess = head_state(&preamble, &head);
+
+    // Count: every range's first record and frames, in parallel.
+    let walks = parallel(&plan.ranges, concurrency, |r| {
+        let state = if r.index == 0 { &preamble } else { &guess };
+        walk_range(source, state, r).map_err(|e| match e {
+            Walked::Read(start, e) => read_err(start)(e),
+            Walked::Split(e) => split_err(e),
+        })
+    })?;
+    // Range 0's walk starts at a known boundary, so each range's walk ends at the true first
+    // record of the next. A range whose own synchronisation disagrees (its first "record" was
+    // bytes inside a record that look like headers) or that started with another section
+    // state than the previous range left (pcapng sections and interfaces defined further on)
+    // is walked again, in order, from there: the result never depends on the guess.
+    let mut walks = walks;
+    let mut resynchronised = vec![false; walks.len()];
+    for i in 1..walks.len() {
+        let (next, state) = (walks[i - 1].next, walks[i - 1].state_at_next.clone());
+        if walks[i].start != next || !walks[i].state_at_start.same_state(&state) {
+            resynchronised[i] = walks[i].start != next;
+            let input = source.open(next, None).map_err(read_err(next))?;
+            walks[i] = split::walk(&state, input, next, plan.ranges[i].end).map_err(split_err)?;
+        }
+    }
+    split::check_contiguous(&walks).map_err(split_err)?;
+    let ranges: Vec<RangeDone> = walks
+        .iter()
+        .zip(split::frame_bases(&walks))
+        .zip(&plan.ranges)
+        .zip(resynchronised)
+        .map(|(((w, first_frame), range), resynchronised)| RangeDone {
+            range: *range,
+            first_record: w.start,
+            first_frame,
+            frames: w.frames,
+            resynchronised,
+        })
+        .collect();
+
+    Ok(Counted {
+        plan,
+        walks,
+        ranges,
+    })
 }
 
 /// Find range `r`'s first record and walk its records.
