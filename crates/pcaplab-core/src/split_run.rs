@@ -158,13 +158,7 @@ pub fn convert_split(
     concurrency: usize,
     outputs: SplitOutputs<'_, '_>,
 ) -> Result<SplitReport, SplitRunError> {
-    let read_err = |start: u64| {
-        move |source: io::Error| SplitRunError::Read {
-            name: name.to_owned(),
-            start,
-            source,
-        }
-    };
+    let read_err = |start: u64| read_error(name, start);
     let started = Instant::now();
     let Counted {
         plan,
@@ -294,6 +288,15 @@ fn head_state(preamble: &Preamble, head: &[u8]) -> Preamble {
     }
 }
 
+/// Reading the object from `start` failed.
+fn read_error(name: &str, start: u64) -> impl Fn(io::Error) -> SplitRunError + '_ {
+    move |source| SplitRunError::Read {
+        name: name.to_owned(),
+        start,
+        source,
+    }
+}
+
 enum Walked {
     Read(u64, io::Error),
     Split(SplitError),
@@ -314,13 +317,7 @@ pub fn count(
     range_bytes: u64,
     concurrency: usize,
 ) -> Result<Counted, SplitRunError> {
-    let read_err = |start: u64| {
-        move |source: io::Error| SplitRunError::Read {
-            name: name.to_owned(),
-            start,
-            source,
-        }
-    };
+    let read_err = |start: u64| read_error(name, start);
     let split_err = |source: SplitError| SplitRunError::Split {
         name: name.to_owned(),
         source,
@@ -415,11 +412,7 @@ fn opened_of(
     name: &str,
     source: &dyn RangeSource,
 ) -> Result<Opened, SplitRunError> {
-    let input = source.open(0, None).map_err(|e| SplitRunError::Read {
-        name: name.to_owned(),
-        start: 0,
-        source: e,
-    })?;
+    let input = source.open(0, None).map_err(read_error(name, 0))?;
     let mut reader = CaptureReader::new(input).map_err(|source| SplitRunError::Range {
         name: name.to_owned(),
         index: 0,

@@ -151,12 +151,7 @@ impl Shard {
                 }
                 continue;
             }
-            let heap = heap_of(&seg);
-            if self.live.len() >= budget.max_live || self.heap + heap > budget.max_heap {
-                self.evict(budget.max_live.div_ceil(4));
-            }
-            self.heap += heap;
-            self.live.insert(key, seg);
+            self.admit(budget, key, seg);
         }
     }
 
@@ -193,6 +188,11 @@ impl Shard {
             self.retire_part(key, seg, end);
             return;
         }
+        self.admit(budget, key, seg);
+    }
+
+    /// Make `seg` a live flow, evicting first if the shard is at its budget.
+    fn admit(&mut self, budget: &Budget, key: FlowKey, seg: Segment) {
         let heap = heap_of(&seg);
         if self.live.len() >= budget.max_live || self.heap + heap > budget.max_heap {
             self.evict(budget.max_live.div_ceil(4));
