@@ -295,6 +295,7 @@ struct Source {
 }
 
 /// What the summary item says about the object itself.
+#[derive(Clone)]
 struct ObjectInfo {
     etag: Option<String>,
     size: u64,
@@ -544,36 +545,52 @@ impl Job {
     /// The object read by ranges, when it is to be converted in ranges: larger than the split
     /// size and an uncompressed pcap or pcapng (a compressed or snoop object is converted
     /// whole, as it can only be read from its start).
+    ///
+    /// Asked before the object is opened as a stream, so that a split reads it by ranges only;
+    /// the object's size, ETag and modification time come from its metadata.
     async fn ranges_of(
         &self,
         req: &Request,
-        info: &ObjectInfo,
-    ) -> Result<Option<ObjectRanges>, JobError> {
+    ) -> Result<Option<(ObjectRanges, ObjectInfo)>, JobError> {
         let Some(n) = self.options.split_bytes else {
             return Ok(None);
         };
-        if info.size <= n {
-            return Ok(None);
-        }
         let url = req.location.to_string();
         let fetch = |source| JobError::Fetch {
             url: url.clone(),
             source,
         };
-        let (store, path): (Arc<dyn ObjectStore>, Path) = match &req.location {
+        let (store, path, info): (Arc<dyn ObjectStore>, Path, ObjectInfo) = match &req.location {
             Location::Local(p) => {
-                let abs = std::fs::canonicalize(p).map_err(|source| JobError::OpenLocal {
+                let local = |source| JobError::OpenLocal {
                     url: url.clone(),
                     source,
-                })?;
+                };
+                let meta = std::fs::metadata(p).map_err(local)?;
+                let abs = std::fs::canonicalize(p).map_err(local)?;
                 let path = Path::from_absolute_path(&abs).map_err(|e| fetch(e.into()))?;
-                (Arc::new(LocalFileSystem::new()), path)
+                let info = ObjectInfo {
+                    etag: None,
+                    size: meta.len(),
+                    last_modified_ns: mtime_ns(&meta),
+                };
+                (Arc::new(LocalFileSystem::new()), path, info)
             }
             Location::S3 { bucket, key } => {
                 let store = self.aws(&url)?.s3(bucket).map_err(fetch)?;
-                (store, Path::parse(key).map_err(|e| fetch(e.into()))?)
+                let path = Path::parse(key).map_err(|e| fetch(e.into()))?;
+                let meta = store.head(&path).await.map_err(fetch)?;
+                let info = ObjectInfo {
+                    etag: meta.e_tag,
+                    size: meta.size,
+                    last_modified_ns: meta.last_modified.timestamp_nanos_opt(),
+                };
+                (store, path, info)
             }
         };
+        if info.size <= n {
+            return Ok(None);
+        }
         let head = store
             .get_range(&path, 0..info.size.min(16))
             .await
@@ -582,13 +599,14 @@ impl Job {
             tracing::info!(object = %url, "not an uncompressed pcap or pcapng: converted whole");
             return Ok(None);
         }
-        Ok(Some(ObjectRanges {
+        let ranges = ObjectRanges {
             store,
             path,
             len: info.size,
             etag: info.etag.clone(),
             runtime: Handle::current(),
-        }))
+        };
+        Ok(Some((ranges, info)))
     }
 
     /// Process one object: convert it, write its outputs, then its summary item.
@@ -598,7 +616,17 @@ impl Job {
         let name = req.name.clone().unwrap_or_else(|| req.location.s3_id());
         let s3_id = req.location.s3_id();
         let root = self.root_for(&req.location)?;
-        let source = self.open(req).await?;
+        // A large uncompressed capture is read by ranges, never as one stream (unless it turns
+        // out it must be converted whole after all, below).
+        let ranges = self.ranges_of(req).await?;
+        let mut source = match ranges.as_ref() {
+            Some((_, info)) => Source {
+                reader: Box::new(std::io::empty()),
+                info: info.clone(),
+                transport_failed: None,
+            },
+            None => self.open(req).await?,
+        };
 
         // What the table holds already: a newer version's result stops us; the outputs an item
         // of an older version lists are deleted once ours is written (read here as well as
@@ -639,7 +667,7 @@ impl Job {
         // all: damaged, or its records cannot be told apart) a whole conversion after all.
         let mut parts = None;
         let mut split_done = None;
-        if let Some(ranges) = self.ranges_of(req, &source.info).await? {
+        if let Some((ranges, _)) = ranges {
             let engine = Arc::clone(&self.engine);
             let started = Arc::clone(&uploads);
             let names = Names {
@@ -696,6 +724,7 @@ impl Job {
                     let started: Vec<_> =
                         std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
                     abort_all(started).await;
+                    source = self.open(req).await?;
                 }
                 Ok(Err(source)) => {
                     let started: Vec<_> =
@@ -752,12 +781,10 @@ impl Job {
             }
         };
         let uploads = std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
-        // Ranges are read by requests of their own: the stream opened first is not read.
-        let transport_failed = parts.is_none()
-            && source
-                .transport_failed
-                .as_ref()
-                .is_some_and(|f| f.load(Ordering::Relaxed));
+        let transport_failed = source
+            .transport_failed
+            .as_ref()
+            .is_some_and(|f| f.load(Ordering::Relaxed));
 
         let report = match converted {
             Ok(Ok(report)) if !transport_failed => report,
