@@ -170,75 +170,34 @@ pub fn convert_split(
     let counted = Instant::now();
     // Convert: every range that owns a record, into its outputs and its flow part.
     let track_flows = outputs.track_flows || outputs.flow_outputs;
-    let owning: Vec<usize> = (0..walks.len())
-        .filter(|&i| i == 0 || !walks[i].owns_nothing())
-        .collect();
-    let part_of: Vec<usize> = {
-        let mut v = vec![0; walks.len()];
-        for (part, &i) in owning.iter().enumerate() {
-            v[i] = part;
-        }
-        v
-    };
-    let reports = parallel(&owning, concurrency, |&i| {
-        let r = &ranges[i];
-        let range_err = |source| SplitRunError::Range {
-            name: name.to_owned(),
-            index: i,
-            start: r.range.start,
-            end: r.range.end,
-            source: Box::new(source),
-        };
-        let input = source
-            .open(r.first_record, None)
-            .map_err(read_err(r.first_record))?;
-        let reader = CaptureReader::resume(
-            &walks[i].state_at_start,
-            input,
-            r.first_record,
-            r.first_frame,
-            r.range.end,
-        )
-        .map_err(|source| {
-            range_err(ConvertError::Open {
-                name: name.to_owned(),
-                source,
-            })
-        })?;
-        engine
-            .convert_reader(name, reader, |_| {
-                let mut o = (outputs.range)(part_of[i], &opened)?;
-                if track_flows {
-                    o.flow_parts = Some((outputs.part_writer)(i)?);
-                }
-                Ok(o)
-            })
-            .map_err(range_err)
+    let tasks = tasks(&walks, &ranges);
+    let reports = parallel(&tasks, concurrency, |task| {
+        convert_range(engine, name, source, task, |_| {
+            let mut o = (outputs.range)(task.part, &opened)?;
+            if track_flows {
+                o.flow_parts = Some((outputs.part_writer)(task.index)?);
+            }
+            Ok(o)
+        })
     })?;
 
     let converted = Instant::now();
-    // Merge: the summaries and the flows, in file order. Ranges after a damaged one are not
-    // part of the capture a whole conversion reads (it stops at the damage).
-    let mut summary = Summary::default();
-    let mut damage: Option<ReadError> = None;
-    let last = reports.len().saturating_sub(1);
-    for (n, report) in reports.into_iter().enumerate() {
-        summary.merge(&report.summary);
-        match report.damage {
-            Some(source) if n < last => {
-                return Err(SplitRunError::Damaged {
-                    name: name.to_owned(),
-                    index: owning[n],
-                    source: Box::new(source),
-                });
-            }
-            d => damage = d,
-        }
-    }
-    if track_flows {
-        let parts = owning
+    // Merge: the summaries and the flows, in file order.
+    let (mut summary, damage) = fold_summaries(
+        tasks
             .iter()
-            .map(|&i| (outputs.part_reader)(i))
+            .zip(reports)
+            .map(|(t, r)| (t.index, r.summary, r.damage)),
+    )
+    .map_err(|(index, source)| SplitRunError::Damaged {
+        name: name.to_owned(),
+        index,
+        source: Box::new(source),
+    })?;
+    if track_flows {
+        let parts = tasks
+            .iter()
+            .map(|t| (outputs.part_reader)(t.index))
             .collect::<io::Result<Vec<_>>>()
             .map_err(read_err(0))?;
         let flow_outputs = (outputs.flows)(&opened).map_err(|source| SplitRunError::Merge {
@@ -265,9 +224,121 @@ pub fn convert_split(
         },
         plan,
         ranges,
-        parts: owning.len(),
+        parts: tasks.len(),
         timings: [counted - started, converted - counted, converted.elapsed()],
     })
+}
+
+/// One range's work, as a worker on another machine needs it: where its records start and
+/// end, the number of its first frame, the section state there, and which part it writes.
+/// Made by [`tasks`] from the count pass; serialisable, so a planner can hand it on.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RangeTask {
+    /// The range's index in the plan, and the number of the part it writes (the ranges that
+    /// own a record start, numbered from 0 in file order).
+    pub index: usize,
+    pub part: usize,
+    /// The range's bytes as planned.
+    pub start: u64,
+    pub end: u64,
+    /// Where its first record starts, and that frame's number.
+    pub first_record: u64,
+    pub first_frame: u64,
+    /// Its frames, as counted.
+    pub frames: u64,
+    /// The reader's state at `first_record`.
+    pub state: Preamble,
+}
+
+/// The ranges that own a record start (the first always does, so that an empty capture still
+/// has its part), numbered as parts.
+pub fn tasks(walks: &[Walk], ranges: &[RangeDone]) -> Vec<RangeTask> {
+    walks
+        .iter()
+        .zip(ranges)
+        .enumerate()
+        .filter(|(i, (w, _))| *i == 0 || !w.owns_nothing())
+        .enumerate()
+        .map(|(part, (index, (w, r)))| RangeTask {
+            index,
+            part,
+            start: r.range.start,
+            end: r.range.end,
+            first_record: r.first_record,
+            first_frame: r.first_frame,
+            frames: r.frames,
+            state: w.state_at_start.clone(),
+        })
+        .collect()
+}
+
+/// Step 3 for one range: convert the frames of `task` (read from `source`) into the outputs
+/// `outputs` gives, exactly as a whole conversion converts them.
+pub fn convert_range<'a>(
+    engine: &Engine,
+    name: &str,
+    source: &dyn RangeSource,
+    task: &RangeTask,
+    outputs: impl FnOnce(&Opened) -> Result<Outputs<'a>, OutputsError>,
+) -> Result<Report, SplitRunError> {
+    let range_err = |source| SplitRunError::Range {
+        name: name.to_owned(),
+        index: task.index,
+        start: task.start,
+        end: task.end,
+        source: Box::new(source),
+    };
+    let input = source
+        .open(task.first_record, None)
+        .map_err(read_error(name, task.first_record))?;
+    let reader = CaptureReader::resume(
+        &task.state,
+        input,
+        task.first_record,
+        task.first_frame,
+        task.end,
+    )
+    .map_err(|source| {
+        range_err(ConvertError::Open {
+            name: name.to_owned(),
+            source,
+        })
+    })?;
+    engine
+        .convert_reader(name, reader, outputs)
+        .map_err(range_err)
+}
+
+/// Step 4's summary: the ranges' summaries (each with its range index and damage), in file
+/// order, merged into the capture's. A whole conversion stops at damage, so damage in a range
+/// before the last means the later ranges hold frames it would not have read: that range's
+/// index and damage are the error (the caller converts the capture whole).
+pub fn fold_summaries<D>(
+    ranges: impl IntoIterator<Item = (usize, Summary, Option<D>)>,
+) -> Result<(Summary, Option<D>), (usize, D)> {
+    let mut summary = Summary::default();
+    let mut damage: Option<(usize, D)> = None;
+    for (index, s, d) in ranges {
+        if let Some(earlier) = damage.take() {
+            return Err(earlier);
+        }
+        summary.merge(&s);
+        damage = d.map(|d| (index, d));
+    }
+    Ok((summary, damage.map(|(_, d)| d)))
+}
+
+/// A range's summary as bytes (CBOR in zstd), for a merge on another machine.
+pub fn encode_summary(summary: &Summary) -> io::Result<Vec<u8>> {
+    let mut out = zstd::Encoder::new(Vec::new(), 3)?;
+    ciborium::into_writer(summary, &mut out).map_err(io::Error::other)?;
+    out.finish()
+}
+
+/// A range's summary read back from [`encode_summary`]'s bytes.
+pub fn decode_summary(bytes: &[u8]) -> io::Result<Summary> {
+    let input = zstd::Decoder::new(bytes)?;
+    ciborium::from_reader(input).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The section state after the records of `head` (the object's first bytes) that it holds
@@ -407,7 +478,7 @@ fn walk_range(
 
 /// What a whole conversion tells the outputs when it opens the capture: its format and the
 /// earliest timestamp of its first chunk (which names the outputs' date partition).
-fn opened_of(
+pub fn opened_of(
     engine: &Engine,
     name: &str,
     source: &dyn RangeSource,

@@ -12,7 +12,10 @@ use crate::flows::FlowStats;
 use crate::reader::{FrameMeta, NO_TIMESTAMP};
 
 /// Counts and extents of one capture (or one chunk of it).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// Serialisable, so that the summaries of ranges converted on other machines can be merged
+/// (see `split_run`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Summary {
     pub packets: u64,
     /// Captured bytes (sum of cap_len).
@@ -25,6 +28,7 @@ pub struct Summary {
     /// Packets per LINKTYPE value.
     pub link_types: BTreeMap<u16, u64>,
     /// Packets per network protocol: `ipv4`, `ipv6`, `arp`, `other` (by EtherType), `none`.
+    #[serde(deserialize_with = "names::network")]
     pub network: BTreeMap<&'static str, u64>,
     /// Packets per IP protocol number (of the outermost IP header).
     pub ip_protos: BTreeMap<u8, u64>,
@@ -56,6 +60,7 @@ pub struct Summary {
     pub names_truncated: bool,
     /// Packets per encapsulation (`vxlan`, `gre`, `erspan2`, ...): a packet counts once for
     /// each tunnel it came through.
+    #[serde(deserialize_with = "names::tunnels")]
     pub tunnels: BTreeMap<&'static str, u64>,
     /// IP datagrams reassembled from fragments, and those given up.
     pub fragments: FragStats,
@@ -65,7 +70,7 @@ pub struct Summary {
 }
 
 /// What one address sent and received.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Traffic {
     pub packets: u64,
     /// Sum of wire_len.
@@ -92,7 +97,7 @@ const TIMELINE_MAX_SHIFT: u32 = 42;
 /// Widths are powers of two so a bucket of one width is exactly two of the next narrower,
 /// and aligned to the epoch so every chunk cuts time at the same places: merging chunks
 /// counted apart gives the same timeline as counting the capture at once.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Timeline {
     shift: u32,
     /// Bucket index (timestamp / width, rounded down) → traffic.
@@ -217,6 +222,42 @@ fn top_n<T>(mut v: Vec<T>, n: usize, order: impl Fn(&T, &T) -> Ordering) -> Vec<
 
 /// The keys of [`Summary::network`], in [`Counter`]'s array order.
 const NETWORK: [&str; 5] = ["ipv4", "ipv6", "arp", "other", "none"];
+
+/// A summary's maps keyed by the names pcaplab gives (network protocols, encapsulations),
+/// read back: every name must be one of them.
+mod names {
+    use std::collections::BTreeMap;
+
+    use serde::Deserialize;
+    use serde::de::{Deserializer, Error};
+
+    use super::{Encap, NETWORK};
+
+    fn known<'de, D: Deserializer<'de>>(
+        d: D,
+        names: impl Iterator<Item = &'static str> + Clone,
+    ) -> Result<BTreeMap<&'static str, u64>, D::Error> {
+        BTreeMap::<String, u64>::deserialize(d)?
+            .into_iter()
+            .map(|(k, v)| match names.clone().find(|n| *n == k) {
+                Some(n) => Ok((n, v)),
+                None => Err(D::Error::custom(format!("unknown name {k:?}"))),
+            })
+            .collect()
+    }
+
+    pub(super) fn network<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<&'static str, u64>, D::Error> {
+        known(d, NETWORK.into_iter())
+    }
+
+    pub(super) fn tunnels<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<&'static str, u64>, D::Error> {
+        known(d, Encap::ALL.into_iter().map(Encap::name))
+    }
+}
 
 /// Counts one chunk's packets — in flat arrays where the key space is small (link types,
 /// protocols, ports), in a hash map for addresses — and becomes a [`Summary`] once, at the

@@ -16,7 +16,9 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 
 use pcaplab_core::split::SplitError;
-use pcaplab_core::split_run::{SplitOutputs, SplitRunError, convert_split};
+use pcaplab_core::split_run::{
+    SplitOutputs, SplitRunError, convert_split, decode_summary, encode_summary,
+};
 use pcaplab_core::{CaptureFormat, Engine, Outputs, Report, sniff};
 
 /// A writer into a shared buffer (the outputs must be `'static`-free boxes).
@@ -220,6 +222,13 @@ fn ranges_convert_to_the_rows_flows_and_summary_of_the_whole() {
             continue;
         };
         let base = whole(&engine, &file, &bytes);
+        // A summary crosses machines (a range's, to the merge) as it was.
+        let sent = encode_summary(&base.report.summary).expect("encode summary");
+        assert_eq!(
+            decode_summary(&sent).expect("decode summary"),
+            base.report.summary,
+            "{file}: summary read back"
+        );
         let len = bytes.len() as u64;
         // Small ranges on small captures only: at most ~64 ranges per conversion.
         for range in [4095, 65_543, len / 3 + 1] {

@@ -159,7 +159,7 @@ pub struct Expired<K> {
 }
 
 /// Reassembly counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FragStats {
     pub reassembled: u64,
     pub timed_out: u64,

@@ -39,7 +39,7 @@ pub(super) fn shard_of(key: &FlowKey) -> usize {
 }
 
 /// Flow totals and the biggest flows, for the summary item.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FlowStats {
     /// The seed of the flows' Community IDs.
     pub community_id_seed: u16,
