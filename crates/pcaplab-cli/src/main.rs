@@ -112,7 +112,7 @@ struct ConvertArgs {
     /// SIZE (e.g. 512MiB), converted in parallel and merged: the packet outputs get one file
     /// per range (`<id>.part-NNNNN.parquet`), the flows and the item one. Compressed and snoop
     /// captures are converted whole.
-    #[arg(long, value_name = "SIZE", value_parser = byte_size)]
+    #[arg(long, value_name = "SIZE", value_parser = pcaplab_cloud::split::byte_size)]
     split_bytes: Option<u64>,
     /// Ranges converted at once with --split-bytes.
     #[arg(long, value_name = "N", default_value = "2")]
@@ -135,30 +135,6 @@ fn ip_proto(s: &str) -> Result<u8, String> {
             .parse()
             .map_err(|_| format!("{s:?}: tcp, udp, icmp, icmpv6, sctp or 0-255"))?,
     })
-}
-
-/// A size in bytes: a number, optionally with KiB, MiB or GiB (or K, M, G), at least 1 KiB.
-fn byte_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{s:?}: a number of bytes, e.g. 512MiB"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kib" => 10,
-        "m" | "mib" => 20,
-        "g" | "gib" => 30,
-        _ => return Err(format!("{s:?}: the unit must be KiB, MiB or GiB")),
-    };
-    let bytes = n
-        .checked_mul(1 << shift)
-        .ok_or_else(|| format!("{s:?}: too large"))?;
-    if bytes < 1024 {
-        return Err(format!("{s:?}: a range must be at least 1 KiB"));
-    }
-    Ok(bytes)
 }
 
 fn time_ns(s: &str) -> Result<i64, String> {

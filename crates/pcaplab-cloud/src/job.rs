@@ -153,6 +153,9 @@ pub enum JobError {
         #[source]
         source: SplitRunError,
     },
+    /// A step of a conversion in ranges by separate workers failed (see [`crate::fanout`]).
+    #[error("{url}: {message}")]
+    Ranges { url: String, message: String },
     #[error("{object}: writing {url} failed")]
     Upload {
         object: String,
@@ -242,9 +245,10 @@ impl JobError {
                 source,
                 ConvertError::Write { .. } | ConvertError::Outputs { .. }
             ),
-            JobError::Config { .. } | JobError::OpenLocal { .. } | JobError::Superseded { .. } => {
-                false
-            }
+            JobError::Config { .. }
+            | JobError::OpenLocal { .. }
+            | JobError::Superseded { .. }
+            | JobError::Ranges { .. } => false,
         }
     }
 
@@ -296,10 +300,10 @@ struct Source {
 
 /// What the summary item says about the object itself.
 #[derive(Clone)]
-struct ObjectInfo {
-    etag: Option<String>,
-    size: u64,
-    last_modified_ns: Option<i64>,
+pub(crate) struct ObjectInfo {
+    pub(crate) etag: Option<String>,
+    pub(crate) size: u64,
+    pub(crate) last_modified_ns: Option<i64>,
 }
 
 impl ObjectInfo {
@@ -385,6 +389,26 @@ impl Root {
     }
 }
 
+/// A conversion done, to be committed and recorded ([`Job::finish`]).
+pub(crate) struct Converted {
+    pub(crate) url: String,
+    pub(crate) object: Location,
+    pub(crate) s3_id: String,
+    pub(crate) name: String,
+    pub(crate) file_name: String,
+    pub(crate) root: Root,
+    pub(crate) info: ObjectInfo,
+    pub(crate) previous: table::Previous,
+    /// Converted in ranges: the number of parts of each packet output.
+    pub(crate) parts: Option<u64>,
+    pub(crate) report: Report,
+    /// Outputs committed already (the packet parts a split's workers wrote), and the uploads
+    /// to commit now.
+    pub(crate) committed: Vec<(Output, String)>,
+    pub(crate) uploads: Vec<(Output, Upload)>,
+    pub(crate) started: Instant,
+}
+
 /// The job, built once per process and shared by every request.
 pub struct Job {
     engine: Arc<Engine>,
@@ -468,14 +492,14 @@ impl Job {
         &self.options
     }
 
-    fn aws(&self, url: &str) -> Result<&Aws, JobError> {
+    pub(crate) fn aws(&self, url: &str) -> Result<&Aws, JobError> {
         self.aws.as_deref().ok_or_else(|| JobError::Config {
             url: url.to_owned(),
             message: "S3 needs an AWS configuration".into(),
         })
     }
 
-    fn root_for(&self, input: &Location) -> Result<Root, JobError> {
+    pub(crate) fn root_for(&self, input: &Location) -> Result<Root, JobError> {
         match (&self.root, input) {
             (Some(root), _) => Ok(root.clone()),
             (None, Location::S3 { bucket, .. }) => {
@@ -588,24 +612,10 @@ impl Job {
                 (store, path, info)
             }
         };
-        if info.size <= n {
+        if info.size <= n || !splittable_head(&store, &path, info.size, &url).await? {
             return Ok(None);
         }
-        let head = store
-            .get_range(&path, 0..info.size.min(16))
-            .await
-            .map_err(fetch)?;
-        if splittable(&head).is_none() {
-            tracing::info!(object = %url, "not an uncompressed pcap or pcapng: converted whole");
-            return Ok(None);
-        }
-        let ranges = ObjectRanges {
-            store,
-            path,
-            len: info.size,
-            etag: info.etag.clone(),
-            runtime: Handle::current(),
-        };
+        let ranges = ObjectRanges::new(store, path, info.size, info.etag.clone());
         Ok(Some((ranges, info)))
     }
 
@@ -650,18 +660,8 @@ impl Job {
 
         let file_name = req.location.file_name();
         let uploads: Arc<Mutex<Vec<(Output, Upload)>>> = Arc::default();
-        let formats: Vec<Format> = self
-            .options
-            .outputs
-            .iter()
-            .filter_map(|o| match o {
-                Output::Data(f) => Some(*f),
-                Output::DynamodbJson => None,
-            })
-            .collect();
-        // The item's flow count and top flows need the flows tracked.
-        let track_flows =
-            self.options.table.is_some() || self.options.outputs.contains(&Output::DynamodbJson);
+        let formats = self.data_formats();
+        let track_flows = self.track_flows();
 
         // A large uncompressed capture, in ranges: its parts, or (when it cannot be split after
         // all: damaged, or its records cannot be told apart) a whole conversion after all.
@@ -834,23 +834,45 @@ impl Job {
             }
         };
 
-        // Commit every output, or none.
-        let mut outputs = Vec::new();
-        let mut pending = uploads.into_iter();
-        while let Some((kind, upload)) = pending.next() {
-            let out_url = upload.url().to_owned();
-            if let Err(source) = upload.commit().await {
-                abort_all(pending.collect()).await;
-                let written: Vec<String> = outputs.into_iter().map(|(_, u)| u).collect();
-                delete_urls(self, written).await;
-                return Err(JobError::Upload {
-                    object: url,
-                    url: out_url,
-                    source,
-                });
-            }
-            outputs.push((kind, out_url));
-        }
+        self.finish(Converted {
+            url,
+            object: req.location.clone(),
+            s3_id,
+            name,
+            file_name,
+            root,
+            info: source.info,
+            previous,
+            parts,
+            report,
+            committed: Vec::new(),
+            uploads,
+            started,
+        })
+        .await
+    }
+
+    /// The last steps of a conversion, shared by [`Job::process`] and a split's merge: commit
+    /// every output (or none), write the summary item, and delete the outputs of the object's
+    /// previous version.
+    pub(crate) async fn finish(&self, c: Converted) -> Result<JobReport, JobError> {
+        let Converted {
+            url,
+            object,
+            s3_id,
+            name,
+            file_name,
+            root,
+            info,
+            mut previous,
+            parts,
+            report,
+            committed,
+            uploads,
+            started,
+        } = c;
+        let mut outputs = committed;
+        outputs.extend(self.commit_all(uploads, &url).await?);
 
         let outcome_reason = report.damage.as_ref().map(|d| d.to_string());
         let outcome = match &outcome_reason {
@@ -867,9 +889,7 @@ impl Job {
             })
             .map(|(kind, u)| (kind.name(), u.clone()))
             .collect();
-        let mut item_source = source
-            .info
-            .item_source((&s3_id, &url), Some(&name), &listed);
+        let mut item_source = info.item_source((&s3_id, &url), Some(&name), &listed);
         item_source.parts = parts;
         let item = summary_item(
             &item_source,
@@ -916,7 +936,7 @@ impl Job {
                         .map(table::recorded_outputs)
                         .unwrap_or_default()
                         .into_iter()
-                        .chain(previous.outputs)
+                        .chain(std::mem::take(&mut previous.outputs))
                         .filter(|u| !ours.contains(u.as_str()))
                         .collect();
                     // Until they are deleted the dataset holds both versions' rows: the item
@@ -957,10 +977,10 @@ impl Job {
         }
 
         Ok(JobReport {
-            object: req.location.clone(),
+            object,
             name,
-            etag: source.info.etag,
-            size: source.info.size,
+            etag: info.etag,
+            size: info.size,
             report,
             outputs,
             item_written,
@@ -968,11 +988,67 @@ impl Job {
         })
     }
 
+    /// Commit every upload of `object`'s outputs, or none (those committed are deleted again
+    /// when a later one fails).
+    pub(crate) async fn commit_all(
+        &self,
+        uploads: Vec<(Output, Upload)>,
+        object: &str,
+    ) -> Result<Vec<(Output, String)>, JobError> {
+        let mut outputs = Vec::new();
+        let mut pending = uploads.into_iter();
+        while let Some((kind, upload)) = pending.next() {
+            let out_url = upload.url().to_owned();
+            if let Err(source) = upload.commit().await {
+                abort_all(pending.collect()).await;
+                let written: Vec<String> = outputs.into_iter().map(|(_, u)| u).collect();
+                delete_urls(self, written).await;
+                return Err(JobError::Upload {
+                    object: object.to_owned(),
+                    url: out_url,
+                    source,
+                });
+            }
+            outputs.push((kind, out_url));
+        }
+        Ok(outputs)
+    }
+
+    /// The packet and flow outputs configured (not the DynamoDB JSON).
+    pub(crate) fn data_formats(&self) -> Vec<Format> {
+        self.options
+            .outputs
+            .iter()
+            .filter_map(|o| match o {
+                Output::Data(f) => Some(*f),
+                Output::DynamodbJson => None,
+            })
+            .collect()
+    }
+
+    /// Whether flows are tracked without a flow output: the item's flow count and top flows
+    /// need them.
+    pub(crate) fn track_flows(&self) -> bool {
+        self.options.table.is_some() || self.options.outputs.contains(&Output::DynamodbJson)
+    }
+
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub(crate) fn dynamodb(&self) -> Option<&aws_sdk_dynamodb::Client> {
+        self.dynamodb.as_ref()
+    }
+
+    pub(crate) fn aws_config(&self) -> Option<&Aws> {
+        self.aws.as_deref()
+    }
+
     /// Record a capture that could not be converted (best effort: the caller reports the
     /// conversion error either way). The object is no longer the capture the dataset holds, so
     /// the outputs of its previous version (those its item listed, and `previous`, read before
     /// converting) are deleted as when a new version converts.
-    async fn record_failure(
+    pub(crate) async fn record_failure(
         &self,
         id: (&str, &str),
         info: &ObjectInfo,
@@ -1147,7 +1223,9 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Abort every upload; the first failure of an upload itself (not the abort), with its URL.
-async fn abort_all(uploads: Vec<(Output, Upload)>) -> Option<(String, object_store::Error)> {
+pub(crate) async fn abort_all(
+    uploads: Vec<(Output, Upload)>,
+) -> Option<(String, object_store::Error)> {
     let mut first = None;
     for (_, u) in uploads {
         let url = u.url().to_owned();
@@ -1160,9 +1238,31 @@ async fn abort_all(uploads: Vec<(Output, Upload)>) -> Option<(String, object_sto
     first
 }
 
+/// Whether the object of `size` bytes at `path` is an uncompressed pcap or pcapng (a
+/// compressed or snoop object can only be read from its start), by its first bytes.
+pub(crate) async fn splittable_head(
+    store: &Arc<dyn ObjectStore>,
+    path: &Path,
+    size: u64,
+    url: &str,
+) -> Result<bool, JobError> {
+    let head = store
+        .get_range(path, 0..size.min(16))
+        .await
+        .map_err(|source| JobError::Fetch {
+            url: url.to_owned(),
+            source,
+        })?;
+    let yes = splittable(&head).is_some();
+    if !yes {
+        tracing::info!(object = %url, "not an uncompressed pcap or pcapng: converted whole");
+    }
+    Ok(yes)
+}
+
 /// Delete outputs by URL; those that could not be deleted, with why (one that does not exist
 /// is deleted).
-async fn delete_urls(job: &Job, urls: Vec<String>) -> Vec<(String, String)> {
+pub(crate) async fn delete_urls(job: &Job, urls: Vec<String>) -> Vec<(String, String)> {
     let mut left = Vec::new();
     for u in urls {
         let failure = match Location::parse(&u) {

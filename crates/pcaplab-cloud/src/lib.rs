@@ -10,6 +10,7 @@
 pub mod aws;
 pub mod dataset;
 pub mod extract;
+pub mod fanout;
 pub mod io;
 pub mod item_file;
 pub mod job;
@@ -17,7 +18,7 @@ pub mod layout;
 pub mod location;
 pub mod notification;
 pub mod pipeline;
-mod split;
+pub mod split;
 pub mod table;
 
 pub use aws::Aws;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::aws::Aws;
+use crate::fanout::{S3Object, SplitContext};
 use crate::job::{Job, JobError, JobReport, Request, error_chain};
 use crate::notification::ObjectRef;
 
@@ -123,6 +124,24 @@ impl Pipeline {
             Err(e) if e.capture_fault() => Ok(Outcome::Recorded(e)),
             Err(e) => Err(e),
         }
+    }
+
+    /// A state machine's merge of one capture's ranges (see [`crate::fanout`]), announced
+    /// like a converted capture; the run's own objects are deleted once it is announced.
+    pub async fn split_merge(
+        &self,
+        plan: &SplitContext,
+        results: &S3Object,
+    ) -> Result<JobReport, JobError> {
+        let (report, work) = self.job.split_merge(plan, results).await?;
+        let object = ObjectRef {
+            bucket: plan.object.bucket.clone(),
+            key: plan.object.key.clone(),
+            undecoded: false,
+        };
+        self.announce(&object, &report).await?;
+        self.job.split_cleanup(work).await;
+        Ok(report)
     }
 
     async fn run(&self, object: &ObjectRef) -> Result<JobReport, JobError> {

@@ -8,6 +8,7 @@
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use object_store::path::Path;
@@ -22,12 +23,42 @@ use crate::layout::{self, Naming, Output};
 
 /// An object read by byte ranges.
 pub(crate) struct ObjectRanges {
-    pub(crate) store: Arc<dyn ObjectStore>,
-    pub(crate) path: Path,
-    pub(crate) len: u64,
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    len: u64,
     /// Every range is read from this version (S3: `If-Match`).
-    pub(crate) etag: Option<String>,
-    pub(crate) runtime: Handle,
+    etag: Option<String>,
+    runtime: Handle,
+    /// Set when a download (not the capture) failed: the core reads that as damage.
+    failed: Mutex<Vec<Arc<AtomicBool>>>,
+}
+
+impl ObjectRanges {
+    /// `len` bytes of `path` in `store`, pinned to `etag`; read on the current runtime.
+    pub(crate) fn new(
+        store: Arc<dyn ObjectStore>,
+        path: Path,
+        len: u64,
+        etag: Option<String>,
+    ) -> Self {
+        ObjectRanges {
+            store,
+            path,
+            len,
+            etag,
+            runtime: Handle::current(),
+            failed: Mutex::default(),
+        }
+    }
+
+    /// Whether any range's download failed (a fault worth a retry, not damage).
+    pub(crate) fn transport_failed(&self) -> bool {
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|f| f.load(Ordering::Relaxed))
+    }
 }
 
 impl RangeSource for ObjectRanges {
@@ -49,10 +80,63 @@ impl RangeSource for ObjectRanges {
             .runtime
             .block_on(self.store.get_opts(&self.path, options))
             .map_err(io::Error::other)?;
-        Ok(Box::new(
-            StreamReader::spawn(&self.runtime, got.into_stream(), None).0,
-        ))
+        let (reader, failed) = StreamReader::spawn(&self.runtime, got.into_stream(), None);
+        self.failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(failed);
+        Ok(Box::new(reader))
     }
+}
+
+/// The uploads a conversion started, to be committed or aborted together.
+pub(crate) type Uploads = Arc<Mutex<Vec<(Output, Upload)>>>;
+
+/// Start the upload of `key` under `root` on `runtime`, recorded in `uploads`.
+pub(crate) fn start_upload(
+    runtime: &Handle,
+    root: &Root,
+    uploads: &Mutex<Vec<(Output, Upload)>>,
+    output: Output,
+    key: String,
+) -> Result<Box<dyn Write + Send>, OutputsError> {
+    let (control, writer) = upload(
+        runtime,
+        Arc::clone(&root.store),
+        root.path(&key)?,
+        root.url(&key),
+        root.part_size,
+    );
+    uploads
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((output, control));
+    Ok(Box::new(writer))
+}
+
+/// A size in bytes as people write it: a number, optionally with KiB, MiB or GiB (or K, M,
+/// G), at least 1 KiB — a range size, a threshold.
+pub fn byte_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: a number of bytes, e.g. 512MiB"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kib" => 10,
+        "m" | "mib" => 20,
+        "g" | "gib" => 30,
+        _ => return Err(format!("{s:?}: the unit must be KiB, MiB or GiB")),
+    };
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?}: too large"))?;
+    if bytes < 1024 {
+        return Err(format!("{s:?}: at least 1 KiB"));
+    }
+    Ok(bytes)
 }
 
 /// What names the capture's outputs, but the date (which the capture's first packets give).
@@ -96,20 +180,7 @@ pub(crate) fn convert_in_ranges(
     })?;
     let part_path = |i: usize| spool.path().join(format!("flows-{i:05}.part"));
     let start_upload =
-        |output: Output, key: String| -> Result<Box<dyn Write + Send>, OutputsError> {
-            let (control, writer) = upload(
-                &source.runtime,
-                Arc::clone(&root.store),
-                root.path(&key)?,
-                root.url(&key),
-                root.part_size,
-            );
-            uploads
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push((output, control));
-            Ok(Box::new(writer))
-        };
+        |output: Output, key: String| start_upload(&source.runtime, root, uploads, output, key);
     let range = |i: usize, opened: &Opened| -> Result<Outputs<'static>, OutputsError> {
         let naming = names.naming(opened);
         let mut outputs = Outputs::default();
