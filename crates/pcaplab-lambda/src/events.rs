@@ -12,6 +12,7 @@
 //! watcher shares; this module knows the Lambda event envelopes around them.
 
 use aws_lambda_events::sqs::SqsEvent;
+use pcaplab_cloud::fanout::{RangeEvent, S3Object, SplitContext, SplitObject};
 use pcaplab_cloud::notification::{self, excerpt, is_test_event, s3_notification, sns_envelope};
 use serde_json::Value;
 
@@ -31,12 +32,93 @@ pub enum Event {
     Objects(Vec<ObjectRef>),
     /// An SQS batch: each message succeeds or fails on its own.
     Queue(Vec<QueuedMessage>),
+    /// A step of the state machine that converts one capture in ranges.
+    Split(Box<SplitStep>),
+}
+
+/// The state machine's events (`{"pcaplab": ROLE, ...}`; see `pcaplab_cloud::fanout`).
+#[derive(Debug)]
+pub enum SplitStep {
+    /// `{"pcaplab": "plan", "object": {...}}`: plan and count the ranges, write the manifest.
+    Plan(SplitObject),
+    /// A line of the manifest: convert one range.
+    Range(RangeEvent),
+    /// `{"pcaplab": "merge", "plan": <the plan's context>, "results": {"Bucket", "Key"}}`:
+    /// merge the ranges from the Map's result manifest.
+    Merge {
+        plan: SplitContext,
+        results: S3Object,
+    },
+    /// `{"pcaplab": "failed", "execution": <the state: object, plan?, error>}`.
+    Failed {
+        object: SplitObject,
+        plan: Option<SplitContext>,
+        error: String,
+        cause: String,
+    },
+}
+
+/// Read a state machine event.
+fn split_step(role: &str, payload: Value) -> Result<SplitStep, EventError> {
+    fn field<T: serde::de::DeserializeOwned>(
+        payload: &Value,
+        pointer: &str,
+        shape: &'static str,
+    ) -> Result<T, EventError> {
+        let v = payload
+            .pointer(pointer)
+            .ok_or_else(|| EventError::Malformed {
+                shape,
+                message: format!("no {pointer}"),
+            })?;
+        serde_json::from_value(v.clone()).map_err(|e| EventError::Malformed {
+            shape,
+            message: format!("{pointer}: {e}"),
+        })
+    }
+    match role {
+        "plan" => Ok(SplitStep::Plan(field(&payload, "/object", "plan event")?)),
+        "range" => Ok(SplitStep::Range(serde_json::from_value(payload).map_err(
+            |e| EventError::Malformed {
+                shape: "range event",
+                message: e.to_string(),
+            },
+        )?)),
+        "merge" => Ok(SplitStep::Merge {
+            plan: field(&payload, "/plan", "merge event")?,
+            results: field(&payload, "/results", "merge event")?,
+        }),
+        "failed" => {
+            let text = |p: &str| {
+                payload
+                    .pointer(p)
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            Ok(SplitStep::Failed {
+                object: field(&payload, "/execution/object", "failed event")?,
+                plan: payload
+                    .pointer("/execution/plan/merge")
+                    .and_then(|p| serde_json::from_value(p.clone()).ok()),
+                error: text("/execution/error/Error"),
+                cause: text("/execution/error/Cause"),
+            })
+        }
+        other => Err(EventError::Unknown(format!(
+            "a pcaplab event of an unknown role {other:?} (plan, range, merge or failed)"
+        ))),
+    }
 }
 
 /// Recognise an invocation's event.
 pub fn parse(payload: Value) -> Result<Event, EventError> {
     if is_test_event(&payload) {
         return Ok(Event::Objects(Vec::new()));
+    }
+    if let Some(role) = payload.get("pcaplab").and_then(Value::as_str) {
+        let role = role.to_owned();
+        return Ok(Event::Split(Box::new(split_step(&role, payload)?)));
     }
     if payload.get("source").is_some() && payload.get("detail-type").is_some() {
         return Ok(Event::Objects(notification::eventbridge(payload)?));
@@ -116,6 +198,64 @@ mod tests {
         match e {
             Event::Objects(o) => o,
             Event::Queue(q) => panic!("expected objects, got a queue: {q:?}"),
+            Event::Split(s) => panic!("expected objects, got a state machine step: {s:?}"),
+        }
+    }
+
+    #[test]
+    fn state_machine_steps_are_read_by_role_and_refused_by_name() {
+        let object =
+            serde_json::json!({"bucket": "b", "key": "k.pcap", "etag": "\"e\"", "size": 9});
+        match parse(serde_json::json!({"pcaplab": "plan", "object": object})) {
+            Ok(Event::Split(step)) => match *step {
+                SplitStep::Plan(o) => {
+                    assert_eq!(
+                        (o.bucket.as_str(), o.key.as_str(), o.size),
+                        ("b", "k.pcap", 9)
+                    );
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        // A failure caught before the plan answered: no plan, the error as Step Functions
+        // gives it.
+        let failed = serde_json::json!({"pcaplab": "failed", "execution": {
+            "object": object, "error": {"Error": "pcaplab.Failed", "Cause": "{}"}}});
+        match parse(failed) {
+            Ok(Event::Split(step)) => match *step {
+                SplitStep::Failed { plan, error, .. } => {
+                    assert!(plan.is_none());
+                    assert_eq!(error, "pcaplab.Failed");
+                }
+                other => panic!("{other:?}"),
+            },
+            other => panic!("{other:?}"),
+        }
+        for (event, says) in [
+            (
+                serde_json::json!({"pcaplab": "plan"}),
+                "malformed plan event: no /object",
+            ),
+            (
+                serde_json::json!({"pcaplab": "plan", "object": {"bucket": 3}}),
+                "malformed plan event: /object:",
+            ),
+            (
+                serde_json::json!({"pcaplab": "range", "task": {}}),
+                "malformed range event",
+            ),
+            (
+                serde_json::json!({"pcaplab": "merge", "plan": {}}),
+                "malformed merge event",
+            ),
+            (
+                serde_json::json!({"pcaplab": "dance"}),
+                "unknown role \"dance\"",
+            ),
+        ] {
+            let e = parse(event.clone()).expect_err("refused");
+            assert!(e.to_string().contains(says), "{event}: {e}");
         }
     }
 

@@ -20,11 +20,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use pcaplab_cloud::pipeline::{Outcome, Pipeline};
-use pcaplab_cloud::{Aws, Job, JobError, JobOptions, Location, Output};
+use pcaplab_cloud::{Aws, Job, JobError, JobOptions, Location, Output, error_chain};
 use pcaplab_core::Engine;
 use serde_json::{Value, json};
 
-use crate::events::{Event, EventError, ObjectRef};
+use crate::events::{Event, EventError, ObjectRef, SplitStep};
+use md5::Digest;
+use pcaplab_cloud::split::byte_size;
 
 /// The function's configuration, from its environment.
 #[derive(Clone, Debug, PartialEq)]
@@ -40,7 +42,26 @@ pub struct Config {
     /// `PCAPLAB_FLOW_MEMORY_MB`: most memory (MiB, 1–65536) the live flows of one capture may
     /// take (default: the engine's, 32); past it flows are evicted (written early).
     pub flow_memory_mb: Option<u32>,
+    /// `PCAPLAB_STATE_MACHINE_ARN` and `PCAPLAB_SPLIT_THRESHOLD` (a size such as `2GiB`):
+    /// objects larger than the threshold that are uncompressed pcap or pcapng are routed to
+    /// the state machine, which converts them in ranges, instead of being converted here.
+    pub split: Option<Split>,
+    /// `PCAPLAB_SPLIT_RANGE`: the size of the ranges the plan cuts (default 512 MiB).
+    pub split_range: u64,
 }
+
+/// Where and when captures are routed to the state machine.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Split {
+    pub state_machine: String,
+    pub threshold: u64,
+}
+
+/// The plan's ranges by default.
+pub const SPLIT_RANGE: u64 = 512 << 20;
+/// Ranged reads at a time while the plan counts the ranges (the count reads every byte once;
+/// it waits on S3, not on the CPU).
+const COUNT_READS: usize = 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -54,6 +75,12 @@ pub enum ConfigError {
     LocalOut { value: String },
     #[error("PCAPLAB_FLOW_MEMORY_MB={value:?}: must be a number of MiB from 1 to 65536")]
     FlowMemory { value: String },
+    #[error("{name}: {message}")]
+    Size { name: &'static str, message: String },
+    #[error(
+        "PCAPLAB_SPLIT_THRESHOLD is set but PCAPLAB_STATE_MACHINE_ARN is not: there is no state machine to route large captures to"
+    )]
+    NoStateMachine,
 }
 
 impl Config {
@@ -100,12 +127,30 @@ impl Config {
                     .ok_or(ConfigError::FlowMemory { value })?,
             ),
         };
+        let size = |name: &'static str| -> Result<Option<u64>, ConfigError> {
+            set(name)
+                .map(|v| byte_size(&v).map_err(|message| ConfigError::Size { name, message }))
+                .transpose()
+        };
+        let split = match (
+            set("PCAPLAB_STATE_MACHINE_ARN"),
+            size("PCAPLAB_SPLIT_THRESHOLD")?,
+        ) {
+            (Some(arn), Some(threshold)) => Some(Split {
+                state_machine: arn.trim().to_owned(),
+                threshold,
+            }),
+            (None, Some(_)) => return Err(ConfigError::NoStateMachine),
+            (_, None) => None,
+        };
         Ok(Config {
             out,
             outputs,
             table,
             topic: set("PCAPLAB_SNS_TOPIC_ARN"),
             flow_memory_mb,
+            split,
+            split_range: size("PCAPLAB_SPLIT_RANGE")?.unwrap_or(SPLIT_RANGE),
         })
     }
 }
@@ -113,6 +158,9 @@ impl Config {
 /// The function, built once per execution environment (clients, engine, job).
 pub struct Handler {
     pipeline: Pipeline,
+    /// The state machine large captures are routed to, and the threshold.
+    split: Option<(aws_sdk_sfn::Client, Split)>,
+    split_range: u64,
 }
 
 /// An invocation that failed as a whole (Lambda retries it).
@@ -120,8 +168,26 @@ pub struct Handler {
 pub enum HandlerError {
     #[error(transparent)]
     Event(#[from] EventError),
+    /// Worth retrying (throttling, network faults).
     #[error("{0}")]
     Failed(String),
+    /// A state machine step that no retry can help (the capture's fault, a missing part).
+    #[error("{0}")]
+    Fatal(String),
+    /// The table holds a newer version's result, or the object was replaced: the step has
+    /// nothing to do.
+    #[error("{0}")]
+    Superseded(String),
+}
+
+impl From<JobError> for HandlerError {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::Superseded { .. } => HandlerError::Superseded(e.describe()),
+            e if e.retryable() => HandlerError::Failed(e.describe()),
+            e => HandlerError::Fatal(e.describe()),
+        }
+    }
 }
 
 impl Handler {
@@ -152,7 +218,113 @@ impl Handler {
             },
         )?;
         let pipeline = Pipeline::new(job, Some(&aws), config.topic)?;
-        Ok(Handler { pipeline })
+        let split = config
+            .split
+            .map(|s| (aws_sdk_sfn::Client::new(aws.sdk()), s));
+        Ok(Handler {
+            pipeline,
+            split,
+            split_range: config.split_range,
+        })
+    }
+
+    /// Route `object` to the state machine if it is a capture to convert in ranges: the
+    /// execution's ARN, or `None` to convert it here.
+    async fn route(&self, object: &ObjectRef) -> Result<Option<String>, String> {
+        let Some((client, split)) = &self.split else {
+            return Ok(None);
+        };
+        let job = self.pipeline.job();
+        let Some(target) = job
+            .split_candidate(&object.location(), split.threshold)
+            .await
+            .map_err(|e| e.describe())?
+        else {
+            return Ok(None);
+        };
+        // One execution per version of the object: a redelivered event finds it started.
+        let id = format!(
+            "{}/{}\n{}",
+            target.bucket,
+            target.key,
+            target.etag.as_deref().unwrap_or("")
+        );
+        let digest = md5::Md5::digest(id.as_bytes());
+        let name: String = std::iter::once("pcaplab-".to_owned())
+            .chain(digest.iter().map(|b| format!("{b:02x}")))
+            .collect();
+        let input = json!({ "object": target }).to_string();
+        match client
+            .start_execution()
+            .state_machine_arn(&split.state_machine)
+            .name(&name)
+            .input(input)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(Some(out.execution_arn)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|s| s.is_execution_already_exists()) =>
+            {
+                Ok(Some(format!(
+                    "{}:{name} (started before)",
+                    split.state_machine
+                )))
+            }
+            Err(e) => Err(format!(
+                "{}: cannot start {}: {}",
+                object.location(),
+                split.state_machine,
+                error_chain(&e)
+            )),
+        }
+    }
+
+    /// One step of the state machine that converts a capture in ranges.
+    async fn split_step(&self, step: SplitStep) -> Result<Value, HandlerError> {
+        let job = self.pipeline.job();
+        match step {
+            SplitStep::Plan(object) => {
+                let plan = job
+                    .split_plan(&object, self.split_range, COUNT_READS)
+                    .await?;
+                tracing::info!(object = %object.location(), ranges = plan.ranges, "planned");
+                serde_json::to_value(plan).map_err(|e| HandlerError::Fatal(e.to_string()))
+            }
+            SplitStep::Range(event) => {
+                let answer = job.split_range(&event).await?;
+                serde_json::to_value(answer).map_err(|e| HandlerError::Fatal(e.to_string()))
+            }
+            SplitStep::Merge { plan, results } => {
+                let started = Instant::now();
+                let r = self.pipeline.split_merge(&plan, &results).await?;
+                let s = &r.report.summary;
+                Ok(json!({
+                    "object": r.object.to_string(),
+                    "status": "converted",
+                    "packets": s.packets,
+                    "parts": plan.parts,
+                    "flows": s.flows.as_ref().map(|f| f.flows),
+                    "damaged": r.report.damage.is_some(),
+                    "ms": started.elapsed().as_millis() as u64,
+                }))
+            }
+            SplitStep::Failed {
+                object,
+                plan,
+                error,
+                cause,
+            } => {
+                job.split_failed(&object, plan.as_ref(), &error, &cause)
+                    .await?;
+                Ok(json!({
+                    "object": object.location().to_string(),
+                    "status": "failed (recorded)",
+                    "error": error,
+                }))
+            }
+        }
     }
 
     /// Process every object of `objects`; the failures that need a retry, described.
@@ -161,6 +333,18 @@ impl Handler {
         for object in objects {
             let started = Instant::now();
             let url = object.location().to_string();
+            match self.route(object).await {
+                Ok(None) => {}
+                Ok(Some(execution)) => {
+                    log.push(json!({"object": url, "status": "routed", "execution": execution}));
+                    continue;
+                }
+                Err(reason) => {
+                    log.push(json!({"object": url, "status": "retry", "reason": reason}));
+                    failures.push(reason);
+                    continue;
+                }
+            }
             match self.pipeline.process(object).await {
                 Ok(Outcome::Converted(r)) => {
                     let s = &r.report.summary;
@@ -192,6 +376,7 @@ impl Handler {
                 }
                 Ok(json!({ "objects": log }))
             }
+            Event::Split(step) => self.split_step(*step).await,
             Event::Queue(messages) => {
                 let mut failed_ids = Vec::new();
                 for m in messages {
@@ -217,6 +402,8 @@ impl From<HandlerError> for lambda_runtime::Diagnostic {
         let error_type = match &e {
             HandlerError::Event(_) => "pcaplab.UnrecognisedEvent",
             HandlerError::Failed(_) => "pcaplab.Retryable",
+            HandlerError::Fatal(_) => "pcaplab.Failed",
+            HandlerError::Superseded(_) => "pcaplab.Superseded",
         };
         lambda_runtime::Diagnostic {
             error_type: error_type.to_owned(),
@@ -275,6 +462,42 @@ mod tests {
         for bad in ["0", "65537", "lots", "-1"] {
             let e = config(&[("PCAPLAB_FLOW_MEMORY_MB", bad)]).expect_err(bad);
             assert!(e.to_string().starts_with("PCAPLAB_FLOW_MEMORY_MB="), "{e}");
+        }
+        // Routing to the state machine: both settings, or neither; sizes as people write them.
+        assert_eq!(c.split, None);
+        assert_eq!(c.split_range, SPLIT_RANGE);
+        let c = config(&[
+            (
+                "PCAPLAB_STATE_MACHINE_ARN",
+                "arn:aws:states:us-east-1:1:stateMachine:s",
+            ),
+            ("PCAPLAB_SPLIT_THRESHOLD", "2GiB"),
+            ("PCAPLAB_SPLIT_RANGE", "256 MiB"),
+        ])
+        .expect("config");
+        assert_eq!(
+            c.split,
+            Some(Split {
+                state_machine: "arn:aws:states:us-east-1:1:stateMachine:s".into(),
+                threshold: 2 << 30,
+            })
+        );
+        assert_eq!(c.split_range, 256 << 20);
+        // A state machine without a threshold routes nothing.
+        let c = config(&[("PCAPLAB_STATE_MACHINE_ARN", "arn:x")]).expect("config");
+        assert_eq!(c.split, None);
+        let e = config(&[("PCAPLAB_SPLIT_THRESHOLD", "1GiB")]).expect_err("no machine");
+        assert!(
+            e.to_string().contains("PCAPLAB_STATE_MACHINE_ARN is not"),
+            "{e}"
+        );
+        for (name, bad) in [
+            ("PCAPLAB_SPLIT_THRESHOLD", "big"),
+            ("PCAPLAB_SPLIT_RANGE", "12 parsecs"),
+            ("PCAPLAB_SPLIT_RANGE", "100"),
+        ] {
+            let e = config(&[("PCAPLAB_STATE_MACHINE_ARN", "arn:x"), (name, bad)]).expect_err(bad);
+            assert!(e.to_string().starts_with(&format!("{name}: ")), "{e}");
         }
         let e = config(&[("PCAPLAB_FORMATS", "parquet,xml")]).expect_err("format");
         assert!(e.to_string().contains("unknown format \"xml\""), "{e}");

@@ -493,7 +493,20 @@ fn the_split_state_machine_follows_the_states_language_and_the_functions_contrac
             );
         }
     };
-    fail_state(&failed["Next"], "the failed handler");
+    // After the failed handler: a replaced object (the function's `pcaplab.Superseded`) ends
+    // the execution quietly; anything else in a Fail state.
+    let choice = top.state(failed["Next"].as_str().expect("the failed handler's Next"));
+    assert_eq!(
+        choice["Type"], "Choice",
+        "the failed handler, then a Choice"
+    );
+    assert_eq!(
+        choice["Choices"],
+        json!([{"Variable": "$.error.Error", "StringEquals": "pcaplab.Superseded", "Next": "Superseded"}]),
+        "a replaced object is not a failure"
+    );
+    assert_eq!(top.state("Superseded")["Type"], "Succeed");
+    fail_state(&choice["Default"], "the failed handler");
     let caught = failed["Catch"]
         .as_array()
         .and_then(|c| c.iter().find(|c| c["ErrorEquals"] == json!(["States.ALL"])))

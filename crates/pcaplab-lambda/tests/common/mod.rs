@@ -6,6 +6,7 @@
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pcaplab_testkit::{Guard, Moto, free_port};
@@ -40,6 +41,11 @@ impl Lambda {
     /// `cargo lambda watch --only-lambda-apis` and the function, whose AWS requests go to
     /// `endpoint`.
     pub fn start(moto: &Moto, python: &Path, endpoint: &str) -> Lambda {
+        Lambda::start_with(moto, python, endpoint, &[])
+    }
+
+    /// [`Lambda::start`], with more of the function's environment.
+    pub fn start_with(moto: &Moto, python: &Path, endpoint: &str, env: &[(&str, &str)]) -> Lambda {
         let cargo_lambda = python
             .parent()
             .expect("PCAPLAB_PYTHON has a directory")
@@ -86,6 +92,7 @@ impl Lambda {
             .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512")
             .env("PCAPLAB_SNS_TOPIC_ARN", TOPIC)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log_file.try_clone().expect("log"))
             .stderr(log_file)
@@ -103,7 +110,12 @@ impl Lambda {
 
     /// Invoke the function with `event`: its answer, or the error it reported.
     pub fn invoke(&self, event: &Value) -> Result<Value, String> {
-        let file = self.dir.path().join("event.json");
+        // One file per invocation: tests invoke from several threads at once.
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let file = self
+            .dir
+            .path()
+            .join(format!("event-{}.json", N.fetch_add(1, Ordering::Relaxed)));
         std::fs::write(&file, event.to_string()).expect("write event");
         let o = Command::new(&self.cargo_lambda)
             .args([
