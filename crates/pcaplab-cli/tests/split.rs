@@ -125,6 +125,44 @@ fn ranges_make_the_dataset_of_the_whole_conversion() {
         ],
     );
     assert!(out.starts_with("ok 5898 12 "), "{out}");
+
+    // Back to the packets from the parts: extract reads them as one table, and finds the
+    // records the whole conversion's dataset finds (frames in every part, a port, the
+    // biggest flow, whose frames span the capture).
+    let flow = run_python(
+        &mut Command::new(&py),
+        "import sys, duckdb\nprint(duckdb.sql(f\"select community_id from read_parquet('{sys.argv[1]}/flows/*/*.parquet') order by packets desc, community_id\").fetchall()[0][0])",
+        &[whole.path().to_str().expect("utf8")],
+    );
+    let flow = flow.trim();
+    for selection in [
+        ["--frames", "1-3,600,2000-2100,5890-5898"],
+        ["--port", "53"],
+        ["--flow", flow],
+    ] {
+        let got: Vec<Vec<u8>> = [&split, &whole]
+            .iter()
+            .map(|dataset| {
+                let o = Command::new(env!("CARGO_BIN_EXE_pcaplab"))
+                    .args(["extract", capture, "-o", "-", "--dataset"])
+                    .arg(dataset.path())
+                    .args(selection)
+                    .output()
+                    .expect("run pcaplab extract");
+                assert!(o.status.success(), "{selection:?}: {}", stderr(&o));
+                o.stdout
+            })
+            .collect();
+        assert!(
+            got[0].len() > 24 * 3,
+            "{selection:?}: {} bytes",
+            got[0].len()
+        );
+        assert!(
+            got[0] == got[1],
+            "{selection:?}: the parts give other packets"
+        );
+    }
 }
 
 #[test]

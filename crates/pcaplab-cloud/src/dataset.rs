@@ -70,7 +70,8 @@ pub struct DataFile {
 pub struct CaptureFiles {
     /// The capture's name (`capture` column, the files' `<id>`).
     pub id: String,
-    pub packets: Option<DataFile>,
+    /// The packet table's files: one, or the parts of a conversion in ranges, in order.
+    pub packets: Vec<DataFile>,
     pub flows: Option<DataFile>,
     /// Its summary item (`dynamodb/<id>.json`), when written.
     pub item: Option<Map>,
@@ -204,18 +205,28 @@ pub fn candidate_ids(input: &crate::Location) -> Vec<String> {
     }
 }
 
-/// The `<id>` and ETag part of a dataset file name `<escaped id>[.<etag>]<ext>`, if it is one
-/// of `ids` (escaped): the index of the id matched.
-fn match_name(file: &str, ext: &str, escaped: &[String]) -> Option<(usize, Option<String>)> {
+/// What a dataset file's name says: the index of the id matched, the ETag, and the part
+/// number of a capture converted in ranges.
+type Named = (usize, Option<String>, Option<u32>);
+
+/// The `<id>`, ETag and part of a dataset file name `<escaped id>[.<etag>][.part-NNNNN]<ext>`,
+/// if the id is one of `ids` (escaped).
+fn match_name(file: &str, ext: &str, escaped: &[String]) -> Option<Named> {
     let stem = file.strip_suffix(ext)?;
+    let (stem, part) = match stem.rsplit_once(".part-") {
+        Some((s, n)) if n.len() >= 5 && n.bytes().all(|b| b.is_ascii_digit()) => {
+            (s, Some(n.parse().ok()?))
+        }
+        _ => (stem, None),
+    };
     escaped.iter().enumerate().find_map(|(i, id)| {
         let rest = stem.strip_prefix(id.as_str())?;
         if rest.is_empty() {
-            return Some((i, None));
+            return Some((i, None, part));
         }
         let tag = rest.strip_prefix('.')?;
         (!tag.is_empty() && tag.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'))
-            .then(|| (i, Some(tag.to_owned())))
+            .then(|| (i, Some(tag.to_owned()), part))
     })
 }
 
@@ -223,6 +234,7 @@ fn match_name(file: &str, ext: &str, escaped: &[String]) -> Option<(usize, Optio
 struct Found {
     candidate: usize,
     etag: Option<String>,
+    part: Option<u32>,
     file: DataFile,
 }
 
@@ -257,7 +269,7 @@ async fn find(
         if m.location.parts().count() != root.path("").map_or(0, |p| p.parts().count()) + 3 {
             continue;
         }
-        if let Some((candidate, etag)) = match_name(name, ext, escaped) {
+        if let Some((candidate, etag, part)) = match_name(name, ext, escaped) {
             let key = m
                 .location
                 .as_ref()
@@ -267,6 +279,7 @@ async fn find(
             found.push(Found {
                 candidate,
                 etag,
+                part,
                 file: DataFile {
                     url: root.url(&key),
                     path: m.location,
@@ -278,15 +291,16 @@ async fn find(
     Ok(found)
 }
 
-/// The one file among `found` for the capture named `ids[candidate]` whose ETag part is
-/// `etag` (S3 objects) or that has none (local files).
+/// The files among `found` for the capture named `ids[candidate]` whose ETag part is `etag`
+/// (S3 objects) or that have none (local files): one, or the parts of a conversion in ranges
+/// (numbered from 0 without a gap), in order; none if the dataset has none.
 fn choose(
     found: Vec<Found>,
     candidate: usize,
     etag: Option<&str>,
     what: &str,
     root: &Root,
-) -> Result<Option<DataFile>, DatasetError> {
+) -> Result<Vec<DataFile>, DatasetError> {
     let ours: Vec<Found> = found
         .into_iter()
         .filter(|f| f.candidate == candidate)
@@ -296,10 +310,16 @@ fn choose(
             .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
             .collect()
     });
-    let (matching, other): (Vec<Found>, Vec<Found>) =
+    let (mut matching, other): (Vec<Found>, Vec<Found>) =
         ours.into_iter().partition(|f| f.etag == want);
+    matching.sort_by_key(|f| f.part);
+    let parts: Vec<Option<u32>> = matching.iter().map(|f| f.part).collect();
+    let numbered = (0..).map(Some).take(parts.len()).eq(parts.iter().copied());
+    if matching.len() > 1 && numbered {
+        return Ok(matching.into_iter().map(|f| f.file).collect());
+    }
     match matching.len() {
-        0 if other.is_empty() => Ok(None),
+        0 if other.is_empty() => Ok(Vec::new()),
         0 => Err(DatasetError::OtherVersion {
             url: root.url(""),
             message: format!(
@@ -313,7 +333,9 @@ fn choose(
                 etag.unwrap_or("none"),
             ),
         }),
-        1 => Ok(matching.into_iter().next().map(|f| f.file)),
+        1 if parts == [None] || parts == [Some(0)] => {
+            Ok(matching.into_iter().map(|f| f.file).collect())
+        }
         _ => Err(DatasetError::Invalid {
             url: root.url(""),
             message: format!(
@@ -353,7 +375,20 @@ pub(crate) async fn locate(
         });
     };
     let packets = choose(packets, candidate, etag, "packet rows", root)?;
-    let flows = choose(flows, candidate, etag, "flow rows", root)?;
+    let flows = match <[DataFile; 1]>::try_from(choose(flows, candidate, etag, "flow rows", root)?)
+    {
+        Ok([file]) => Some(file),
+        Err(none) if none.is_empty() => None,
+        Err(parts) => {
+            return Err(DatasetError::Invalid {
+                url: root.url(""),
+                message: format!(
+                    "the flow rows are in {} parts; a flow table is one file",
+                    parts.len()
+                ),
+            });
+        }
+    };
     let id = ids[candidate].clone();
     let item_key = format!("dynamodb/{}.json", escape(&id));
     let item = match root.path(&item_key) {
@@ -389,6 +424,15 @@ pub(crate) async fn locate(
     })
 }
 
+/// The packet table's files named in a message: the file, or the first part and how many.
+fn packets_url(files: &[DataFile]) -> String {
+    match files {
+        [] => String::new(),
+        [one] => one.url.clone(),
+        [first, ..] => format!("{} (and its {} other parts)", first.url, files.len() - 1),
+    }
+}
+
 /// A flow as its row in the flow table gives it.
 #[derive(Clone, Debug)]
 struct FlowRow {
@@ -405,13 +449,30 @@ const IPPROTO_ICMP: u8 = 1;
 const IPPROTO_ICMPV6: u8 = 58;
 
 /// Reads the batches of `columns` of the row groups `keep` selects (by their frame range,
-/// first and last frame), calling `each` on each. Returns the file's row count.
+/// first and last frame), calling `each` on each, through `files` in order (the parts of a
+/// capture converted in ranges hold its frames in order). Returns the files' row count.
 async fn scan(
     store: &Arc<dyn ObjectStore>,
-    file: &DataFile,
+    files: &[DataFile],
     columns: &[&str],
     keep: impl Fn(u64, u64) -> bool,
     mut each: impl FnMut(&RecordBatch) -> Result<(), String>,
+) -> Result<u64, DatasetError> {
+    let mut first = 1u64;
+    for file in files {
+        first = scan_file(store, file, first, columns, &keep, &mut each).await?;
+    }
+    Ok(first - 1)
+}
+
+/// [`scan`] of one file whose first row is frame `first`; the frame after its last row.
+async fn scan_file(
+    store: &Arc<dyn ObjectStore>,
+    file: &DataFile,
+    mut first: u64,
+    columns: &[&str],
+    keep: &impl Fn(u64, u64) -> bool,
+    each: &mut impl FnMut(&RecordBatch) -> Result<(), String>,
 ) -> Result<u64, DatasetError> {
     let parquet = |source| DatasetError::Parquet {
         url: file.url.clone(),
@@ -425,7 +486,6 @@ async fn scan(
         .await
         .map_err(parquet)?;
     let mut groups = Vec::new();
-    let mut first = 1u64;
     for (i, rg) in builder.metadata().row_groups().iter().enumerate() {
         let rows = u64::try_from(rg.num_rows()).unwrap_or(0);
         if rows > 0 && keep(first, first + rows - 1) {
@@ -445,7 +505,7 @@ async fn scan(
             message,
         })?;
     }
-    Ok(first - 1)
+    Ok(first)
 }
 
 /// Parquet's reads of a dataset file: ranged GETs (the footer, then the column chunks needed).
@@ -545,13 +605,16 @@ const PLACE: [&str; 4] = [
 ];
 
 impl CaptureFiles {
-    fn packets(&self) -> Result<&DataFile, DatasetError> {
-        self.packets.as_ref().ok_or_else(|| DatasetError::Invalid {
-            url: self.id.clone(),
-            message: "the dataset has no packet rows (packets/) for this capture: convert it \
-                      with --format parquet"
-                .into(),
-        })
+    fn packets(&self) -> Result<&[DataFile], DatasetError> {
+        if self.packets.is_empty() {
+            return Err(DatasetError::Invalid {
+                url: self.id.clone(),
+                message: "the dataset has no packet rows (packets/) for this capture: convert \
+                          it with --format parquet"
+                    .into(),
+            });
+        }
+        Ok(&self.packets)
     }
 
     /// Where the records of `frames` are. Every frame must be in the capture.
@@ -583,7 +646,7 @@ impl CaptureFiles {
                 .find(|f| !have.contains(f))
                 .unwrap_or(0);
             return Err(DatasetError::NotFound {
-                url: file.url.clone(),
+                url: packets_url(file),
                 message: format!("the capture has no frame {missing} (it has {rows} frames)"),
             });
         }
@@ -645,7 +708,7 @@ impl CaptureFiles {
         .await?;
         if wanted.is_empty() {
             return Err(DatasetError::Invalid {
-                url: file.url.clone(),
+                url: packets_url(file),
                 message: format!("no packet matches the filter ({filter:?})"),
             });
         }
@@ -677,7 +740,7 @@ impl CaptureFiles {
         ];
         scan(
             &self.store,
-            file,
+            std::slice::from_ref(file),
             &columns,
             |_, _| true,
             |batch| {
@@ -1071,12 +1134,27 @@ mod tests {
     fn names_match_ids_and_etags() {
         let ids = vec![escape("bucket/x.pcap"), escape("x.pcap")];
         let m = |f: &str, ext: &str| match_name(f, ext, &ids);
-        assert_eq!(m("bucket%2Fx.pcap.parquet", ".parquet"), Some((0, None)));
+        assert_eq!(
+            m("bucket%2Fx.pcap.parquet", ".parquet"),
+            Some((0, None, None))
+        );
         assert_eq!(
             m("bucket%2Fx.pcap.abc123-2.parquet", ".parquet"),
-            Some((0, Some("abc123-2".into())))
+            Some((0, Some("abc123-2".into()), None))
         );
-        assert_eq!(m("x.pcap.flows.parquet", ".flows.parquet"), Some((1, None)));
+        assert_eq!(
+            m("x.pcap.flows.parquet", ".flows.parquet"),
+            Some((1, None, None))
+        );
+        // The parts of a conversion in ranges.
+        assert_eq!(
+            m("bucket%2Fx.pcap.abc123-2.part-00007.parquet", ".parquet"),
+            Some((0, Some("abc123-2".into()), Some(7)))
+        );
+        assert_eq!(
+            m("x.pcap.part-00000.parquet", ".parquet"),
+            Some((1, None, Some(0)))
+        );
         assert_eq!(m("x.pcapng.parquet", ".parquet"), None);
         assert_eq!(m("y.pcap.parquet", ".parquet"), None);
         let local = candidate_ids(&crate::Location::Local("dir/sub/x.pcap".into()));
