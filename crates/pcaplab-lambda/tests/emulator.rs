@@ -64,10 +64,7 @@ fn the_lambda_binary_handles_s3_and_sqs_events_under_the_emulator() {
         r#"
 s3.create_bucket(Bucket="captures")
 create_table()
-topic = sns.create_topic(Name="pcaplab-done")["TopicArn"]
-url = sqs.create_queue(QueueName=sys.argv[1])["QueueUrl"]
-arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+announce_to(sys.argv[1])
 s3.upload_file(sys.argv[2], "captures", "in/lab web+1.pcap")
 s3.upload_file(sys.argv[3], "captures", "in/two.pcapng.zst")
 s3.put_object(Bucket="captures", Key="in/notes.txt", Body=b"not a capture")

@@ -43,10 +43,7 @@ impl Lab {
         moto.py(
             r#"
 create_table()
-topic = sns.create_topic(Name="pcaplab-done")["TopicArn"]
-url = sqs.create_queue(QueueName=sys.argv[1])["QueueUrl"]
-arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+announce_to(sys.argv[1])
 for b in sys.argv[2:]:
     s3.create_bucket(Bucket=b)
 "#,

@@ -158,10 +158,7 @@ fn a_capture_in_ranges_through_the_state_machine_roles_is_the_whole_conversion()
         r#"
 s3.create_bucket(Bucket="captures")
 create_table()
-topic = sns.create_topic(Name="pcaplab-done")["TopicArn"]
-url = sqs.create_queue(QueueName=sys.argv[1])["QueueUrl"]
-arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+announce_to(sys.argv[1])
 body = open(sys.argv[2], "rb").read()
 for key in ["in/whole.pcapng", "in/split.pcapng", "in/fail.pcapng"]:
     s3.put_object(Bucket="captures", Key=key, Body=body)

@@ -196,6 +196,15 @@ def dump_items(name=TABLE):
             emit("output", sid, kind, url["S"])
         emit("canon", sid, json.dumps({k: v for k, v in it.items() if k != "processed_at"}, sort_keys=True))
 
+def announce_to(queue, topic_name="pcaplab-done"):
+    """The topic the Lambda function announces on, with the SQS queue `queue` subscribed to it
+    (read back with `announcements`)."""
+    topic = sns.create_topic(Name=topic_name)["TopicArn"]
+    url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    return topic
+
 def announcements(queue):
     """What SNS delivered to the SQS queue `queue` (subscribed to a topic), drained: each
     envelope's subject and message. (moto delivers during Publish: nothing is on its way.)"""
