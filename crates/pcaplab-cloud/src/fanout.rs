@@ -43,7 +43,6 @@ use crate::job::{
 use crate::layout::{self, Naming, Output};
 use crate::location::Location;
 use crate::split::{ObjectRanges, Uploads};
-use crate::table;
 
 /// The capture a split run converts: the state machine's input, as the function that routed
 /// it saw the object.
@@ -857,33 +856,6 @@ impl Job {
                 Err(e) => tracing::warn!(object = %path, "cannot delete: {}", store_message(&e)),
             }
         }
-    }
-
-    /// The table's record of the object, when a table is configured: a newer version's
-    /// result stops the run.
-    async fn previous_of(
-        &self,
-        url: &str,
-        s3_id: &str,
-        info: &ObjectInfo,
-    ) -> Result<table::Previous, JobError> {
-        let (Some(client), Some(table)) = (self.dynamodb(), self.options().table.as_deref()) else {
-            return Ok(table::Previous::default());
-        };
-        let previous = table::previous(client, table, s3_id)
-            .await
-            .map_err(|source| JobError::Table {
-                url: url.to_owned(),
-                source,
-            })?;
-        if let (Some(lm), Some(theirs)) = (info.last_modified_ns, &previous.last_modified)
-            && *theirs > pcaplab_core::encode::rfc3339_ns(lm)
-        {
-            return Err(JobError::Superseded {
-                url: url.to_owned(),
-            });
-        }
-        Ok(previous)
     }
 }
 

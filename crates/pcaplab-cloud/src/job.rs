@@ -642,21 +642,7 @@ impl Job {
         // of an older version lists are deleted once ours is written (read here as well as
         // returned by our write: if the write's answer is lost and it is retried, the write
         // returns our own item).
-        let mut previous = table::Previous::default();
-        if let (Some(client), Some(table)) = (&self.dynamodb, &self.options.table) {
-            previous = table::previous(client, table, &s3_id)
-                .await
-                .map_err(|source| JobError::Table {
-                    url: url.clone(),
-                    source,
-                })?;
-            if let (Some(lm), Some(theirs)) =
-                (source.info.last_modified_ns, &previous.last_modified)
-                && *theirs > pcaplab_core::encode::rfc3339_ns(lm)
-            {
-                return Err(JobError::Superseded { url });
-            }
-        }
+        let mut previous = self.previous_of(&url, &s3_id, &source.info).await?;
 
         let file_name = req.location.file_name();
         let uploads: Arc<Mutex<Vec<(Output, Upload)>>> = Arc::default();
@@ -682,7 +668,7 @@ impl Job {
                 self.options.split_concurrency,
             );
             let done = tokio::task::spawn_blocking(move || {
-                convert_in_ranges(
+                let done = convert_in_ranges(
                     &engine,
                     &ranges,
                     &names,
@@ -692,9 +678,21 @@ impl Job {
                     range_bytes,
                     concurrency,
                     &started,
-                )
+                );
+                (done, ranges.transport_failed())
             })
             .await;
+            let done = match done {
+                // A download that failed reads as damage to the core: not the capture's fault.
+                Ok((_, true)) => {
+                    let started: Vec<_> =
+                        std::mem::take(&mut *uploads.lock().unwrap_or_else(|p| p.into_inner()));
+                    abort_all(started).await;
+                    return Err(JobError::Transport { url, offset: 0 });
+                }
+                Ok((done, false)) => Ok(done),
+                Err(join) => Err(join),
+            };
             match done {
                 Ok(Ok((report, n))) => {
                     parts = Some(n);
@@ -988,6 +986,33 @@ impl Job {
         })
     }
 
+    /// The table's record of the object, when a table is configured: a newer version's
+    /// result stops the run.
+    pub(crate) async fn previous_of(
+        &self,
+        url: &str,
+        s3_id: &str,
+        info: &ObjectInfo,
+    ) -> Result<table::Previous, JobError> {
+        let (Some(client), Some(table)) = (&self.dynamodb, &self.options.table) else {
+            return Ok(table::Previous::default());
+        };
+        let previous = table::previous(client, table, s3_id)
+            .await
+            .map_err(|source| JobError::Table {
+                url: url.to_owned(),
+                source,
+            })?;
+        if let (Some(lm), Some(theirs)) = (info.last_modified_ns, &previous.last_modified)
+            && *theirs > pcaplab_core::encode::rfc3339_ns(lm)
+        {
+            return Err(JobError::Superseded {
+                url: url.to_owned(),
+            });
+        }
+        Ok(previous)
+    }
+
     /// Commit every upload of `object`'s outputs, or none (those committed are deleted again
     /// when a later one fails).
     pub(crate) async fn commit_all(
@@ -1034,10 +1059,6 @@ impl Job {
 
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine
-    }
-
-    pub(crate) fn dynamodb(&self) -> Option<&aws_sdk_dynamodb::Client> {
-        self.dynamodb.as_ref()
     }
 
     pub(crate) fn aws_config(&self) -> Option<&Aws> {

@@ -8,13 +8,15 @@
 //!   output;
 //! - the dataset (Parquet parts, lab CSV parts, flows), the summary item and the announcement
 //!   are the unsplit conversion's, and the run's own objects are gone;
-//! - a failed run deletes its parts and records the failure; a range of a replaced object
-//!   says it was superseded.
+//! - a range whose download keeps failing is retryable and commits nothing; a failed run
+//!   deletes its parts and records the failure; a range of a replaced object says it was
+//!   superseded.
 //!
 //! Needs `$PCAPLAB_PYTHON` and `$PCAPLAB_CORPUS`; see pcaplab-testkit.
 
 use std::collections::BTreeMap;
 
+use pcaplab_testkit::faults::{Fault, FaultProxy, Rule};
 use pcaplab_testkit::{Moto, corpus, fields, python};
 use serde_json::{Value, json};
 
@@ -184,10 +186,12 @@ print(m["stateMachineArn"])
             .unwrap_or_else(|e| panic!("{e}\n{}", lambda.log()));
         assert_eq!(answer["objects"][0]["status"], "converted", "{answer}");
     }
+    // The function that converts in ranges talks to moto through a fault proxy.
+    let proxy = FaultProxy::start(&moto.endpoint());
     let lambda = Lambda::start_with(
         &moto,
         &py,
-        &moto.endpoint(),
+        &proxy.endpoint(),
         &[
             ("PCAPLAB_FORMATS", FORMATS),
             ("PCAPLAB_STATE_MACHINE_ARN", &machine),
@@ -250,7 +254,19 @@ print(m["stateMachineArn"])
         );
     }
 
-    // 4. The ranges, three at a time; then the Map's result files; then the merge.
+    // 4. A range whose download keeps failing mid-body (after the S3 client's own retries)
+    // fails as retryable and commits nothing — not "damaged at" the cut.
+    proxy.inject(Rule::new("s3:GetObject", Fault::CutBody(5000)).matching("in/split.pcapng"));
+    let e = lambda.invoke(&lines[2]).expect_err("a cut download");
+    assert!(e.contains("pcaplab.Retryable"), "{e}");
+    assert!(
+        !keys(&moto, "").iter().any(|k| k.contains("part-00002")),
+        "nothing of the failed range is committed"
+    );
+    proxy.heal();
+
+    // The ranges, three at a time (the Map's retry of range 2 among them); then the Map's
+    // result files; then the merge.
     let answers = run_ranges(&lambda, &lines, 3);
     let frames: u64 = answers
         .iter()
