@@ -198,7 +198,7 @@ fn flow_part_key(index: usize) -> String {
 }
 
 fn summary_key(index: usize) -> String {
-    format!("summary-{index:05}.cbor.zst")
+    format!("summary-{index:05}.zst")
 }
 
 /// The packet outputs among `formats` (written as parts, one per range).

@@ -328,17 +328,29 @@ pub fn fold_summaries<D>(
     Ok((summary, damage.map(|(_, d)| d)))
 }
 
-/// A range's summary as bytes (CBOR in zstd), for a merge on another machine.
+/// A range's summary as bytes (postcard in zstd), for a merge on another machine.
 pub fn encode_summary(summary: &Summary) -> io::Result<Vec<u8>> {
-    let mut out = zstd::Encoder::new(Vec::new(), 3)?;
-    ciborium::into_writer(summary, &mut out).map_err(io::Error::other)?;
-    out.finish()
+    let bytes = postcard::to_stdvec(summary).map_err(io::Error::other)?;
+    zstd::encode_all(&bytes[..], 3)
 }
+
+/// The most a range's summary takes decoded: its maps are bounded (talkers, names, ports,
+/// timeline), so more is not a summary.
+const MAX_SUMMARY: u64 = 64 << 20;
 
 /// A range's summary read back from [`encode_summary`]'s bytes.
 pub fn decode_summary(bytes: &[u8]) -> io::Result<Summary> {
-    let input = zstd::Decoder::new(bytes)?;
-    ciborium::from_reader(input).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    let mut plain = Vec::new();
+    zstd::Decoder::new(bytes)?
+        .take(MAX_SUMMARY + 1)
+        .read_to_end(&mut plain)?;
+    if plain.len() as u64 > MAX_SUMMARY {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("more than {MAX_SUMMARY} bytes decoded: not a range's summary"),
+        ));
+    }
+    postcard::from_bytes(&plain).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 /// The section state after the records of `head` (the object's first bytes) that it holds
