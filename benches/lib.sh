@@ -6,6 +6,12 @@
 #                     the inputs, and tmp ($work/NAME-runs, removed on exit) for outputs and
 #                     per-run files
 #   bench_bin         sets bin to NEW_BIN, or to this tree's release build (built first)
+#   split_input DIR COPIES
+#                     sets input to DIR/split-COPIES.pcapng, made once (benches/split.sh,
+#                     benches/split_steps.sh): COPIES copies (rounded up to a multiple of 120)
+#                     of the corpus' pcap-parser__wireshark_samples-test.pcapng, each shifted in
+#                     time past the one before (editcap -t), appended (mergecap -a): timestamps
+#                     in file order, as a real long capture has them
 
 bench_dirs() {
   work="${BENCH_DIR:-$(mktemp -d)}"
@@ -22,4 +28,30 @@ bench_bin() {
     cargo build --release -q -p pcaplab-cli
     bin="$PWD/target/release/pcaplab"
   fi
+}
+
+split_input() {
+  local dir="$1" copies="$2" corpus src n k parts
+  corpus="${PCAPLAB_CORPUS:-$(cd .. && pwd)/shared/captures}"
+  src="$corpus/pcap-parser__wireshark_samples-test.pcapng"
+  for tool in editcap mergecap; do
+    command -v "$tool" >/dev/null || { echo "error: $tool is not installed (apt-get install tshark)" >&2; exit 1; }
+  done
+  [ -f "$src" ] || { echo "error: $src not found (set PCAPLAB_CORPUS)" >&2; exit 1; }
+  mkdir -p "$dir"
+  input="$dir/split-$copies.pcapng"
+  [ -f "$input" ] && return
+  # 120 shifted copies (the capture spans 1,681 s), then shifted copies of those.
+  n=$(( copies < 120 ? copies : 120 ))
+  parts=()
+  for k in $(seq 0 $((n - 1))); do
+    editcap -t $((k * 1700)) "$src" "$dir/c$k.pcapng"; parts+=("$dir/c$k.pcapng")
+  done
+  mergecap -a -w "$dir/block.pcapng" "${parts[@]}"; rm -f "${parts[@]}"
+  parts=()
+  for k in $(seq 0 $(( (copies + n - 1) / n - 1 ))); do
+    editcap -t $((k * n * 1700)) "$dir/block.pcapng" "$dir/b$k.pcapng"; parts+=("$dir/b$k.pcapng")
+  done
+  mergecap -a -w "$input.tmp" "${parts[@]}"; rm -f "${parts[@]}" "$dir/block.pcapng"
+  mv "$input.tmp" "$input"
 }
