@@ -54,6 +54,10 @@ pub struct SplitObject {
     pub etag: Option<String>,
     #[serde(default)]
     pub size: u64,
+    /// When this version was written (RFC 3339): with the ETag, what tells an upload of the
+    /// same bytes again from a redelivered event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_modified: Option<String>,
 }
 
 impl SplitObject {
@@ -339,6 +343,10 @@ impl Job {
             key: key.clone(),
             etag: meta.e_tag,
             size: meta.size,
+            last_modified: meta
+                .last_modified
+                .timestamp_nanos_opt()
+                .map(pcaplab_core::encode::rfc3339_ns),
         }))
     }
 
@@ -380,6 +388,7 @@ impl Job {
             key: object.key.clone(),
             etag: info.etag.clone(),
             size: info.size,
+            last_modified: info.last_modified_ns.map(pcaplab_core::encode::rfc3339_ns),
         };
         let (root, work) = self.work_root(&planned, &name)?;
         let context = SplitContext {

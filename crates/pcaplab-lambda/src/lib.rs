@@ -242,12 +242,14 @@ impl Handler {
         else {
             return Ok(None);
         };
-        // One execution per version of the object: a redelivered event finds it started.
+        // One execution per upload of the object: a redelivered event finds it started, an
+        // upload of the same bytes again (same ETag, a new modification time) starts another.
         let id = format!(
-            "{}/{}\n{}",
+            "{}/{}\n{}\n{}",
             target.bucket,
             target.key,
-            target.etag.as_deref().unwrap_or("")
+            target.etag.as_deref().unwrap_or(""),
+            target.last_modified.as_deref().unwrap_or("")
         );
         let digest = md5::Md5::digest(id.as_bytes());
         let name: String = std::iter::once("pcaplab-".to_owned())

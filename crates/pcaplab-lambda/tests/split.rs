@@ -2,7 +2,7 @@
 //! cargo-lambda's emulator against moto, driven as Step Functions would drive them:
 //!
 //! - an S3 event for a capture over the threshold is routed: an execution of the state
-//!   machine is started (in moto) with the object as its input, once per version;
+//!   machine is started (in moto) with the object as its input, once per upload;
 //! - the plan writes the manifest; every line is invoked as the Distributed Map would invoke
 //!   it, several at once; the merge reads result files shaped like the Map's ResultWriter
 //!   output;
@@ -206,7 +206,7 @@ print(m["stateMachineArn"])
     };
 
     // 2. Routed: an execution with the object (as S3 describes it) as its input, once per
-    // version — a redelivered event finds it started.
+    // upload — a redelivered event finds it started.
     let routed = invoke(&json!({"Records": [s3_record("captures", "in/split.pcapng")]}));
     assert_eq!(routed["objects"][0]["status"], "routed", "{routed}");
     let execution = routed["objects"][0]["execution"]
@@ -229,7 +229,25 @@ print(m["stateMachineArn"])
         "print(len(boto3.client('stepfunctions').list_executions(stateMachineArn=sys.argv[1])['executions']))",
         &[&machine],
     );
-    assert_eq!(executions.trim(), "1", "one execution per version");
+    assert_eq!(executions.trim(), "1", "one execution per upload");
+    // The same bytes uploaded again (the same ETag, a later modification time: S3 says it in
+    // whole seconds) are another upload, and start another execution.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    moto.py(
+        "s3.put_object(Bucket='captures', Key='in/split.pcapng', Body=open(sys.argv[1], 'rb').read())",
+        &[capture.to_str().expect("utf8")],
+    );
+    let again = invoke(&json!({"Records": [s3_record("captures", "in/split.pcapng")]}));
+    assert_eq!(again["objects"][0]["status"], "routed", "{again}");
+    let executions = moto.py(
+        "print(len(boto3.client('stepfunctions').list_executions(stateMachineArn=sys.argv[1])['executions']))",
+        &[&machine],
+    );
+    assert_eq!(
+        executions.trim(),
+        "2",
+        "an upload of the same bytes again is converted again"
+    );
 
     // 3. Plan: 1.1 MiB in ranges of 100 KiB, every range owning a record start.
     let plan = invoke(&json!({"pcaplab": "plan", "object": input["object"]}));
