@@ -183,6 +183,10 @@ pub struct WorkObjects {
     results: Vec<(Root, String)>,
 }
 
+/// The most a manifest line may take: a Distributed Map item (and any state) is at most
+/// 256 KiB.
+const MAX_ITEM: usize = 256 * 1024;
+
 /// The work prefix of a capture's version, relative to the output root.
 fn work_key(name: &str, etag: Option<&str>) -> String {
     let etag = etag.map(|e| e.trim_matches('"')).unwrap_or("");
@@ -408,10 +412,21 @@ impl Job {
                 split: context.clone(),
                 task,
             };
-            manifest.push_str(
-                &serde_json::to_string(&line)
-                    .map_err(|e| ranges_error(&url, format!("cannot write the manifest: {e}")))?,
-            );
+            let text = serde_json::to_string(&line)
+                .map_err(|e| ranges_error(&url, format!("cannot write the manifest: {e}")))?;
+            if text.len() > MAX_ITEM {
+                return Err(ranges_error(
+                    &url,
+                    format!(
+                        "range {}'s event is {} bytes (its pcapng section and interface blocks), \
+                         more than the {MAX_ITEM} a Distributed Map item may hold: convert this \
+                         capture with `pcaplab convert --split-bytes` instead",
+                        line.task.index,
+                        text.len()
+                    ),
+                ));
+            }
+            manifest.push_str(&text);
             manifest.push('\n');
         }
         let key = format!("{work}{}", manifest_key());
