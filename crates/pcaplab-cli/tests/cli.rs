@@ -2,20 +2,12 @@
 //! files, and our Parquet read by independent readers (pyarrow and DuckDB).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use pcaplab_testkit::{corpus, own_captures, python, run_python};
 
-fn pcaplab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pcaplab"))
-        .args(args)
-        .output()
-        .expect("run pcaplab")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{pcaplab, stderr};
 
 #[test]
 fn converts_a_directory_recursively_keeping_names() {

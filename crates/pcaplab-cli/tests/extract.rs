@@ -12,12 +12,8 @@ use pcaplab_testkit::{
     Fault, FaultProxy, Rule, corpus, expected_packets, python, run_python, tshark,
 };
 
-fn pcaplab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pcaplab"))
-        .args(args)
-        .output()
-        .expect("run pcaplab")
-}
+mod common;
+use common::pcaplab;
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -8,19 +8,18 @@
 //! the core's `tests/split_convert.rs`.)
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use pcaplab_testkit::{corpus, fields, python, run_python};
 
-fn pcaplab(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pcaplab"))
-        .args(args)
-        .output()
-        .expect("run pcaplab")
-}
+mod common;
+use common::{pcaplab, stderr};
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// `pcaplab convert CAPTURE --out OUT --quiet ARGS`, which must succeed.
+fn convert(capture: &str, out: &Path, args: &[&str]) {
+    let out = out.to_str().expect("utf8");
+    let o = pcaplab(&[&["convert", capture, "--out", out, "--quiet"], args].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
 }
 
 const ALL: &str = "parquet,csv,lab-csv,flows,flows-csv,dynamodb-json";
@@ -88,30 +87,19 @@ fn ranges_make_the_dataset_of_the_whole_conversion() {
         tempfile::tempdir().expect("tempdir"),
         tempfile::tempdir().expect("tempdir"),
     );
-    let o = pcaplab(&[
-        "convert",
+    convert(capture, whole.path(), &["--format", ALL]);
+    convert(
         capture,
-        "--out",
-        whole.path().to_str().expect("utf8"),
-        "--format",
-        ALL,
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let o = pcaplab(&[
-        "convert",
-        capture,
-        "--out",
-        split.path().to_str().expect("utf8"),
-        "--format",
-        ALL,
-        "--split-bytes",
-        "100KiB",
-        "--split-workers",
-        "3",
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+        split.path(),
+        &[
+            "--format",
+            ALL,
+            "--split-bytes",
+            "100KiB",
+            "--split-workers",
+            "3",
+        ],
+    );
     // 1.1 MiB in ranges of 100 KiB: 12 ranges, each holding record starts.
     let parts = files(split.path(), "packets/").len();
     assert_eq!(parts, 12, "{:?}", files(split.path(), ""));
@@ -171,16 +159,11 @@ fn compressed_captures_are_converted_whole_and_bad_sizes_refused() {
     let out = tempfile::tempdir().expect("tempdir");
     // 11 KiB of zstd: larger than the range size, but read from the start.
     let gz = dir.join("pcapplusplus__pcapng-example.pcapng.zst");
-    let o = pcaplab(&[
-        "convert",
+    convert(
         gz.to_str().expect("utf8"),
-        "--out",
-        out.path().to_str().expect("utf8"),
-        "--split-bytes",
-        "4KiB",
-        "--quiet",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+        out.path(),
+        &["--split-bytes", "4KiB"],
+    );
     assert!(
         files(out.path(), ".part-").is_empty(),
         "{:?}",

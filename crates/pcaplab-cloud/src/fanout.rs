@@ -27,7 +27,7 @@ use std::time::Instant;
 
 use futures_util::TryStreamExt;
 use object_store::path::Path;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{ObjectStore, ObjectStoreExt};
 use pcaplab_core::split_run::{self, RangeTask, SplitRunError};
 use pcaplab_core::{
     CaptureFormat, Compression, ConvertError, Format, Outputs, ReadError, Report, Summary,
@@ -209,21 +209,6 @@ fn summary_key(index: usize) -> String {
     format!("summary-{index:05}.zst")
 }
 
-/// The packet outputs among `formats` (written as parts, one per range).
-fn packet_formats(formats: &[Format]) -> impl Iterator<Item = Format> + '_ {
-    formats
-        .iter()
-        .copied()
-        .filter(|f| matches!(f, Format::Parquet | Format::Csv | Format::LabCsv))
-}
-
-fn flow_formats(formats: &[Format]) -> impl Iterator<Item = Format> + '_ {
-    formats
-        .iter()
-        .copied()
-        .filter(|f| matches!(f, Format::Flows | Format::FlowsCsv))
-}
-
 /// A failed step of a run, for the object concerned.
 fn ranges_error(url: &str, message: impl Into<String>) -> JobError {
     JobError::Ranges {
@@ -311,11 +296,7 @@ impl Job {
             // Replaced since it was routed: the new version's own event converts it.
             return Err(JobError::Superseded { url });
         }
-        let info = ObjectInfo {
-            etag: meta.e_tag,
-            size: meta.size,
-            last_modified_ns: meta.last_modified.timestamp_nanos_opt(),
-        };
+        let info = ObjectInfo::of(&meta);
         let ranges = ObjectRanges::new(store, path, info.size, info.etag.clone());
         Ok((ranges, info))
     }
@@ -430,7 +411,7 @@ impl Job {
             manifest.push('\n');
         }
         let key = format!("{work}{}", manifest_key());
-        put(&root, &key, manifest.into_bytes(), &url).await?;
+        root.put(&key, manifest.into_bytes(), &url).await?;
         let (bucket, prefix) = match Location::parse(&root.url(&key)) {
             Ok(Location::S3 { bucket, key }) => (bucket, key),
             _ => return Err(ranges_error(&url, "the work prefix is not on S3")),
@@ -462,7 +443,7 @@ impl Job {
         let (ranges, _) = self.object_ranges(&ctx.object).await?;
         let (root, work) = self.work_root(&ctx.object, &ctx.name)?;
         let formats = self.data_formats();
-        let track_flows = self.track_flows() || flow_formats(&formats).next().is_some();
+        let track_flows = self.track_flows() || formats.iter().any(|f| f.is_flows());
         let file_name = ctx.object.location().file_name();
 
         let uploads: Uploads = Arc::default();
@@ -480,7 +461,7 @@ impl Job {
                 let report = split_run::convert_range(&engine, &ctx.name, &ranges, &task, |_| {
                     let naming = ctx.naming(&file_name);
                     let mut outputs = Outputs::default();
-                    for f in packet_formats(&formats) {
+                    for f in formats.iter().copied().filter(|f| !f.is_flows()) {
                         let key = layout::part_key(Output::Data(f), &naming, task.part);
                         outputs.set(
                             f,
@@ -541,13 +522,8 @@ impl Job {
         self.commit_all(started, &url).await?;
         let summary = split_run::encode_summary(&report.summary)
             .map_err(|e| ranges_error(&url, format!("cannot encode the summary: {e}")))?;
-        put(
-            &root,
-            &format!("{work}{}", summary_key(task.index)),
-            summary,
-            &url,
-        )
-        .await?;
+        root.put(&format!("{work}{}", summary_key(task.index)), summary, &url)
+            .await?;
         Ok(RangeAnswer {
             index: task.index,
             part: task.part,
@@ -592,7 +568,7 @@ impl Job {
         let mut ranges = Vec::with_capacity(ctx.parts);
         for a in by_part.values() {
             let key = format!("{work}{}", summary_key(a.index));
-            let bytes = get(&root, &key).await?;
+            let bytes = root.get(&key).await?;
             let summary = split_run::decode_summary(&bytes).map_err(|e| {
                 ranges_error(
                     &url,
@@ -619,9 +595,9 @@ impl Job {
         let runtime = Handle::current();
         let mut summary = summary;
         let mut flow_uploads = Vec::new();
-        if self.track_flows() || flow_formats(&formats).next().is_some() {
+        if self.track_flows() || formats.iter().any(|f| f.is_flows()) {
             let mut outputs = Outputs::default();
-            for f in flow_formats(&formats) {
+            for f in formats.iter().copied().filter(|f| f.is_flows()) {
                 let key = layout::key(Output::Data(f), &naming);
                 let w = crate::split::start_upload(&runtime, &root, &uploads, Output::Data(f), key)
                     .map_err(|e| ranges_error(&url, e.to_string()))?;
@@ -670,7 +646,7 @@ impl Job {
         }
         // The workers' parts, committed already.
         let mut committed = Vec::new();
-        for f in packet_formats(&formats) {
+        for f in formats.iter().copied().filter(|f| !f.is_flows()) {
             for part in 0..ctx.parts {
                 let key = layout::part_key(Output::Data(f), &naming, part);
                 committed.push((Output::Data(f), root.url(&key)));
@@ -736,7 +712,10 @@ impl Job {
         if let Some(ctx) = ctx {
             let file_name = ctx.object.location().file_name();
             let naming = ctx.naming(&file_name);
-            let urls: Vec<String> = packet_formats(&self.data_formats())
+            let urls: Vec<String> = self
+                .data_formats()
+                .into_iter()
+                .filter(|f| !f.is_flows())
                 .flat_map(|f| (0..ctx.parts).map(move |part| (f, part)))
                 .map(|(f, part)| root.url(&layout::part_key(Output::Data(f), &naming, part)))
                 .collect();
@@ -786,7 +765,7 @@ impl Job {
         };
         let root = bucket_root(&results.bucket)?;
         let manifest: Value =
-            serde_json::from_slice(&get(&root, &results.key).await?).map_err(|e| {
+            serde_json::from_slice(&root.get(&results.key).await?).map_err(|e| {
                 ranges_error(
                     url,
                     format!("{}: not a Map result manifest: {e}", root.url(&results.key)),
@@ -822,7 +801,7 @@ impl Job {
                     format!("{}: a result file without a Key", root.url(&results.key)),
                 )
             })?;
-            let bytes = get(&root, key).await?;
+            let bytes = root.get(key).await?;
             read.push((root.clone(), key.to_owned()));
             let entries: Vec<Value> = serde_json::from_slice(&bytes).map_err(|e| {
                 ranges_error(
@@ -881,30 +860,6 @@ impl Job {
             }
         }
     }
-}
-
-async fn put(root: &Root, key: &str, bytes: Vec<u8>, object: &str) -> Result<(), JobError> {
-    let upload = |source| JobError::Upload {
-        object: object.to_owned(),
-        url: root.url(key),
-        source,
-    };
-    let path = root.path(key).map_err(upload)?;
-    root.store
-        .put(&path, PutPayload::from(bytes))
-        .await
-        .map(|_| ())
-        .map_err(upload)
-}
-
-async fn get(root: &Root, key: &str) -> Result<Vec<u8>, JobError> {
-    let fetch = |source| JobError::Fetch {
-        url: root.url(key),
-        source,
-    };
-    let path = root.path(key).map_err(fetch)?;
-    let got = root.store.get(&path).await.map_err(fetch)?;
-    Ok(got.bytes().await.map_err(fetch)?.to_vec())
 }
 
 #[cfg(test)]

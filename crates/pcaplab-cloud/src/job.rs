@@ -32,10 +32,10 @@ use pcaplab_core::{
 use tokio::runtime::Handle;
 
 use crate::aws::Aws;
-use crate::io::{LOCAL_PART_SIZE, PART_SIZE, StreamReader, Upload, upload};
+use crate::io::{LOCAL_PART_SIZE, PART_SIZE, StreamReader, Upload};
 use crate::layout::{self, Naming, Output};
 use crate::location::Location;
-use crate::split::{Names, ObjectRanges, convert_in_ranges};
+use crate::split::{Names, ObjectRanges, convert_in_ranges, start_upload};
 use crate::table::{self, Put, TableError};
 
 /// What the job produces, and where.
@@ -307,6 +307,15 @@ pub(crate) struct ObjectInfo {
 }
 
 impl ObjectInfo {
+    /// What S3 (object_store) says of an object.
+    pub(crate) fn of(meta: &object_store::ObjectMeta) -> ObjectInfo {
+        ObjectInfo {
+            etag: meta.e_tag.clone(),
+            size: meta.size,
+            last_modified_ns: meta.last_modified.timestamp_nanos_opt(),
+        }
+    }
+
     fn item_source<'a>(
         &'a self,
         (s3_id, object): (&'a str, &'a str),
@@ -386,6 +395,37 @@ impl Root {
 
     pub(crate) fn url(&self, key: &str) -> String {
         format!("{}{key}", self.url)
+    }
+
+    /// Write `bytes` as `key` in one request (small objects), for the capture `object`.
+    pub(crate) async fn put(
+        &self,
+        key: &str,
+        bytes: Vec<u8>,
+        object: &str,
+    ) -> Result<(), JobError> {
+        let upload = |source| JobError::Upload {
+            object: object.to_owned(),
+            url: self.url(key),
+            source,
+        };
+        let path = self.path(key).map_err(upload)?;
+        self.store
+            .put(&path, PutPayload::from(bytes))
+            .await
+            .map(|_| ())
+            .map_err(upload)
+    }
+
+    /// Read the whole object `key` (small objects).
+    pub(crate) async fn get(&self, key: &str) -> Result<Vec<u8>, JobError> {
+        let fetch = |source| JobError::Fetch {
+            url: self.url(key),
+            source,
+        };
+        let path = self.path(key).map_err(fetch)?;
+        let got = self.store.get(&path).await.map_err(fetch)?;
+        Ok(got.bytes().await.map_err(fetch)?.to_vec())
     }
 }
 
@@ -555,11 +595,7 @@ impl Job {
                 );
                 Ok(Source {
                     reader: Box::new(reader),
-                    info: ObjectInfo {
-                        etag: meta.e_tag,
-                        size: meta.size,
-                        last_modified_ns: meta.last_modified.timestamp_nanos_opt(),
-                    },
+                    info: ObjectInfo::of(&meta),
                     transport_failed: Some(failed),
                 })
             }
@@ -604,11 +640,7 @@ impl Job {
                 let store = self.aws(&url)?.s3(bucket).map_err(fetch)?;
                 let path = Path::parse(key).map_err(|e| fetch(e.into()))?;
                 let meta = store.head(&path).await.map_err(fetch)?;
-                let info = ObjectInfo {
-                    etag: meta.e_tag,
-                    size: meta.size,
-                    last_modified_ns: meta.last_modified.timestamp_nanos_opt(),
-                };
+                let info = ObjectInfo::of(&meta);
                 (store, path, info)
             }
         };
@@ -759,18 +791,11 @@ impl Job {
                             track_flows,
                             ..Outputs::default()
                         };
-                        let mut started = uploads.lock().unwrap_or_else(|p| p.into_inner());
                         for f in formats {
                             let key = layout::key(Output::Data(f), &naming);
-                            let (control, writer) = upload(
-                                &runtime,
-                                Arc::clone(&root.store),
-                                root.path(&key)?,
-                                root.url(&key),
-                                root.part_size,
-                            );
-                            started.push((Output::Data(f), control));
-                            outputs.set(f, Box::new(writer));
+                            let writer =
+                                start_upload(&runtime, &root, &uploads, Output::Data(f), key)?;
+                            outputs.set(f, writer);
                         }
                         Ok(outputs)
                     })
@@ -882,7 +907,7 @@ impl Job {
             .iter()
             .filter(|(kind, u)| {
                 parts.is_none()
-                    || matches!(kind, Output::Data(Format::Flows | Format::FlowsCsv))
+                    || matches!(kind, Output::Data(f) if f.is_flows())
                     || u.contains(".part-00000.")
             })
             .map(|(kind, u)| (kind.name(), u.clone()))
@@ -906,19 +931,7 @@ impl Job {
             let key = layout::key(Output::DynamodbJson, &naming);
             let mut line = item.to_dynamodb_json();
             line.push('\n');
-            let path = root.path(&key).map_err(|source| JobError::Upload {
-                object: url.clone(),
-                url: root.url(&key),
-                source,
-            })?;
-            root.store
-                .put(&path, PutPayload::from(line))
-                .await
-                .map_err(|source| JobError::Upload {
-                    object: url.clone(),
-                    url: root.url(&key),
-                    source,
-                })?;
+            root.put(&key, line.into_bytes(), &url).await?;
             outputs.push((Output::DynamodbJson, root.url(&key)));
         }
 

@@ -185,7 +185,7 @@ pub(crate) fn convert_in_ranges(
         let naming = names.naming(opened);
         let mut outputs = Outputs::default();
         for &f in formats {
-            if matches!(f, Format::Parquet | Format::Csv | Format::LabCsv) {
+            if !f.is_flows() {
                 let key = layout::part_key(Output::Data(f), &naming, i);
                 outputs.set(f, start_upload(Output::Data(f), key)?);
             }
@@ -196,7 +196,7 @@ pub(crate) fn convert_in_ranges(
         let naming = names.naming(opened);
         let mut outputs = Outputs::default();
         for &f in formats {
-            if matches!(f, Format::Flows | Format::FlowsCsv) {
+            if f.is_flows() {
                 let key = layout::key(Output::Data(f), &naming);
                 outputs.set(f, start_upload(Output::Data(f), key)?);
             }
@@ -209,9 +209,7 @@ pub(crate) fn convert_in_ranges(
     let part_reader = |i: usize| -> io::Result<Box<dyn Read + Send>> {
         Ok(Box::new(BufReader::new(File::open(part_path(i))?)))
     };
-    let flow_outputs = formats
-        .iter()
-        .any(|f| matches!(f, Format::Flows | Format::FlowsCsv));
+    let flow_outputs = formats.iter().any(|f| f.is_flows());
     let done = convert_split(
         engine,
         &names.id,

@@ -70,6 +70,12 @@ impl Format {
         }
     }
 
+    /// The flow table (written once per capture), as opposed to a packet table (one row per
+    /// frame, written by each range of a split conversion as its own part).
+    pub fn is_flows(self) -> bool {
+        matches!(self, Format::Flows | Format::FlowsCsv)
+    }
+
     pub fn parse(s: &str) -> Option<Format> {
         Format::ALL.into_iter().find(|f| f.name() == s)
     }
