@@ -169,45 +169,48 @@ pub struct Decoded {
     pub flows: Option<ChunkFlows>,
 }
 
-/// Text of addresses, formatted into a stack buffer (no allocation per packet).
+/// Append an IPv4 address in dotted decimal (as `Ipv4Addr`'s `Display` writes it, without
+/// going through the formatter).
+pub(crate) fn push_ipv4(text: &mut String, a: &[u8; 4]) {
+    for (i, &b) in a.iter().enumerate() {
+        if i > 0 {
+            text.push('.');
+        }
+        if b >= 100 {
+            text.push(char::from(b'0' + b / 100));
+        }
+        if b >= 10 {
+            text.push(char::from(b'0' + (b / 10) % 10));
+        }
+        text.push(char::from(b'0' + b % 10));
+    }
+}
+
+/// Text of addresses, formatted into one reused buffer (no allocation per packet). A `String`
+/// rather than bytes, so that handing the text to a column needs no UTF-8 validation.
 pub(crate) struct TextBuf {
-    buf: [u8; 64],
-    len: usize,
+    text: String,
 }
 
 impl TextBuf {
     pub(crate) fn new() -> Self {
         TextBuf {
-            buf: [0; 64],
-            len: 0,
+            text: String::with_capacity(64),
         }
     }
 
     pub(crate) fn as_str(&self) -> &str {
-        // Only ASCII is ever written.
-        std::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+        &self.text
     }
 
+    /// Append an ASCII byte.
     fn push(&mut self, b: u8) {
-        if self.len < self.buf.len() {
-            self.buf[self.len] = b;
-            self.len += 1;
-        }
-    }
-
-    fn push_dec(&mut self, v: u8) {
-        if v >= 100 {
-            self.push(b'0' + v / 100);
-        }
-        if v >= 10 {
-            self.push(b'0' + (v / 10) % 10);
-        }
-        self.push(b'0' + v % 10);
+        self.text.push(char::from(b));
     }
 
     pub(crate) fn mac(&mut self, m: &[u8; 6]) -> &str {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.len = 0;
+        self.text.clear();
         for (i, b) in m.iter().enumerate() {
             if i > 0 {
                 self.push(b':');
@@ -219,13 +222,8 @@ impl TextBuf {
     }
 
     pub(crate) fn ipv4(&mut self, a: &[u8; 4]) -> &str {
-        self.len = 0;
-        for (i, b) in a.iter().enumerate() {
-            if i > 0 {
-                self.push(b'.');
-            }
-            self.push_dec(*b);
-        }
+        self.text.clear();
+        push_ipv4(&mut self.text, a);
         self.as_str()
     }
 
@@ -234,20 +232,11 @@ impl TextBuf {
             Addr::V4(v4) => self.ipv4(v4),
             Addr::V6(v6) => {
                 use std::fmt::Write;
-                self.len = 0;
-                let _ = write!(self, "{}", std::net::Ipv6Addr::from(*v6));
+                self.text.clear();
+                let _ = write!(self.text, "{}", std::net::Ipv6Addr::from(*v6));
                 self.as_str()
             }
         }
-    }
-}
-
-impl std::fmt::Write for TextBuf {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        for b in s.bytes() {
-            self.push(b);
-        }
-        Ok(())
     }
 }
 

@@ -48,7 +48,7 @@ pub struct Summary {
     /// only for addresses that were never pruned, and the ranking is approximate.
     pub talkers_truncated: bool,
     /// Packets per TCP/UDP/SCTP port, source or destination.
-    pub ports: BTreeMap<u16, u64>,
+    pub ports: PortCounts,
     /// Packets and bytes over time, in at most [`TIMELINE_BUCKETS`] buckets.
     pub timeline: Timeline,
     /// DNS queries per query name, TLS ClientHellos per server name (SNI), HTTP requests per
@@ -81,6 +81,92 @@ impl Traffic {
     fn add(&mut self, other: Traffic) {
         self.packets += other.packets;
         self.bytes += other.bytes;
+    }
+}
+
+/// Packets per port: one counter for each of the 65,536 ports, allocated at the first packet
+/// with a port. A chunk of a scan or of DNS traffic brings thousands of ports, each counted
+/// and merged as an array element instead of an ordered map's entry.
+#[derive(Clone, Debug, Default)]
+pub struct PortCounts(Vec<u64>);
+
+impl PortCounts {
+    /// Count `n` packets on `port`.
+    pub fn add(&mut self, port: u16, n: u64) {
+        if self.0.is_empty() {
+            self.0 = vec![0; 1 << 16];
+        }
+        self.0[usize::from(port)] += n;
+    }
+
+    /// The packets counted on `port`, if any.
+    pub fn get(&self, port: u16) -> Option<u64> {
+        self.0.get(usize::from(port)).copied().filter(|n| *n > 0)
+    }
+
+    /// The ports with packets, ascending, with their counts.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        (0..=u16::MAX)
+            .zip(&self.0)
+            .filter(|(_, n)| **n > 0)
+            .map(|(p, n)| (p, *n))
+    }
+
+    fn merge(&mut self, other: &PortCounts) {
+        if other.0.is_empty() {
+            return;
+        }
+        if self.0.is_empty() {
+            self.0.clone_from(&other.0);
+            return;
+        }
+        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
+            *mine += theirs;
+        }
+    }
+}
+
+/// Equal when the same ports have the same counts (however the counters were allocated).
+impl PartialEq for PortCounts {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for PortCounts {}
+
+impl Extend<(u16, u64)> for PortCounts {
+    fn extend<I: IntoIterator<Item = (u16, u64)>>(&mut self, iter: I) {
+        for (port, n) in iter {
+            self.add(port, n);
+        }
+    }
+}
+
+impl FromIterator<(u16, u64)> for PortCounts {
+    fn from_iter<I: IntoIterator<Item = (u16, u64)>>(iter: I) -> Self {
+        let mut counts = PortCounts::default();
+        counts.extend(iter);
+        counts
+    }
+}
+
+/// Written as a map of the ports with packets, as an ordered map of them would be.
+impl serde::Serialize for PortCounts {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        // The length first: postcard writes it before the entries.
+        let mut map = s.serialize_map(Some(self.iter().count()))?;
+        for (port, n) in self.iter() {
+            map.serialize_entry(&port, &n)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for PortCounts {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(BTreeMap::<u16, u64>::deserialize(d)?.into_iter().collect())
     }
 }
 
@@ -272,14 +358,23 @@ pub(crate) struct Counter {
     ip_protos: [u64; 256],
     /// Hashed per chunk, moved into the summary once in `finish`.
     talkers: FxHashMap<Addr, Traffic>,
-    /// Packets per port, indexed by port; allocated at the chunk's first port. u32 is
-    /// enough: a chunk holds fewer than 2^28 frames (chunk bytes < 2^32, 16-byte headers).
-    ports: Vec<u32>,
+    /// The latest packets' two addresses (either way round, or one address talking to
+    /// itself) and their traffic, not yet in `talkers`: a conversation's packets mostly come
+    /// one after another, and each is then counted without hashing either address.
+    pair: Option<(Addr, Addr, Traffic)>,
     /// The chunk's timeline with its latest bucket held apart: frames mostly come in time
     /// order, so most packets add to this one bucket instead of a map entry.
     timeline: TimelineRun,
     /// Packets per encapsulation, indexed by `Encap as usize`.
     tunnels: [u64; Encap::ALL.len() + 1],
+}
+
+/// Count `t` for both addresses of a pair (once if they are the same).
+fn add_pair(talkers: &mut FxHashMap<Addr, Traffic>, a: Addr, b: Addr, t: Traffic) {
+    talkers.entry(a).or_default().add(t);
+    if b != a {
+        talkers.entry(b).or_default().add(t);
+    }
 }
 
 /// Count one name (clipped to DNS's 253-byte limit, on a char boundary).
@@ -351,7 +446,7 @@ impl Counter {
             network: [0; NETWORK.len()],
             ip_protos: [0; 256],
             talkers: FxHashMap::default(),
-            ports: Vec::new(),
+            pair: None,
             timeline: TimelineRun::default(),
             tunnels: [0; Encap::ALL.len() + 1],
         }
@@ -391,24 +486,27 @@ impl Counter {
                 packets: 1,
                 bytes: u64::from(f.wire_len),
             };
-            self.talkers.entry(ip.src).or_default().add(t);
-            if ip.dst != ip.src {
-                self.talkers.entry(ip.dst).or_default().add(t);
+            match &mut self.pair {
+                Some((a, b, run))
+                    if (*a == ip.src && *b == ip.dst) || (*a == ip.dst && *b == ip.src) =>
+                {
+                    run.add(t);
+                }
+                pair => {
+                    if let Some((a, b, run)) = pair.replace((ip.src, ip.dst, t)) {
+                        add_pair(&mut self.talkers, a, b, run);
+                    }
+                }
             }
         }
         for e in p.env.layers() {
             self.tunnels[*e as usize] += 1;
         }
-        if p.src_port.is_some() || p.dst_port.is_some() {
-            if self.ports.is_empty() {
-                self.ports = vec![0; 1 << 16];
-            }
-            if let Some(port) = p.src_port {
-                self.ports[usize::from(port)] += 1;
-            }
-            if let Some(port) = p.dst_port.filter(|d| Some(*d) != p.src_port) {
-                self.ports[usize::from(port)] += 1;
-            }
+        if let Some(port) = p.src_port {
+            s.ports.add(port, 1);
+        }
+        if let Some(port) = p.dst_port.filter(|d| Some(*d) != p.src_port) {
+            s.ports.add(port, 1);
         }
         if p.error.is_some() || f.cut_short {
             s.decode_errors += 1;
@@ -441,7 +539,7 @@ impl Counter {
         self.summary.fragments.add(stats);
     }
 
-    pub(crate) fn finish(self) -> Summary {
+    pub(crate) fn finish(mut self) -> Summary {
         let mut s = self.summary;
         s.link_types.extend(self.link_types);
         s.tunnels.extend(
@@ -458,13 +556,10 @@ impl Counter {
         );
         s.ip_protos
             .extend((0..=u8::MAX).zip(self.ip_protos).filter(|(_, n)| *n > 0));
+        if let Some((a, b, run)) = self.pair {
+            add_pair(&mut self.talkers, a, b, run);
+        }
         s.talkers = self.talkers;
-        s.ports.extend(
-            (0..=u16::MAX)
-                .zip(self.ports)
-                .filter(|(_, n)| *n > 0)
-                .map(|(port, n)| (port, u64::from(n))),
-        );
         s.timeline = self.timeline.finish();
         // Only an unusually large chunk can get here.
         s.prune_talkers();
@@ -512,9 +607,7 @@ impl Summary {
             self.talkers.entry(*k).or_default().add(*v);
         }
         self.talkers_truncated |= other.talkers_truncated;
-        for (k, v) in &other.ports {
-            *self.ports.entry(*k).or_default() += v;
-        }
+        self.ports.merge(&other.ports);
         self.timeline.merge(&other.timeline);
         for (mine, theirs) in [
             (&mut self.dns_names, &other.dns_names),
@@ -575,8 +668,7 @@ impl Summary {
 
     /// The `n` ports with the most packets (then lowest port first).
     pub fn top_ports(&self, n: usize) -> Vec<(u16, u64)> {
-        let all = self.ports.iter().map(|(p, c)| (*p, *c)).collect();
-        top_n(all, n, count_order)
+        top_n(self.ports.iter().collect(), n, count_order)
     }
 }
 
@@ -704,6 +796,41 @@ mod tests {
     }
 
     #[test]
+    fn a_conversation_counts_for_both_addresses_whichever_way_it_goes() {
+        let (a, b, c) = (v4(1), v4(2), v4(3));
+        let pairs = [(a, b), (b, a), (a, b), (c, a), (a, a), (a, a), (b, c)];
+        let frames: Vec<_> = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (s, d))| (frame(i as i64, 100 + i as u32), packet(*s, *d, None)))
+            .collect();
+        let s = count(&frames);
+        let got = |x: Addr| s.talkers.get(&x).map(|t| (t.packets, t.bytes));
+        assert_eq!(got(a), Some((6, 100 + 101 + 102 + 103 + 104 + 105)));
+        assert_eq!(got(b), Some((4, 100 + 101 + 102 + 106)));
+        assert_eq!(got(c), Some((2, 103 + 106)));
+    }
+
+    #[test]
+    fn port_counts_read_back_as_a_map_of_the_ports_seen() {
+        let mut p = PortCounts::default();
+        assert_eq!(p, PortCounts::default());
+        p.add(443, 2);
+        p.add(53, 1);
+        p.add(443, 1);
+        assert_eq!(p.iter().collect::<Vec<_>>(), [(53, 1), (443, 3)]);
+        assert_eq!((p.get(443), p.get(80)), (Some(3), None));
+        let json = serde_json::to_string(&p).expect("json");
+        assert_eq!(json, r#"{"53":1,"443":3}"#);
+        let back: PortCounts = serde_json::from_str(&json).expect("read back");
+        assert_eq!(back, p);
+        // Counters allocated but all zero equal none allocated.
+        let mut zero = PortCounts::default();
+        zero.merge(&PortCounts(vec![0; 1 << 16]));
+        assert_eq!(zero, PortCounts::default());
+    }
+
+    #[test]
     fn merge_equals_counting_at_once() {
         let all = sample();
         let whole = count(&all);
@@ -716,8 +843,8 @@ mod tests {
         // src == dst counts once, as does a port carried twice.
         let t9 = whole.talkers.get(&v4(9)).expect("talker");
         assert_eq!((t9.packets, t9.bytes), (1, 90));
-        assert_eq!(whole.ports.get(&53), Some(&1));
-        assert_eq!(whole.ports.get(&80), Some(&32));
+        assert_eq!(whole.ports.get(53), Some(1));
+        assert_eq!(whole.ports.get(80), Some(32));
         let talked: u64 = whole.talkers.values().map(|t| t.packets).sum();
         let self_talk = all
             .iter()

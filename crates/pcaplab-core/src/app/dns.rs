@@ -12,7 +12,7 @@
 //! Never panics on any input bytes.
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 
 use super::{AppFields, Parsed};
 
@@ -429,7 +429,8 @@ fn rdata_text(m: &[u8], at: usize, t: u16) -> String {
             let _ = write!(s, "TYPE{t}");
         }
         (TYPE_A, &[a, b, c, d, ..]) => {
-            let _ = write!(s, "{}", Ipv4Addr::new(a, b, c, d));
+            s.reserve(15);
+            crate::columns::push_ipv4(&mut s, &[a, b, c, d]);
         }
         (TYPE_AAAA, _) if rdata.len() >= 16 => {
             let mut v6 = [0u8; 16];
