@@ -84,44 +84,76 @@ impl Traffic {
     }
 }
 
-/// Packets per port: one counter for each of the 65,536 ports, allocated at the first packet
-/// with a port. A chunk of a scan or of DNS traffic brings thousands of ports, each counted
-/// and merged as an array element instead of an ordered map's entry.
+/// Packets per port. A chunk's counts are the ports it saw, in order (a chunk counts into a
+/// plain array and hands over only those); a capture's total is one counter per port,
+/// allocated at its first port: a chunk of a scan or of DNS traffic brings thousands of
+/// ports, each then merged as an array element instead of an ordered map's entry.
 #[derive(Clone, Debug, Default)]
-pub struct PortCounts(Vec<u64>);
+pub struct PortCounts {
+    /// (port, packets), ascending, no zero counts; empty once `all` is allocated.
+    seen: Vec<(u16, u64)>,
+    /// Packets indexed by port, or empty.
+    all: Vec<u64>,
+}
 
 impl PortCounts {
+    /// A chunk's counts: packets per port, indexed by port (empty when it saw none).
+    fn of_chunk(counts: &[u32]) -> Self {
+        PortCounts {
+            seen: (0..=u16::MAX)
+                .zip(counts)
+                .filter(|(_, n)| **n > 0)
+                .map(|(p, n)| (p, u64::from(*n)))
+                .collect(),
+            all: Vec::new(),
+        }
+    }
+
+    /// One counter per port, allocated (and filled with the ports seen) on first use.
+    fn all(&mut self) -> &mut [u64] {
+        if self.all.is_empty() {
+            self.all = vec![0; 1 << 16];
+            for (p, n) in self.seen.drain(..) {
+                self.all[usize::from(p)] = n;
+            }
+        }
+        &mut self.all
+    }
+
     /// Count `n` packets on `port`.
     pub fn add(&mut self, port: u16, n: u64) {
-        if self.0.is_empty() {
-            self.0 = vec![0; 1 << 16];
-        }
-        self.0[usize::from(port)] += n;
+        self.all()[usize::from(port)] += n;
     }
 
     /// The packets counted on `port`, if any.
     pub fn get(&self, port: u16) -> Option<u64> {
-        self.0.get(usize::from(port)).copied().filter(|n| *n > 0)
+        match self.all.get(usize::from(port)) {
+            Some(n) => Some(*n).filter(|n| *n > 0),
+            None => self
+                .seen
+                .binary_search_by_key(&port, |(p, _)| *p)
+                .ok()
+                .map(|i| self.seen[i].1),
+        }
     }
 
     /// The ports with packets, ascending, with their counts.
     pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        (0..=u16::MAX)
-            .zip(&self.0)
-            .filter(|(_, n)| **n > 0)
-            .map(|(p, n)| (p, *n))
+        self.seen.iter().copied().chain(
+            (0..=u16::MAX)
+                .zip(&self.all)
+                .filter(|(_, n)| **n > 0)
+                .map(|(p, n)| (p, *n)),
+        )
     }
 
     fn merge(&mut self, other: &PortCounts) {
-        if other.0.is_empty() {
+        if other.iter().next().is_none() {
             return;
         }
-        if self.0.is_empty() {
-            self.0.clone_from(&other.0);
-            return;
-        }
-        for (mine, theirs) in self.0.iter_mut().zip(&other.0) {
-            *mine += theirs;
+        let all = self.all();
+        for (p, n) in other.iter() {
+            all[usize::from(p)] += n;
         }
     }
 }
@@ -166,7 +198,11 @@ impl serde::Serialize for PortCounts {
 
 impl<'de> serde::Deserialize<'de> for PortCounts {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Ok(BTreeMap::<u16, u64>::deserialize(d)?.into_iter().collect())
+        let map = BTreeMap::<u16, u64>::deserialize(d)?;
+        Ok(PortCounts {
+            seen: map.into_iter().filter(|(_, n)| *n > 0).collect(),
+            all: Vec::new(),
+        })
     }
 }
 
@@ -358,6 +394,9 @@ pub(crate) struct Counter {
     ip_protos: [u64; 256],
     /// Hashed per chunk, moved into the summary once in `finish`.
     talkers: FxHashMap<Addr, Traffic>,
+    /// Packets per port, indexed by port; allocated at the chunk's first port. u32 is
+    /// enough: a chunk holds fewer than 2^28 frames (chunk bytes < 2^32, 16-byte headers).
+    ports: Vec<u32>,
     /// The latest packets' two addresses (either way round, or one address talking to
     /// itself) and their traffic, not yet in `talkers`: a conversation's packets mostly come
     /// one after another, and each is then counted without hashing either address.
@@ -446,6 +485,7 @@ impl Counter {
             network: [0; NETWORK.len()],
             ip_protos: [0; 256],
             talkers: FxHashMap::default(),
+            ports: Vec::new(),
             pair: None,
             timeline: TimelineRun::default(),
             tunnels: [0; Encap::ALL.len() + 1],
@@ -502,11 +542,16 @@ impl Counter {
         for e in p.env.layers() {
             self.tunnels[*e as usize] += 1;
         }
-        if let Some(port) = p.src_port {
-            s.ports.add(port, 1);
-        }
-        if let Some(port) = p.dst_port.filter(|d| Some(*d) != p.src_port) {
-            s.ports.add(port, 1);
+        if p.src_port.is_some() || p.dst_port.is_some() {
+            if self.ports.is_empty() {
+                self.ports = vec![0; 1 << 16];
+            }
+            if let Some(port) = p.src_port {
+                self.ports[usize::from(port)] += 1;
+            }
+            if let Some(port) = p.dst_port.filter(|d| Some(*d) != p.src_port) {
+                self.ports[usize::from(port)] += 1;
+            }
         }
         if p.error.is_some() || f.cut_short {
             s.decode_errors += 1;
@@ -560,6 +605,7 @@ impl Counter {
             add_pair(&mut self.talkers, a, b, run);
         }
         s.talkers = self.talkers;
+        s.ports = PortCounts::of_chunk(&self.ports);
         s.timeline = self.timeline.finish();
         // Only an unusually large chunk can get here.
         s.prune_talkers();
@@ -826,8 +872,22 @@ mod tests {
         assert_eq!(back, p);
         // Counters allocated but all zero equal none allocated.
         let mut zero = PortCounts::default();
-        zero.merge(&PortCounts(vec![0; 1 << 16]));
+        zero.merge(&PortCounts {
+            seen: Vec::new(),
+            all: vec![0; 1 << 16],
+        });
         assert_eq!(zero, PortCounts::default());
+        // A chunk's counts and a total's read the same.
+        let mut counts = vec![0u32; 1 << 16];
+        counts[53] = 1;
+        counts[443] = 3;
+        let chunk = PortCounts::of_chunk(&counts);
+        assert_eq!(chunk, p);
+        assert_eq!((chunk.get(443), chunk.get(80)), (Some(3), None));
+        let mut total = PortCounts::default();
+        total.merge(&chunk);
+        total.merge(&chunk);
+        assert_eq!(total.iter().collect::<Vec<_>>(), [(53, 2), (443, 6)]);
     }
 
     #[test]
