@@ -296,6 +296,9 @@ struct Builders {
     outer_dst_port: PrimitiveBuilder<UInt16Type>,
     /// Rows before this one have their envelope columns.
     env_next: usize,
+    /// Per group of application columns (DNS, TLS, HTTP, SSH and DHCP): the rows before this
+    /// one have their columns.
+    app_next: [usize; 4],
     frag_datagram: PrimitiveBuilder<UInt64Type>,
     frag_count: PrimitiveBuilder<UInt32Type>,
     frag_next: usize,
@@ -334,75 +337,87 @@ impl Builders {
         self.dhcp_addr.append_nulls(n);
     }
 
-    /// The application columns of the rows that have fields (by row, ascending), the others
-    /// null. Each protocol's columns are filled only on the rows that have its fields, with
-    /// the nulls between in runs, not once per column of every row.
-    fn app_rows(&mut self, n: usize, rows: Vec<(usize, AppFields)>) {
-        // Per protocol: the rows before this one have their columns.
-        let (mut dns, mut tls, mut http, mut other) = (0, 0, 0, 0);
+    /// The application columns of the rows that have fields (by row, ascending, after every
+    /// row given so far), the others null. Each protocol's columns are filled only on the
+    /// rows that have its fields, with the nulls between in runs, not once per column of every
+    /// row.
+    fn app_rows(&mut self, rows: Vec<(usize, AppFields)>) {
         for (row, app) in rows {
-            if app.dns_qname.is_some() || app.dns_qtype.is_some() || app.dns_rcode.is_some() {
-                self.dns_nulls(row - dns);
-                dns = row + 1;
-                self.dns_qname.append_option(app.dns_qname.as_deref());
-                self.dns_qtype.append_option(app.dns_qtype);
-                self.dns_rcode.append_option(app.dns_rcode);
-                if app.dns_rcode.is_some() {
-                    for a in &app.dns_answers {
-                        self.dns_answers.values().append_value(a);
-                    }
-                    self.dns_answers.append(true);
-                } else {
-                    self.dns_answers.append_null();
+            self.app_row(row, &app);
+        }
+    }
+
+    /// Row `row`'s application columns (rows since the last one with each protocol's fields
+    /// are null there).
+    fn app_row(&mut self, row: usize, app: &AppFields) {
+        let [dns, tls, http, other] = self.app_next;
+        if app.dns_qname.is_some() || app.dns_qtype.is_some() || app.dns_rcode.is_some() {
+            self.dns_nulls(row - dns);
+            self.app_next[0] = row + 1;
+            self.dns_qname.append_option(app.dns_qname.as_deref());
+            self.dns_qtype.append_option(app.dns_qtype);
+            self.dns_rcode.append_option(app.dns_rcode);
+            if app.dns_rcode.is_some() {
+                for a in &app.dns_answers {
+                    self.dns_answers.values().append_value(a);
                 }
-            }
-            if app.tls_sni.is_some()
-                || app.tls_ja3.is_some()
-                || app.tls_ja4.is_some()
-                || app.tls_alpn.is_some()
-                || app.tls_version.is_some()
-            {
-                self.tls_nulls(row - tls);
-                tls = row + 1;
-                self.tls_sni.append_option(app.tls_sni.as_deref());
-                self.tls_ja3.append_option(app.tls_ja3.as_deref());
-                self.tls_ja4.append_option(app.tls_ja4.as_deref());
-                self.tls_alpn.append_option(app.tls_alpn.as_deref());
-                self.tls_version
-                    .append_option(app.tls_version.map(crate::app::tls_version_text));
-            }
-            if app.http_method.is_some()
-                || app.http_host.is_some()
-                || app.http_uri.is_some()
-                || app.http_user_agent.is_some()
-                || app.http_status.is_some()
-                || app.http_content_type.is_some()
-            {
-                self.http_nulls(row - http);
-                http = row + 1;
-                self.http_method.append_option(app.http_method.as_deref());
-                self.http_host.append_option(app.http_host.as_deref());
-                self.http_uri.append_option(app.http_uri.as_deref());
-                self.http_user_agent
-                    .append_option(app.http_user_agent.as_deref());
-                self.http_status.append_option(app.http_status);
-                self.http_content_type
-                    .append_option(app.http_content_type.as_deref());
-            }
-            if app.ssh_banner.is_some()
-                || app.dhcp_msg_type.is_some()
-                || app.dhcp_hostname.is_some()
-                || app.dhcp_addr.is_some()
-            {
-                self.ssh_dhcp_nulls(row - other);
-                other = row + 1;
-                self.ssh_banner.append_option(app.ssh_banner.as_deref());
-                self.dhcp_msg_type.append_option(app.dhcp_msg_type);
-                self.dhcp_hostname
-                    .append_option(app.dhcp_hostname.as_deref());
-                self.dhcp_addr.append_option(app.dhcp_addr.as_deref());
+                self.dns_answers.append(true);
+            } else {
+                self.dns_answers.append_null();
             }
         }
+        if app.tls_sni.is_some()
+            || app.tls_ja3.is_some()
+            || app.tls_ja4.is_some()
+            || app.tls_alpn.is_some()
+            || app.tls_version.is_some()
+        {
+            self.tls_nulls(row - tls);
+            self.app_next[1] = row + 1;
+            self.tls_sni.append_option(app.tls_sni.as_deref());
+            self.tls_ja3.append_option(app.tls_ja3.as_deref());
+            self.tls_ja4.append_option(app.tls_ja4.as_deref());
+            self.tls_alpn.append_option(app.tls_alpn.as_deref());
+            self.tls_version
+                .append_option(app.tls_version.map(crate::app::tls_version_text));
+        }
+        if app.http_method.is_some()
+            || app.http_host.is_some()
+            || app.http_uri.is_some()
+            || app.http_user_agent.is_some()
+            || app.http_status.is_some()
+            || app.http_content_type.is_some()
+        {
+            self.http_nulls(row - http);
+            self.app_next[2] = row + 1;
+            self.http_method.append_option(app.http_method.as_deref());
+            self.http_host.append_option(app.http_host.as_deref());
+            self.http_uri.append_option(app.http_uri.as_deref());
+            self.http_user_agent
+                .append_option(app.http_user_agent.as_deref());
+            self.http_status.append_option(app.http_status);
+            self.http_content_type
+                .append_option(app.http_content_type.as_deref());
+        }
+        if app.ssh_banner.is_some()
+            || app.dhcp_msg_type.is_some()
+            || app.dhcp_hostname.is_some()
+            || app.dhcp_addr.is_some()
+        {
+            self.ssh_dhcp_nulls(row - other);
+            self.app_next[3] = row + 1;
+            self.ssh_banner.append_option(app.ssh_banner.as_deref());
+            self.dhcp_msg_type.append_option(app.dhcp_msg_type);
+            self.dhcp_hostname
+                .append_option(app.dhcp_hostname.as_deref());
+            self.dhcp_addr.append_option(app.dhcp_addr.as_deref());
+        }
+    }
+
+    /// End of the chunk's `n` rows: the application columns of the rows after the last one
+    /// with fields are null.
+    fn app_end(&mut self, n: usize) {
+        let [dns, tls, http, other] = self.app_next;
         self.dns_nulls(n - dns);
         self.tls_nulls(n - tls);
         self.http_nulls(n - http);
@@ -534,6 +549,7 @@ impl Builders {
             outer_src_port: PrimitiveBuilder::new(),
             outer_dst_port: PrimitiveBuilder::new(),
             env_next: 0,
+            app_next: [0; 4],
             frag_datagram: PrimitiveBuilder::new(),
             frag_count: PrimitiveBuilder::new(),
             frag_next: 0,
@@ -609,8 +625,13 @@ fn quic_packet(data: &[u8], p: &Packet) -> Option<LongPacket> {
 /// datagram that completes it, or with what it gave on its first datagram's row.
 #[derive(Default)]
 struct Messages {
-    /// (row, fields), for rows that have any.
+    /// (row, fields), for rows that have any and cannot be written yet: while a message is
+    /// followed, what it gives may land on its first row, before them.
     rows: Vec<(usize, AppFields)>,
+    /// Set when the latest row's fields were left in the caller's scratch space, to be
+    /// written at once (after [`Messages::ready`]): no message was followed, so no later
+    /// fields can land before that row.
+    direct: bool,
     /// Followed messages by flow and direction.
     followed: rustc_hash::FxHashMap<(FlowKey, bool), Followed>,
     /// Fields that landed on an earlier row since the last [`Messages::settle`], with their
@@ -628,14 +649,14 @@ struct Messages {
 impl Messages {
     /// Decode packet `row`'s application fields (with `app` as scratch space); the fields the
     /// row gets, if any. `quic`: the packet's QUIC long header ([`quic_packet`]).
-    fn add(
-        &mut self,
+    fn add<'a>(
+        &'a mut self,
         row: usize,
         data: &[u8],
         p: &Packet,
         quic: Option<LongPacket>,
-        app: &mut AppFields,
-    ) -> Option<&AppFields> {
+        app: &'a mut AppFields,
+    ) -> Option<&'a AppFields> {
         let (Some(ip), Some(sp), Some(dp), Some((off, len))) =
             (p.ip, p.src_port, p.dst_port, p.payload)
         else {
@@ -720,13 +741,13 @@ impl Messages {
     /// A UDP datagram starting with a QUIC Initial packet, on row `row`: decrypt it if it is
     /// the client's and its connection's ClientHello is not read yet; the fields the row gets,
     /// if it completes the ClientHello.
-    fn quic_initial(
-        &mut self,
+    fn quic_initial<'a>(
+        &'a mut self,
         row: usize,
         payload: &[u8],
         p: &Packet,
-        app: &mut AppFields,
-    ) -> Option<&AppFields> {
+        app: &'a mut AppFields,
+    ) -> Option<&'a AppFields> {
         let (key, dir) = key_of(p)?;
         if self.quic_done.contains(&key) {
             return None;
@@ -780,10 +801,25 @@ impl Messages {
         }
     }
 
-    /// Row `row` gets the fields in `app` (which is left empty).
-    fn push(&mut self, row: usize, app: &mut AppFields) -> Option<&AppFields> {
+    /// Row `row` gets the fields in `app`: left there to be written at once ([`Self::direct`])
+    /// when no message is followed, else kept (and `app` left empty).
+    fn push<'a>(&'a mut self, row: usize, app: &'a mut AppFields) -> Option<&'a AppFields> {
+        if self.followed.is_empty() && self.quic.is_empty() {
+            self.direct = true;
+            return Some(app);
+        }
         self.rows.push((row, std::mem::take(app)));
         self.rows.last().map(|(_, a)| a)
+    }
+
+    /// The rows kept that can be written now (by row), when no message is followed any more.
+    fn ready(&mut self) -> Option<Vec<(usize, AppFields)>> {
+        if self.rows.is_empty() || !self.followed.is_empty() || !self.quic.is_empty() {
+            return None;
+        }
+        let mut rows = std::mem::take(&mut self.rows);
+        rows.sort_by_key(|(row, _)| *row);
+        Some(rows)
     }
 
     /// A message (TCP or QUIC) given up on: what it gave lands on its first row `row`.
@@ -917,6 +953,13 @@ pub fn decode_chunk_with(
             table.add(cfg, &p, &seen);
         }
         messages.settle(&mut counter, chunk_flows.as_mut());
+        if let Some(rows) = messages.ready() {
+            b.app_rows(rows);
+        }
+        if std::mem::take(&mut messages.direct) {
+            b.app_row(i, &scratch);
+            scratch.clear();
+        }
         b.frame_number.append_value(frame);
         if f.ts_ns == NO_TIMESTAMP {
             b.ts.append_null();
@@ -993,7 +1036,8 @@ pub fn decode_chunk_with(
     messages.flush();
     messages.settle(&mut counter, chunk_flows.as_mut());
     counter.add_quic(&messages.quic_stats);
-    b.app_rows(n, messages.finish());
+    b.app_rows(messages.finish());
+    b.app_end(n);
     let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
         capture, n,
     )));

@@ -997,19 +997,13 @@ mod tests {
     #[test]
     fn names_count_queries_and_merge_and_prune() {
         let mut c = Counter::new();
-        let query = AppFields {
-            dns_qname: Some("example.com".into()),
-            dns_qtype: Some(1),
-            ..AppFields::default()
-        };
-        let response = AppFields {
-            dns_rcode: Some(0),
-            ..query.clone()
-        };
-        let hello = AppFields {
-            tls_sni: Some("é".repeat(200)),
-            ..AppFields::default()
-        };
+        let mut query = AppFields::default();
+        query.dns_qname = Some("example.com".into());
+        query.dns_qtype = Some(1);
+        let mut response = query.clone();
+        response.dns_rcode = Some(0);
+        let mut hello = AppFields::default();
+        hello.tls_sni = Some("é".repeat(200));
         for app in [&query, &query, &response, &hello] {
             c.add_app(app);
         }

@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 use std::net::Ipv6Addr;
 
-use super::{AppFields, Parsed};
+use super::{AppFields, Parsed, SpareText};
 
 const DNS_HEADER_LEN: usize = 12;
 /// Smallest possible question on the wire: root name (1) + QTYPE + QCLASS.
@@ -103,7 +103,7 @@ fn whole_message(msg: &[u8], is_response: bool, out: &mut AppFields) -> Option<(
     let mut pos = DNS_HEADER_LEN;
     for i in 0..qd {
         pos = if i == 0 {
-            let text = out.dns_qname.insert(String::with_capacity(64));
+            let text = out.dns_qname.insert(out.spare.take());
             name(msg, pos, Some(text))?
         } else {
             name(msg, pos, None)?
@@ -119,7 +119,7 @@ fn whole_message(msg: &[u8], is_response: bool, out: &mut AppFields) -> Option<(
         }
     }
     for i in 0..an + ns + ar {
-        let answers = (is_response && i < an).then_some(&mut out.dns_answers);
+        let answers = (is_response && i < an).then_some((&mut out.dns_answers, &mut out.spare));
         pos = resource_record(msg, pos, answers)?;
     }
     Some(())
@@ -161,7 +161,7 @@ fn first_question(msg: &[u8], out: &mut AppFields) -> Option<u16> {
     buf[3] &= !Z_BIT;
     buf[4..12].copy_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
     buf[pos..qend].copy_from_slice(&[0, 1, 0, 1]);
-    let mut text = String::with_capacity(64);
+    let mut text = out.spare.take();
     let after = name(buf, DNS_HEADER_LEN, Some(&mut text))?;
     // QTYPE and QCLASS (A and IN) must follow.
     buf.get(after..after + 4)?;
@@ -262,9 +262,13 @@ fn known_qclass(c: u16) -> bool {
     known_class(c) || c == 255
 }
 
-/// Walk the resource record at `at`; when `answers` is given, push its text. Returns where it
-/// ends.
-fn resource_record(m: &[u8], at: usize, answers: Option<&mut Vec<String>>) -> Option<usize> {
+/// Walk the resource record at `at`; when `answers` is given, push its text (in a buffer of
+/// the spare ones). Returns where it ends.
+fn resource_record(
+    m: &[u8],
+    at: usize,
+    answers: Option<(&mut Vec<String>, &mut SpareText)>,
+) -> Option<usize> {
     let pos = name(m, at, None)?;
     let fixed = m.get(pos..pos + 10)?;
     let rtype = u16::from_be_bytes([fixed[0], fixed[1]]);
@@ -286,8 +290,10 @@ fn resource_record(m: &[u8], at: usize, answers: Option<&mut Vec<String>>) -> Op
     } else if (rdlen > 0 && rdata(m, start, rtype).is_none()) || !known_class(class & 0x7fff) {
         return None;
     }
-    if let Some(answers) = answers {
-        answers.push(rdata_text(m, start, rtype));
+    if let Some((answers, spare)) = answers {
+        let mut text = spare.take();
+        rdata_text(m, start, rtype, &mut text);
+        answers.push(text);
     }
     Some(end)
 }
@@ -418,19 +424,18 @@ fn svcb(m: &[u8], at: usize) -> Option<usize> {
     Some(p)
 }
 
-/// An answer's text: A/AAAA -> address, CNAME/NS/PTR -> name, MX -> "<pref> <name>", TXT
-/// -> strings joined (lossy UTF-8), anything else, and any empty rdata -> "TYPE<n>". The
-/// rdata at `at` (to the end of `m`) is well formed.
-fn rdata_text(m: &[u8], at: usize, t: u16) -> String {
+/// An answer's text, into the empty `s`: A/AAAA -> address, CNAME/NS/PTR -> name, MX ->
+/// "<pref> <name>", TXT -> strings joined (lossy UTF-8), anything else, and any empty rdata
+/// -> "TYPE<n>". The rdata at `at` (to the end of `m`) is well formed.
+fn rdata_text(m: &[u8], at: usize, t: u16, s: &mut String) {
     let rdata = &m[at..];
-    let mut s = String::new();
     match (t, rdata) {
         (_, []) | (TYPE_OPT, _) => {
             let _ = write!(s, "TYPE{t}");
         }
         (TYPE_A, &[a, b, c, d, ..]) => {
             s.reserve(15);
-            crate::columns::push_ipv4(&mut s, &[a, b, c, d]);
+            crate::columns::push_ipv4(s, &[a, b, c, d]);
         }
         (TYPE_AAAA, _) if rdata.len() >= 16 => {
             let mut v6 = [0u8; 16];
@@ -439,12 +444,12 @@ fn rdata_text(m: &[u8], at: usize, t: u16) -> String {
         }
         (TYPE_CNAME | TYPE_NS | TYPE_PTR, _) => {
             s.reserve(64);
-            let _ = name(m, at, Some(&mut s));
+            let _ = name(m, at, Some(s));
         }
         (TYPE_MX, &[h, l, ..]) => {
             s.reserve(64);
             let _ = write!(s, "{} ", u16::from_be_bytes([h, l]));
-            let _ = name(m, at + 2, Some(&mut s));
+            let _ = name(m, at + 2, Some(s));
         }
         (TYPE_TXT, _) => {
             // The strings' bytes joined, then decoded (a character may span two strings).
@@ -455,8 +460,8 @@ fn rdata_text(m: &[u8], at: usize, t: u16) -> String {
                 bytes.extend_from_slice(string);
                 rest = tail;
             }
-            s = match String::from_utf8(bytes) {
-                Ok(s) => s,
+            *s = match String::from_utf8(bytes) {
+                Ok(text) => text,
                 Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
             };
         }
@@ -464,7 +469,6 @@ fn rdata_text(m: &[u8], at: usize, t: u16) -> String {
             let _ = write!(s, "TYPE{t}");
         }
     }
-    s
 }
 
 /// The implementation this module replaced, on simple-dns: what the new one must equal.

@@ -79,15 +79,60 @@ pub struct AppFields {
     pub dhcp_hostname: Option<String>,
     /// DHCP address: given (`yiaddr` of an OFFER or ACK) or asked for (option 50).
     pub dhcp_addr: Option<String>,
+    /// Buffers of fields cleared, for the next packet's (see [`SpareText`]).
+    spare: SpareText,
+}
+
+/// Strings of cleared fields, kept so that one `AppFields` decoding packet after packet
+/// (the decoder's scratch space) does not allocate its DNS names and answers again for each.
+/// Not a field: any two are equal, and it is not shown.
+#[derive(Clone, Default)]
+struct SpareText(Vec<String>);
+
+/// Most buffers kept, and the largest one kept.
+const SPARE_TEXTS: usize = 64;
+const SPARE_CAPACITY: usize = 1024;
+
+impl SpareText {
+    fn keep(&mut self, s: Option<String>) {
+        if let Some(mut s) = s
+            && self.0.len() < SPARE_TEXTS
+            && s.capacity() <= SPARE_CAPACITY
+        {
+            s.clear();
+            self.0.push(s);
+        }
+    }
+
+    /// An empty string, with room from an earlier field's if one is kept.
+    fn take(&mut self) -> String {
+        self.0.pop().unwrap_or_default()
+    }
+}
+
+impl PartialEq for SpareText {
+    fn eq(&self, _: &SpareText) -> bool {
+        true
+    }
+}
+
+impl Eq for SpareText {}
+
+impl std::fmt::Debug for SpareText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SpareText")
+    }
 }
 
 impl AppFields {
-    /// Reset to empty, keeping the answers vector's allocation.
+    /// Reset to empty, keeping the answers vector's allocation and the DNS texts' buffers.
     pub fn clear(&mut self) {
-        self.dns_qname = None;
+        self.spare.keep(self.dns_qname.take());
         self.dns_qtype = None;
         self.dns_rcode = None;
-        self.dns_answers.clear();
+        for a in self.dns_answers.drain(..) {
+            self.spare.keep(Some(a));
+        }
         self.tls_sni = None;
         self.tls_ja3 = None;
         self.tls_ja4 = None;
@@ -271,6 +316,29 @@ pub(crate) mod tests {
         let mut out = run(IPPROTO_TCP, 1, 443, &modern_client_hello());
         assert!(!app_fields(IPPROTO_TCP, 1, 2, b"\x00\x01", &mut out));
         assert!(out.is_empty());
+    }
+
+    #[test]
+    fn a_cleared_dns_message_leaves_its_buffers_for_the_next() {
+        let fresh = run(IPPROTO_UDP, 53, 1, &dns_response());
+        let mut scratch = fresh.clone();
+        for _ in 0..3 {
+            scratch.clear();
+            assert_eq!(scratch.spare.0.len(), 1 + fresh.dns_answers.len());
+            parse_app(IPPROTO_UDP, 53, 1, &dns_response(), &mut scratch);
+            assert_eq!(scratch, fresh);
+            // Every text came from a buffer kept.
+            assert!(scratch.spare.0.is_empty());
+        }
+        // Only so many, and none too large, are kept.
+        let mut many = AppFields {
+            dns_answers: vec!["x".repeat(SPARE_CAPACITY + 1); 2],
+            ..AppFields::default()
+        };
+        many.dns_answers.extend(vec![String::from("a"); 2 * SPARE_TEXTS]);
+        many.clear();
+        assert_eq!(many.spare.0.len(), SPARE_TEXTS);
+        assert!(many.spare.0.iter().all(|s| s.capacity() <= SPARE_CAPACITY));
     }
 
     // ---- robustness ----
