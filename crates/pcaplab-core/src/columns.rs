@@ -352,7 +352,7 @@ impl Builders {
     fn app_row(&mut self, row: usize, app: &AppFields) {
         let [dns, tls, http, other] = self.app_next;
         if app.dns_qname.is_some() || app.dns_qtype.is_some() || app.dns_rcode.is_some() {
-            self.dns_nulls(row - dns);
+            self.dns_nulls(row.saturating_sub(dns));
             self.app_next[0] = row + 1;
             self.dns_qname.append_option(app.dns_qname.as_deref());
             self.dns_qtype.append_option(app.dns_qtype);
@@ -372,7 +372,7 @@ impl Builders {
             || app.tls_alpn.is_some()
             || app.tls_version.is_some()
         {
-            self.tls_nulls(row - tls);
+            self.tls_nulls(row.saturating_sub(tls));
             self.app_next[1] = row + 1;
             self.tls_sni.append_option(app.tls_sni.as_deref());
             self.tls_ja3.append_option(app.tls_ja3.as_deref());
@@ -388,7 +388,7 @@ impl Builders {
             || app.http_status.is_some()
             || app.http_content_type.is_some()
         {
-            self.http_nulls(row - http);
+            self.http_nulls(row.saturating_sub(http));
             self.app_next[2] = row + 1;
             self.http_method.append_option(app.http_method.as_deref());
             self.http_host.append_option(app.http_host.as_deref());
@@ -404,7 +404,7 @@ impl Builders {
             || app.dhcp_hostname.is_some()
             || app.dhcp_addr.is_some()
         {
-            self.ssh_dhcp_nulls(row - other);
+            self.ssh_dhcp_nulls(row.saturating_sub(other));
             self.app_next[3] = row + 1;
             self.ssh_banner.append_option(app.ssh_banner.as_deref());
             self.dhcp_msg_type.append_option(app.dhcp_msg_type);
@@ -418,10 +418,10 @@ impl Builders {
     /// with fields are null.
     fn app_end(&mut self, n: usize) {
         let [dns, tls, http, other] = self.app_next;
-        self.dns_nulls(n - dns);
-        self.tls_nulls(n - tls);
-        self.http_nulls(n - http);
-        self.ssh_dhcp_nulls(n - other);
+        self.dns_nulls(n.saturating_sub(dns));
+        self.tls_nulls(n.saturating_sub(tls));
+        self.http_nulls(n.saturating_sub(http));
+        self.ssh_dhcp_nulls(n.saturating_sub(other));
     }
 
     /// Row `row`'s envelope columns (rows since the last tunnelled one are null there).
@@ -1342,6 +1342,65 @@ mod tests {
         assert_eq!(u32s(&d.batch, col::QUIC_VERSION), [Some(1), None]);
         assert_eq!(d.summary.quic_initials, 0);
         assert_eq!(d.summary.quic_undecryptable, 1);
+    }
+
+    /// An Ethernet/IPv4/TCP frame from 10.0.0.3:`port` to 10.0.0.2:80.
+    fn tcp_frame_from(port: u16, payload: &[u8]) -> Vec<u8> {
+        let builder = etherparse::PacketBuilder::ethernet2([3; 6], [2; 6])
+            .ipv4([10, 0, 0, 3], [10, 0, 0, 2], 64)
+            .tcp(port, 80, 7, 1024)
+            .ack(1);
+        let mut v = Vec::with_capacity(builder.size(payload.len()));
+        builder.write(&mut v, payload).expect("write");
+        v
+    }
+
+    #[test]
+    fn rows_written_at_once_and_rows_kept_for_a_followed_message_keep_their_order() {
+        // Whole requests of other connections (written as they come while nothing is
+        // followed, kept while something is), a request followed over two segments with
+        // others in between, then one given up on at a gap (its fields land on its first row,
+        // before the others kept meanwhile).
+        let head = b"GET /a HTTP/1.1\r\nUser-Agent: x\r\n";
+        let rest = b"Host: one.example\r\n\r\n";
+        let second = 1000 + (head.len() + rest.len()) as u32;
+        let whole = |n: u16| {
+            let req = format!("GET /{n} HTTP/1.1\r\nHost: h{n}.example\r\n\r\n");
+            tcp_frame_from(50000 + n, req.as_bytes())
+        };
+        let frames = [
+            whole(0),
+            tcp_frame(false, 1000, head),
+            whole(2),
+            tcp_frame(false, 1000 + head.len() as u32, rest),
+            whole(4),
+            tcp_frame(false, second, b"GET /b HTTP/1.1\r\nHo"),
+            whole(6),
+            tcp_frame(false, second + 100, b"xyz"),
+            whole(8),
+        ];
+        for flows in [None, Some(FlowConfig::default())] {
+            let d = decode_chunk_with("x", &chunk_of(&frames), flows.as_ref()).expect("decode");
+            let host = |n: usize| Some(format!("h{n}.example"));
+            assert_eq!(
+                strings(&d.batch, col::HTTP_HOST),
+                [
+                    host(0),
+                    None,
+                    host(2),
+                    Some("one.example".into()),
+                    host(4),
+                    None,
+                    host(6),
+                    None,
+                    host(8)
+                ]
+            );
+            let uri = strings(&d.batch, col::HTTP_URI);
+            assert_eq!(uri[5].as_deref(), Some("/b"));
+            assert_eq!(uri[1], None);
+            assert_eq!(d.summary.http_hosts.len(), 6);
+        }
     }
 
     #[test]

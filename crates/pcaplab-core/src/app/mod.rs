@@ -335,7 +335,8 @@ pub(crate) mod tests {
             dns_answers: vec!["x".repeat(SPARE_CAPACITY + 1); 2],
             ..AppFields::default()
         };
-        many.dns_answers.extend(vec![String::from("a"); 2 * SPARE_TEXTS]);
+        many.dns_answers
+            .extend(vec![String::from("a"); 2 * SPARE_TEXTS]);
         many.clear();
         assert_eq!(many.spare.0.len(), SPARE_TEXTS);
         assert!(many.spare.0.iter().all(|s| s.capacity() <= SPARE_CAPACITY));
