@@ -7,7 +7,7 @@
 //!
 //! Never panics on any input bytes.
 
-use super::{AppFields, Parsed};
+use super::{AppFields, Parsed, SpareText};
 
 /// Methods that mark a payload as an HTTP/1.x request: RFC 9110's, WebDAV's, and UPnP's (GENA
 /// eventing over TCP, SSDP discovery over UDP), which tshark also shows as HTTP.
@@ -50,10 +50,11 @@ pub(super) fn http_request(payload: &[u8], out: &mut AppFields) -> Parsed {
         // A request line that continues in the next segment.
         return parsed;
     };
-    out.http_method = Some(method.to_owned());
-    out.http_uri = Some(path.to_owned());
-    out.http_host = header(req.headers, "host");
-    out.http_user_agent = header(req.headers, "user-agent");
+    let spare = &mut out.spare;
+    out.http_method = Some(spare.text(method));
+    out.http_uri = Some(spare.text(path));
+    out.http_host = header(spare, req.headers, "host");
+    out.http_user_agent = header(spare, req.headers, "user-agent");
     match parsed {
         Parsed::Partial => Parsed::Partial,
         _ => Parsed::Complete,
@@ -77,7 +78,7 @@ pub(super) fn http_response(payload: &[u8], out: &mut AppFields) -> Parsed {
         return parsed;
     };
     out.http_status = Some(code);
-    out.http_content_type = header(resp.headers, "content-type");
+    out.http_content_type = header(&mut out.spare, resp.headers, "content-type");
     match parsed {
         Parsed::Partial => Parsed::Partial,
         _ => Parsed::Complete,
@@ -111,11 +112,12 @@ fn head_status(r: httparse::Result<usize>, headers: &[httparse::Header<'_>], len
 }
 
 /// The value of the first header named `name` (ASCII case-insensitive), lossy UTF-8, trimmed.
-fn header(headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
+/// The value of the first header `name`, trimmed (lossy UTF-8), in a buffer of the spare ones.
+fn header(spare: &mut SpareText, headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
     headers
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case(name))
-        .map(|h| String::from_utf8_lossy(h.value).trim().to_owned())
+        .map(|h| spare.text(String::from_utf8_lossy(h.value).trim()))
 }
 
 #[cfg(test)]

@@ -84,7 +84,7 @@ pub struct AppFields {
 }
 
 /// Strings of cleared fields, kept so that one `AppFields` decoding packet after packet
-/// (the decoder's scratch space) does not allocate its DNS names and answers again for each.
+/// (the decoder's scratch space) does not allocate its DNS and HTTP texts again for each.
 /// Not a field: any two are equal, and it is not shown.
 #[derive(Clone, Default)]
 struct SpareText(Vec<String>);
@@ -108,6 +108,13 @@ impl SpareText {
     fn take(&mut self) -> String {
         self.0.pop().unwrap_or_default()
     }
+
+    /// `s`, in a buffer kept if there is one.
+    fn text(&mut self, s: &str) -> String {
+        let mut t = self.take();
+        t.push_str(s);
+        t
+    }
 }
 
 impl PartialEq for SpareText {
@@ -125,7 +132,8 @@ impl std::fmt::Debug for SpareText {
 }
 
 impl AppFields {
-    /// Reset to empty, keeping the answers vector's allocation and the DNS texts' buffers.
+    /// Reset to empty, keeping the answers vector's allocation and the buffers of the DNS and
+    /// HTTP texts.
     pub fn clear(&mut self) {
         self.spare.keep(self.dns_qname.take());
         self.dns_qtype = None;
@@ -133,18 +141,22 @@ impl AppFields {
         for a in self.dns_answers.drain(..) {
             self.spare.keep(Some(a));
         }
+        for s in [
+            &mut self.http_method,
+            &mut self.http_host,
+            &mut self.http_uri,
+            &mut self.http_user_agent,
+            &mut self.http_content_type,
+        ] {
+            self.spare.keep(s.take());
+        }
         self.tls_sni = None;
         self.tls_ja3 = None;
         self.tls_ja4 = None;
         self.tls_alpn = None;
         self.tls_version = None;
         self.quic_version = None;
-        self.http_method = None;
-        self.http_host = None;
-        self.http_uri = None;
-        self.http_user_agent = None;
         self.http_status = None;
-        self.http_content_type = None;
         self.ssh_banner = None;
         self.dhcp_msg_type = None;
         self.dhcp_hostname = None;
@@ -328,6 +340,17 @@ pub(crate) mod tests {
             parse_app(IPPROTO_UDP, 53, 1, &dns_response(), &mut scratch);
             assert_eq!(scratch, fresh);
             // Every text came from a buffer kept.
+            assert!(scratch.spare.0.is_empty());
+        }
+        // HTTP's texts too.
+        let get = b"GET /x HTTP/1.1\r\nHost: h.example\r\nUser-Agent: u\r\n\r\n";
+        let fresh = run(IPPROTO_TCP, 40000, 80, get);
+        let mut scratch = fresh.clone();
+        for _ in 0..3 {
+            scratch.clear();
+            assert_eq!(scratch.spare.0.len(), 4);
+            parse_app(IPPROTO_TCP, 40000, 80, get, &mut scratch);
+            assert_eq!(scratch, fresh);
             assert!(scratch.spare.0.is_empty());
         }
         // Only so many, and none too large, are kept.
