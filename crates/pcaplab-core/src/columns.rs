@@ -804,7 +804,7 @@ impl Messages {
     /// Row `row` gets the fields in `app`: left there to be written at once ([`Self::direct`])
     /// when no message is followed, else kept (and `app` left empty).
     fn push<'a>(&'a mut self, row: usize, app: &'a mut AppFields) -> Option<&'a AppFields> {
-        if self.followed.is_empty() && self.quic.is_empty() {
+        if self.idle() {
             self.direct = true;
             return Some(app);
         }
@@ -812,9 +812,15 @@ impl Messages {
         self.rows.last().map(|(_, a)| a)
     }
 
-    /// The rows kept that can be written now (by row), when no message is followed any more.
+    /// No TCP message or QUIC connection is followed: no fields can land on an earlier row.
+    fn idle(&self) -> bool {
+        self.followed.is_empty() && self.quic.is_empty()
+    }
+
+    /// The rows kept that can be written now (by row), when no message is followed any more
+    /// (after [`Messages::flush`], every row kept).
     fn ready(&mut self) -> Option<Vec<(usize, AppFields)>> {
-        if self.rows.is_empty() || !self.followed.is_empty() || !self.quic.is_empty() {
+        if self.rows.is_empty() || !self.idle() {
             return None;
         }
         let mut rows = std::mem::take(&mut self.rows);
@@ -851,12 +857,6 @@ impl Messages {
         for (key, c) in quic {
             self.give_up(key, c.row, c.partial);
         }
-    }
-
-    /// Every row's fields, by row.
-    fn finish(mut self) -> Vec<(usize, AppFields)> {
-        self.rows.sort_by_key(|(row, _)| *row);
-        self.rows
     }
 }
 
@@ -1036,7 +1036,9 @@ pub fn decode_chunk_with(
     messages.flush();
     messages.settle(&mut counter, chunk_flows.as_mut());
     counter.add_quic(&messages.quic_stats);
-    b.app_rows(messages.finish());
+    if let Some(rows) = messages.ready() {
+        b.app_rows(rows);
+    }
     b.app_end(n);
     let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
         capture, n,
@@ -1125,14 +1127,18 @@ mod tests {
 
     /// An Ethernet/IPv4/TCP frame from 10.0.0.1:40000 to 10.0.0.2:80 (or back).
     fn tcp_frame(back: bool, seq: u32, payload: &[u8]) -> Vec<u8> {
-        let (src, dst, sp, dp) = if back {
-            ([10, 0, 0, 2], [10, 0, 0, 1], 80, 40000)
+        if back {
+            tcp_between(([10, 0, 0, 2], 80), ([10, 0, 0, 1], 40000), seq, payload)
         } else {
-            ([10, 0, 0, 1], [10, 0, 0, 2], 40000, 80)
-        };
+            tcp_between(([10, 0, 0, 1], 40000), ([10, 0, 0, 2], 80), seq, payload)
+        }
+    }
+
+    /// An Ethernet/IPv4/TCP frame (ACK set) from `src` to `dst` (address, port).
+    fn tcp_between(src: ([u8; 4], u16), dst: ([u8; 4], u16), seq: u32, payload: &[u8]) -> Vec<u8> {
         let builder = etherparse::PacketBuilder::ethernet2([1; 6], [2; 6])
-            .ipv4(src, dst, 64)
-            .tcp(sp, dp, seq, 1024)
+            .ipv4(src.0, dst.0, 64)
+            .tcp(src.1, dst.1, seq, 1024)
             .ack(1);
         let mut v = Vec::with_capacity(builder.size(payload.len()));
         builder.write(&mut v, payload).expect("write");
@@ -1344,17 +1350,6 @@ mod tests {
         assert_eq!(d.summary.quic_undecryptable, 1);
     }
 
-    /// An Ethernet/IPv4/TCP frame from 10.0.0.3:`port` to 10.0.0.2:80.
-    fn tcp_frame_from(port: u16, payload: &[u8]) -> Vec<u8> {
-        let builder = etherparse::PacketBuilder::ethernet2([3; 6], [2; 6])
-            .ipv4([10, 0, 0, 3], [10, 0, 0, 2], 64)
-            .tcp(port, 80, 7, 1024)
-            .ack(1);
-        let mut v = Vec::with_capacity(builder.size(payload.len()));
-        builder.write(&mut v, payload).expect("write");
-        v
-    }
-
     #[test]
     fn rows_written_at_once_and_rows_kept_for_a_followed_message_keep_their_order() {
         // Whole requests of other connections (written as they come while nothing is
@@ -1366,7 +1361,12 @@ mod tests {
         let second = 1000 + (head.len() + rest.len()) as u32;
         let whole = |n: u16| {
             let req = format!("GET /{n} HTTP/1.1\r\nHost: h{n}.example\r\n\r\n");
-            tcp_frame_from(50000 + n, req.as_bytes())
+            tcp_between(
+                ([10, 0, 0, 3], 50000 + n),
+                ([10, 0, 0, 2], 80),
+                7,
+                req.as_bytes(),
+            )
         };
         let frames = [
             whole(0),

@@ -96,15 +96,19 @@ pub struct PortCounts {
     all: Vec<u64>,
 }
 
+/// The ports counted, ascending, with their counts, of counters indexed by port.
+fn counted<T: Copy + Default + PartialEq>(counts: &[T]) -> impl Iterator<Item = (u16, T)> + '_ {
+    (0..=u16::MAX)
+        .zip(counts)
+        .filter(|(_, n)| **n != T::default())
+        .map(|(p, n)| (p, *n))
+}
+
 impl PortCounts {
     /// A chunk's counts: packets per port, indexed by port (empty when it saw none).
     fn of_chunk(counts: &[u32]) -> Self {
         PortCounts {
-            seen: (0..=u16::MAX)
-                .zip(counts)
-                .filter(|(_, n)| **n > 0)
-                .map(|(p, n)| (p, u64::from(*n)))
-                .collect(),
+            seen: counted(counts).map(|(p, n)| (p, u64::from(n))).collect(),
             all: Vec::new(),
         }
     }
@@ -139,12 +143,7 @@ impl PortCounts {
 
     /// The ports with packets, ascending, with their counts.
     pub fn iter(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        self.seen.iter().copied().chain(
-            (0..=u16::MAX)
-                .zip(&self.all)
-                .filter(|(_, n)| **n > 0)
-                .map(|(p, n)| (p, *n)),
-        )
+        self.seen.iter().copied().chain(counted(&self.all))
     }
 
     fn merge(&mut self, other: &PortCounts) {

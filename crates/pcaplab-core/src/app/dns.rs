@@ -75,9 +75,7 @@ pub(super) fn dns_message(msg: &[u8], out: &mut AppFields) {
         }
         return;
     }
-    out.dns_qname = None;
-    out.dns_qtype = None;
-    out.dns_answers.clear();
+    out.clear_dns();
     // Rejected for something an analyst does not care about here: still report the
     // question, as tshark does.
     if let Some(qtype) = first_question(msg, out) {

@@ -111,8 +111,8 @@ fn head_status(r: httparse::Result<usize>, headers: &[httparse::Header<'_>], len
     }
 }
 
-/// The value of the first header named `name` (ASCII case-insensitive), lossy UTF-8, trimmed.
-/// The value of the first header `name`, trimmed (lossy UTF-8), in a buffer of the spare ones.
+/// The value of the first header named `name` (ASCII case-insensitive), lossy UTF-8, trimmed,
+/// in one of the spare buffers.
 fn header(spare: &mut SpareText, headers: &[httparse::Header<'_>], name: &str) -> Option<String> {
     headers
         .iter()

@@ -135,12 +135,7 @@ impl AppFields {
     /// Reset to empty, keeping the answers vector's allocation and the buffers of the DNS and
     /// HTTP texts.
     pub fn clear(&mut self) {
-        self.spare.keep(self.dns_qname.take());
-        self.dns_qtype = None;
-        self.dns_rcode = None;
-        for a in self.dns_answers.drain(..) {
-            self.spare.keep(Some(a));
-        }
+        self.clear_dns();
         for s in [
             &mut self.http_method,
             &mut self.http_host,
@@ -161,6 +156,16 @@ impl AppFields {
         self.dhcp_msg_type = None;
         self.dhcp_hostname = None;
         self.dhcp_addr = None;
+    }
+
+    /// Reset the DNS fields, keeping their buffers.
+    fn clear_dns(&mut self) {
+        self.spare.keep(self.dns_qname.take());
+        self.dns_qtype = None;
+        self.dns_rcode = None;
+        for a in self.dns_answers.drain(..) {
+            self.spare.keep(Some(a));
+        }
     }
 
     /// True when no field is set.
