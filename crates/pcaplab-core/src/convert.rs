@@ -535,12 +535,21 @@ impl FlowSinks<'_> {
         if self.parquet.is_none() && self.csv.is_none() {
             return Ok(());
         }
-        self.pending.extend(flows);
-        while self.pending.len() >= FLOW_ROW_GROUP || (all && !self.pending.is_empty()) {
-            let rest = self
-                .pending
-                .split_off(self.pending.len().min(FLOW_ROW_GROUP));
-            let group = std::mem::replace(&mut self.pending, rest);
+        // Each flow is moved once, into a group that never grows (flows are big): room for
+        // a full row group is reserved once (memory the flows fill as they come).
+        let mut flows = flows.into_iter();
+        loop {
+            if self.pending.capacity() == 0 && flows.len() > 0 {
+                self.pending.reserve_exact(FLOW_ROW_GROUP);
+            }
+            let room = FLOW_ROW_GROUP - self.pending.len();
+            self.pending.extend(flows.by_ref().take(room));
+            // A full group goes; the last, partial one only at the end.
+            let last = all && !self.pending.is_empty();
+            if self.pending.len() < FLOW_ROW_GROUP && !last {
+                break;
+            }
+            let group = std::mem::take(&mut self.pending);
             self.spawn_group(pool, group);
             while self.encoding.len() > FLOW_GROUPS_IN_FLIGHT {
                 self.append_oldest()?;

@@ -25,7 +25,7 @@ mod state;
 mod table;
 
 use base64::Engine as _;
-use rustc_hash::FxHashMap;
+use hashbrown::HashTable;
 use sha1::{Digest, Sha1};
 
 pub use schema::{col, flow_schema, flows_batch};
@@ -526,15 +526,25 @@ impl Segment {
     }
 }
 
+/// One segment of a chunk, for its [`FlowTable`] shard: its key and the key's hash (computed
+/// once, on the worker that folded the chunk, and kept with the flow in the table), and
+/// whether it is the key's first segment in the chunk and so may continue a flow of an
+/// earlier chunk.
+#[derive(Debug)]
+pub(crate) struct KeyedSegment {
+    hash: u64,
+    key: FlowKey,
+    seg: Segment,
+    first: bool,
+}
+
 /// The flows of one chunk, in order of first packet, split by the [`FlowTable`] shard of
 /// their keys (so that the writer only hands each shard its part).
 #[derive(Debug)]
 pub struct ChunkFlows {
-    /// Key → (shard, index of its latest segment in that shard's part).
-    index: FxHashMap<FlowKey, (usize, usize)>,
-    /// Per shard: (key, segment, whether it is the key's first segment in this chunk and so
-    /// may continue a flow of an earlier chunk).
-    parts: Vec<Vec<(FlowKey, Segment, bool)>>,
+    /// (hash of a key, where its latest segment is: shard, index in that shard's part).
+    index: HashTable<(u64, (usize, usize))>,
+    parts: Vec<Vec<KeyedSegment>>,
     /// The chunk's latest timestamp.
     max_ts: Option<i64>,
     /// The last packet's key and segment: packets come in bursts of one flow, and this saves
@@ -545,7 +555,7 @@ pub struct ChunkFlows {
 impl Default for ChunkFlows {
     fn default() -> Self {
         ChunkFlows {
-            index: FxHashMap::default(),
+            index: HashTable::new(),
             parts: (0..SHARDS).map(|_| Vec::new()).collect(),
             max_ts: None,
             last: None,
@@ -555,7 +565,17 @@ impl Default for ChunkFlows {
 
 impl ChunkFlows {
     fn segment(&mut self, (shard, i): (usize, usize)) -> &mut Segment {
-        &mut self.parts[shard][i].1
+        &mut self.parts[shard][i].seg
+    }
+
+    /// Where the latest segment of `key` (whose hash is `hash`) is, if the chunk has one.
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<(usize, usize)> {
+        let parts = &self.parts;
+        self.index
+            .find(hash, |&(h, (shard, i))| {
+                h == hash && parts[shard][i].key == *key
+            })
+            .map(|&(_, at)| at)
     }
 
     /// Fold packet `p` in, as `s` describes it (`s.ts` is the time it counts at).
@@ -592,9 +612,12 @@ impl ChunkFlows {
         s: &Seen,
     ) -> (usize, usize) {
         let timeout = cfg.timeout(key.proto);
-        let known = match self.last {
-            Some((k, at)) if k == key => Some(at),
-            _ => self.index.get(&key).copied(),
+        let (hash, known) = match self.last {
+            Some((k, at)) if k == key => (None, Some(at)),
+            _ => {
+                let hash = table::key_hash(&key);
+                (Some(hash), self.find(hash, &key))
+            }
         };
         match known {
             Some(at) if self.segment(at).continues(s.ts, timeout) => {
@@ -603,12 +626,31 @@ impl ChunkFlows {
                 at
             }
             known => {
+                let hash = hash.unwrap_or_else(|| table::key_hash(&key));
                 let first = known.is_none();
-                let shard = known.map_or_else(|| table::shard_of(&key), |(shard, _)| shard);
+                let shard = table::shard_of(hash);
                 let part = &mut self.parts[shard];
                 let at = (shard, part.len());
-                part.push((key, Segment::new(key.proto, from_a, s), first));
-                self.index.insert(key, at);
+                part.push(KeyedSegment {
+                    hash,
+                    key,
+                    seg: Segment::new(key.proto, from_a, s),
+                    first,
+                });
+                match known {
+                    // The key's latest segment is the new one.
+                    Some(earlier) => {
+                        if let Some(slot) = self
+                            .index
+                            .find_mut(hash, |&(h, at)| h == hash && at == earlier)
+                        {
+                            slot.1 = at;
+                        }
+                    }
+                    None => {
+                        self.index.insert_unique(hash, (hash, at), |&(h, _)| h);
+                    }
+                }
                 self.last = Some((key, at));
                 at
             }
@@ -618,7 +660,7 @@ impl ChunkFlows {
     /// Give the latest flow of `key` a server name (unless it has one) and services: for a
     /// message whose fields were known only after later packets.
     pub(crate) fn confirm(&mut self, key: &FlowKey, name: Option<&str>, services: Services) {
-        if let Some(&at) = self.index.get(key) {
+        if let Some(at) = self.find(table::key_hash(key), key) {
             let seg = self.segment(at);
             if seg.server_name.is_none() {
                 seg.server_name = name.map(Into::into);
@@ -648,7 +690,7 @@ impl ChunkFlows {
 /// packet.
 #[derive(Debug, Default)]
 pub struct ShardedFlows {
-    parts: Vec<Vec<(FlowKey, Segment, bool)>>,
+    parts: Vec<Vec<KeyedSegment>>,
     max_ts: Option<i64>,
 }
 

@@ -20,10 +20,11 @@ use std::cmp::Ordering;
 use std::hash::BuildHasher;
 use std::mem::size_of;
 
+use hashbrown::HashTable;
 use rayon::prelude::*;
-use rustc_hash::{FxBuildHasher, FxHashMap};
+use rustc_hash::FxBuildHasher;
 
-use super::{EndReason, Flow, FlowConfig, FlowKey, Segment, ShardedFlows};
+use super::{EndReason, Flow, FlowConfig, FlowKey, KeyedSegment, Segment, ShardedFlows};
 use crate::app::Services;
 use crate::dissect::Envelope;
 use crate::reader::NO_TIMESTAMP;
@@ -32,10 +33,16 @@ use crate::reader::NO_TIMESTAMP;
 /// eviction makes depend on each shard's size) do not depend on `--jobs`.
 pub const SHARDS: usize = 8;
 
-/// The shard of a key: hashed apart from the shard's own table, from the hash's high bits
-/// (the table indexes its buckets with the low ones).
-pub(super) fn shard_of(key: &FlowKey) -> usize {
-    (FxBuildHasher.hash_one(key) >> 40) as usize % SHARDS
+/// A flow key's hash: computed once for a chunk's new segment ([`ChunkFlows`]), and kept with
+/// the flow in its shard's table, which never hashes a key again (not even to grow).
+pub(super) fn key_hash(key: &FlowKey) -> u64 {
+    FxBuildHasher.hash_one(key)
+}
+
+/// The shard of a key with hash `hash`: from the hash's middle bits (the table indexes its
+/// buckets with the low ones and tags them with the top seven).
+pub(super) fn shard_of(hash: u64) -> usize {
+    (hash >> 40) as usize % SHARDS
 }
 
 /// Flow totals and the biggest flows, for the summary item.
@@ -64,8 +71,21 @@ fn flow_order(a: &Flow, b: &Flow) -> Ordering {
         .then(a.seg.first_frame.cmp(&b.seg.first_frame))
 }
 
-/// Bytes one live flow takes in a hash table: key, segment and the table's control byte.
-const ENTRY_BYTES: usize = size_of::<(FlowKey, Segment)>() + 1;
+/// A live flow in its shard's table: the key's hash, the key, the segment.
+type Live = (u64, FlowKey, Segment);
+
+/// Bytes one live flow takes in a hash table: the entry and the table's control byte.
+const ENTRY_BYTES: usize = size_of::<Live>() + 1;
+
+/// The entry of `key`, whose hash is `hash`.
+fn is(hash: u64, key: &FlowKey) -> impl Fn(&Live) -> bool + '_ {
+    move |(h, k, _)| *h == hash && k == key
+}
+
+/// The table's hasher: the hash kept in the entry.
+fn kept_hash((h, _, _): &Live) -> u64 {
+    *h
+}
 
 /// What the budget allows each shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -121,130 +141,18 @@ fn eviction_rank(seg: &Segment) -> u64 {
     class << 62 | seg.last_frame.min((1 << 62) - 1)
 }
 
-/// One shard of the live flows.
+/// The flows a shard has let go of, and its totals.
 #[derive(Default)]
-struct Shard {
-    live: FxHashMap<FlowKey, Segment>,
-    /// Bytes the live flows hold outside the table.
-    heap: usize,
-    retired: Vec<Flow>,
-    flows: u64,
+struct Retired {
+    /// Retired since the table last handed them on.
+    flows: Vec<Flow>,
+    count: u64,
     evicted: u64,
     services: [u64; Services::ALL.len()],
     top: Vec<Flow>,
-    /// Scratch space for eviction ranks.
-    ranks: Vec<u64>,
 }
 
-impl Shard {
-    fn merge(&mut self, cfg: &FlowConfig, budget: &Budget, part: Vec<(FlowKey, Segment, bool)>) {
-        for (key, seg, may_continue) in part {
-            if let Some(live) = self.live.get_mut(&key) {
-                self.heap -= heap_of(live);
-                if may_continue && live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
-                    live.merge(seg);
-                    self.heap += heap_of(live);
-                } else {
-                    self.heap += heap_of(&seg);
-                    let done = std::mem::replace(live, seg);
-                    self.retire(key, done, EndReason::Idle);
-                }
-                continue;
-            }
-            self.admit(budget, key, seg);
-        }
-    }
-
-    /// Fold in one flow of a split capture's range (see [`FlowTable::merge_part`]).
-    fn merge_part(&mut self, cfg: &FlowConfig, budget: &Budget, flow: Flow, open: bool) {
-        let Flow { key, seg, end } = flow;
-        if let Some(live) = self.live.get_mut(&key) {
-            // A flow live at the end of an earlier range, met again: this is the first flow
-            // of its key in this range (a later one would have found it gone).
-            self.heap -= heap_of(live);
-            if live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
-                live.merge(seg);
-                if open {
-                    self.heap += heap_of(live);
-                } else if let Some(whole) = self.live.remove(&key) {
-                    self.retire_part(key, whole, end);
-                }
-                return;
-            }
-            // Not continued: the earlier flow ended idle, and this one stands alone.
-            if open {
-                self.heap += heap_of(&seg);
-                let earlier = std::mem::replace(live, seg);
-                self.retire(key, earlier, EndReason::Idle);
-            } else {
-                if let Some(earlier) = self.live.remove(&key) {
-                    self.retire(key, earlier, EndReason::Idle);
-                }
-                self.retire_part(key, seg, end);
-            }
-            return;
-        }
-        if !open {
-            self.retire_part(key, seg, end);
-            return;
-        }
-        self.admit(budget, key, seg);
-    }
-
-    /// Make `seg` a live flow, evicting first if the shard is at its budget.
-    fn admit(&mut self, budget: &Budget, key: FlowKey, seg: Segment) {
-        let heap = heap_of(&seg);
-        if self.live.len() >= budget.max_live || self.heap + heap > budget.max_heap {
-            self.evict(budget.max_live.div_ceil(4));
-        }
-        self.heap += heap;
-        self.live.insert(key, seg);
-    }
-
-    /// Retire a flow as a range's worker ended it (counting its evictions as this table's).
-    fn retire_part(&mut self, key: FlowKey, seg: Segment, end: EndReason) {
-        if end == EndReason::Evicted {
-            self.evicted += 1;
-        }
-        self.retire(key, seg, end);
-    }
-
-    /// Write out (at least) `n` flows, lowest [`eviction_rank`] first.
-    fn evict(&mut self, n: usize) {
-        let n = n.clamp(1, self.live.len().max(1));
-        self.ranks.clear();
-        self.ranks.extend(self.live.values().map(eviction_rank));
-        if self.ranks.is_empty() {
-            return;
-        }
-        let (_, &mut cut, _) = self.ranks.select_nth_unstable(n - 1);
-        let victims: Vec<_> = self
-            .live
-            .extract_if(|_, seg| eviction_rank(seg) <= cut)
-            .collect();
-        for (key, seg) in victims {
-            self.heap -= heap_of(&seg);
-            self.evicted += 1;
-            self.retire(key, seg, EndReason::Evicted);
-        }
-    }
-
-    /// Retire the flows idle for longer than their timeout at `now`.
-    fn sweep(&mut self, cfg: &FlowConfig, now: i64) {
-        let idle: Vec<_> = self
-            .live
-            .extract_if(|key, seg| {
-                seg.last_ts != NO_TIMESTAMP
-                    && i128::from(now) - i128::from(seg.last_ts)
-                        > i128::from(cfg.timeout(key.proto))
-            })
-            .collect();
-        for (key, seg) in idle {
-            self.heap -= heap_of(&seg);
-            self.retire(key, seg, EndReason::Idle);
-        }
-    }
-
+impl Retired {
     fn retire(&mut self, key: FlowKey, seg: Segment, why: EndReason) {
         // A closed connection ended by its close, whenever its state is let go of.
         let end = match why {
@@ -252,7 +160,7 @@ impl Shard {
             why => why,
         };
         let flow = Flow { key, seg, end };
-        self.flows += 1;
+        self.count += 1;
         for (n, (s, _)) in self.services.iter_mut().zip(Services::ALL) {
             *n += u64::from(flow.seg.services.contains(s));
         }
@@ -268,7 +176,136 @@ impl Shard {
             top.insert(at, flow.clone());
             top.truncate(TOP_FLOWS);
         }
-        self.retired.push(flow);
+        self.flows.push(flow);
+    }
+}
+
+/// One shard of the live flows.
+#[derive(Default)]
+struct Shard {
+    live: HashTable<Live>,
+    /// Bytes the live flows hold outside the table.
+    heap: usize,
+    out: Retired,
+    /// Scratch space for eviction ranks.
+    ranks: Vec<u64>,
+}
+
+impl Shard {
+    fn merge(&mut self, cfg: &FlowConfig, budget: &Budget, part: Vec<KeyedSegment>) {
+        for KeyedSegment {
+            hash,
+            key,
+            seg,
+            first: may_continue,
+        } in part
+        {
+            if let Some((_, _, live)) = self.live.find_mut(hash, is(hash, &key)) {
+                self.heap -= heap_of(live);
+                if may_continue && live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
+                    live.merge(seg);
+                    self.heap += heap_of(live);
+                } else {
+                    self.heap += heap_of(&seg);
+                    let done = std::mem::replace(live, seg);
+                    self.out.retire(key, done, EndReason::Idle);
+                }
+                continue;
+            }
+            self.admit(budget, hash, key, seg);
+        }
+    }
+
+    /// Fold in one flow of a split capture's range (see [`FlowTable::merge_part`]).
+    fn merge_part(&mut self, cfg: &FlowConfig, budget: &Budget, hash: u64, flow: Flow, open: bool) {
+        let Flow { key, seg, end } = flow;
+        if let Some((_, _, live)) = self.live.find_mut(hash, is(hash, &key)) {
+            // A flow live at the end of an earlier range, met again: this is the first flow
+            // of its key in this range (a later one would have found it gone).
+            self.heap -= heap_of(live);
+            if live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
+                live.merge(seg);
+                if open {
+                    self.heap += heap_of(live);
+                } else if let Some(whole) = self.remove(hash, &key) {
+                    self.retire_part(key, whole, end);
+                }
+                return;
+            }
+            // Not continued: the earlier flow ended idle, and this one stands alone.
+            if open {
+                self.heap += heap_of(&seg);
+                let earlier = std::mem::replace(live, seg);
+                self.out.retire(key, earlier, EndReason::Idle);
+            } else {
+                if let Some(earlier) = self.remove(hash, &key) {
+                    self.out.retire(key, earlier, EndReason::Idle);
+                }
+                self.retire_part(key, seg, end);
+            }
+            return;
+        }
+        if !open {
+            self.retire_part(key, seg, end);
+            return;
+        }
+        self.admit(budget, hash, key, seg);
+    }
+
+    /// Take the live flow of `key` (hash `hash`) out of the table.
+    fn remove(&mut self, hash: u64, key: &FlowKey) -> Option<Segment> {
+        let entry = self.live.find_entry(hash, is(hash, key)).ok()?;
+        Some(entry.remove().0.2)
+    }
+
+    /// Make `seg` a live flow, evicting first if the shard is at its budget.
+    fn admit(&mut self, budget: &Budget, hash: u64, key: FlowKey, seg: Segment) {
+        let heap = heap_of(&seg);
+        if self.live.len() >= budget.max_live || self.heap + heap > budget.max_heap {
+            self.evict(budget.max_live.div_ceil(4));
+        }
+        self.heap += heap;
+        self.live.insert_unique(hash, (hash, key, seg), kept_hash);
+    }
+
+    /// Retire a flow as a range's worker ended it (counting its evictions as this table's).
+    fn retire_part(&mut self, key: FlowKey, seg: Segment, end: EndReason) {
+        if end == EndReason::Evicted {
+            self.out.evicted += 1;
+        }
+        self.out.retire(key, seg, end);
+    }
+
+    /// Write out (at least) `n` flows, lowest [`eviction_rank`] first.
+    fn evict(&mut self, n: usize) {
+        let n = n.clamp(1, self.live.len().max(1));
+        self.ranks.clear();
+        self.ranks
+            .extend(self.live.iter().map(|(_, _, seg)| eviction_rank(seg)));
+        if self.ranks.is_empty() {
+            return;
+        }
+        let (_, &mut cut, _) = self.ranks.select_nth_unstable(n - 1);
+        // Each victim goes straight from the table to the retired flows.
+        for (_, key, seg) in self
+            .live
+            .extract_if(|(_, _, seg)| eviction_rank(seg) <= cut)
+        {
+            self.heap -= heap_of(&seg);
+            self.out.evicted += 1;
+            self.out.retire(key, seg, EndReason::Evicted);
+        }
+    }
+
+    /// Retire the flows idle for longer than their timeout at `now`.
+    fn sweep(&mut self, cfg: &FlowConfig, now: i64) {
+        for (_, key, seg) in self.live.extract_if(|(_, key, seg)| {
+            seg.last_ts != NO_TIMESTAMP
+                && i128::from(now) - i128::from(seg.last_ts) > i128::from(cfg.timeout(key.proto))
+        }) {
+            self.heap -= heap_of(&seg);
+            self.out.retire(key, seg, EndReason::Idle);
+        }
     }
 }
 
@@ -332,8 +369,8 @@ impl FlowTable {
     /// first flow of its key in a later range exactly when that flow's first packet would
     /// have continued it; every other flow is retired as its worker ended it.
     pub fn merge_part(&mut self, flow: Flow, open: bool) {
-        let shard = shard_of(&flow.key);
-        self.shards[shard].merge_part(&self.cfg, &self.budget, flow, open);
+        let hash = key_hash(&flow.key);
+        self.shards[shard_of(hash)].merge_part(&self.cfg, &self.budget, hash, flow, open);
     }
 
     /// Every flow of a range is in: retire the live flows that no later packet can continue,
@@ -363,7 +400,7 @@ impl FlowTable {
             v.extend(
                 std::mem::take(&mut s.live)
                     .into_iter()
-                    .map(|(key, seg)| Flow {
+                    .map(|(_, key, seg)| Flow {
                         key,
                         seg,
                         end: EndReason::EndOfCapture,
@@ -374,15 +411,28 @@ impl FlowTable {
         v
     }
 
-    /// The flows retired since the last call, by first frame.
+    /// The flows retired since the last call, by first frame (flows of one frame — a tunnel's
+    /// own flow and the flow inside it — by shard, then in the order retired).
+    ///
+    /// Flows are big (~250 bytes), so they are not sorted but placed: the order is sorted
+    /// as (first frame, shard, index) triples, and each flow moved once, to its place.
     pub fn take_retired(&mut self) -> Vec<Flow> {
-        let mut v: Vec<Flow> =
-            Vec::with_capacity(self.shards.iter().map(|s| s.retired.len()).sum());
-        for s in &mut self.shards {
-            v.append(&mut s.retired);
+        let mut order: Vec<(u64, u32, u32)> = Vec::new();
+        let mut slots: Vec<Vec<Option<Flow>>> = Vec::with_capacity(self.shards.len());
+        for (shard, s) in (0u32..).zip(&mut self.shards) {
+            let flows = std::mem::take(&mut s.out.flows);
+            order.extend(
+                (0u32..)
+                    .zip(&flows)
+                    .map(|(i, f)| (f.seg.first_frame, shard, i)),
+            );
+            slots.push(flows.into_iter().map(Some).collect());
         }
-        v.sort_unstable_by_key(|f| f.seg.first_frame);
-        v
+        order.sort_unstable();
+        order
+            .into_iter()
+            .filter_map(|(_, shard, i)| slots[shard as usize][i as usize].take())
+            .collect()
     }
 
     /// End of capture: every live flow is retired; returns them (by first frame) and the
@@ -393,16 +443,15 @@ impl FlowTable {
             ..FlowStats::default()
         };
         for s in &mut self.shards {
-            let live: Vec<_> = std::mem::take(&mut s.live).into_iter().collect();
-            for (key, seg) in live {
-                s.retire(key, seg, EndReason::EndOfCapture);
+            for (_, key, seg) in std::mem::take(&mut s.live) {
+                s.out.retire(key, seg, EndReason::EndOfCapture);
             }
-            stats.flows += s.flows;
-            stats.evicted += s.evicted;
-            for (total, n) in stats.services.iter_mut().zip(s.services) {
+            stats.flows += s.out.count;
+            stats.evicted += s.out.evicted;
+            for (total, n) in stats.services.iter_mut().zip(s.out.services) {
                 *total += n;
             }
-            stats.top.append(&mut s.top);
+            stats.top.append(&mut s.out.top);
         }
         stats.top.sort_unstable_by(flow_order);
         stats.top.truncate(TOP_FLOWS);
