@@ -739,9 +739,9 @@ fn nested_tunnels_are_flows_linked_to_their_carriers() {
             0
         }
     };
-    // Outermost first: (source address, tunnel_type, tunnels, tunnel_id).
-    let mut rows: Vec<usize> = (0..b.num_rows()).collect();
-    rows.sort_by_key(|&r| depth(r));
+    // As written: the four flows begin on the same frame, and flows of one frame are written
+    // outermost first. (source address, tunnel_type, tunnels, tunnel_id).
+    let rows: Vec<usize> = (0..b.num_rows()).collect();
     let got: Vec<_> = rows
         .iter()
         .map(|&r| (text("src_ip", r), text("tunnel_type", r), depth(r), id(r)))

@@ -141,6 +141,30 @@ fn eviction_rank(seg: &Segment) -> u64 {
     class << 62 | seg.last_frame.min((1 << 62) - 1)
 }
 
+/// Flows (one list per shard) by first frame; flows of one frame (a tunnel's own flow and the
+/// flow inside it) outermost first, then by shard and position.
+///
+/// Flows are big (~250 bytes), so they are not sorted but placed: their (first frame, depth,
+/// shard, position) keys are sorted, and each flow moved once, to its place.
+fn file_order(shards: Vec<Vec<Flow>>) -> Vec<Flow> {
+    let mut order: Vec<(u64, usize, usize, usize)> = Vec::new();
+    for (shard, flows) in shards.iter().enumerate() {
+        order.extend(flows.iter().enumerate().map(|(i, f)| {
+            let depth = f.seg.envelope.as_ref().map_or(0, |e| e.layers().len());
+            (f.seg.first_frame, depth, shard, i)
+        }));
+    }
+    order.sort_unstable();
+    let mut slots: Vec<Vec<Option<Flow>>> = shards
+        .into_iter()
+        .map(|flows| flows.into_iter().map(Some).collect())
+        .collect();
+    order
+        .into_iter()
+        .filter_map(|(_, _, shard, i)| slots[shard][i].take())
+        .collect()
+}
+
 /// The flows a shard has let go of, and its totals.
 #[derive(Default)]
 struct Retired {
@@ -392,47 +416,30 @@ impl FlowTable {
     }
 
     /// End of a split capture's range: the flows still live, not retired (they are open, to
-    /// be merged with the next range's), by first frame; the table is left empty.
+    /// be merged with the next range's), in [`file_order`]; the table is left empty.
     pub fn take_live(&mut self) -> Vec<Flow> {
-        let mut v = Vec::new();
-        for s in &mut self.shards {
+        let live = self.shards.iter_mut().map(|s| {
             s.heap = 0;
-            v.extend(
-                std::mem::take(&mut s.live)
-                    .into_iter()
-                    .map(|(_, key, seg)| Flow {
-                        key,
-                        seg,
-                        end: EndReason::EndOfCapture,
-                    }),
-            );
-        }
-        v.sort_unstable_by_key(|f| f.seg.first_frame);
-        v
+            std::mem::take(&mut s.live)
+                .into_iter()
+                .map(|(_, key, seg)| Flow {
+                    key,
+                    seg,
+                    end: EndReason::EndOfCapture,
+                })
+                .collect()
+        });
+        file_order(live.collect())
     }
 
-    /// The flows retired since the last call, by first frame (flows of one frame — a tunnel's
-    /// own flow and the flow inside it — by shard, then in the order retired).
-    ///
-    /// Flows are big (~250 bytes), so they are not sorted but placed: the order is sorted
-    /// as (first frame, shard, index) triples, and each flow moved once, to its place.
+    /// The flows retired since the last call, in [`file_order`].
     pub fn take_retired(&mut self) -> Vec<Flow> {
-        let mut order: Vec<(u64, u32, u32)> = Vec::new();
-        let mut slots: Vec<Vec<Option<Flow>>> = Vec::with_capacity(self.shards.len());
-        for (shard, s) in (0u32..).zip(&mut self.shards) {
-            let flows = std::mem::take(&mut s.out.flows);
-            order.extend(
-                (0u32..)
-                    .zip(&flows)
-                    .map(|(i, f)| (f.seg.first_frame, shard, i)),
-            );
-            slots.push(flows.into_iter().map(Some).collect());
-        }
-        order.sort_unstable();
-        order
-            .into_iter()
-            .filter_map(|(_, shard, i)| slots[shard as usize][i as usize].take())
-            .collect()
+        file_order(
+            self.shards
+                .iter_mut()
+                .map(|s| std::mem::take(&mut s.out.flows))
+                .collect(),
+        )
     }
 
     /// End of capture: every live flow is retired; returns them (by first frame) and the
