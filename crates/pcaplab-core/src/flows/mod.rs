@@ -544,6 +544,7 @@ pub(crate) struct KeyedSegment {
 pub struct ChunkFlows {
     /// (hash of a key, where its latest segment is: shard, index in that shard's part).
     index: HashTable<(u64, (usize, usize))>,
+    /// Per shard, its segments in order of first packet.
     parts: Vec<Vec<KeyedSegment>>,
     /// The chunk's latest timestamp.
     max_ts: Option<i64>,

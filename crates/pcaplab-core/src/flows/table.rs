@@ -144,7 +144,7 @@ fn eviction_rank(seg: &Segment) -> u64 {
 /// Flows (one list per shard) by first frame; flows of one frame (a tunnel's own flow and the
 /// flow inside it) outermost first, then by shard and position.
 ///
-/// Flows are big (~250 bytes), so they are not sorted but placed: their (first frame, depth,
+/// Flows are big (over 200 bytes), so they are not sorted but placed: their (first frame, depth,
 /// shard, position) keys are sorted, and each flow moved once, to its place.
 fn file_order(shards: Vec<Vec<Flow>>) -> Vec<Flow> {
     let mut order: Vec<(u64, usize, usize, usize)> = Vec::new();
