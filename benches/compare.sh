@@ -46,7 +46,7 @@ if [ ! -f "$input" ]; then
   mergecap -a -F pcap -w "$input" "${args[@]}"
 fi
 packets=$(capinfos -c -M "$input" | awk -F': *' '/Number of packets/ {print $2}')
-bytes=$(stat -c %s "$input")
+bytes=$(stat -L -c %s "$input")
 echo "input: $copies x $(basename "$src") = $bytes bytes, $packets packets; jobs=$jobs; runs=$runs (median)"
 
 # measure OUTPUT_GLOB CMD... : prints "seconds rss_kib out_bytes" of the median run (by time);

@@ -67,7 +67,7 @@ with open(dst, "wb") as f:
         f.write(records)
 PY
 fi
-bytes=$(stat -c %s "$input")
+bytes=$(stat -L -c %s "$input")
 
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
