@@ -557,4 +557,39 @@ mod tests {
         }
         assert_eq!(Format::parse("xml"), None);
     }
+
+    /// The workspace patches zstd (vendor/zstd) so that a bulk decompressor creates its
+    /// context when it is first used: it must still decompress, with or without a dictionary,
+    /// and keep working once its context exists.
+    #[test]
+    fn the_patched_zstd_decompresses_with_a_context_made_on_first_use() {
+        let data = b"pcaplab writes parquet ".repeat(500);
+        let packed = zstd::bulk::Compressor::new(1)
+            .and_then(|mut c| c.compress(&data))
+            .expect("compress");
+        let mut d = zstd::bulk::Decompressor::new().expect("decompressor");
+        for _ in 0..2 {
+            assert_eq!(d.decompress(&packed, data.len()).expect("decompress"), data);
+        }
+        assert!(
+            d.decompress(&packed, data.len() - 1).is_err(),
+            "too small a buffer"
+        );
+        assert_eq!(
+            d.decompress(&packed, data.len()).expect("after an error"),
+            data
+        );
+
+        let dict = b"parquet pcaplab writes".repeat(4);
+        let packed = zstd::bulk::Compressor::with_dictionary(1, &dict)
+            .and_then(|mut c| c.compress(&data))
+            .expect("compress with a dictionary");
+        let mut d = zstd::bulk::Decompressor::with_dictionary(&dict).expect("dictionary");
+        assert_eq!(d.decompress(&packed, data.len()).expect("decompress"), data);
+        let mut without = zstd::bulk::Decompressor::new().expect("decompressor");
+        assert!(
+            without.decompress(&packed, data.len()).is_err(),
+            "a frame that needs the dictionary"
+        );
+    }
 }
