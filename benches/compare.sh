@@ -45,8 +45,8 @@ if [ ! -f "$input" ]; then
   args=(); for _ in $(seq "$copies"); do args+=("$src"); done
   mergecap -a -F pcap -w "$input" "${args[@]}"
 fi
-packets=$(capinfos -c -M "$input" | awk -F': *' '/Number of packets/ {print $2}')
-bytes=$(stat -L -c %s "$input")
+packets=$(packets_of "$input")
+bytes=$(file_bytes "$input")
 echo "input: $copies x $(basename "$src") = $bytes bytes, $packets packets; jobs=$jobs; runs=$runs (median)"
 
 # measure OUTPUT_GLOB CMD... : prints "seconds rss_kib out_bytes" of the median run (by time);

@@ -120,7 +120,7 @@ printf '%-20s %10s %-8s %8s %12s %8s %9s %10s %8s\n' \
 declare -A ref_rate
 for entry in "${inputs[@]}"; do
   label="${entry%% *}"; path="${entry#* }"
-  packets=$(capinfos -c -M "$path" | awk -F': *' '/Number of packets/ {print $2}')
+  packets=$(packets_of "$path")
   rm -f "$tmp"/runs-*.txt
   for _ in $(seq "$runs"); do
     [ -z "${BASELINE_BIN:-}" ] || run base "$path" "$BASELINE_BIN" "${base_args[@]}"

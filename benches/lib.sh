@@ -12,6 +12,12 @@
 #                     of the corpus' pcap-parser__wireshark_samples-test.pcapng, each shifted in
 #                     time past the one before (editcap -t), appended (mergecap -a): timestamps
 #                     in file order, as a real long capture has them
+#   file_bytes PATH   the size of PATH in bytes, through a symlink (inputs are often linked)
+#   packets_of PATH   the packets in capture PATH (capinfos -c: the header walk)
+
+file_bytes() { stat -L -c %s "$1"; }
+
+packets_of() { capinfos -c -M "$1" | awk -F': *' '/Number of packets/ {print $2}'; }
 
 bench_dirs() {
   work="${BENCH_DIR:-$(mktemp -d)}"

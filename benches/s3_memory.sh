@@ -33,6 +33,8 @@ if [ -n "${INPUT:-}" ]; then
   INPUT="$(realpath "$INPUT")"
 fi
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 
 size_mb="${1:-1100}"
 corpus="${PCAPLAB_CORPUS:-$(cd .. && pwd)/shared/captures}"
@@ -67,7 +69,7 @@ with open(dst, "wb") as f:
         f.write(records)
 PY
 fi
-bytes=$(stat -L -c %s "$input")
+bytes=$(file_bytes "$input")
 
 port=$("$py" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 .venv/bin/moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &

@@ -146,8 +146,8 @@ echo "  new:      $bin"
 [ -z "${BASELINE_BIN:-}" ] || echo "  baseline: $BASELINE_BIN"
 for i in "${!input_names[@]}"; do
   name="${input_names[$i]}"; path="${paths[$i]}"
-  packets=$(capinfos -c -M "$path" | awk -F': *' '/Number of packets/ {print $2}')
-  bytes=$(stat -L -c %s "$path")
+  packets=$(packets_of "$path")
+  bytes=$(file_bytes "$path")
   echo
   awk -v n="$name" -v f="$(basename "$path")" -v p="$packets" -v b="$bytes" 'BEGIN {
     printf "%s: %s, %d packets, %.1f MB (%.1f bytes/packet)\n", n, f, p, b / 1e6, b / p }'

@@ -25,7 +25,7 @@ if [ -z "$dir" ]; then dir="$(mktemp -d)"; trap 'rm -rf "$dir"' EXIT; fi
 split_input "$dir" "$copies"
 cargo build --release -q -p pcaplab-core --example split
 bin="${CARGO_TARGET_DIR:-target}/release/examples/split"
-echo "input: $input ($(stat -L -c %s "$input") bytes), $workers workers"
+echo "input: $input ($(file_bytes "$input") bytes), $workers workers"
 for size in 0 "${sizes[@]}"; do
   /usr/bin/time -f "  peak RSS %M KB, CPU %U s user + %S s sys" "$bin" "$input" "$size" "$workers"
 done

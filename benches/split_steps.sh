@@ -48,7 +48,7 @@ stat_of() {
 # The last "N packets" and "N flows" of a step's line.
 count_of() { grep -o "[0-9]* $1" "$2" | tail -1 | cut -d' ' -f1; }
 
-echo "input: $input ($(stat -L -c %s "$input") bytes), $workers workers, $repeats repeats"
+echo "input: $input ($(file_bytes "$input") bytes), $workers workers, $repeats repeats"
 for r in $(seq 1 "$repeats"); do
   measure "$tmp/whole-$r" "$bin" "$input" 0
   sed 's/^/  /' "$tmp/whole-$r"
