@@ -741,10 +741,8 @@ fn nested_tunnels_are_flows_linked_to_their_carriers() {
     };
     // As written: the four flows begin on the same frame, and flows of one frame are written
     // outermost first. (source address, tunnel_type, tunnels, tunnel_id).
-    let rows: Vec<usize> = (0..b.num_rows()).collect();
-    let got: Vec<_> = rows
-        .iter()
-        .map(|&r| (text("src_ip", r), text("tunnel_type", r), depth(r), id(r)))
+    let got: Vec<_> = (0..b.num_rows())
+        .map(|r| (text("src_ip", r), text("tunnel_type", r), depth(r), id(r)))
         .collect();
     let s = |v: &str| Some(v.to_owned());
     assert_eq!(
@@ -757,12 +755,13 @@ fn nested_tunnels_are_flows_linked_to_their_carriers() {
         ]
     );
     // Each flow's parent is the flow of the tunnel that carried it.
-    assert_eq!(text("tunnel_parent", rows[0]), None);
-    for pair in rows.windows(2) {
+    assert_eq!(text("tunnel_parent", 0), None);
+    for r in 1..b.num_rows() {
         assert_eq!(
-            text("tunnel_parent", pair[1]),
-            text("community_id", pair[0]),
-            "rows {pair:?}"
+            text("tunnel_parent", r),
+            text("community_id", r - 1),
+            "rows {} and {r}",
+            r - 1
         );
     }
 }

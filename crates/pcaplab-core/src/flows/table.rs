@@ -147,7 +147,8 @@ fn eviction_rank(seg: &Segment) -> u64 {
 /// Flows are big (over 200 bytes), so they are not sorted but placed: their (first frame, depth,
 /// shard, position) keys are sorted, and each flow moved once, to its place.
 fn file_order(shards: Vec<Vec<Flow>>) -> Vec<Flow> {
-    let mut order: Vec<(u64, usize, usize, usize)> = Vec::new();
+    let mut order: Vec<(u64, usize, usize, usize)> =
+        Vec::with_capacity(shards.iter().map(Vec::len).sum());
     for (shard, flows) in shards.iter().enumerate() {
         order.extend(flows.iter().enumerate().map(|(i, f)| {
             let depth = f.seg.envelope.as_ref().map_or(0, |e| e.layers().len());
