@@ -891,7 +891,7 @@ pub fn decode_chunk_with(
     let mut p = Packet::default();
     let mut scratch = AppFields::default();
     let mut text = TextBuf::new();
-    let mut chunk_flows = flows.map(|_| ChunkFlows::default());
+    let mut chunk_flows = flows.map(|_| ChunkFlows::sized_like_the_last());
     let mut messages = Messages::default();
     let frags = &chunk.frags;
     let mut datagrams = ChunkDatagrams::new(frags);

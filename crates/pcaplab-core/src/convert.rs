@@ -32,7 +32,8 @@ use crate::encode::{
 };
 use crate::flows::parts::{PartError, PartReader, PartWriter};
 use crate::flows::{
-    ChunkFlows, Flow, FlowConfig, FlowStats, FlowTable, ShardedFlows, flow_schema, flows_batch,
+    ChunkFlows, Flow, FlowConfig, FlowStats, FlowTable, InFileOrder, ShardedFlows, flow_schema,
+    flows_batch,
 };
 use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, NO_TIMESTAMP, ReadError};
 use crate::row_groups::{GroupDone, GroupError, RowGroups};
@@ -446,6 +447,14 @@ type FlowGroup =
 /// waits for the oldest (two gave the same speed on the flood and 7 MiB more memory).
 const FLOW_GROUPS_IN_FLIGHT: usize = 1;
 
+/// Flows waiting to make a row group: ranges (in file order) of batches handed on by the
+/// table, which the row group's task reads in place.
+#[derive(Default)]
+struct PendingFlows {
+    ranges: Vec<(Arc<InFileOrder>, std::ops::Range<usize>)>,
+    rows: usize,
+}
+
 /// Chunks whose frames were decoded, kept for the reader to fill again: their buffers (a few
 /// MiB each) are allocated once per slot instead of once per chunk, on one thread and freed on
 /// another, which the system allocator pays for in memory it does not give back.
@@ -488,8 +497,9 @@ struct FlowSinks<'a> {
     csv: Option<Box<dyn Write + Send + 'a>>,
     /// A range of a split capture: its flows go here instead of to `parquet` and `csv`.
     parts: Option<PartWriter<Box<dyn Write + Send + 'a>>>,
-    /// Retired flows not yet handed to the pool: [`FLOW_ROW_GROUP`] at a time.
-    pending: Vec<Flow>,
+    /// Retired flows not yet handed to the pool, [`FLOW_ROW_GROUP`] at a time: ranges of the
+    /// batches the table handed on, where the flows lie (a batch is freed with its last range).
+    pending: PendingFlows,
     /// Row groups being encoded on the pool, oldest first (appended in this order).
     encoding: VecDeque<Receiver<FlowGroup>>,
 }
@@ -523,11 +533,11 @@ impl FlowSinks<'_> {
     fn write(
         &mut self,
         pool: &rayon::ThreadPool,
-        flows: Vec<Flow>,
+        flows: InFileOrder,
         all: bool,
     ) -> Result<(), (&'static str, EncodeError)> {
         if let Some(p) = &mut self.parts {
-            for f in &flows {
+            for f in flows.iter() {
                 p.write(f, false).map_err(part_error)?;
             }
             return Ok(());
@@ -535,18 +545,21 @@ impl FlowSinks<'_> {
         if self.parquet.is_none() && self.csv.is_none() {
             return Ok(());
         }
-        // Each flow is moved once, into a group that never grows (flows are big): room for
-        // a full row group is reserved once (memory the flows fill as they come).
-        let mut flows = flows.into_iter();
+        // The flows stay where the table put them: a row group is ranges of batches.
+        let flows = Arc::new(flows);
+        let mut at = 0;
         loop {
-            if self.pending.capacity() == 0 && flows.len() > 0 {
-                self.pending.reserve_exact(FLOW_ROW_GROUP);
+            let take = (FLOW_ROW_GROUP - self.pending.rows).min(flows.len() - at);
+            if take > 0 {
+                self.pending
+                    .ranges
+                    .push((Arc::clone(&flows), at..at + take));
+                self.pending.rows += take;
+                at += take;
             }
-            let room = FLOW_ROW_GROUP - self.pending.len();
-            self.pending.extend(flows.by_ref().take(room));
             // A full group goes; the last, partial one only at the end.
-            let last = all && !self.pending.is_empty();
-            if self.pending.len() < FLOW_ROW_GROUP && !last {
+            let last = all && self.pending.rows > 0;
+            if self.pending.rows < FLOW_ROW_GROUP && !last {
                 break;
             }
             let group = std::mem::take(&mut self.pending);
@@ -566,7 +579,7 @@ impl FlowSinks<'_> {
         Ok(())
     }
 
-    fn spawn_group(&mut self, pool: &rayon::ThreadPool, flows: Vec<Flow>) {
+    fn spawn_group(&mut self, pool: &rayon::ThreadPool, group: PendingFlows) {
         let (tx, rx) = bounded(1);
         let capture = Arc::clone(&self.capture);
         let cfg = self.cfg;
@@ -576,8 +589,13 @@ impl FlowSinks<'_> {
             let run = || -> FlowGroup {
                 let internal =
                     |e: arrow_schema::ArrowError| ("flows", EncodeError::Parquet(e.into()));
-                let batch = flows_batch(&capture, &cfg, &flows).map_err(internal)?;
-                drop(flows);
+                let rows: Vec<&Flow> = group
+                    .ranges
+                    .iter()
+                    .flat_map(|(flows, range)| flows.range(range.clone()))
+                    .collect();
+                let batch = flows_batch(&capture, &cfg, rows.into_iter()).map_err(internal)?;
+                drop(group);
                 let parquet = encoder
                     .as_ref()
                     .map(|e| encode_parquet(e, &batch))
@@ -628,8 +646,8 @@ impl FlowSinks<'_> {
         pool: &rayon::ThreadPool,
     ) -> Result<Option<FlowStats>, (&'static str, EncodeError)> {
         if let Some(mut p) = self.parts.take() {
-            for f in self.table.take_live() {
-                p.write(&f, true).map_err(part_error)?;
+            for f in self.table.take_live().iter() {
+                p.write(f, true).map_err(part_error)?;
             }
             p.finish(self.table.now()).map_err(part_error)?;
             return Ok(None);
@@ -812,7 +830,7 @@ impl Engine {
                     .map(PartWriter::new)
                     .transpose()
                     .map_err(|e| write_err(part_error(e)))?,
-                pending: Vec::new(),
+                pending: PendingFlows::default(),
                 encoding: VecDeque::new(),
             })
         } else {
@@ -987,7 +1005,7 @@ impl Engine {
                 .map_err(|e| write_err(("flows", e)))?,
             csv,
             parts: None,
-            pending: Vec::new(),
+            pending: PendingFlows::default(),
             encoding: VecDeque::new(),
         };
         let read_err = |source: PartError| ConvertError::FlowPart {

@@ -1,5 +1,6 @@
 //! Per-capture statistics, accumulated per chunk in parallel and merged in file order.
 
+use std::cell::Cell;
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
@@ -476,14 +477,21 @@ impl TimelineRun {
     }
 }
 
+thread_local! {
+    /// Addresses of the last chunk this thread counted: the next chunk's map starts at that
+    /// size, so that a scan's does not grow a dozen times per chunk.
+    static LAST_TALKERS: Cell<usize> = const { Cell::new(0) };
+}
+
 impl Counter {
     pub(crate) fn new() -> Self {
+        let talkers = LAST_TALKERS.with(Cell::get);
         Counter {
             summary: Summary::default(),
             link_types: Vec::new(),
             network: [0; NETWORK.len()],
             ip_protos: [0; 256],
-            talkers: FxHashMap::default(),
+            talkers: FxHashMap::with_capacity_and_hasher(talkers, Default::default()),
             ports: Vec::new(),
             pair: None,
             timeline: TimelineRun::default(),
@@ -603,6 +611,7 @@ impl Counter {
         if let Some((a, b, run)) = self.pair {
             add_pair(&mut self.talkers, a, b, run);
         }
+        LAST_TALKERS.with(|n| n.set(self.talkers.len()));
         s.talkers = self.talkers;
         s.ports = PortCounts::of_chunk(&self.ports);
         s.timeline = self.timeline.finish();

@@ -24,13 +24,15 @@ mod schema;
 mod state;
 mod table;
 
+use std::cell::Cell;
+
 use base64::Engine as _;
 use hashbrown::HashTable;
 use sha1::{Digest, Sha1};
 
 pub use schema::{col, flow_schema, flows_batch};
 use state::{History, L_ACK, L_DATA, L_FIN, L_RST, L_SYN, L_SYNACK, TcpState, zeek_tcp_state};
-pub use table::{Budget, FlowStats, FlowTable, SHARDS, TOP_FLOWS};
+pub use table::{Budget, FlowStats, FlowTable, InFileOrder, SHARDS, TOP_FLOWS};
 
 use crate::app::Services;
 use crate::dissect::{Addr, Encap, Envelope, Outer, Packet};
@@ -564,7 +566,27 @@ impl Default for ChunkFlows {
     }
 }
 
+thread_local! {
+    /// Segments of the last chunk this thread folded: the next chunk's tables start at that
+    /// size (traffic keeps its shape from one chunk to the next), so that a flood's do not
+    /// grow a dozen times per chunk, moving every segment each time.
+    static LAST_SEGMENTS: Cell<usize> = const { Cell::new(0) };
+}
+
 impl ChunkFlows {
+    /// Empty, with room for as many segments as the last chunk this thread folded had.
+    pub(crate) fn sized_like_the_last() -> Self {
+        let n = LAST_SEGMENTS.with(Cell::get);
+        // A shard's share, with an eighth more for the luck of the hash.
+        let per_shard = n.div_ceil(SHARDS) * 9 / 8;
+        ChunkFlows {
+            index: HashTable::with_capacity(n),
+            parts: (0..SHARDS).map(|_| Vec::with_capacity(per_shard)).collect(),
+            max_ts: None,
+            last: None,
+        }
+    }
+
     fn segment(&mut self, (shard, i): (usize, usize)) -> &mut Segment {
         &mut self.parts[shard][i].seg
     }
@@ -680,6 +702,7 @@ impl ChunkFlows {
 
     /// The parts, for the [`FlowTable`]; the index is dropped here, on the worker thread.
     pub fn into_shards(self) -> ShardedFlows {
+        LAST_SEGMENTS.with(|n| n.set(self.len()));
         ShardedFlows {
             parts: self.parts,
             max_ts: self.max_ts,
@@ -883,7 +906,7 @@ impl Flow {
                     state(orig, resp),
                     state(resp, orig),
                     o.payload_bytes == 0 && r.payload_bytes == 0,
-                    &self.history(),
+                    || self.history(),
                 )
             }
             IPPROTO_UDP => match (o.packets > 0, r.packets > 0) {
@@ -998,10 +1021,10 @@ mod tests {
                 cf.add(&cfg, p, &seen);
             }
             table.merge(cf.into_shards());
-            out.extend(table.take_retired());
+            out.extend(table.take_retired().into_vec());
         }
         let (rest, stats) = table.finish();
-        out.extend(rest);
+        out.extend(rest.into_vec());
         out.sort_by_key(|f| f.seg.first_frame);
         assert_eq!(stats.flows as usize, out.len());
         (out, stats)

@@ -257,12 +257,12 @@ mod tests {
                 cf.add(&cfg, p, &Seen::packet(frame, ts * SECOND_NS, 60, p));
             }
             table.merge(cf.into_shards());
-            for f in table.take_retired() {
-                w.write(&f, false).expect("write");
+            for f in table.take_retired().iter() {
+                w.write(f, false).expect("write");
             }
         }
-        for f in table.take_live() {
-            w.write(&f, true).expect("write");
+        for f in table.take_live().iter() {
+            w.write(f, true).expect("write");
         }
         w.finish(table.now()).expect("finish")
     }
@@ -277,10 +277,10 @@ mod tests {
                 table.merge_part(f, open);
             }
             table.range_done(r.max_ts());
-            out.extend(table.take_retired());
+            out.extend(table.take_retired().into_vec());
         }
         let (rest, stats) = table.finish();
-        out.extend(rest);
+        out.extend(rest.into_vec());
         out.sort_by_key(|f| f.seg.first_frame);
         (out, stats)
     }

@@ -104,10 +104,10 @@ pub fn flow_schema() -> SchemaRef {
 }
 
 /// The rows of `flows` as a batch of [`flow_schema`].
-pub fn flows_batch(
+pub fn flows_batch<'a>(
     capture: &str,
     cfg: &FlowConfig,
-    flows: &[Flow],
+    flows: impl ExactSizeIterator<Item = &'a Flow>,
 ) -> Result<RecordBatch, ArrowError> {
     let n = flows.len();
     let mut community_id = StringBuilder::with_capacity(n, n * 30);

@@ -45,10 +45,16 @@ impl History {
     }
 
     pub(super) fn has(&self, letter: u8, side: usize) -> bool {
-        LETTERS
-            .iter()
-            .position(|&l| l == letter)
-            .is_some_and(|i| self.seen & 1 << (i * 2 + side) != 0)
+        let i = match letter {
+            b'S' => L_SYN,
+            b'H' => L_SYNACK,
+            b'A' => L_ACK,
+            b'D' => L_DATA,
+            b'F' => L_FIN,
+            b'R' => L_RST,
+            _ => return false,
+        };
+        self.seen & 1 << (i * 2 + side) != 0
     }
 
     /// A FIN from each side, or a RST from either: the connection is over.
@@ -68,12 +74,13 @@ pub(super) enum TcpState {
     Reset,
 }
 
-/// Zeek's `conn_state()` (base/protocols/conn/main.zeek) over the two endpoint states.
-pub(super) fn zeek_tcp_state(
+/// Zeek's `conn_state()` (base/protocols/conn/main.zeek) over the two endpoint states;
+/// `history` gives the history string, which only an originator's reset asks for.
+pub(super) fn zeek_tcp_state<H: std::ops::Deref<Target = str>>(
     os: TcpState,
     rs: TcpState,
     no_payload: bool,
-    history: &str,
+    history: impl FnOnce() -> H,
 ) -> &'static str {
     use TcpState::*;
     let o_inactive = matches!(os, Inactive | Partial);
@@ -89,7 +96,8 @@ pub(super) fn zeek_tcp_state(
     } else if os == Reset {
         if r_inactive {
             // /^?S[^HAFGIQ]*R.*/
-            let h = history.strip_prefix('^').unwrap_or(history);
+            let history = history();
+            let h = history.strip_prefix('^').unwrap_or(&history);
             match h.strip_prefix('S') {
                 Some(rest) => {
                     let before_r = rest.split('R').next().unwrap_or(rest);

@@ -141,29 +141,68 @@ fn eviction_rank(seg: &Segment) -> u64 {
     class << 62 | seg.last_frame.min((1 << 62) - 1)
 }
 
-/// Flows (one list per shard) by first frame; flows of one frame (a tunnel's own flow and the
-/// flow inside it) outermost first, then by shard and position.
+/// Flows the table handed on (one list per shard), in file order: by first frame; flows of one
+/// frame (a tunnel's own flow and the flow inside it) outermost first, then by shard and
+/// position.
 ///
-/// Flows are big (over 200 bytes), so they are not sorted but placed: their (first frame, depth,
-/// shard, position) keys are sorted, and each flow moved once, to its place.
-fn file_order(shards: Vec<Vec<Flow>>) -> Vec<Flow> {
-    let mut order: Vec<(u64, usize, usize, usize)> =
-        Vec::with_capacity(shards.iter().map(Vec::len).sum());
-    for (shard, flows) in shards.iter().enumerate() {
-        order.extend(flows.iter().enumerate().map(|(i, f)| {
-            let depth = f.seg.envelope.as_ref().map_or(0, |e| e.layers().len());
-            (f.seg.first_frame, depth, shard, i)
-        }));
+/// Flows are big (over 200 bytes), so they are neither sorted nor moved: their (first frame,
+/// depth, shard, position) keys are sorted, and the flows are read through them where they lie.
+#[derive(Default)]
+pub struct InFileOrder {
+    shards: Vec<Vec<Flow>>,
+    /// (first frame, depth, shard, position in the shard's list), sorted.
+    order: Vec<(u64, usize, u32, u32)>,
+}
+
+impl InFileOrder {
+    fn new(shards: Vec<Vec<Flow>>) -> Self {
+        let mut order = Vec::with_capacity(shards.iter().map(Vec::len).sum());
+        for (shard, flows) in (0u32..).zip(&shards) {
+            order.extend((0u32..).zip(flows).map(|(i, f)| {
+                let depth = f.seg.envelope.as_ref().map_or(0, |e| e.layers().len());
+                (f.seg.first_frame, depth, shard, i)
+            }));
+        }
+        order.sort_unstable();
+        InFileOrder { shards, order }
     }
-    order.sort_unstable();
-    let mut slots: Vec<Vec<Option<Flow>>> = shards
-        .into_iter()
-        .map(|flows| flows.into_iter().map(Some).collect())
-        .collect();
-    order
-        .into_iter()
-        .filter_map(|(_, _, shard, i)| slots[shard][i].take())
-        .collect()
+
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// The flows at positions `range` of the file order.
+    pub fn range(
+        &self,
+        range: std::ops::Range<usize>,
+    ) -> impl ExactSizeIterator<Item = &Flow> + '_ {
+        self.order[range]
+            .iter()
+            .map(|&(_, _, shard, i)| &self.shards[shard as usize][i as usize])
+    }
+
+    /// Every flow, in file order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &Flow> + '_ {
+        self.range(0..self.len())
+    }
+
+    /// The flows themselves, in file order (each moved once, to its place).
+    #[cfg(test)]
+    pub(crate) fn into_vec(self) -> Vec<Flow> {
+        let mut slots: Vec<Vec<Option<Flow>>> = self
+            .shards
+            .into_iter()
+            .map(|flows| flows.into_iter().map(Some).collect())
+            .collect();
+        self.order
+            .into_iter()
+            .filter_map(|(_, _, shard, i)| slots[shard as usize][i as usize].take())
+            .collect()
+    }
 }
 
 /// The flows a shard has let go of, and its totals.
@@ -186,8 +225,10 @@ impl Retired {
         };
         let flow = Flow { key, seg, end };
         self.count += 1;
-        for (n, (s, _)) in self.services.iter_mut().zip(Services::ALL) {
-            *n += u64::from(flow.seg.services.contains(s));
+        if !flow.seg.services.is_empty() {
+            for (n, (s, _)) in self.services.iter_mut().zip(Services::ALL) {
+                *n += u64::from(flow.seg.services.contains(s));
+            }
         }
         let top = &mut self.top;
         // The top flows are conversations: a tunnel's own flow repeats the bytes of the
@@ -311,7 +352,8 @@ impl Shard {
             return;
         }
         let (_, &mut cut, _) = self.ranks.select_nth_unstable(n - 1);
-        // Each victim goes straight from the table to the retired flows.
+        // Each victim goes straight from the table to the retired flows, which grow once.
+        self.out.flows.reserve(n);
         for (_, key, seg) in self
             .live
             .extract_if(|(_, _, seg)| eviction_rank(seg) <= cut)
@@ -417,8 +459,8 @@ impl FlowTable {
     }
 
     /// End of a split capture's range: the flows still live, not retired (they are open, to
-    /// be merged with the next range's), in [`file_order`]; the table is left empty.
-    pub fn take_live(&mut self) -> Vec<Flow> {
+    /// be merged with the next range's), in file order; the table is left empty.
+    pub fn take_live(&mut self) -> InFileOrder {
         let live = self.shards.iter_mut().map(|s| {
             s.heap = 0;
             std::mem::take(&mut s.live)
@@ -430,12 +472,12 @@ impl FlowTable {
                 })
                 .collect()
         });
-        file_order(live.collect())
+        InFileOrder::new(live.collect())
     }
 
-    /// The flows retired since the last call, in [`file_order`].
-    pub fn take_retired(&mut self) -> Vec<Flow> {
-        file_order(
+    /// The flows retired since the last call, in file order.
+    pub fn take_retired(&mut self) -> InFileOrder {
+        InFileOrder::new(
             self.shards
                 .iter_mut()
                 .map(|s| std::mem::take(&mut s.out.flows))
@@ -445,7 +487,7 @@ impl FlowTable {
 
     /// End of capture: every live flow is retired; returns them (by first frame) and the
     /// totals. The tables' memory is given back before the rows are built.
-    pub fn finish(&mut self) -> (Vec<Flow>, FlowStats) {
+    pub fn finish(&mut self) -> (InFileOrder, FlowStats) {
         let mut stats = FlowStats {
             community_id_seed: self.cfg.community_id_seed,
             ..FlowStats::default()
@@ -491,6 +533,32 @@ mod tests {
         }
         // Tiny budgets still hold a few flows per shard.
         assert!(Budget::of(0).max_live >= 7);
+    }
+
+    #[test]
+    fn flows_are_read_in_file_order_where_they_lie() {
+        let flow = |port: u16, first_frame: u64| {
+            let mut f = crate::flows::worst_case_flow(port);
+            f.seg.first_frame = first_frame;
+            f
+        };
+        // Each shard's flows in the order they retired, which is not the file's.
+        let ordered = InFileOrder::new(vec![
+            vec![flow(0, 9), flow(1, 2)],
+            vec![],
+            vec![flow(2, 5), flow(3, 2), flow(4, 1)],
+        ]);
+        let ports = |flows: Vec<&Flow>| -> Vec<u16> {
+            flows.iter().map(|f| f.key.b.port.unwrap_or(0)).collect()
+        };
+        // By first frame; flows of one frame by shard, then by position.
+        assert_eq!(ordered.len(), 5);
+        assert_eq!(ports(ordered.iter().collect()), [4, 1, 3, 2, 0]);
+        assert_eq!(ordered.range(1..3).len(), 2);
+        assert_eq!(ports(ordered.range(1..3).collect()), [1, 3]);
+        assert!(ports(ordered.range(5..5).collect()).is_empty());
+        let moved = ordered.into_vec();
+        assert_eq!(ports(moved.iter().collect()), [4, 1, 3, 2, 0]);
     }
 
     #[test]
