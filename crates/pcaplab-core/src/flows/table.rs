@@ -169,10 +169,13 @@ impl InFileOrder {
             .into_iter()
             .map(|flows| flows.into_iter().map(Some).collect())
             .collect();
-        let flows = order
-            .into_iter()
-            .filter_map(|(_, _, shard, i)| slots[shard][i].take())
-            .collect();
+        // Sized once: the list is kept until its row groups are written.
+        let mut flows = Vec::with_capacity(order.len());
+        flows.extend(
+            order
+                .into_iter()
+                .filter_map(|(_, _, shard, i)| slots[shard][i].take()),
+        );
         InFileOrder { flows }
     }
 
