@@ -16,7 +16,7 @@ use crate::dissect::defrag::ChunkDatagrams;
 use crate::dissect::frag::Expired;
 use crate::dissect::{Addr, Envelope, FragKey, Fragments, Packet, dissect_with};
 use crate::flows::{ChunkFlows, FlowConfig, FlowKey, Seen, key_of};
-use crate::reader::{Chunk, NO_TIMESTAMP};
+use crate::reader::{Chunk, FrameMeta, NO_TIMESTAMP, RecordSpan};
 use crate::summary::{Counter, Summary};
 
 /// Column names, in schema order.
@@ -489,6 +489,147 @@ impl Builders {
         self.frag_next = n;
     }
 
+    /// The chunk's batch: `n` rows of capture `capture`.
+    fn batch(mut self, capture: &str, n: usize) -> Result<RecordBatch, ArrowError> {
+        let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            capture, n,
+        )));
+        let columns: Vec<ArrayRef> = vec![
+            capture,
+            Arc::new(self.frame_number.finish()),
+            Arc::new(self.ts.finish()),
+            Arc::new(self.interface_id.finish()),
+            Arc::new(self.link_type.finish()),
+            Arc::new(self.cap_len.finish()),
+            Arc::new(self.wire_len.finish()),
+            Arc::new(self.record_offset.finish()),
+            Arc::new(self.record_len.finish()),
+            Arc::new(self.src_mac.finish()),
+            Arc::new(self.dst_mac.finish()),
+            Arc::new(self.ethertype.finish()),
+            Arc::new(self.vlan_ids.finish()),
+            Arc::new(self.ip_version.finish()),
+            Arc::new(self.src_ip.finish()),
+            Arc::new(self.dst_ip.finish()),
+            Arc::new(self.ip_proto.finish()),
+            Arc::new(self.ip_len.finish()),
+            Arc::new(self.ttl.finish()),
+            Arc::new(self.frag_offset.finish()),
+            Arc::new(self.more_fragments.finish()),
+            Arc::new(self.src_port.finish()),
+            Arc::new(self.dst_port.finish()),
+            Arc::new(self.tcp_flags.finish()),
+            Arc::new(self.icmp_type.finish()),
+            Arc::new(self.icmp_code.finish()),
+            Arc::new(self.payload_len.finish()),
+            Arc::new(self.decode_error.finish()),
+            Arc::new(self.dns_qname.finish()),
+            Arc::new(self.dns_qtype.finish()),
+            Arc::new(self.dns_rcode.finish()),
+            Arc::new(self.dns_answers.finish()),
+            Arc::new(self.tls_sni.finish()),
+            Arc::new(self.tls_ja3.finish()),
+            Arc::new(self.tls_ja4.finish()),
+            Arc::new(self.tls_alpn.finish()),
+            Arc::new(self.tls_version.finish()),
+            Arc::new(self.quic_version.finish()),
+            Arc::new(self.http_method.finish()),
+            Arc::new(self.http_host.finish()),
+            Arc::new(self.http_uri.finish()),
+            Arc::new(self.http_user_agent.finish()),
+            Arc::new(self.http_status.finish()),
+            Arc::new(self.http_content_type.finish()),
+            Arc::new(self.ssh_banner.finish()),
+            Arc::new(self.dhcp_msg_type.finish()),
+            Arc::new(self.dhcp_hostname.finish()),
+            Arc::new(self.dhcp_addr.finish()),
+            Arc::new(self.tunnels.finish()),
+            Arc::new(self.tunnel_id.finish()),
+            Arc::new(self.outer_src_ip.finish()),
+            Arc::new(self.outer_dst_ip.finish()),
+            Arc::new(self.outer_src_port.finish()),
+            Arc::new(self.outer_dst_port.finish()),
+            Arc::new(self.frag_datagram.finish()),
+            Arc::new(self.frag_count.finish()),
+        ];
+        RecordBatch::try_new(schema(), columns)
+    }
+
+    /// Frame `frame`'s own columns (all but the sparse ones: application fields, tunnels,
+    /// fragments), from its record and its dissection `p`.
+    fn frame_row(
+        &mut self,
+        frame: u64,
+        f: &FrameMeta,
+        record: RecordSpan,
+        p: &Packet,
+        quic: Option<LongPacket>,
+        text: &mut TextBuf,
+    ) {
+        self.frame_number.append_value(frame);
+        if f.ts_ns == NO_TIMESTAMP {
+            self.ts.append_null();
+        } else {
+            self.ts.append_value(f.ts_ns);
+        }
+        self.interface_id.append_value(f.interface_id);
+        self.link_type.append_value(f.link_type);
+        self.cap_len.append_value(f.cap_len);
+        self.wire_len.append_value(f.wire_len);
+        self.record_offset.append_value(record.offset);
+        self.record_len.append_value(record.len);
+        match &p.src_mac {
+            Some(m) => self.src_mac.append_value(text.mac(m)),
+            None => self.src_mac.append_null(),
+        }
+        match &p.dst_mac {
+            Some(m) => self.dst_mac.append_value(text.mac(m)),
+            None => self.dst_mac.append_null(),
+        }
+        self.ethertype.append_option(p.ethertype);
+        if p.vlan_count > 0 {
+            self.vlan_ids.values().append_slice(p.vlans());
+            self.vlan_ids.append(true);
+        } else {
+            self.vlan_ids.append_null();
+        }
+        match &p.ip {
+            Some(ip) => {
+                self.ip_version.append_value(ip.version);
+                self.src_ip.append_value(text.addr(&ip.src));
+                self.dst_ip.append_value(text.addr(&ip.dst));
+                self.ip_proto.append_value(ip.proto);
+                self.ip_len.append_value(ip.len);
+                self.ttl.append_value(ip.ttl);
+                self.frag_offset.append_value(ip.frag_offset);
+                self.more_fragments.append_value(ip.more_fragments);
+            }
+            None => {
+                self.ip_version.append_null();
+                self.src_ip.append_null();
+                self.dst_ip.append_null();
+                self.ip_proto.append_null();
+                self.ip_len.append_null();
+                self.ttl.append_null();
+                self.frag_offset.append_null();
+                self.more_fragments.append_null();
+            }
+        }
+        self.src_port.append_option(p.src_port);
+        self.dst_port.append_option(p.dst_port);
+        self.tcp_flags.append_option(p.tcp_flags);
+        self.icmp_type.append_option(p.icmp_type);
+        self.icmp_code.append_option(p.icmp_code);
+        self.payload_len.append_option(p.payload_len);
+        self.quic_version
+            .append_option(quic.and_then(LongPacket::version));
+        // A frame salvaged from a cut record says so, before any dissection error.
+        match f.cut_note(p.error) {
+            Some(note) => self.decode_error.append_value(note),
+            None => self.decode_error.append_option(p.error),
+        }
+    }
+
     fn with_capacity(n: usize) -> Self {
         let strings = || StringBuilder::with_capacity(n, n * 17);
         Builders {
@@ -885,8 +1026,27 @@ pub fn decode_chunk_with(
     chunk: &Chunk,
     flows: Option<&FlowConfig>,
 ) -> Result<Decoded, ArrowError> {
+    decode_chunk_as(capture, chunk, flows, Rows::Build)
+}
+
+/// Whether a decoded chunk's rows are built, or only its statistics and flows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    Build,
+    /// No packet output wants them (`--format flows` or `dynamodb-json` alone): the batch is
+    /// empty, the statistics and flows are those [`Rows::Build`] gives.
+    Skip,
+}
+
+/// [`decode_chunk_with`], building the rows or not.
+pub fn decode_chunk_as(
+    capture: &str,
+    chunk: &Chunk,
+    flows: Option<&FlowConfig>,
+    rows: Rows,
+) -> Result<Decoded, ArrowError> {
     let n = chunk.frames.len();
-    let mut b = Builders::with_capacity(n);
+    let mut b = (rows == Rows::Build).then(|| Builders::with_capacity(n));
     let mut counter = Counter::new();
     let mut p = Packet::default();
     let mut scratch = AppFields::default();
@@ -919,12 +1079,16 @@ pub fn decode_chunk_with(
         dissect_with(f.link_type, data, &mut p, hook);
         let note = notes.next_if(|(at, _)| *at as usize == i).map(|(_, n)| n);
         if let Some(n) = note {
-            b.fragment(i, n.datagram, datagram.map(|d| d.fragments));
+            if let Some(b) = &mut b {
+                b.fragment(i, n.datagram, datagram.map(|d| d.fragments));
+            }
             if p.error.is_none() {
                 p.error = n.error;
             }
         }
-        if !p.env.is_empty() {
+        if let Some(b) = &mut b
+            && !p.env.is_empty()
+        {
             b.envelope(i, &p.env, &mut text);
         }
         counter.add(f, &p);
@@ -953,74 +1117,17 @@ pub fn decode_chunk_with(
             table.add(cfg, &p, &seen);
         }
         messages.settle(&mut counter, chunk_flows.as_mut());
-        if let Some(rows) = messages.ready() {
+        if let (Some(rows), Some(b)) = (messages.ready(), &mut b) {
             b.app_rows(rows);
         }
         if std::mem::take(&mut messages.direct) {
-            b.app_row(i, &scratch);
+            if let Some(b) = &mut b {
+                b.app_row(i, &scratch);
+            }
             scratch.clear();
         }
-        b.frame_number.append_value(frame);
-        if f.ts_ns == NO_TIMESTAMP {
-            b.ts.append_null();
-        } else {
-            b.ts.append_value(f.ts_ns);
-        }
-        b.interface_id.append_value(f.interface_id);
-        b.link_type.append_value(f.link_type);
-        b.cap_len.append_value(f.cap_len);
-        b.wire_len.append_value(f.wire_len);
-        b.record_offset.append_value(record.offset);
-        b.record_len.append_value(record.len);
-        match &p.src_mac {
-            Some(m) => b.src_mac.append_value(text.mac(m)),
-            None => b.src_mac.append_null(),
-        }
-        match &p.dst_mac {
-            Some(m) => b.dst_mac.append_value(text.mac(m)),
-            None => b.dst_mac.append_null(),
-        }
-        b.ethertype.append_option(p.ethertype);
-        if p.vlan_count > 0 {
-            b.vlan_ids.values().append_slice(p.vlans());
-            b.vlan_ids.append(true);
-        } else {
-            b.vlan_ids.append_null();
-        }
-        match &p.ip {
-            Some(ip) => {
-                b.ip_version.append_value(ip.version);
-                b.src_ip.append_value(text.addr(&ip.src));
-                b.dst_ip.append_value(text.addr(&ip.dst));
-                b.ip_proto.append_value(ip.proto);
-                b.ip_len.append_value(ip.len);
-                b.ttl.append_value(ip.ttl);
-                b.frag_offset.append_value(ip.frag_offset);
-                b.more_fragments.append_value(ip.more_fragments);
-            }
-            None => {
-                b.ip_version.append_null();
-                b.src_ip.append_null();
-                b.dst_ip.append_null();
-                b.ip_proto.append_null();
-                b.ip_len.append_null();
-                b.ttl.append_null();
-                b.frag_offset.append_null();
-                b.more_fragments.append_null();
-            }
-        }
-        b.src_port.append_option(p.src_port);
-        b.dst_port.append_option(p.dst_port);
-        b.tcp_flags.append_option(p.tcp_flags);
-        b.icmp_type.append_option(p.icmp_type);
-        b.icmp_code.append_option(p.icmp_code);
-        b.payload_len.append_option(p.payload_len);
-        b.quic_version
-            .append_option(quic.and_then(LongPacket::version));
-        // A frame salvaged from a cut record says so, before any dissection error.
-        match f.cut_note(p.error) {
-            Some(note) => b.decode_error.append_value(note),
-            None => b.decode_error.append_option(p.error),
+        if let Some(b) = &mut b {
+            b.frame_row(frame, f, record, &p, quic, &mut text);
         }
     }
     // Datagrams given up at the end of the capture, after its last frame.
@@ -1030,79 +1137,25 @@ pub fn decode_chunk_with(
             expired_next = expired.next();
         }
     }
-    b.finish_sparse(n);
     // Application fields: sparse, and a message followed over segments lands on the row of
     // the segment that completed it, so they are built after the rows.
     messages.flush();
     messages.settle(&mut counter, chunk_flows.as_mut());
     counter.add_quic(&messages.quic_stats);
-    if let Some(rows) = messages.ready() {
-        b.app_rows(rows);
-    }
-    b.app_end(n);
-    let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
-        capture, n,
-    )));
-    let columns: Vec<ArrayRef> = vec![
-        capture,
-        Arc::new(b.frame_number.finish()),
-        Arc::new(b.ts.finish()),
-        Arc::new(b.interface_id.finish()),
-        Arc::new(b.link_type.finish()),
-        Arc::new(b.cap_len.finish()),
-        Arc::new(b.wire_len.finish()),
-        Arc::new(b.record_offset.finish()),
-        Arc::new(b.record_len.finish()),
-        Arc::new(b.src_mac.finish()),
-        Arc::new(b.dst_mac.finish()),
-        Arc::new(b.ethertype.finish()),
-        Arc::new(b.vlan_ids.finish()),
-        Arc::new(b.ip_version.finish()),
-        Arc::new(b.src_ip.finish()),
-        Arc::new(b.dst_ip.finish()),
-        Arc::new(b.ip_proto.finish()),
-        Arc::new(b.ip_len.finish()),
-        Arc::new(b.ttl.finish()),
-        Arc::new(b.frag_offset.finish()),
-        Arc::new(b.more_fragments.finish()),
-        Arc::new(b.src_port.finish()),
-        Arc::new(b.dst_port.finish()),
-        Arc::new(b.tcp_flags.finish()),
-        Arc::new(b.icmp_type.finish()),
-        Arc::new(b.icmp_code.finish()),
-        Arc::new(b.payload_len.finish()),
-        Arc::new(b.decode_error.finish()),
-        Arc::new(b.dns_qname.finish()),
-        Arc::new(b.dns_qtype.finish()),
-        Arc::new(b.dns_rcode.finish()),
-        Arc::new(b.dns_answers.finish()),
-        Arc::new(b.tls_sni.finish()),
-        Arc::new(b.tls_ja3.finish()),
-        Arc::new(b.tls_ja4.finish()),
-        Arc::new(b.tls_alpn.finish()),
-        Arc::new(b.tls_version.finish()),
-        Arc::new(b.quic_version.finish()),
-        Arc::new(b.http_method.finish()),
-        Arc::new(b.http_host.finish()),
-        Arc::new(b.http_uri.finish()),
-        Arc::new(b.http_user_agent.finish()),
-        Arc::new(b.http_status.finish()),
-        Arc::new(b.http_content_type.finish()),
-        Arc::new(b.ssh_banner.finish()),
-        Arc::new(b.dhcp_msg_type.finish()),
-        Arc::new(b.dhcp_hostname.finish()),
-        Arc::new(b.dhcp_addr.finish()),
-        Arc::new(b.tunnels.finish()),
-        Arc::new(b.tunnel_id.finish()),
-        Arc::new(b.outer_src_ip.finish()),
-        Arc::new(b.outer_dst_ip.finish()),
-        Arc::new(b.outer_src_port.finish()),
-        Arc::new(b.outer_dst_port.finish()),
-        Arc::new(b.frag_datagram.finish()),
-        Arc::new(b.frag_count.finish()),
-    ];
+    let ready = messages.ready();
+    let batch = match b {
+        Some(mut b) => {
+            b.finish_sparse(n);
+            if let Some(rows) = ready {
+                b.app_rows(rows);
+            }
+            b.app_end(n);
+            b.batch(capture, n)?
+        }
+        None => RecordBatch::new_empty(schema()),
+    };
     Ok(Decoded {
-        batch: RecordBatch::try_new(schema(), columns)?,
+        batch,
         summary: counter.finish(),
         flows: chunk_flows,
     })
@@ -1200,6 +1253,23 @@ mod tests {
         assert_eq!(d.summary.http_hosts.get("www.example.com"), Some(&1));
         let flows = d.flows.expect("flows");
         assert_eq!(flows.len(), 1);
+        // Without rows: an empty batch of the schema, the same statistics and flow.
+        let skipped = decode_chunk_as(
+            "x",
+            &chunk_of(&frames),
+            Some(&FlowConfig::default()),
+            Rows::Skip,
+        )
+        .expect("decode");
+        assert_eq!(skipped.batch.num_rows(), 0);
+        assert_eq!(skipped.batch.schema(), schema());
+        assert_eq!(skipped.summary, d.summary);
+        let finished = |chunk: ChunkFlows| {
+            let mut table = crate::flows::FlowTable::new(FlowConfig::default());
+            table.merge(chunk.into_shards());
+            table.finish().0.into_vec()
+        };
+        assert_eq!(finished(skipped.flows.expect("flows")), finished(flows));
     }
 
     #[test]

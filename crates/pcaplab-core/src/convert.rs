@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use parquet::arrow::arrow_writer::ArrowColumnChunk;
 
-use crate::columns::decode_chunk_with;
+use crate::columns::{Rows, decode_chunk_as};
 use crate::dissect::defrag::Defragmenter;
 use crate::dissect::frag::FragConfig;
 use crate::encode::{
@@ -387,7 +387,13 @@ fn encode_chunk(
 ) -> Result<Encoded, ChunkFailure> {
     let first_frame = chunk.first_frame;
     let run = || {
-        let decoded = decode_chunk_with(to.name, &chunk, to.flows)
+        // Without a packet output the rows are not built, only the statistics and flows.
+        let rows = if to.parquet.is_some() || to.csv || to.lab_csv {
+            Rows::Build
+        } else {
+            Rows::Skip
+        };
+        let decoded = decode_chunk_as(to.name, &chunk, to.flows, rows)
             .map_err(|e| ChunkFailure::Internal(first_frame, e.to_string()))?;
         to.spare.give(chunk);
         let batch = &decoded.batch;

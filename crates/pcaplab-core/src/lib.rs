@@ -22,7 +22,7 @@ pub mod split;
 pub mod split_run;
 pub mod summary;
 
-pub use columns::{decode_chunk, decode_chunk_with, schema};
+pub use columns::{Rows, decode_chunk, decode_chunk_as, decode_chunk_with, schema};
 pub use convert::{
     BuildError, ConvertError, Engine, EngineBuilder, Opened, Outputs, OutputsError, Report,
 };

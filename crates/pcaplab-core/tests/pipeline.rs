@@ -170,6 +170,49 @@ fn every_corpus_file_converts_without_panic() {
     assert!(converted >= 68, "{converted}");
 }
 
+/// Without a packet output the rows are not built (`Rows::Skip`): on every corpus capture the
+/// flows (their Parquet, byte for byte) and the statistics must be those of a conversion that
+/// builds them, and a capture that fails must fail alike.
+#[test]
+fn without_a_packet_output_the_flows_and_statistics_are_the_same() {
+    let Some(dir) = corpus() else { return };
+    let e = engine(2, 7);
+    let mut compared = 0;
+    for file in common::manifest_files(&dir) {
+        let bytes = std::fs::read(dir.join(&file)).expect("read");
+        let with_rows = convert(&e, &file, bytes.clone());
+        let mut flows = Vec::new();
+        let without = e.convert(
+            &file,
+            Box::new(Cursor::new(bytes)),
+            Outputs {
+                parquet: None,
+                csv: None,
+                lab_csv: None,
+                flows: Some(Box::new(&mut flows)),
+                flows_csv: None,
+                flow_parts: None,
+                track_flows: true,
+            },
+        );
+        match (with_rows.report, without) {
+            (Ok(a), Ok(b)) => {
+                assert_eq!(a.summary, b.summary, "{file}");
+                assert_eq!(
+                    a.damage.map(|d| d.to_string()),
+                    b.damage.map(|d| d.to_string()),
+                    "{file}"
+                );
+                assert!(flows == with_rows.flows, "{file}: the flow Parquet differs");
+                compared += 1;
+            }
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string(), "{file}"),
+            (a, b) => panic!("{file}: with rows {a:?}, without {b:?}"),
+        }
+    }
+    assert!(compared >= 68, "{compared}");
+}
+
 /// The application columns: a message followed over TCP segments lands on the segment that
 /// completes it when both are in one chunk, on its first segment otherwise.
 const APP_COLUMNS: [&str; 19] = [
