@@ -327,6 +327,28 @@ mod tests {
         }
     }
 
+    /// Found by `merged_ranges_equal_the_whole`: a flow idle past its timeout (300 s) at the
+    /// capture's last packet, 9 s after the last sweep (sweeps run every quarter timeout),
+    /// ended `idle` in the merged ranges and `end_of_capture` in the whole run.
+    #[test]
+    fn a_flow_idle_past_its_timeout_at_the_end_ended_idle_in_every_run() {
+        let cfg = FlowConfig::default();
+        let mut packets: Vec<(i64, Packet)> =
+            (0..17).map(|_| (0, tcp(1, 40000, 2, 80, SYN))).collect();
+        packets.push((292, tcp(1, 40001, 2, 80, SYN)));
+        packets.push((301, tcp(1, 40001, 2, 80, SYN)));
+        let ends = |flows: &[Flow]| flows.iter().map(|f| f.end).collect::<Vec<_>>();
+        let want = [EndReason::Idle, EndReason::EndOfCapture];
+        for chunk in [1, 3, packets.len()] {
+            let (whole, _) = run_with_stats(cfg, &packets, chunk);
+            assert_eq!(ends(&whole), want, "chunks of {chunk}");
+        }
+        for cuts in [&[][..], &[17], &[5, 18]] {
+            let (merged, _) = merge(cfg, &split(cfg, &packets, cuts));
+            assert_eq!(ends(&merged), want, "cut at {cuts:?}");
+        }
+    }
+
     #[test]
     fn a_flow_across_three_ranges_is_one_flow() {
         let cfg = FlowConfig::default();

@@ -485,8 +485,12 @@ impl FlowTable {
     }
 
     /// End of capture: every live flow is retired; returns them (by first frame) and the
-    /// totals. The tables' memory is given back before the rows are built.
+    /// totals. The tables' memory is given back before the rows are built. A flow idle past
+    /// its timeout at the capture's latest timestamp ended `idle`, whether or not a sweep
+    /// (which runs only every quarter timeout) had reached it yet: the end reason does not
+    /// depend on where the chunks or a split capture's ranges fall.
     pub fn finish(&mut self) -> (InFileOrder, FlowStats) {
+        self.range_done(None);
         let mut stats = FlowStats {
             community_id_seed: self.cfg.community_id_seed,
             ..FlowStats::default()
