@@ -14,6 +14,7 @@
 # Each is converted as the Lambda function and the watcher convert it, the flows and the
 # summary item included:
 #   pcaplab convert INPUT --out DIR --format parquet,flows,dynamodb-json --jobs JOBS --quiet
+# (FORMATS=… replaces that --format list, e.g. FORMATS=flows to time the flow table alone)
 # RUNS times (default 3) under /usr/bin/time -v, and per input it prints: packets (capinfos),
 # median wall time, packets/s at that median, median CPU seconds (user + sys), median peak RSS,
 # the flows written (the flow Parquet's row count, read with the project venv's pyarrow; "?"
@@ -44,7 +45,7 @@ copies="${COPIES:-120}"
 read -r -a flood_sizes <<<"${SIZES:-1000000 4000000}"
 read -r -a scan_sizes <<<"${SCAN_SIZES:-1000000}"
 runs="${RUNS:-3}"
-formats=parquet,flows,dynamodb-json
+formats="${FORMATS:-parquet,flows,dynamodb-json}"
 jobs="${JOBS:-$(nproc)}"
 read -r -a new_args <<<"${EXTRA_ARGS:-} ${NEW_ARGS:-}"
 read -r -a base_args <<<"${BASE_ARGS:-}"
