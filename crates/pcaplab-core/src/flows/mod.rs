@@ -876,22 +876,22 @@ impl Flow {
             IPPROTO_TCP => {
                 let h = &self.seg.history;
                 let state = |side: usize, other: usize| -> TcpState {
-                    let sent = |l: u8| h.has(l, side);
-                    if sent(b'R') {
+                    let sent = |l: usize| h.has(l, side);
+                    if sent(L_RST) {
                         TcpState::Reset
-                    } else if sent(b'F') {
+                    } else if sent(L_FIN) {
                         TcpState::Closed
-                    } else if sent(b'S') || sent(b'H') {
+                    } else if sent(L_SYN) || sent(L_SYNACK) {
                         // Established once the peer has answered (and the handshake's
                         // third packet, or later data, came back).
-                        let answered = if sent(b'S') {
-                            h.has(b'H', other) && (sent(b'A') || sent(b'D'))
+                        let answered = if sent(L_SYN) {
+                            h.has(L_SYNACK, other) && (sent(L_ACK) || sent(L_DATA))
                         } else {
-                            h.has(b'A', other) || h.has(b'D', other)
+                            h.has(L_ACK, other) || h.has(L_DATA, other)
                         };
                         if answered {
                             TcpState::Established
-                        } else if sent(b'S') {
+                        } else if sent(L_SYN) {
                             TcpState::SynSent
                         } else {
                             TcpState::SynAckSent

@@ -44,22 +44,14 @@ impl History {
             .map(|c| (LETTERS[usize::from(c / 2)], usize::from(c % 2)))
     }
 
-    pub(super) fn has(&self, letter: u8, side: usize) -> bool {
-        let i = match letter {
-            b'S' => L_SYN,
-            b'H' => L_SYNACK,
-            b'A' => L_ACK,
-            b'D' => L_DATA,
-            b'F' => L_FIN,
-            b'R' => L_RST,
-            _ => return false,
-        };
-        self.seen & 1 << (i * 2 + side) != 0
+    /// Whether `side` sent the event `l` (one of the `L_` indices into [`LETTERS`]).
+    pub(super) fn has(&self, l: usize, side: usize) -> bool {
+        self.seen & 1 << (l * 2 + side) != 0
     }
 
     /// A FIN from each side, or a RST from either: the connection is over.
     pub(super) fn closed(&self) -> bool {
-        (self.has(b'F', 0) && self.has(b'F', 1)) || self.has(b'R', 0) || self.has(b'R', 1)
+        (self.has(L_FIN, 0) && self.has(L_FIN, 1)) || self.has(L_RST, 0) || self.has(L_RST, 1)
     }
 }
 

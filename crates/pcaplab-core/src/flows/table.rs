@@ -445,6 +445,11 @@ impl FlowTable {
         if let Some(t) = max_ts {
             self.now = Some(self.now.map_or(t, |n| n.max(t)));
         }
+        self.sweep_now();
+    }
+
+    /// Retire the flows idle for longer than their timeout at the latest timestamp merged.
+    fn sweep_now(&mut self) {
         if let Some(now) = self.now {
             let cfg = &self.cfg;
             self.shards.par_iter_mut().for_each(|s| s.sweep(cfg, now));
@@ -490,7 +495,7 @@ impl FlowTable {
     /// (which runs only every quarter timeout) had reached it yet: the end reason does not
     /// depend on where the chunks or a split capture's ranges fall.
     pub fn finish(&mut self) -> (InFileOrder, FlowStats) {
-        self.range_done(None);
+        self.sweep_now();
         let mut stats = FlowStats {
             community_id_seed: self.cfg.community_id_seed,
             ..FlowStats::default()
