@@ -489,8 +489,19 @@ impl Builders {
         self.frag_next = n;
     }
 
-    /// The chunk's batch: `n` rows of capture `capture`.
-    fn batch(mut self, capture: &str, n: usize) -> Result<RecordBatch, ArrowError> {
+    /// The chunk's batch: `n` rows of capture `capture`, once the sparse columns are filled
+    /// to the end and `ready`, the application fields of the messages completed last, are in.
+    fn batch(
+        mut self,
+        capture: &str,
+        n: usize,
+        ready: Option<Vec<(usize, AppFields)>>,
+    ) -> Result<RecordBatch, ArrowError> {
+        self.finish_sparse(n);
+        if let Some(rows) = ready {
+            self.app_rows(rows);
+        }
+        self.app_end(n);
         let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
             capture, n,
         )));
@@ -1144,14 +1155,7 @@ pub fn decode_chunk_as(
     counter.add_quic(&messages.quic_stats);
     let ready = messages.ready();
     let batch = match b {
-        Some(mut b) => {
-            b.finish_sparse(n);
-            if let Some(rows) = ready {
-                b.app_rows(rows);
-            }
-            b.app_end(n);
-            b.batch(capture, n)?
-        }
+        Some(b) => b.batch(capture, n, ready)?,
         None => RecordBatch::new_empty(schema()),
     };
     Ok(Decoded {
