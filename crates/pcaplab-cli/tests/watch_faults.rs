@@ -24,6 +24,8 @@
 //!    unhealthy on `/healthz` for a while, keeps going and then processes the waiting messages.
 //! 6. Poll mode: claims throttled, and a claim whose answer was lost (its retry finds the lease
 //!    its own): each capture converted once, no lease left.
+//! 7. Poll mode with a slow `sns:Publish`: a lease renewal falls between the item's write (which
+//!    ends the lease) and the announcement — the work finishes and announces, no lease "lost".
 //!
 //! Needs `$PCAPLAB_PYTHON` (boto3, moto[server], pyarrow); without it each test prints a loud
 //! SKIPPED line, or fails under `$PCAPLAB_REQUIRE_ALL` (as in CI).
@@ -729,6 +731,74 @@ fn poll_mode_claims_survive_throttling_and_a_lost_answer() {
         assert_eq!(w.conversions(name).len(), 1, "{name}: {}", w.log_text());
     }
     lab.assert_effect(&captures);
+    let leases = lab.moto.py(
+        "for it in items():\n    emit('lease', it['s3Id']['S'], 'lease_owner' in it)",
+        &[],
+    );
+    assert!(
+        fields(&leases, "lease").iter().all(|f| f[1] == "False"),
+        "{leases}"
+    );
+    w.stop("TERM");
+}
+
+/// 7. Poll mode, `--sns-topic-arn`, and each `sns:Publish` held back 2.5 s (the lease, 3 s, is
+///    renewed every second): the item's write ends the lease while the announcement is still
+///    on its way, so a renewal finds the lease gone. That is the work's own result, not a lease
+///    lost to another watcher: the conversion finishes, announces once, and is not taken again.
+#[test]
+fn a_renewal_after_the_result_is_written_lets_the_work_announce() {
+    let Some(lab) = Lab::start(10) else { return };
+    let p = &lab.proxy;
+    lab.upload("s.pcap", 20_000);
+    p.inject(Rule::new(
+        "sns:Publish",
+        Fault::Delay(Duration::from_millis(2_500)),
+    ));
+    let topic = lab.topic.clone();
+    let mut w = Watcher::start(
+        &lab.moto,
+        &lab.proxy.endpoint(),
+        lab.dir.path(),
+        "poll-sns",
+        &[
+            "--poll",
+            "s3://captures/in/",
+            "--interval",
+            "1s",
+            "--lease",
+            "3s",
+            "--out",
+            "s3://results/",
+            "--dynamodb-table",
+            TABLE,
+            "--format",
+            "parquet",
+            "--sns-topic-arn",
+            &topic,
+        ],
+    );
+    wait_until_or(
+        "the capture converted and announced",
+        Duration::from_secs(60),
+        &w,
+        || !w.conversions("s.pcap").is_empty(),
+    );
+    // A few more rounds: nothing is converted again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(p.faults("sns:Publish"), 1, "{:?}", p.seen());
+    assert_eq!(w.conversions("s.pcap").len(), 1, "{}", w.log_text());
+    assert!(
+        w.warnings("the lease ran out").is_empty(),
+        "{}",
+        w.log_text()
+    );
+    assert_eq!(w.metric("pcaplab_watch_claims_total{result=\"lost\"}"), 0.0);
+    let announced = lab.announcements();
+    assert_eq!(announced.len(), 1, "{announced:?}");
+    assert_eq!(announced[0]["s3Id"], "captures/in/s.pcap");
+    assert_eq!(announced[0]["status"], "ok");
+    lab.assert_effect(&[("s.pcap", 20_000)]);
     let leases = lab.moto.py(
         "for it in items():\n    emit('lease', it['s3Id']['S'], 'lease_owner' in it)",
         &[],

@@ -288,6 +288,33 @@ pub enum Claimed {
     Held { owner: String },
 }
 
+/// What a lease renewal found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Renewal {
+    /// The caller's lease runs on.
+    Renewed,
+    /// The item records the claimed version's result and holds no lease: the lease ended because
+    /// the result was written — by the caller's own work, in its last steps (announcing, deleting
+    /// stale outputs), or by a watcher that took over. Either way nothing is lost by finishing.
+    Recorded,
+    /// The lease is another watcher's now, or was given up: the caller's work is not wanted.
+    Lost,
+}
+
+impl Renewal {
+    /// Why a renewal's condition (`lease_owner = caller`) failed, from the item as it was then.
+    fn refused(item: &HashMap<String, AttributeValue>, etag: &str) -> Renewal {
+        let (bare, quoted) = etag_forms(etag);
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
+        if text("lease_owner").is_none() && text("etag").is_some_and(|e| *e == bare || *e == quoted)
+        {
+            Renewal::Recorded
+        } else {
+            Renewal::Lost
+        }
+    }
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -330,6 +357,32 @@ where
     }
 }
 
+/// A conditional `UpdateItem`'s result that asked for the item on a failed condition:
+/// `Ok(None)` updated, `Ok(Some(item))` its condition did not hold and this was the item then.
+fn update_refused<O, R>(
+    table: &str,
+    s3_id: &str,
+    result: Result<O, SdkError<UpdateItemError, R>>,
+) -> Result<Option<HashMap<String, AttributeValue>>, TableError>
+where
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(None),
+        Err(SdkError::ServiceError(e)) => match e.into_err() {
+            UpdateItemError::ConditionalCheckFailedException(c) => {
+                Ok(Some(c.item.unwrap_or_default()))
+            }
+            other => Err(table_error(
+                table,
+                s3_id,
+                SdkError::<UpdateItemError, ()>::service_error(other, ()),
+            )),
+        },
+        Err(e) => Err(table_error(table, s3_id, e)),
+    }
+}
+
 impl Lease {
     fn until(&self) -> i64 {
         now_ms().saturating_add(i64::try_from(self.duration.as_millis()).unwrap_or(i64::MAX))
@@ -362,33 +415,26 @@ impl Lease {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(Claimed::Taken),
-            Err(SdkError::ServiceError(e)) => match e.into_err() {
-                UpdateItemError::ConditionalCheckFailedException(c) => {
-                    let item = c.item.unwrap_or_default();
-                    let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-                    if text("etag").is_some_and(|e| e == bare || e == quoted) {
-                        Ok(Claimed::Done)
-                    } else {
-                        Ok(Claimed::Held {
-                            owner: text("lease_owner").unwrap_or_default(),
-                        })
-                    }
-                }
-                other => Err(table_error(
-                    &self.table,
-                    s3_id,
-                    SdkError::<UpdateItemError, ()>::service_error(other, ()),
-                )),
-            },
-            Err(e) => Err(table_error(&self.table, s3_id, e)),
+        let Some(item) = update_refused(&self.table, s3_id, result)? else {
+            return Ok(Claimed::Taken);
+        };
+        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
+        if text("etag").is_some_and(|e| e == bare || e == quoted) {
+            Ok(Claimed::Done)
+        } else {
+            Ok(Claimed::Held {
+                owner: text("lease_owner").unwrap_or_default(),
+            })
         }
     }
 
-    /// Extend the caller's lease on `s3_id`. `Ok(false)`: the lease is no longer the caller's
-    /// (it ran out and another watcher claimed the object, or the result was written).
-    pub async fn renew(&self, client: &Client, s3_id: &str) -> Result<bool, TableError> {
+    /// Extend the caller's lease on `s3_id`, claimed for version `etag`.
+    pub async fn renew(
+        &self,
+        client: &Client,
+        s3_id: &str,
+        etag: &str,
+    ) -> Result<Renewal, TableError> {
         let result = client
             .update_item()
             .table_name(&self.table)
@@ -397,9 +443,13 @@ impl Lease {
             .condition_expression("lease_owner = :me")
             .expression_attribute_values(":me", s(&self.owner))
             .expression_attribute_values(":until", n(self.until()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        conditional(&self.table, s3_id, result)
+        Ok(match update_refused(&self.table, s3_id, result)? {
+            None => Renewal::Renewed,
+            Some(item) => Renewal::refused(&item, etag),
+        })
     }
 
     /// Give up the caller's lease on `s3_id` (the work failed or was abandoned): an item that
@@ -434,6 +484,35 @@ impl Lease {
 mod tests {
     use super::*;
     use aws_sdk_dynamodb::error::ErrorMetadata;
+
+    #[test]
+    fn a_refused_renewal_tells_a_written_result_from_a_lost_lease() {
+        let item = |attrs: &[(&str, &str)]| -> HashMap<String, AttributeValue> {
+            attrs.iter().map(|(k, v)| ((*k).to_owned(), s(v))).collect()
+        };
+        // The result for the claimed version, in either ETag form, and no lease: written.
+        for etag in ["abc", "\"abc\""] {
+            assert_eq!(
+                Renewal::refused(&item(&[("s3Id", "b/k"), ("etag", etag)]), "\"abc\""),
+                Renewal::Recorded,
+                "{etag}"
+            );
+        }
+        // Another watcher's lease, even over this version's result: lost.
+        assert_eq!(
+            Renewal::refused(
+                &item(&[("etag", "abc"), ("lease_owner", "w2"), ("lease_until", "1")]),
+                "abc"
+            ),
+            Renewal::Lost
+        );
+        // An older version's result, or the item deleted (a released claim): lost.
+        assert_eq!(
+            Renewal::refused(&item(&[("etag", "old")]), "abc"),
+            Renewal::Lost
+        );
+        assert_eq!(Renewal::refused(&HashMap::new(), "abc"), Renewal::Lost);
+    }
 
     #[test]
     fn an_item_answers_for_its_outputs_and_its_stale_ones() {

@@ -33,7 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{Message as SqsMessage, MessageSystemAttributeName, QueueAttributeName};
-use pcaplab_cloud::table::{Claimed, Lease};
+use pcaplab_cloud::table::{Claimed, Lease, Renewal};
 use pcaplab_cloud::{Aws, JobError, Location, ObjectRef, Outcome, Pipeline, error_chain};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
@@ -834,9 +834,12 @@ impl Poller {
             let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
             loop {
                 tick.tick().await;
-                match self.lease.renew(&self.dynamodb, &s3_id).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
+                match self.lease.renew(&self.dynamodb, &s3_id, &etag).await {
+                    Ok(Renewal::Renewed) => {}
+                    // The item was written (by this work, which is announcing or cleaning up):
+                    // let it finish rather than report the lease lost.
+                    Ok(Renewal::Recorded) => return std::future::pending().await,
+                    Ok(Renewal::Lost) => return,
                     Err(e) => {
                         warn!(object = %object.location(), error = %e, "cannot renew the lease")
                     }
