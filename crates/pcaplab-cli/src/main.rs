@@ -323,6 +323,9 @@ struct EngineArgs {
     /// engine's].
     #[arg(long, value_name = "N", hide = true)]
     row_group_frames: Option<NonZeroUsize>,
+    /// Chunks in flight [default: the engine's].
+    #[arg(long, value_name = "N", hide = true)]
+    slots: Option<NonZeroUsize>,
     /// Flows: a TCP flow idle this long ends; its next packet starts a new flow (Zeek's
     /// default).
     #[arg(long, default_value = "5m", value_parser = duration, value_name = "DURATION")]
@@ -388,6 +391,9 @@ impl EngineArgs {
         }
         if let Some(n) = self.row_group_frames {
             builder = builder.row_group_frames(n.get());
+        }
+        if let Some(n) = self.slots {
+            builder = builder.slots(n.get());
         }
         Ok(builder.build()?)
     }

@@ -152,8 +152,23 @@ pub fn parquet_properties(capture: &str) -> WriterProperties {
             .set_column_dictionary_enabled(path.clone(), false)
             .set_column_encoding(path, Encoding::DELTA_BINARY_PACKED);
     }
+    for (c, limit) in DICTIONARY_LIMITS {
+        b = b.set_column_dictionary_page_size_limit(ColumnPath::from(c), limit);
+    }
     b.build()
 }
+
+/// Addresses and ports repeat on ordinary traffic, where their dictionaries stay small (a few
+/// thousand values in a row group's part); from a spoofed flood or a scan nearly every value is
+/// new, and a dictionary of them costs hashing and memory and saves no bytes. Past these sizes a
+/// column chunk goes on in plain encoding (parquet's default limit: 1 MiB, which a part of
+/// 64 Ki rows never reaches).
+const DICTIONARY_LIMITS: [(&str, usize); 4] = [
+    (col::SRC_IP, 256 << 10),
+    (col::DST_IP, 256 << 10),
+    (col::SRC_PORT, 64 << 10),
+    (col::DST_PORT, 64 << 10),
+];
 
 /// Encodes one batch into a row group's column chunks; shareable across worker threads.
 pub type ParquetEncoder = Arc<ArrowRowGroupWriterFactory>;

@@ -11,7 +11,7 @@ use arrow_array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use pcaplab_core::{ConvertError, Engine, Outputs, ReadError, Report};
 
-use common::corpus;
+use common::{corpus, read_parquet};
 
 struct Converted {
     report: Result<Report, ConvertError>,
@@ -67,15 +67,6 @@ fn sorted_lines(csv: &[u8]) -> Vec<String> {
     rows.sort();
     rows.insert(0, header);
     rows
-}
-
-fn read_parquet(bytes: Vec<u8>) -> Vec<RecordBatch> {
-    ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-        .expect("valid parquet")
-        .build()
-        .expect("reader")
-        .collect::<Result<_, _>>()
-        .expect("batches")
 }
 
 fn rows(batches: &[RecordBatch]) -> usize {
@@ -644,27 +635,103 @@ fn a_fragment_flood_is_bounded_and_counted() {
     assert_eq!(packets, u64::from(frames));
 }
 
+/// An Ethernet frame of a 40-byte TCP segment from `src` to 192.0.2.1 with these flags.
+fn tcp_to_server(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
+    let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
+    f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&[192, 0, 2, 1]);
+    f.extend_from_slice(&sport.to_be_bytes());
+    f.extend_from_slice(&dport.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
+    f
+}
+
+/// The packet table's address and port columns: dictionary-encoded where their values repeat
+/// (ordinary traffic: a few hosts and connections), plain once a row group's dictionary of them
+/// passes its limit (a spoofed flood: every source address and port new) — and either way they
+/// read back as written.
+#[test]
+fn address_and_port_dictionaries_give_way_to_plain_on_a_flood() {
+    use parquet::basic::Encoding;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    const PACKETS: u32 = 40_000;
+    let source = |flood: bool, i: u32| -> ([u8; 4], u16) {
+        if flood {
+            ((0x0a00_0000 + i).to_be_bytes(), 1024 + (i % 60_000) as u16)
+        } else {
+            ([198, 51, 100, (i % 8) as u8], 40_000 + (i % 200) as u16)
+        }
+    };
+    for flood in [false, true] {
+        let mut pcap = PcapWriter::new(50_000);
+        for i in 0..PACKETS {
+            let (src, sport) = source(flood, i);
+            pcap.record(&tcp_to_server(src, sport, 80, 0x02));
+        }
+        let engine = Engine::builder().jobs(1).build().expect("engine");
+        let out = convert(&engine, "shape", pcap.bytes);
+        out.report.expect("report");
+        let file = SerializedFileReader::new(bytes::Bytes::from(out.parquet.clone()))
+            .expect("packet parquet");
+        let meta = file.metadata();
+        assert_eq!(meta.num_row_groups(), 1, "flood {flood}");
+        for column in meta.row_group(0).columns() {
+            let name = column.column_path().string();
+            if !matches!(name.as_str(), "src_ip" | "dst_ip" | "src_port" | "dst_port") {
+                continue;
+            }
+            // The encodings of the chunk's data pages (not of its dictionary page).
+            let data_pages: Vec<Encoding> = column
+                .page_encoding_stats_mask()
+                .expect("page encoding stats")
+                .encodings()
+                .collect();
+            let plain = data_pages.contains(&Encoding::PLAIN);
+            let expect_plain = flood && matches!(name.as_str(), "src_ip" | "src_port");
+            assert_eq!(plain, expect_plain, "flood {flood}, {name}: {data_pages:?}");
+        }
+        let batches = read_parquet(out.parquet);
+        let (mut row, mut ips, mut ports) = (0, 0, 0);
+        for b in &batches {
+            let ip = b
+                .column_by_name("src_ip")
+                .expect("src_ip")
+                .as_string::<i32>();
+            let port = b
+                .column_by_name("src_port")
+                .expect("src_port")
+                .as_primitive::<arrow_array::types::UInt16Type>();
+            for r in 0..b.num_rows() {
+                let (src, sport) = source(flood, row);
+                ips += usize::from(ip.value(r) == std::net::Ipv4Addr::from(src).to_string());
+                ports += usize::from(port.value(r) == sport);
+                row += 1;
+            }
+        }
+        assert_eq!(
+            (row, ips, ports),
+            (PACKETS, PACKETS as usize, PACKETS as usize)
+        );
+    }
+}
+
 /// A spoofed SYN flood (every packet a new flow) with one real conversation through it, under
 /// a flow memory budget far below the flood's flows: every flow is written exactly once, every
 /// packet is in exactly one flow, the evictions are counted, and the conversation is one flow.
 #[test]
 fn a_syn_flood_under_a_flow_budget_loses_and_duplicates_nothing() {
     const SYNS: u32 = 40_000;
-    let tcp = |src: [u8; 4], sport: u16, dport: u16, flags: u8| -> Vec<u8> {
-        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
-        f.extend_from_slice(&[0x45, 0, 0, 40, 0, 0, 0, 0, 64, 6, 0, 0]);
-        f.extend_from_slice(&src);
-        f.extend_from_slice(&[192, 0, 2, 1]);
-        f.extend_from_slice(&sport.to_be_bytes());
-        f.extend_from_slice(&dport.to_be_bytes());
-        f.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xfa, 0xf0, 0, 0, 0, 0]);
-        f
-    };
     let mut pcap = PcapWriter::new(50_000);
     for i in 0..SYNS {
-        pcap.record(&tcp(i.to_be_bytes(), 1024 + (i % 60_000) as u16, 80, 0x02));
+        pcap.record(&tcp_to_server(
+            i.to_be_bytes(),
+            1024 + (i % 60_000) as u16,
+            80,
+            0x02,
+        ));
         if i % 400 == 0 {
-            pcap.record(&tcp([198, 51, 100, 9], 40_000, 443, 0x10));
+            pcap.record(&tcp_to_server([198, 51, 100, 9], 40_000, 443, 0x10));
         }
     }
     let frames = pcap.frames;
