@@ -94,21 +94,38 @@ impl Lab {
         w
     }
 
-    /// `pcaplab watch` through the proxy: the queue, `s3://results/`, the table, Parquet
-    /// only, 1 s long polls, and `args`.
+    /// `pcaplab watch` through the proxy: the queue, 1 s long polls, and `args`.
     fn starting(&self, name: &str, args: &[&str]) -> Watcher {
-        let mut all = vec![
-            "--sqs-queue-url",
-            &self.queue,
+        let queue = ["--sqs-queue-url", &self.queue, "--receive-wait", "1s"];
+        self.launch(name, &queue, args)
+    }
+
+    /// `pcaplab watch` in poll mode through the proxy: `s3://captures/in/` every second, 3 s
+    /// leases, and `args`.
+    fn poller(&self, name: &str, args: &[&str]) -> Watcher {
+        let poll = [
+            "--poll",
+            "s3://captures/in/",
+            "--interval",
+            "1s",
+            "--lease",
+            "3s",
+        ];
+        self.launch(name, &poll, args)
+    }
+
+    /// `pcaplab watch` through the proxy with the `source` arguments, `s3://results/`, the
+    /// table, Parquet only, and `args`.
+    fn launch(&self, name: &str, source: &[&str], args: &[&str]) -> Watcher {
+        let mut all = source.to_vec();
+        all.extend_from_slice(&[
             "--out",
             "s3://results/",
             "--dynamodb-table",
             TABLE,
             "--format",
             "parquet",
-            "--receive-wait",
-            "1s",
-        ];
+        ]);
         all.extend_from_slice(args);
         Watcher::start(
             &self.moto,
@@ -117,6 +134,18 @@ impl Lab {
             name,
             &all,
         )
+    }
+
+    /// No item holds a lease any more.
+    fn assert_no_lease(&self) {
+        let leases = self.moto.py(
+            "for it in items():\n    emit('lease', it['s3Id']['S'], 'lease_owner' in it)",
+            &[],
+        );
+        assert!(
+            fields(&leases, "lease").iter().all(|f| f[1] == "False"),
+            "{leases}"
+        );
     }
 
     /// `(visible, in flight, in the dead-letter queue)`.
@@ -690,26 +719,7 @@ fn poll_mode_claims_survive_throttling_and_a_lost_answer() {
             .matching("p2.pcap")
             .times(1),
     );
-    let mut w = Watcher::start(
-        &lab.moto,
-        &lab.proxy.endpoint(),
-        lab.dir.path(),
-        "poll",
-        &[
-            "--poll",
-            "s3://captures/in/",
-            "--interval",
-            "1s",
-            "--lease",
-            "3s",
-            "--out",
-            "s3://results/",
-            "--dynamodb-table",
-            TABLE,
-            "--format",
-            "parquet",
-        ],
-    );
+    let mut w = lab.poller("poll", &[]);
     let ids: BTreeSet<String> = captures
         .iter()
         .map(|(n, _)| format!("captures/in/{n}"))
@@ -731,14 +741,7 @@ fn poll_mode_claims_survive_throttling_and_a_lost_answer() {
         assert_eq!(w.conversions(name).len(), 1, "{name}: {}", w.log_text());
     }
     lab.assert_effect(&captures);
-    let leases = lab.moto.py(
-        "for it in items():\n    emit('lease', it['s3Id']['S'], 'lease_owner' in it)",
-        &[],
-    );
-    assert!(
-        fields(&leases, "lease").iter().all(|f| f[1] == "False"),
-        "{leases}"
-    );
+    lab.assert_no_lease();
     w.stop("TERM");
 }
 
@@ -756,28 +759,7 @@ fn a_renewal_after_the_result_is_written_lets_the_work_announce() {
         Fault::Delay(Duration::from_millis(2_500)),
     ));
     let topic = lab.topic.clone();
-    let mut w = Watcher::start(
-        &lab.moto,
-        &lab.proxy.endpoint(),
-        lab.dir.path(),
-        "poll-sns",
-        &[
-            "--poll",
-            "s3://captures/in/",
-            "--interval",
-            "1s",
-            "--lease",
-            "3s",
-            "--out",
-            "s3://results/",
-            "--dynamodb-table",
-            TABLE,
-            "--format",
-            "parquet",
-            "--sns-topic-arn",
-            &topic,
-        ],
-    );
+    let mut w = lab.poller("poll-sns", &["--sns-topic-arn", &topic]);
     wait_until_or(
         "the capture converted and announced",
         Duration::from_secs(60),
@@ -799,13 +781,6 @@ fn a_renewal_after_the_result_is_written_lets_the_work_announce() {
     assert_eq!(announced[0]["s3Id"], "captures/in/s.pcap");
     assert_eq!(announced[0]["status"], "ok");
     lab.assert_effect(&[("s.pcap", 20_000)]);
-    let leases = lab.moto.py(
-        "for it in items():\n    emit('lease', it['s3Id']['S'], 'lease_owner' in it)",
-        &[],
-    );
-    assert!(
-        fields(&leases, "lease").iter().all(|f| f[1] == "False"),
-        "{leases}"
-    );
+    lab.assert_no_lease();
     w.stop("TERM");
 }
