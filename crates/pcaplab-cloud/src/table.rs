@@ -295,7 +295,9 @@ pub enum Renewal {
     Renewed,
     /// The item records the claimed version's result and holds no lease: the lease ended because
     /// the result was written — by the caller's own work, in its last steps (announcing, deleting
-    /// stale outputs), or by a watcher that took over. Either way nothing is lost by finishing.
+    /// stale outputs), so it must finish them; or, rarely, by a watcher that took over a lapsed
+    /// lease and finished between two renewals, when finishing writes the same keys and item
+    /// again (and announces a second time).
     Recorded,
     /// The lease is another watcher's now, or was given up: the caller's work is not wanted.
     Lost,
