@@ -306,10 +306,7 @@ pub enum Renewal {
 impl Renewal {
     /// Why a renewal's condition (`lease_owner = caller`) failed, from the item as it was then.
     fn refused(item: &HashMap<String, AttributeValue>, etag: &str) -> Renewal {
-        let (bare, quoted) = etag_forms(etag);
-        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok());
-        if text("lease_owner").is_none() && text("etag").is_some_and(|e| *e == bare || *e == quoted)
-        {
+        if !item.contains_key("lease_owner") && records_version(item, etag) {
             Renewal::Recorded
         } else {
             Renewal::Lost
@@ -336,6 +333,14 @@ fn etag_forms(etag: &str) -> (String, String) {
     let bare = etag.trim_matches('"').to_owned();
     let quoted = format!("\"{bare}\"");
     (bare, quoted)
+}
+
+/// Whether `item` records the result for version `etag` of its object (either ETag form).
+fn records_version(item: &HashMap<String, AttributeValue>, etag: &str) -> bool {
+    let (bare, quoted) = etag_forms(etag);
+    item.get("etag")
+        .and_then(|v| v.as_s().ok())
+        .is_some_and(|e| *e == bare || *e == quoted)
 }
 
 /// A conditional write's result: `Ok(true)` written, `Ok(false)` its condition did not hold.
@@ -420,12 +425,15 @@ impl Lease {
         let Some(item) = update_refused(&self.table, s3_id, result)? else {
             return Ok(Claimed::Taken);
         };
-        let text = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-        if text("etag").is_some_and(|e| e == bare || e == quoted) {
+        if records_version(&item, etag) {
             Ok(Claimed::Done)
         } else {
             Ok(Claimed::Held {
-                owner: text("lease_owner").unwrap_or_default(),
+                owner: item
+                    .get("lease_owner")
+                    .and_then(|v| v.as_s().ok())
+                    .cloned()
+                    .unwrap_or_default(),
             })
         }
     }
