@@ -117,7 +117,10 @@ pub const FLOW_ROW_GROUP: usize = 16 * 1024;
 /// A Parquet sink of the flow table ([`crate::flows::flow_schema`]): [`common_properties`],
 /// with no dictionary for the columns whose values are mostly new in each flow (a dictionary
 /// of unique values only costs hashing): measured, the originator's address and port are
-/// smaller without one on ordinary traffic too.
+/// smaller without one on ordinary traffic too. Frames, timestamps and offsets are delta-encoded:
+/// flows are written in file order, so each is close to the one before (measured on a spoofed
+/// flood's million flows: each of the six columns 1.0–2.4 MB in plain encoding with zstd,
+/// 0.2–0.45 MB delta-encoded, and zstd compresses 48 MB less).
 pub fn flows_parquet_sink<W: Write + Send>(
     out: W,
     capture: &str,
@@ -137,6 +140,16 @@ pub fn flows_parquet_sink<W: Write + Send>(
         f::SRC_PORT,
     ] {
         b = b.set_column_dictionary_enabled(ColumnPath::from(c), false);
+    }
+    for c in [
+        f::FIRST_TS,
+        f::LAST_TS,
+        f::FIRST_FRAME,
+        f::LAST_FRAME,
+        f::FIRST_OFFSET,
+        f::LAST_OFFSET,
+    ] {
+        b = b.set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
     }
     ParquetSink::with_schema(out, crate::flows::flow_schema(), b.build())
 }

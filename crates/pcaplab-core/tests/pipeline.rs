@@ -647,6 +647,27 @@ fn tcp_to_server(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     f
 }
 
+/// The encodings of each column's data pages (not of its dictionary page) in the one row group
+/// of the Parquet file `bytes`.
+fn data_page_encodings(bytes: &[u8]) -> Vec<(String, Vec<parquet::basic::Encoding>)> {
+    use parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = SerializedFileReader::new(bytes::Bytes::from(bytes.to_vec())).expect("parquet");
+    let meta = file.metadata();
+    assert_eq!(meta.num_row_groups(), 1);
+    meta.row_group(0)
+        .columns()
+        .iter()
+        .map(|column| {
+            let encodings = column
+                .page_encoding_stats_mask()
+                .expect("page encoding stats")
+                .encodings()
+                .collect();
+            (column.column_path().string(), encodings)
+        })
+        .collect()
+}
+
 /// The packet table's address and port columns: dictionary-encoded where their values repeat
 /// (ordinary traffic: a few hosts and connections), plain once a row group's dictionary of them
 /// passes its limit (a spoofed flood: every source address and port new) — and either way they
@@ -654,7 +675,6 @@ fn tcp_to_server(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
 #[test]
 fn address_and_port_dictionaries_give_way_to_plain_on_a_flood() {
     use parquet::basic::Encoding;
-    use parquet::file::reader::{FileReader, SerializedFileReader};
     const PACKETS: u32 = 40_000;
     let source = |flood: bool, i: u32| -> ([u8; 4], u16) {
         if flood {
@@ -672,25 +692,17 @@ fn address_and_port_dictionaries_give_way_to_plain_on_a_flood() {
         let engine = Engine::builder().jobs(1).build().expect("engine");
         let out = convert(&engine, "shape", pcap.bytes);
         out.report.expect("report");
-        let file = SerializedFileReader::new(bytes::Bytes::from(out.parquet.clone()))
-            .expect("packet parquet");
-        let meta = file.metadata();
-        assert_eq!(meta.num_row_groups(), 1, "flood {flood}");
-        for column in meta.row_group(0).columns() {
-            let name = column.column_path().string();
+        let mut checked = 0;
+        for (name, data_pages) in data_page_encodings(&out.parquet) {
             if !matches!(name.as_str(), "src_ip" | "dst_ip" | "src_port" | "dst_port") {
                 continue;
             }
-            // The encodings of the chunk's data pages (not of its dictionary page).
-            let data_pages: Vec<Encoding> = column
-                .page_encoding_stats_mask()
-                .expect("page encoding stats")
-                .encodings()
-                .collect();
+            checked += 1;
             let plain = data_pages.contains(&Encoding::PLAIN);
             let expect_plain = flood && matches!(name.as_str(), "src_ip" | "src_port");
             assert_eq!(plain, expect_plain, "flood {flood}, {name}: {data_pages:?}");
         }
+        assert_eq!(checked, 4);
         let batches = read_parquet(out.parquet);
         let (mut row, mut ips, mut ports) = (0, 0, 0);
         for b in &batches {
@@ -714,6 +726,69 @@ fn address_and_port_dictionaries_give_way_to_plain_on_a_flood() {
             (PACKETS, PACKETS as usize, PACKETS as usize)
         );
     }
+}
+
+/// The flow table's frame, timestamp and offset columns are delta-encoded (flows are written
+/// in file order, so each value is close to the one before), and read back as the flows were.
+#[test]
+fn flow_positions_and_times_are_delta_encoded() {
+    use parquet::basic::Encoding;
+    const FLOWS: u32 = 3_000;
+    let mut pcap = PcapWriter::new(50_000);
+    for i in 0..FLOWS {
+        pcap.record(&tcp_to_server(
+            (0x0a00_0000 + i).to_be_bytes(),
+            1024 + i as u16,
+            80,
+            0x02,
+        ));
+    }
+    let frames = pcap.frames;
+    let engine = Engine::builder().jobs(2).build().expect("engine");
+    let out = convert(&engine, "positions", pcap.bytes);
+    out.report.expect("report");
+    let delta = [
+        "first_ts",
+        "last_ts",
+        "first_frame",
+        "last_frame",
+        "first_offset",
+        "last_offset",
+    ];
+    let encodings = data_page_encodings(&out.flows);
+    for name in delta {
+        let (_, data_pages) = encodings
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("a delta column");
+        assert_eq!(data_pages, &[Encoding::DELTA_BINARY_PACKED], "{name}");
+    }
+    // Each flow is one SYN: its frame, offset and time are its packet's (24-byte file header,
+    // 16-byte record headers, 54-byte frames, one every 20 µs).
+    let (mut row, mut start) = (0u64, None);
+    for b in read_parquet(out.flows) {
+        let column = |name: &str| b.column_by_name(name).expect("column").clone();
+        let u64s = |name: &str| {
+            column(name)
+                .as_primitive::<arrow_array::types::UInt64Type>()
+                .values()
+                .to_vec()
+        };
+        let ts = column("first_ts");
+        let ts = ts.as_primitive::<arrow_array::types::TimestampNanosecondType>();
+        let (first_frame, last_frame) = (u64s("first_frame"), u64s("last_frame"));
+        let (first_offset, last_offset) = (u64s("first_offset"), u64s("last_offset"));
+        for r in 0..b.num_rows() {
+            row += 1;
+            assert_eq!((first_frame[r], last_frame[r]), (row, row));
+            let offset = 24 + (row - 1) * (16 + 54);
+            assert_eq!((first_offset[r], last_offset[r]), (offset, offset));
+            let start = *start.get_or_insert(ts.value(r));
+            assert_eq!(ts.value(r), start + (row as i64 - 1) * 20_000);
+        }
+    }
+    assert_eq!(row, u64::from(FLOWS));
+    assert_eq!(frames, FLOWS);
 }
 
 /// A spoofed SYN flood (every packet a new flow) with one real conversation through it, under
