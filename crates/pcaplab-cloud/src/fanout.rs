@@ -443,7 +443,7 @@ impl Job {
         let (ranges, _) = self.object_ranges(&ctx.object).await?;
         let (root, work) = self.work_root(&ctx.object, &ctx.name)?;
         let formats = self.data_formats();
-        let track_flows = self.track_flows() || formats.iter().any(|f| f.is_flows());
+        let track_flows = self.writes_item() || formats.iter().any(|f| f.is_flows());
         let file_name = ctx.object.location().file_name();
 
         let uploads: Uploads = Arc::default();
@@ -595,7 +595,7 @@ impl Job {
         let runtime = Handle::current();
         let mut summary = summary;
         let mut flow_uploads = Vec::new();
-        if self.track_flows() || formats.iter().any(|f| f.is_flows()) {
+        if self.writes_item() || formats.iter().any(|f| f.is_flows()) {
             let mut outputs = Outputs::default();
             for f in formats.iter().copied().filter(|f| f.is_flows()) {
                 let key = layout::key(Output::Data(f), &naming);

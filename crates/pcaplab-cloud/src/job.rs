@@ -27,7 +27,8 @@ use object_store::{ObjectStoreExt, PutPayload};
 use pcaplab_core::split::SplitError;
 use pcaplab_core::split_run::{SplitRunError, splittable};
 use pcaplab_core::{
-    ConvertError, Engine, Format, ItemOutcome, ItemSource, Outputs, ReadError, Report, summary_item,
+    ConvertError, Counts, Engine, Format, ItemOutcome, ItemSource, Outputs, ReadError, Report,
+    summary_item,
 };
 use tokio::runtime::Handle;
 
@@ -679,7 +680,7 @@ impl Job {
         let file_name = req.location.file_name();
         let uploads: Arc<Mutex<Vec<(Output, Upload)>>> = Arc::default();
         let formats = self.data_formats();
-        let track_flows = self.track_flows();
+        let track_flows = self.writes_item();
 
         // A large uncompressed capture, in ranges: its parts, or (when it cannot be split after
         // all: damaged, or its records cannot be told apart) a whole conversion after all.
@@ -789,6 +790,11 @@ impl Job {
                         };
                         let mut outputs = Outputs {
                             track_flows,
+                            counts: if track_flows {
+                                Counts::All
+                            } else {
+                                Counts::Totals
+                            },
                             ..Outputs::default()
                         };
                         for f in formats {
@@ -1064,9 +1070,10 @@ impl Job {
             .collect()
     }
 
-    /// Whether flows are tracked without a flow output: the item's flow count and top flows
-    /// need them.
-    pub(crate) fn track_flows(&self) -> bool {
+    /// Whether a summary item is written (to the table, or as `dynamodb-json`): flows are then
+    /// tracked even without a flow output (the item's flow count and top flows need them),
+    /// and the whole summary is counted, not only its totals.
+    pub(crate) fn writes_item(&self) -> bool {
         self.options.table.is_some() || self.options.outputs.contains(&Output::DynamodbJson)
     }
 

@@ -17,7 +17,7 @@ use crate::dissect::frag::Expired;
 use crate::dissect::{Addr, Envelope, FragKey, Fragments, Packet, dissect_with};
 use crate::flows::{ChunkFlows, FlowConfig, FlowKey, Seen, key_of};
 use crate::reader::{Chunk, FrameMeta, NO_TIMESTAMP, RecordSpan};
-use crate::summary::{Counter, Summary};
+use crate::summary::{Counter, Counts, Summary};
 
 /// Column names, in schema order.
 pub mod col {
@@ -1037,7 +1037,7 @@ pub fn decode_chunk_with(
     chunk: &Chunk,
     flows: Option<&FlowConfig>,
 ) -> Result<Decoded, ArrowError> {
-    decode_chunk_as(capture, chunk, flows, Rows::Build)
+    decode_chunk_as(capture, chunk, flows, Rows::Build, Counts::All)
 }
 
 /// Whether a decoded chunk's rows are built, or only its statistics and flows.
@@ -1049,16 +1049,17 @@ pub enum Rows {
     Skip,
 }
 
-/// [`decode_chunk_with`], building the rows or not.
+/// [`decode_chunk_with`], building the rows or not, counting the whole summary or its totals.
 pub fn decode_chunk_as(
     capture: &str,
     chunk: &Chunk,
     flows: Option<&FlowConfig>,
     rows: Rows,
+    counts: Counts,
 ) -> Result<Decoded, ArrowError> {
     let n = chunk.frames.len();
     let mut b = (rows == Rows::Build).then(|| Builders::with_capacity(n));
-    let mut counter = Counter::new();
+    let mut counter = Counter::new(counts);
     let mut p = Packet::default();
     let mut scratch = AppFields::default();
     let mut text = TextBuf::new();
@@ -1263,11 +1264,29 @@ mod tests {
             &chunk_of(&frames),
             Some(&FlowConfig::default()),
             Rows::Skip,
+            Counts::All,
         )
         .expect("decode");
         assert_eq!(skipped.batch.num_rows(), 0);
         assert_eq!(skipped.batch.schema(), schema());
         assert_eq!(skipped.summary, d.summary);
+        // Only the totals: the same rows and totals, no talkers, ports, names or timeline.
+        let totals = decode_chunk_as("x", &chunk_of(&frames), None, Rows::Build, Counts::Totals)
+            .expect("decode");
+        assert_eq!(totals.batch, d.batch);
+        let s = &d.summary;
+        assert!(!s.talkers.is_empty() && !s.http_hosts.is_empty());
+        assert_ne!(s.ports, Default::default());
+        assert_ne!(s.timeline, Default::default());
+        let detail_cleared = Summary {
+            talkers: Default::default(),
+            ports: Default::default(),
+            timeline: Default::default(),
+            http_hosts: Default::default(),
+            flows: None,
+            ..s.clone()
+        };
+        assert_eq!(totals.summary, detail_cleared);
         let finished = |chunk: ChunkFlows| {
             let mut table = crate::flows::FlowTable::new(FlowConfig::default());
             table.merge(chunk.into_shards());

@@ -37,7 +37,7 @@ use crate::flows::{
 };
 use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, NO_TIMESTAMP, ReadError};
 use crate::row_groups::{GroupDone, GroupError, RowGroups};
-use crate::summary::Summary;
+use crate::summary::{Counts, Summary};
 
 /// Frames per chunk unless set otherwise. Measured (interleaved medians, `--format parquet`):
 /// with row groups of [`DEFAULT_ROW_GROUP_FRAMES`], 8 Ki frames costs the same CPU as 16 Ki
@@ -242,6 +242,9 @@ pub struct Outputs<'a> {
     /// Track flows even without a flow output, for [`Summary::flows`] (the summary item's
     /// flow count and top flows). Flows are always tracked when a flow output is set.
     pub track_flows: bool,
+    /// How much of the [`Report`]'s summary to count: all of it (the default) when a summary
+    /// item is written, else the totals will do.
+    pub counts: Counts,
 }
 
 impl<'a> Outputs<'a> {
@@ -377,6 +380,7 @@ struct ChunkOutputs<'a> {
     csv: bool,
     lab_csv: bool,
     flows: Option<&'a FlowConfig>,
+    counts: Counts,
 }
 
 fn encode_chunk(
@@ -393,7 +397,7 @@ fn encode_chunk(
         } else {
             Rows::Skip
         };
-        let decoded = decode_chunk_as(to.name, &chunk, to.flows, rows)
+        let decoded = decode_chunk_as(to.name, &chunk, to.flows, rows, to.counts)
             .map_err(|e| ChunkFailure::Internal(first_frame, e.to_string()))?;
         to.spare.give(chunk);
         let batch = &decoded.batch;
@@ -891,6 +895,7 @@ impl Engine {
                 csv: want_csv,
                 lab_csv: want_lab,
                 flows: track_flows.then_some(&self.flows),
+                counts: outputs.counts,
             };
             let mut damage = None;
             let mut seq = 0u64;

@@ -280,6 +280,7 @@ fn convert(bytes: Vec<u8>, parquet: bool) {
         flows_csv: Some(sink()),
         flow_parts: None,
         track_flows: true,
+        counts: Default::default(),
     };
     match engine().convert("fuzz", Box::new(Cursor::new(bytes)), outputs) {
         Ok(report) => {

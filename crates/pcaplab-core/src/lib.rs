@@ -33,4 +33,4 @@ pub use item::{AttrValue, Item, ItemSource, Outcome as ItemOutcome, summary_item
 pub use reader::{
     CaptureFormat, CaptureReader, Compression, ReadError, RecordSpan, decompressed, probe, sniff,
 };
-pub use summary::{Summary, Traffic, human_bytes};
+pub use summary::{Counts, Summary, Traffic, human_bytes};

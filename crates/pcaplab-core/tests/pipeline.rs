@@ -45,6 +45,7 @@ fn convert_to(engine: &Engine, name: &str, bytes: Vec<u8>, packets: bool) -> Con
             flows_csv: Some(Box::new(&mut flows_csv)),
             flow_parts: None,
             track_flows: true,
+            counts: Default::default(),
         },
     );
     Converted {
