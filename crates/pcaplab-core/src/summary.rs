@@ -393,8 +393,8 @@ pub enum Counts {
     /// bytes, first and last timestamps, link types, network and IP protocols, tunnels, decode
     /// errors, fragments and QUIC Initials are counted; the talkers, ports, names and timeline
     /// stay empty. Those are the summary's cost per packet (each address pair and name
-    /// looked up, each port counted): measured, 7% of the CPU of small-packet TCP and 19% of
-    /// DNS-heavy traffic converted to Parquet.
+    /// looked up, each port counted): measured, 11% of the CPU of small-packet TCP and 23% of
+    /// DNS-heavy traffic converted to Parquet (`benches/speed.sh`).
     Totals,
 }
 
