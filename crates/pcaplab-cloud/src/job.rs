@@ -680,7 +680,7 @@ impl Job {
         let file_name = req.location.file_name();
         let uploads: Arc<Mutex<Vec<(Output, Upload)>>> = Arc::default();
         let formats = self.data_formats();
-        let track_flows = self.writes_item();
+        let item = self.writes_item();
 
         // A large uncompressed capture, in ranges: its parts, or (when it cannot be split after
         // all: damaged, or its records cannot be told apart) a whole conversion after all.
@@ -707,7 +707,7 @@ impl Job {
                     &names,
                     &root,
                     &formats,
-                    track_flows,
+                    item,
                     range_bytes,
                     concurrency,
                     &started,
@@ -789,12 +789,8 @@ impl Job {
                             date: layout::utc_date(opened.first_ts.or(last_modified).unwrap_or(0)),
                         };
                         let mut outputs = Outputs {
-                            track_flows,
-                            counts: if track_flows {
-                                Counts::All
-                            } else {
-                                Counts::Totals
-                            },
+                            track_flows: item,
+                            counts: Counts::for_item(item),
                             ..Outputs::default()
                         };
                         for f in formats {

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use object_store::path::Path;
 use object_store::{GetOptions, GetRange, ObjectStore};
 use pcaplab_core::split_run::{RangeSource, SplitOutputs, SplitRunError, convert_split};
-use pcaplab_core::{Engine, Format, Opened, Outputs, OutputsError, Report};
+use pcaplab_core::{Counts, Engine, Format, Opened, Outputs, OutputsError, Report};
 use tokio::runtime::Handle;
 
 use crate::io::{StreamReader, Upload, upload};
@@ -159,8 +159,9 @@ impl Names {
 }
 
 /// Convert `source` in ranges of `range_bytes`, `concurrency` at a time; every output's upload
-/// is pushed to `uploads` as it starts (the caller commits or aborts them all). Returns the
-/// report and the number of ranges (parts of each packet output).
+/// is pushed to `uploads` as it starts (the caller commits or aborts them all). `item`: a
+/// summary item will be written (flows are tracked for it, and the whole summary counted).
+/// Returns the report and the number of ranges (parts of each packet output).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn convert_in_ranges(
     engine: &Engine,
@@ -168,7 +169,7 @@ pub(crate) fn convert_in_ranges(
     names: &Names,
     root: &Root,
     formats: &[Format],
-    track_flows: bool,
+    item: bool,
     range_bytes: u64,
     concurrency: usize,
     uploads: &Mutex<Vec<(Output, Upload)>>,
@@ -183,7 +184,10 @@ pub(crate) fn convert_in_ranges(
         |output: Output, key: String| start_upload(&source.runtime, root, uploads, output, key);
     let range = |i: usize, opened: &Opened| -> Result<Outputs<'static>, OutputsError> {
         let naming = names.naming(opened);
-        let mut outputs = Outputs::default();
+        let mut outputs = Outputs {
+            counts: Counts::for_item(item),
+            ..Outputs::default()
+        };
         for &f in formats {
             if !f.is_flows() {
                 let key = layout::part_key(Output::Data(f), &naming, i);
@@ -220,7 +224,7 @@ pub(crate) fn convert_in_ranges(
             range: &range,
             part_writer: &part_writer,
             part_reader: &part_reader,
-            track_flows,
+            track_flows: item,
             flows: &flows,
             flow_outputs,
         },

@@ -398,6 +398,13 @@ pub enum Counts {
     Totals,
 }
 
+impl Counts {
+    /// [`Counts::All`] when a summary item is written, else [`Counts::Totals`].
+    pub fn for_item(item: bool) -> Counts {
+        if item { Counts::All } else { Counts::Totals }
+    }
+}
+
 /// Counts one chunk's packets — in flat arrays where the key space is small (link types,
 /// protocols, ports), in a hash map for addresses — and becomes a [`Summary`] once, at the
 /// end of the chunk.
