@@ -636,6 +636,17 @@ fn a_fragment_flood_is_bounded_and_counted() {
     assert_eq!(packets, u64::from(frames));
 }
 
+/// Packet `i` of a spoofed SYN flood: from 10.0.0.0 + `i`, port 1024 + `i` mod 60,000, to
+/// 192.0.2.1 port 80.
+fn spoofed_syn(i: u32) -> Vec<u8> {
+    let (src, sport) = spoofed_source(i);
+    tcp_to_server(src, sport, 80, 0x02)
+}
+
+fn spoofed_source(i: u32) -> ([u8; 4], u16) {
+    ((0x0a00_0000 + i).to_be_bytes(), 1024 + (i % 60_000) as u16)
+}
+
 /// An Ethernet frame of a 40-byte TCP segment from `src` to 192.0.2.1 with these flags.
 fn tcp_to_server(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 2, 0x08, 0x00];
@@ -679,7 +690,7 @@ fn address_and_port_dictionaries_give_way_to_plain_on_a_flood() {
     const PACKETS: u32 = 40_000;
     let source = |flood: bool, i: u32| -> ([u8; 4], u16) {
         if flood {
-            ((0x0a00_0000 + i).to_be_bytes(), 1024 + (i % 60_000) as u16)
+            spoofed_source(i)
         } else {
             ([198, 51, 100, (i % 8) as u8], 40_000 + (i % 200) as u16)
         }
@@ -737,12 +748,7 @@ fn flow_positions_and_times_are_delta_encoded() {
     const FLOWS: u32 = 3_000;
     let mut pcap = PcapWriter::new(50_000);
     for i in 0..FLOWS {
-        pcap.record(&tcp_to_server(
-            (0x0a00_0000 + i).to_be_bytes(),
-            1024 + i as u16,
-            80,
-            0x02,
-        ));
+        pcap.record(&spoofed_syn(i));
     }
     let frames = pcap.frames;
     let engine = Engine::builder().jobs(2).build().expect("engine");
@@ -800,12 +806,7 @@ fn a_syn_flood_under_a_flow_budget_loses_and_duplicates_nothing() {
     const SYNS: u32 = 40_000;
     let mut pcap = PcapWriter::new(50_000);
     for i in 0..SYNS {
-        pcap.record(&tcp_to_server(
-            i.to_be_bytes(),
-            1024 + (i % 60_000) as u16,
-            80,
-            0x02,
-        ));
+        pcap.record(&spoofed_syn(i));
         if i % 400 == 0 {
             pcap.record(&tcp_to_server([198, 51, 100, 9], 40_000, 443, 0x10));
         }
