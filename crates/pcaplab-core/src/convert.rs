@@ -814,10 +814,9 @@ impl Engine {
                 source: "a range of a split capture writes flow parts, not flow rows (the merge writes those)".into(),
             });
         }
-        let track_flows = outputs.track_flows
-            || outputs.flows.is_some()
-            || outputs.flows_csv.is_some()
-            || outputs.flow_parts.is_some();
+        let flow_rows =
+            outputs.flows.is_some() || outputs.flows_csv.is_some() || outputs.flow_parts.is_some();
+        let track_flows = outputs.track_flows || flow_rows;
         let shared_name: Arc<str> = Arc::from(name);
         let flows = if track_flows {
             let mut csv = outputs.flows_csv;
@@ -828,7 +827,13 @@ impl Engine {
             Some(FlowSinks {
                 capture: Arc::clone(&shared_name),
                 cfg: self.flows,
-                table: FlowTable::new(self.flows),
+                // Without flow rows (the summary item's flow totals only), the retired flows
+                // are counted and dropped, not kept and put in file order for nothing.
+                table: if flow_rows {
+                    FlowTable::new(self.flows)
+                } else {
+                    FlowTable::counting(self.flows)
+                },
                 parquet: outputs
                     .flows
                     .map(|w| flows_parquet_sink(w, name))

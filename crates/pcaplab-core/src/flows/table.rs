@@ -207,8 +207,10 @@ impl InFileOrder {
 /// The flows a shard has let go of, and its totals.
 #[derive(Default)]
 struct Retired {
-    /// Retired since the table last handed them on.
+    /// Retired since the table last handed them on (none kept when the table only counts).
     flows: Vec<Flow>,
+    /// Only the totals and the top flows are wanted ([`FlowTable::counting`]).
+    count_only: bool,
     count: u64,
     evicted: u64,
     services: [u64; Services::ALL.len()],
@@ -238,10 +240,17 @@ impl Retired {
             let at = top
                 .binary_search_by(|x| flow_order(x, &flow))
                 .unwrap_or_else(|i| i);
+            if self.count_only {
+                top.insert(at, flow);
+                top.truncate(TOP_FLOWS);
+                return;
+            }
             top.insert(at, flow.clone());
             top.truncate(TOP_FLOWS);
         }
-        self.flows.push(flow);
+        if !self.count_only {
+            self.flows.push(flow);
+        }
     }
 }
 
@@ -387,6 +396,8 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
+    /// A table that hands on every flow it retires ([`FlowTable::take_retired`]), for the
+    /// flow outputs.
     pub fn new(cfg: FlowConfig) -> Self {
         let budget = Budget::of(cfg.max_bytes);
         FlowTable {
@@ -396,6 +407,18 @@ impl FlowTable {
             now: None,
             swept: None,
         }
+    }
+
+    /// A table for a conversion that writes no flow rows, only the summary item: the flows it
+    /// retires are counted into [`FlowStats`] (totals, evictions, services, the top flows)
+    /// and not kept, so [`FlowTable::take_retired`] and [`FlowTable::finish`] hand on none.
+    /// Which flows there are, and the stats, are those of [`FlowTable::new`].
+    pub fn counting(cfg: FlowConfig) -> Self {
+        let mut table = FlowTable::new(cfg);
+        for s in &mut table.shards {
+            s.out.count_only = true;
+        }
+        table
     }
 
     /// Fold the next chunk's flows in: on the current rayon pool's threads when
@@ -644,6 +667,46 @@ mod tests {
             assert_eq!(talk.len(), 1, "{chunk}");
             assert_eq!(talk[0].packets(), 50);
             assert_eq!(talk[0].end, EndReason::EndOfCapture);
+        }
+    }
+
+    #[test]
+    fn a_counting_table_keeps_no_flow_and_counts_the_same() {
+        // A flood under a tiny budget (evictions, retirements in every merge) and one
+        // conversation among its packets.
+        let cfg = tiny(100);
+        let mut packets = Vec::new();
+        for i in 0..3_000u16 {
+            packets.push(tcp(3, 1000 + i, 2, 80, SYN));
+            if i % 50 == 0 {
+                let mut data = tcp(1, 40000, 2, 443, ACK);
+                data.payload_len = Some(100 + u32::from(i));
+                packets.push(data);
+            }
+        }
+        for chunk in [7, 256] {
+            let (mut rows, mut counting) = (FlowTable::new(cfg), FlowTable::counting(cfg));
+            let mut kept = 0;
+            for (c, part) in packets.chunks(chunk).enumerate() {
+                let shards = || {
+                    let mut cf = ChunkFlows::default();
+                    for (i, p) in part.iter().enumerate() {
+                        let frame = (c * chunk + i + 1) as u64;
+                        cf.add(&cfg, p, &Seen::packet(frame, 1, 60 + i as u32, p));
+                    }
+                    cf.into_shards()
+                };
+                counting.merge(shards());
+                rows.merge(shards());
+                kept += rows.take_retired().len();
+                assert!(counting.take_retired().is_empty(), "{chunk}");
+            }
+            let (rest, stats) = rows.finish();
+            let (none, counted) = counting.finish();
+            assert!(none.is_empty(), "{chunk}");
+            assert_eq!(stats.flows as usize, kept + rest.len());
+            assert!(stats.evicted > 2_000, "{chunk}: {}", stats.evicted);
+            assert_eq!(counted, stats, "{chunk}");
         }
     }
 
