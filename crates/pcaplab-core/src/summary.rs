@@ -509,10 +509,12 @@ thread_local! {
 
 impl Counter {
     pub(crate) fn new(counts: Counts) -> Self {
-        let talkers = LAST_TALKERS.with(Cell::get);
+        let all = counts == Counts::All;
+        // Only the totals: no talkers, and no map for them.
+        let talkers = if all { LAST_TALKERS.with(Cell::get) } else { 0 };
         Counter {
             summary: Summary::default(),
-            all: counts == Counts::All,
+            all,
             link_types: Vec::new(),
             network: [0; NETWORK.len()],
             ip_protos: [0; 256],
@@ -643,7 +645,9 @@ impl Counter {
         if let Some((a, b, run)) = self.pair {
             add_pair(&mut self.talkers, a, b, run);
         }
-        LAST_TALKERS.with(|n| n.set(self.talkers.len()));
+        if self.all {
+            LAST_TALKERS.with(|n| n.set(self.talkers.len()));
+        }
         s.talkers = self.talkers;
         s.ports = PortCounts::of_chunk(&self.ports);
         s.timeline = self.timeline.finish();
