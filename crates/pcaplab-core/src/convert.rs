@@ -449,6 +449,17 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "panic".into())
 }
 
+/// The live flows of a conversion that writes flow rows (`rows`), or only the summary item's
+/// flow totals: then the retired flows are counted and dropped, not kept and put in file order
+/// for nothing.
+fn flow_table(cfg: FlowConfig, rows: bool) -> FlowTable {
+    if rows {
+        FlowTable::new(cfg)
+    } else {
+        FlowTable::counting(cfg)
+    }
+}
+
 /// One row group of flows, encoded for each flow output.
 type FlowGroup =
     Result<(Option<Vec<ArrowColumnChunk>>, Option<Vec<u8>>), (&'static str, EncodeError)>;
@@ -827,13 +838,7 @@ impl Engine {
             Some(FlowSinks {
                 capture: Arc::clone(&shared_name),
                 cfg: self.flows,
-                // Without flow rows (the summary item's flow totals only), the retired flows
-                // are counted and dropped, not kept and put in file order for nothing.
-                table: if flow_rows {
-                    FlowTable::new(self.flows)
-                } else {
-                    FlowTable::counting(self.flows)
-                },
+                table: flow_table(self.flows, flow_rows),
                 parquet: outputs
                     .flows
                     .map(|w| flows_parquet_sink(w, name))
@@ -1014,7 +1019,7 @@ impl Engine {
         let mut sinks = FlowSinks {
             capture: Arc::from(name),
             cfg: self.flows,
-            table: FlowTable::new(self.flows),
+            table: flow_table(self.flows, flows.is_some() || csv.is_some()),
             parquet: flows
                 .map(|w| flows_parquet_sink(w, name))
                 .transpose()
