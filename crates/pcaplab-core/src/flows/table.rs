@@ -240,15 +240,13 @@ impl Retired {
             let at = top
                 .binary_search_by(|x| flow_order(x, &flow))
                 .unwrap_or_else(|i| i);
-            if self.count_only {
-                top.insert(at, flow);
-                top.truncate(TOP_FLOWS);
-                return;
+            // A counting table keeps the flow only here.
+            if !self.count_only {
+                self.flows.push(flow.clone());
             }
-            top.insert(at, flow.clone());
+            top.insert(at, flow);
             top.truncate(TOP_FLOWS);
-        }
-        if !self.count_only {
+        } else if !self.count_only {
             self.flows.push(flow);
         }
     }
