@@ -1040,13 +1040,25 @@ pub fn decode_chunk_with(
     decode_chunk_as(capture, chunk, flows, Rows::Build, Counts::All)
 }
 
-/// Whether a decoded chunk's rows are built, or only its statistics and flows.
+/// Whether rows are built — a decoded chunk's packet rows, a flow table's flow rows — or only
+/// the statistics (and, for a chunk, its flows).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rows {
     Build,
     /// No packet output wants them (`--format flows` or `dynamodb-json` alone): the batch is
     /// empty, the statistics and flows are those [`Rows::Build`] gives.
     Skip,
+}
+
+impl Rows {
+    /// [`Rows::Build`] when some output wants the rows, else [`Rows::Skip`].
+    pub fn wanted(by_an_output: bool) -> Rows {
+        if by_an_output {
+            Rows::Build
+        } else {
+            Rows::Skip
+        }
+    }
 }
 
 /// [`decode_chunk_with`], building the rows or not, counting the whole summary or its totals.
@@ -1288,7 +1300,7 @@ mod tests {
         };
         assert_eq!(totals.summary, detail_cleared);
         let finished = |chunk: ChunkFlows| {
-            let mut table = crate::flows::FlowTable::new(FlowConfig::default());
+            let mut table = crate::flows::FlowTable::new(FlowConfig::default(), Rows::Build);
             table.merge(chunk.into_shards());
             table.finish().0.into_vec()
         };

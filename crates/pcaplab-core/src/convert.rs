@@ -392,11 +392,7 @@ fn encode_chunk(
     let first_frame = chunk.first_frame;
     let run = || {
         // Without a packet output the rows are not built, only the statistics and flows.
-        let rows = if to.parquet.is_some() || to.csv || to.lab_csv {
-            Rows::Build
-        } else {
-            Rows::Skip
-        };
+        let rows = Rows::wanted(to.parquet.is_some() || to.csv || to.lab_csv);
         let decoded = decode_chunk_as(to.name, &chunk, to.flows, rows, to.counts)
             .map_err(|e| ChunkFailure::Internal(first_frame, e.to_string()))?;
         to.spare.give(chunk);
@@ -447,17 +443,6 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "panic".into())
-}
-
-/// The live flows of a conversion that writes flow rows (`rows`), or only the summary item's
-/// flow totals: then the retired flows are counted and dropped, not kept and put in file order
-/// for nothing.
-fn flow_table(cfg: FlowConfig, rows: bool) -> FlowTable {
-    if rows {
-        FlowTable::new(cfg)
-    } else {
-        FlowTable::counting(cfg)
-    }
 }
 
 /// One row group of flows, encoded for each flow output.
@@ -825,9 +810,12 @@ impl Engine {
                 source: "a range of a split capture writes flow parts, not flow rows (the merge writes those)".into(),
             });
         }
-        let flow_rows =
-            outputs.flows.is_some() || outputs.flows_csv.is_some() || outputs.flow_parts.is_some();
-        let track_flows = outputs.track_flows || flow_rows;
+        // Without flow rows (the summary item's flow totals only), the retired flows are
+        // counted and dropped, not kept and put in file order for nothing.
+        let flow_rows = Rows::wanted(
+            outputs.flows.is_some() || outputs.flows_csv.is_some() || outputs.flow_parts.is_some(),
+        );
+        let track_flows = outputs.track_flows || flow_rows == Rows::Build;
         let shared_name: Arc<str> = Arc::from(name);
         let flows = if track_flows {
             let mut csv = outputs.flows_csv;
@@ -838,7 +826,7 @@ impl Engine {
             Some(FlowSinks {
                 capture: Arc::clone(&shared_name),
                 cfg: self.flows,
-                table: flow_table(self.flows, flow_rows),
+                table: FlowTable::new(self.flows, flow_rows),
                 parquet: outputs
                     .flows
                     .map(|w| flows_parquet_sink(w, name))
@@ -1019,7 +1007,7 @@ impl Engine {
         let mut sinks = FlowSinks {
             capture: Arc::from(name),
             cfg: self.flows,
-            table: flow_table(self.flows, flows.is_some() || csv.is_some()),
+            table: FlowTable::new(self.flows, Rows::wanted(flows.is_some() || csv.is_some())),
             parquet: flows
                 .map(|w| flows_parquet_sink(w, name))
                 .transpose()

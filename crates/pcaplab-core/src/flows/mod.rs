@@ -1012,7 +1012,7 @@ mod tests {
         packets: &[(i64, Packet)],
         chunk: usize,
     ) -> (Vec<Flow>, FlowStats) {
-        let mut table = FlowTable::new(cfg);
+        let mut table = FlowTable::new(cfg, crate::columns::Rows::Build);
         let mut out = Vec::new();
         for (c, part) in packets.chunks(chunk).enumerate() {
             let mut cf = ChunkFlows::default();

@@ -248,7 +248,7 @@ mod tests {
     /// What one worker writes for the packets `first..first + part.len()` (frames numbered
     /// from `first + 1`), chunk by chunk, as the engine's flow sinks do.
     fn worker(cfg: FlowConfig, part: &[(i64, Packet)], first: usize, chunk: usize) -> Vec<u8> {
-        let mut table = FlowTable::new(cfg);
+        let mut table = FlowTable::new(cfg, crate::columns::Rows::Build);
         let mut w = PartWriter::new(Vec::new()).expect("part");
         for (c, piece) in part.chunks(chunk).enumerate() {
             let mut cf = ChunkFlows::default();
@@ -269,7 +269,7 @@ mod tests {
 
     /// The merge of the parts, as the engine's does it: every flow written, by first frame.
     fn merge(cfg: FlowConfig, parts: &[Vec<u8>]) -> (Vec<Flow>, super::super::FlowStats) {
-        let mut table = FlowTable::new(cfg);
+        let mut table = FlowTable::new(cfg, crate::columns::Rows::Build);
         let mut out = Vec::new();
         for (i, p) in parts.iter().enumerate() {
             let mut r = PartReader::new(&p[..], i).expect("reader");

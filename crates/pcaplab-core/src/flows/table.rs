@@ -26,6 +26,7 @@ use rustc_hash::FxBuildHasher;
 
 use super::{EndReason, Flow, FlowConfig, FlowKey, KeyedSegment, Segment, ShardedFlows};
 use crate::app::Services;
+use crate::columns::Rows;
 use crate::dissect::Envelope;
 use crate::reader::NO_TIMESTAMP;
 
@@ -209,7 +210,7 @@ impl InFileOrder {
 struct Retired {
     /// Retired since the table last handed them on (none kept when the table only counts).
     flows: Vec<Flow>,
-    /// Only the totals and the top flows are wanted ([`FlowTable::counting`]).
+    /// Only the totals and the top flows are wanted ([`Rows::Skip`]).
     count_only: bool,
     count: u64,
     evicted: u64,
@@ -240,7 +241,7 @@ impl Retired {
             let at = top
                 .binary_search_by(|x| flow_order(x, &flow))
                 .unwrap_or_else(|i| i);
-            // A counting table keeps the flow only here.
+            // Without flow rows ([`Rows::Skip`]) the flow is kept only here.
             if !self.count_only {
                 self.flows.push(flow.clone());
             }
@@ -394,29 +395,27 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    /// A table that hands on every flow it retires ([`FlowTable::take_retired`]), for the
-    /// flow outputs.
-    pub fn new(cfg: FlowConfig) -> Self {
+    /// The live flows of one conversion. With [`Rows::Build`] the table hands on every flow
+    /// it retires ([`FlowTable::take_retired`], [`FlowTable::finish`]) for the flow outputs;
+    /// with [`Rows::Skip`] (no flow rows, only the summary item) it counts them into
+    /// [`FlowStats`] (totals, evictions, services, the top flows) and hands on none. Which flows
+    /// there are, and the stats, do not depend on it.
+    pub fn new(cfg: FlowConfig, rows: Rows) -> Self {
         let budget = Budget::of(cfg.max_bytes);
+        let shard = || Shard {
+            out: Retired {
+                count_only: rows == Rows::Skip,
+                ..Retired::default()
+            },
+            ..Shard::default()
+        };
         FlowTable {
             cfg,
             budget,
-            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            shards: (0..SHARDS).map(|_| shard()).collect(),
             now: None,
             swept: None,
         }
-    }
-
-    /// A table for a conversion that writes no flow rows, only the summary item: the flows it
-    /// retires are counted into [`FlowStats`] (totals, evictions, services, the top flows)
-    /// and not kept, so [`FlowTable::take_retired`] and [`FlowTable::finish`] hand on none.
-    /// Which flows there are, and the stats, are those of [`FlowTable::new`].
-    pub fn counting(cfg: FlowConfig) -> Self {
-        let mut table = FlowTable::new(cfg);
-        for s in &mut table.shards {
-            s.out.count_only = true;
-        }
-        table
     }
 
     /// Fold the next chunk's flows in: on the current rayon pool's threads when
@@ -598,7 +597,7 @@ mod tests {
             let p = tcp(1, i as u16, 2, 80, ACK);
             chunk.add(&cfg, &p, &Seen::packet(i + 1, 0, (i % 37) as u32, &p));
         }
-        let mut table = FlowTable::new(cfg);
+        let mut table = FlowTable::new(cfg, Rows::Build);
         table.merge(chunk.into_shards());
         let (_, stats) = table.finish();
         assert_eq!(stats.top.len(), TOP_FLOWS);
@@ -683,7 +682,10 @@ mod tests {
             }
         }
         for chunk in [7, 256] {
-            let (mut rows, mut counting) = (FlowTable::new(cfg), FlowTable::counting(cfg));
+            let (mut rows, mut counting) = (
+                FlowTable::new(cfg, Rows::Build),
+                FlowTable::new(cfg, Rows::Skip),
+            );
             let mut kept = 0;
             for (c, part) in packets.chunks(chunk).enumerate() {
                 let shards = || {
