@@ -14,6 +14,10 @@ Writes OUT_DIR/<target>/<sha1 of the input>, in the layouts pcaplab_core::fuzzin
   app          [selector] + a TCP or UDP payload of a port the application parsers read
   messages     [config] + a capture's TCP segments as segment records (over 255 bytes: split)
   reassembler  [config] + fragment records (made here)
+  quic         [config] + a capture's QUIC long-header datagrams on port 443 as they are; and
+               the first TLS ClientHellos a capture sends over TCP as CRYPTO frames of Initial
+               packets the target protects: whole, split over two packets in and out of order,
+               behind PING and ACK frames, beside a second connection
 
 Only the standard library: pcap, pcapng and snoop are read here (zstd needs the zstd tool).
 Nothing of a capture is written anywhere but OUT_DIR.
@@ -31,6 +35,8 @@ CAPTURE_BYTES = 4096  # a capture seed's size
 FRAME_BYTES = 2048  # a frame seed's size
 FRAMES_PER_FILE = 64  # frames taken from each capture for the per-frame targets
 RECORDS_PER_FILE = 40  # frames of a capture in one fragments / messages seed
+HELLOS_PER_FILE = 4  # TLS ClientHellos of a capture made into quic seeds
+QUIC_SEED_BYTES = 16000  # a capture's QUIC datagrams in one quic seed (the target's max_len)
 
 # The order of pcaplab_core::fuzzing::LINK_TYPES and CARRIERS (the selectors).
 LINK_TYPES = [0, 1, 9, 12, 14, 50, 51, 101, 105, 108, 113, 127, 228, 229, 276]
@@ -202,6 +208,53 @@ def frag_record(v6, more, cut, proto, ident, offset8, payload, step=1):
     return bytes([h]) + struct.pack(">HBB", offset8, len(payload), step & 0xFF) + payload
 
 
+def varint(n):
+    """A QUIC variable-length integer (RFC 9000, 16)."""
+    if n < 1 << 6:
+        return bytes([n])
+    if n < 1 << 14:
+        return struct.pack(">H", 0x4000 | n)
+    return struct.pack(">I", 0x80000000 | n)
+
+
+def crypto_frame(offset, data):
+    return b"\x06" + varint(offset) + varint(len(data)) + data
+
+
+def quic_datagram(h, body):
+    """A quic-target datagram: h bits 0-1 the connection, bit 2 from the server, bit 3 raw
+    (else the frames of an Initial packet the target protects, packet number h >> 4)."""
+    body = body[:0xFFFF]
+    return bytes([h]) + struct.pack(">H", len(body)) + body
+
+
+def client_hello_of(payload):
+    """The TLS handshake message of a ClientHello record at the start of `payload`, as a
+    QUIC CRYPTO stream carries it (no record header); None if there is none."""
+    if len(payload) < 10 or payload[0] != 0x16 or payload[5] != 0x01:
+        return None
+    length = struct.unpack_from(">H", payload, 3)[0]
+    return payload[5:5 + length]
+
+
+def quic_hello_seeds(out, hello, n):
+    """Seeds of the quic target carrying `hello` in CRYPTO frames: four layouts, each
+    protected as one of the four versions the target knows."""
+    ping_ack = b"\x01" + b"\x02\x00\x00\x00\x00"
+    k = max(1, len(hello) // 2)
+    first, rest = crypto_frame(0, hello[:k]), crypto_frame(k, hello[k:])
+    layouts = [
+        [quic_datagram(0x00, crypto_frame(0, hello) + bytes(64))],
+        [quic_datagram(0x00, first), quic_datagram(0x10, rest)],
+        [quic_datagram(0x10, rest), quic_datagram(0x00, first)],
+        [quic_datagram(0x00, ping_ack + first), quic_datagram(0x04 | 0x08, b"\xc0"),
+         quic_datagram(0x01, crypto_frame(0, hello)), quic_datagram(0x10, first + rest)],
+    ]
+    for i, datagrams in enumerate(layouts):
+        config = n & 7 | ((n + i) & 3) << 3
+        out.add("quic", bytes([config]) + b"".join(datagrams))
+
+
 def synthetic(out):
     # fragments: a UDP datagram of 3 fragments (24 + 24 + 10 bytes), in every order, over both
     # IP versions, plus overlaps, a duplicate, a datagram over 65,535 bytes and a timeout.
@@ -268,6 +321,8 @@ def main():
             out.add("fragments", bytes([0x70 | n & 15]) + b"".join(records))
         segments = []
         apps = 0
+        hellos = 0
+        quic, quic_bytes, quic_conns = [], 0, {}
         for i, (link, f) in enumerate(found):
             if i < FRAMES_PER_FILE:
                 if link in LINK_TYPES:
@@ -293,6 +348,15 @@ def main():
                     apps += 1
                     flip = len(APP_PORTS) if sp == port else 0
                     out.add("app", bytes([a + flip]) + payload[:FRAME_BYTES])
+            hello = client_hello_of(payload) if proto == 6 else None
+            if hello and hellos < HELLOS_PER_FILE:
+                hellos += 1
+                quic_hello_seeds(out, hello, n + hellos)
+            if proto == 17 and 443 in (sp, dp) and payload[:1] >= b"\x80" and \
+                    quic_bytes + len(payload) <= QUIC_SEED_BYTES:
+                conn = quic_conns.setdefault((min(sp, dp), max(sp, dp)), len(quic_conns) & 3)
+                quic.append(quic_datagram(conn | (4 if sp == 443 else 0) | 8, payload))
+                quic_bytes += len(payload) + 3
             if proto == 6 and payload and len(segments) < RECORDS_PER_FILE and i < 2000:
                 conn = (min(sp, dp) ^ max(sp, dp)) & 7
                 server = 53 if 53 in (sp, dp) else None
@@ -307,6 +371,8 @@ def main():
                         segments.append(bytes([h, flags, len(piece)]) + piece)
         if segments:
             out.add("messages", bytes([n & 7]) + b"".join(segments))
+        if quic:
+            out.add("quic", bytes([n & 7]) + b"".join(quic))
     # Generic TCP seeds for the app target: DNS over TCP, TLS and HTTP starts.
     query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\x03www\x00\x00\x01\x00\x01"
     out.add("app", bytes([4]) + struct.pack(">H", len(query)) + query)
