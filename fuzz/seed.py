@@ -36,7 +36,7 @@ FRAME_BYTES = 2048  # a frame seed's size
 FRAMES_PER_FILE = 64  # frames taken from each capture for the per-frame targets
 RECORDS_PER_FILE = 40  # frames of a capture in one fragments / messages seed
 HELLOS_PER_FILE = 4  # TLS ClientHellos of a capture made into quic seeds
-QUIC_SEED_BYTES = 16000  # a capture's QUIC datagrams in one quic seed (the target's max_len)
+QUIC_SEED_BYTES = 16000  # a capture's QUIC datagrams in one quic seed (under its max_len)
 
 # The order of pcaplab_core::fuzzing::LINK_TYPES and CARRIERS (the selectors).
 LINK_TYPES = [0, 1, 9, 12, 14, 50, 51, 101, 105, 108, 113, 127, 228, 229, 276]
@@ -228,6 +228,9 @@ def quic_datagram(h, body):
     return bytes([h]) + struct.pack(">H", len(body)) + body
 
 
+QUIC_RECORD_HEADER = len(quic_datagram(0, b""))  # h and the length
+
+
 def client_hello_of(payload):
     """The TLS handshake message of a ClientHello record at the start of `payload`, as a
     QUIC CRYPTO stream carries it (no record header); None if there is none."""
@@ -322,7 +325,7 @@ def main():
         segments = []
         apps = 0
         hellos = 0
-        quic, quic_bytes, quic_conns = [], 0, {}
+        quic, quic_conns = bytearray(), {}
         for i, (link, f) in enumerate(found):
             if i < FRAMES_PER_FILE:
                 if link in LINK_TYPES:
@@ -353,10 +356,9 @@ def main():
                 hellos += 1
                 quic_hello_seeds(out, hello, n + hellos)
             if proto == 17 and 443 in (sp, dp) and payload[:1] >= b"\x80" and \
-                    quic_bytes + len(payload) <= QUIC_SEED_BYTES:
+                    len(quic) + QUIC_RECORD_HEADER + len(payload) <= QUIC_SEED_BYTES:
                 conn = quic_conns.setdefault((min(sp, dp), max(sp, dp)), len(quic_conns) & 3)
-                quic.append(quic_datagram(conn | (4 if sp == 443 else 0) | 8, payload))
-                quic_bytes += len(payload) + 3
+                quic += quic_datagram(conn | (4 if sp == 443 else 0) | 8, payload)
             if proto == 6 and payload and len(segments) < RECORDS_PER_FILE and i < 2000:
                 conn = (min(sp, dp) ^ max(sp, dp)) & 7
                 server = 53 if 53 in (sp, dp) else None
@@ -372,7 +374,7 @@ def main():
         if segments:
             out.add("messages", bytes([n & 7]) + b"".join(segments))
         if quic:
-            out.add("quic", bytes([n & 7]) + b"".join(quic))
+            out.add("quic", bytes([n & 7]) + quic)
     # Generic TCP seeds for the app target: DNS over TCP, TLS and HTTP starts.
     query = struct.pack(">HHHHHH", 0x1234, 0x0100, 1, 0, 0, 0) + b"\x03www\x00\x00\x01\x00\x01"
     out.add("app", bytes([4]) + struct.pack(">H", len(query)) + query)
