@@ -14,10 +14,11 @@ use crate::app::quic::{self, LongPacket};
 use crate::app::{AppFields, IPPROTO_UDP, Parsed, parse_app, udp_by_port};
 use crate::dissect::defrag::ChunkDatagrams;
 use crate::dissect::frag::Expired;
-use crate::dissect::{Addr, Envelope, FragKey, Fragments, Packet, dissect_with};
+use crate::dissect::{Envelope, FragKey, Fragments, Packet, dissect_with};
 use crate::flows::{ChunkFlows, FlowConfig, FlowKey, Seen, key_of};
 use crate::reader::{Chunk, FrameMeta, NO_TIMESTAMP, RecordSpan};
 use crate::summary::{Counter, Counts, Summary};
+use crate::text::AddrColumn;
 
 /// Column names, in schema order.
 pub mod col {
@@ -169,77 +170,6 @@ pub struct Decoded {
     pub flows: Option<ChunkFlows>,
 }
 
-/// Append an IPv4 address in dotted decimal (as `Ipv4Addr`'s `Display` writes it, without
-/// going through the formatter).
-pub(crate) fn push_ipv4(text: &mut String, a: &[u8; 4]) {
-    for (i, &b) in a.iter().enumerate() {
-        if i > 0 {
-            text.push('.');
-        }
-        if b >= 100 {
-            text.push(char::from(b'0' + b / 100));
-        }
-        if b >= 10 {
-            text.push(char::from(b'0' + (b / 10) % 10));
-        }
-        text.push(char::from(b'0' + b % 10));
-    }
-}
-
-/// Text of addresses, formatted into one reused buffer (no allocation per packet). A `String`
-/// rather than bytes, so that handing the text to a column needs no UTF-8 validation.
-pub(crate) struct TextBuf {
-    text: String,
-}
-
-impl TextBuf {
-    pub(crate) fn new() -> Self {
-        TextBuf {
-            text: String::with_capacity(64),
-        }
-    }
-
-    pub(crate) fn as_str(&self) -> &str {
-        &self.text
-    }
-
-    /// Append an ASCII byte.
-    fn push(&mut self, b: u8) {
-        self.text.push(char::from(b));
-    }
-
-    pub(crate) fn mac(&mut self, m: &[u8; 6]) -> &str {
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.text.clear();
-        for (i, b) in m.iter().enumerate() {
-            if i > 0 {
-                self.push(b':');
-            }
-            self.push(HEX[usize::from(b >> 4)]);
-            self.push(HEX[usize::from(b & 0xf)]);
-        }
-        self.as_str()
-    }
-
-    pub(crate) fn ipv4(&mut self, a: &[u8; 4]) -> &str {
-        self.text.clear();
-        push_ipv4(&mut self.text, a);
-        self.as_str()
-    }
-
-    pub(crate) fn addr(&mut self, a: &Addr) -> &str {
-        match a {
-            Addr::V4(v4) => self.ipv4(v4),
-            Addr::V6(v6) => {
-                use std::fmt::Write;
-                self.text.clear();
-                let _ = write!(self.text, "{}", std::net::Ipv6Addr::from(*v6));
-                self.as_str()
-            }
-        }
-    }
-}
-
 struct Builders {
     frame_number: PrimitiveBuilder<UInt64Type>,
     ts: TimestampNanosecondBuilder,
@@ -249,13 +179,13 @@ struct Builders {
     wire_len: PrimitiveBuilder<UInt32Type>,
     record_offset: PrimitiveBuilder<UInt64Type>,
     record_len: PrimitiveBuilder<UInt32Type>,
-    src_mac: StringBuilder,
-    dst_mac: StringBuilder,
+    src_mac: AddrColumn,
+    dst_mac: AddrColumn,
     ethertype: PrimitiveBuilder<UInt16Type>,
     vlan_ids: ListBuilder<UInt16Builder>,
     ip_version: PrimitiveBuilder<UInt8Type>,
-    src_ip: StringBuilder,
-    dst_ip: StringBuilder,
+    src_ip: AddrColumn,
+    dst_ip: AddrColumn,
     ip_proto: PrimitiveBuilder<UInt8Type>,
     ip_len: PrimitiveBuilder<UInt32Type>,
     ttl: PrimitiveBuilder<UInt8Type>,
@@ -290,8 +220,8 @@ struct Builders {
     decode_error: StringBuilder,
     tunnels: ListBuilder<StringBuilder>,
     tunnel_id: PrimitiveBuilder<UInt32Type>,
-    outer_src_ip: StringBuilder,
-    outer_dst_ip: StringBuilder,
+    outer_src_ip: AddrColumn,
+    outer_dst_ip: AddrColumn,
     outer_src_port: PrimitiveBuilder<UInt16Type>,
     outer_dst_port: PrimitiveBuilder<UInt16Type>,
     /// Rows before this one have their envelope columns.
@@ -425,7 +355,7 @@ impl Builders {
     }
 
     /// Row `row`'s envelope columns (rows since the last tunnelled one are null there).
-    fn envelope(&mut self, row: usize, env: &Envelope, text: &mut TextBuf) {
+    fn envelope(&mut self, row: usize, env: &Envelope) {
         self.env_nulls(row);
         self.env_next = row + 1;
         for e in env.layers() {
@@ -435,8 +365,8 @@ impl Builders {
         self.tunnel_id.append_option(env.tunnel_id);
         match &env.outer {
             Some(o) => {
-                self.outer_src_ip.append_value(text.addr(&o.src));
-                self.outer_dst_ip.append_value(text.addr(&o.dst));
+                self.outer_src_ip.addr(&o.src);
+                self.outer_dst_ip.addr(&o.dst);
                 self.outer_src_port.append_option(o.src_port);
                 self.outer_dst_port.append_option(o.dst_port);
             }
@@ -515,13 +445,13 @@ impl Builders {
             Arc::new(self.wire_len.finish()),
             Arc::new(self.record_offset.finish()),
             Arc::new(self.record_len.finish()),
-            Arc::new(self.src_mac.finish()),
-            Arc::new(self.dst_mac.finish()),
+            Arc::new(self.src_mac.finish()?),
+            Arc::new(self.dst_mac.finish()?),
             Arc::new(self.ethertype.finish()),
             Arc::new(self.vlan_ids.finish()),
             Arc::new(self.ip_version.finish()),
-            Arc::new(self.src_ip.finish()),
-            Arc::new(self.dst_ip.finish()),
+            Arc::new(self.src_ip.finish()?),
+            Arc::new(self.dst_ip.finish()?),
             Arc::new(self.ip_proto.finish()),
             Arc::new(self.ip_len.finish()),
             Arc::new(self.ttl.finish()),
@@ -556,8 +486,8 @@ impl Builders {
             Arc::new(self.dhcp_addr.finish()),
             Arc::new(self.tunnels.finish()),
             Arc::new(self.tunnel_id.finish()),
-            Arc::new(self.outer_src_ip.finish()),
-            Arc::new(self.outer_dst_ip.finish()),
+            Arc::new(self.outer_src_ip.finish()?),
+            Arc::new(self.outer_dst_ip.finish()?),
             Arc::new(self.outer_src_port.finish()),
             Arc::new(self.outer_dst_port.finish()),
             Arc::new(self.frag_datagram.finish()),
@@ -575,7 +505,6 @@ impl Builders {
         record: RecordSpan,
         p: &Packet,
         quic: Option<LongPacket>,
-        text: &mut TextBuf,
     ) {
         self.frame_number.append_value(frame);
         if f.ts_ns == NO_TIMESTAMP {
@@ -590,11 +519,11 @@ impl Builders {
         self.record_offset.append_value(record.offset);
         self.record_len.append_value(record.len);
         match &p.src_mac {
-            Some(m) => self.src_mac.append_value(text.mac(m)),
+            Some(m) => self.src_mac.mac(m),
             None => self.src_mac.append_null(),
         }
         match &p.dst_mac {
-            Some(m) => self.dst_mac.append_value(text.mac(m)),
+            Some(m) => self.dst_mac.mac(m),
             None => self.dst_mac.append_null(),
         }
         self.ethertype.append_option(p.ethertype);
@@ -607,8 +536,8 @@ impl Builders {
         match &p.ip {
             Some(ip) => {
                 self.ip_version.append_value(ip.version);
-                self.src_ip.append_value(text.addr(&ip.src));
-                self.dst_ip.append_value(text.addr(&ip.dst));
+                self.src_ip.addr(&ip.src);
+                self.dst_ip.addr(&ip.dst);
                 self.ip_proto.append_value(ip.proto);
                 self.ip_len.append_value(ip.len);
                 self.ttl.append_value(ip.ttl);
@@ -642,7 +571,8 @@ impl Builders {
     }
 
     fn with_capacity(n: usize) -> Self {
-        let strings = || StringBuilder::with_capacity(n, n * 17);
+        let macs = || AddrColumn::with_capacity(n, n * 17);
+        let addrs = || AddrColumn::with_capacity(n, n * 15);
         Builders {
             frame_number: PrimitiveBuilder::with_capacity(n),
             ts: TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC"),
@@ -652,14 +582,14 @@ impl Builders {
             wire_len: PrimitiveBuilder::with_capacity(n),
             record_offset: PrimitiveBuilder::with_capacity(n),
             record_len: PrimitiveBuilder::with_capacity(n),
-            src_mac: strings(),
-            dst_mac: strings(),
+            src_mac: macs(),
+            dst_mac: macs(),
             ethertype: PrimitiveBuilder::with_capacity(n),
             vlan_ids: ListBuilder::with_capacity(UInt16Builder::new(), n)
                 .with_field(Arc::new(Field::new_list_field(DataType::UInt16, false))),
             ip_version: PrimitiveBuilder::with_capacity(n),
-            src_ip: strings(),
-            dst_ip: strings(),
+            src_ip: addrs(),
+            dst_ip: addrs(),
             ip_proto: PrimitiveBuilder::with_capacity(n),
             ip_len: PrimitiveBuilder::with_capacity(n),
             ttl: PrimitiveBuilder::with_capacity(n),
@@ -696,8 +626,8 @@ impl Builders {
             tunnels: ListBuilder::new(StringBuilder::new())
                 .with_field(Arc::new(Field::new_list_field(DataType::Utf8, false))),
             tunnel_id: PrimitiveBuilder::new(),
-            outer_src_ip: StringBuilder::new(),
-            outer_dst_ip: StringBuilder::new(),
+            outer_src_ip: AddrColumn::with_capacity(0, 0),
+            outer_dst_ip: AddrColumn::with_capacity(0, 0),
             outer_src_port: PrimitiveBuilder::new(),
             outer_dst_port: PrimitiveBuilder::new(),
             env_next: 0,
@@ -1074,7 +1004,6 @@ pub fn decode_chunk_as(
     let mut counter = Counter::new(counts);
     let mut p = Packet::default();
     let mut scratch = AppFields::default();
-    let mut text = TextBuf::new();
     let mut chunk_flows = flows.map(|_| ChunkFlows::sized_like_the_last());
     let mut messages = Messages::default();
     let frags = &chunk.frags;
@@ -1113,7 +1042,7 @@ pub fn decode_chunk_as(
         if let Some(b) = &mut b
             && !p.env.is_empty()
         {
-            b.envelope(i, &p.env, &mut text);
+            b.envelope(i, &p.env);
         }
         counter.add(f, &p);
         let buf = match datagram {
@@ -1151,7 +1080,7 @@ pub fn decode_chunk_as(
             scratch.clear();
         }
         if let Some(b) = &mut b {
-            b.frame_row(frame, f, record, &p, quic, &mut text);
+            b.frame_row(frame, f, record, &p, quic);
         }
     }
     // Datagrams given up at the end of the capture, after its last frame.
@@ -1181,19 +1110,6 @@ pub fn decode_chunk_as(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn text_formats() {
-        let mut t = TextBuf::new();
-        assert_eq!(
-            t.mac(&[0, 0x1b, 0xab, 0xcd, 0xef, 0xff]),
-            "00:1b:ab:cd:ef:ff"
-        );
-        assert_eq!(t.ipv4(&[192, 168, 0, 255]), "192.168.0.255");
-        assert_eq!(t.ipv4(&[0, 10, 100, 9]), "0.10.100.9");
-        let v6 = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
-        assert_eq!(t.addr(&Addr::V6(v6)), "2001:db8::1");
-    }
 
     /// An Ethernet/IPv4/TCP frame from 10.0.0.1:40000 to 10.0.0.2:80 (or back).
     fn tcp_frame(back: bool, seq: u32, payload: &[u8]) -> Vec<u8> {

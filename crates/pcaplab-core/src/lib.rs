@@ -21,6 +21,7 @@ pub mod row_groups;
 pub mod split;
 pub mod split_run;
 pub mod summary;
+mod text;
 
 pub use columns::{Rows, decode_chunk, decode_chunk_as, decode_chunk_with, schema};
 pub use convert::{

@@ -432,8 +432,8 @@ fn rdata_text(m: &[u8], at: usize, t: u16, s: &mut String) {
             let _ = write!(s, "TYPE{t}");
         }
         (TYPE_A, &[a, b, c, d, ..]) => {
-            s.reserve(15);
-            crate::columns::push_ipv4(s, &[a, b, c, d]);
+            let (text, n) = crate::text::ipv4_text(&[a, b, c, d]);
+            s.extend(text[..n].iter().map(|&b| char::from(b)));
         }
         (TYPE_AAAA, _) if rdata.len() >= 16 => {
             let mut v6 = [0u8; 16];

@@ -11,8 +11,8 @@ use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::{Flow, FlowConfig, IPPROTO_TCP, NO_OFFSET, outer_key};
-use crate::columns::TextBuf;
 use crate::reader::NO_TIMESTAMP;
+use crate::text::AddrColumn;
 
 /// Column names of the flow table, in schema order.
 pub mod col {
@@ -114,9 +114,9 @@ pub fn flows_batch<'a>(
     let mut ip_proto = PrimitiveBuilder::<UInt8Type>::with_capacity(n);
     let mut vlan = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
     let mut inner_vlan = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
-    let mut src_ip = StringBuilder::with_capacity(n, n * 16);
+    let mut src_ip = AddrColumn::with_capacity(n, n * 15);
     let mut src_port = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
-    let mut dst_ip = StringBuilder::with_capacity(n, n * 16);
+    let mut dst_ip = AddrColumn::with_capacity(n, n * 15);
     let mut dst_port = PrimitiveBuilder::<UInt16Type>::with_capacity(n);
     let mut first_ts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
     let mut last_ts = TimestampNanosecondBuilder::with_capacity(n).with_timezone("UTC");
@@ -140,7 +140,6 @@ pub fn flows_batch<'a>(
     let mut tunnel_parent = StringBuilder::new();
     let mut tunnel_type = StringBuilder::new();
     let mut end_reason = StringBuilder::with_capacity(n, n * 4);
-    let mut text = TextBuf::new();
     let mut id = String::with_capacity(30);
     for fl in flows {
         let (o, r) = (fl.originator(), fl.responder());
@@ -149,9 +148,9 @@ pub fn flows_batch<'a>(
         ip_proto.append_value(fl.key.proto);
         vlan.append_option(fl.key.vlan());
         inner_vlan.append_option(fl.key.inner_vlan());
-        src_ip.append_value(text.addr(&o.addr));
+        src_ip.addr(&o.addr);
         src_port.append_option(o.port);
-        dst_ip.append_value(text.addr(&r.addr));
+        dst_ip.addr(&r.addr);
         dst_port.append_option(r.port);
         let known = |t: i64| Some(t).filter(|t| *t != NO_TIMESTAMP);
         first_ts.append_option(known(fl.seg.first_ts));
@@ -223,9 +222,9 @@ pub fn flows_batch<'a>(
         Arc::new(ip_proto.finish()),
         Arc::new(vlan.finish()),
         Arc::new(inner_vlan.finish()),
-        Arc::new(src_ip.finish()),
+        Arc::new(src_ip.finish()?),
         Arc::new(src_port.finish()),
-        Arc::new(dst_ip.finish()),
+        Arc::new(dst_ip.finish()?),
         Arc::new(dst_port.finish()),
         Arc::new(first_ts.finish()),
         Arc::new(last_ts.finish()),
