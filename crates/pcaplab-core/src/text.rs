@@ -1,12 +1,11 @@
 //! Addresses as text (MACs, IPv4 and IPv6 addresses), formatted straight into the value buffer
 //! of an Arrow text column.
 //!
-//! An address is formatted into an array on the stack and appended whole: a MAC's 17 bytes, an
-//! IPv4 address's digits and dots (at most 15) as all 16 bytes of their array, the tail then
-//! cut off again. A copy of a size known at compile time is a few stores, where appending a
-//! formatted `&str` to a `StringBuilder` is a call to `memcpy` per value (measured on small TCP
-//! packets, four addresses each: those calls and the formatting into an intermediate `String`
-//! were 11% of the conversion's CPU time).
+//! An address is built in a register and stored whole: a MAC's 17 bytes as 16 and one, an IPv4
+//! address's digits and dots (at most 15) as all 16 bytes, the tail then cut off again. That is
+//! a few stores, where appending a formatted `&str` to a `StringBuilder` is a call to `memcpy`
+//! per value (measured on small TCP packets, four addresses each: those calls and the
+//! formatting into an intermediate `String` were 11% of the conversion's CPU time).
 
 use std::net::Ipv6Addr;
 
