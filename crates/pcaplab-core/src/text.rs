@@ -15,9 +15,11 @@ use arrow_schema::ArrowError;
 
 use crate::dissect::Addr;
 
+/// Lowercase hex digits (also JA3's and JA4's, in `app/tls.rs`).
+pub(crate) const HEX: &[u8; 16] = b"0123456789abcdef";
+
 /// Each byte's two lowercase hex digits.
 const HEX_PAIRS: [[u8; 2]; 256] = {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut t = [[0; 2]; 256];
     let mut i = 0;
     while i < 256 {
@@ -99,11 +101,13 @@ impl AddrColumn {
         }
     }
 
-    /// End the row whose text is what `values` gained since the last one. Past the 2 GiB an
-    /// Arrow `Utf8` column can hold, the offsets stop growing and [`AddrColumn::finish`] fails.
+    /// End the (non-null) row whose text is what `values` gained since the last one. Past the
+    /// 2 GiB an Arrow `Utf8` column can hold, the offsets stop growing and
+    /// [`AddrColumn::finish`] fails.
     fn end_row(&mut self) {
         self.offsets
             .push(i32::try_from(self.values.len()).unwrap_or(i32::MAX));
+        self.nulls.append_non_null();
     }
 
     pub(crate) fn mac(&mut self, m: &[u8; 6]) {
@@ -111,7 +115,6 @@ impl AddrColumn {
         self.values.extend_from_slice(&head);
         self.values.push(last);
         self.end_row();
-        self.nulls.append_non_null();
     }
 
     pub(crate) fn ipv4(&mut self, a: &[u8; 4]) {
@@ -120,7 +123,6 @@ impl AddrColumn {
         self.values.extend_from_slice(&t);
         self.values.truncate(end);
         self.end_row();
-        self.nulls.append_non_null();
     }
 
     pub(crate) fn addr(&mut self, a: &Addr) {
@@ -131,7 +133,6 @@ impl AddrColumn {
                 // Writing to a Vec cannot fail.
                 let _ = write!(self.values, "{}", Ipv6Addr::from(*v6));
                 self.end_row();
-                self.nulls.append_non_null();
             }
         }
     }

@@ -27,6 +27,7 @@ use tls_parser::{
 };
 
 use super::{AppFields, Parsed};
+use crate::text::HEX;
 
 const TLS_CHANGE_CIPHER_SPEC: u8 = 0x14;
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -36,8 +37,6 @@ const EXT_SERVER_NAME: u16 = 0x0000;
 const EXT_SIGNATURE_ALGORITHMS: u16 = 0x000d;
 const EXT_ALPN: u16 = 0x0010;
 const EXT_SUPPORTED_VERSIONS: u16 = 0x002b;
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// GREASE values (RFC 8701): 0x0a0a, 0x1a1a, ... 0xfafa.
 fn is_grease(v: u16) -> bool {
