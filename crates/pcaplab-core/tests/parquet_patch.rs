@@ -1,20 +1,28 @@
-//! The patched parquet crate (`vendor/parquet/PATCHED.md`): its dictionary encoder of fixed-width
-//! values looks in a direct-mapped cache of recently interned values before hashing. A wrong key
-//! from that cache would read back as a different value, so these tests write columns of every
-//! cached type, with many more distinct values than the cache has slots (so values share slots
-//! and evict each other), runs, nulls, floats whose bits differ but compare equal (0.0 and -0.0)
-//! or compare unequal to themselves (NaN), dictionaries that fall back to plain encoding in
-//! mid-chunk, and several pages and row groups, and read them back bit for bit.
+//! The patched parquet crate (`vendor/parquet/PATCHED.md`).
+//!
+//! 1. Its dictionary encoder of fixed-width values looks in a direct-mapped cache of recently
+//!    interned values before hashing. A wrong key from that cache would read back as a different
+//!    value, so these tests write columns of every cached type, with many more distinct values
+//!    than the cache has slots (so values share slots and evict each other), runs, nulls, floats
+//!    whose bits differ but compare equal (0.0 and -0.0) or compare unequal to themselves (NaN),
+//!    dictionaries that fall back to plain encoding in mid-chunk, and several pages and row
+//!    groups, and read them back bit for bit.
+//! 2. Its text columns' chunk statistics, with a dictionary, are the min and max of the values
+//!    added to the dictionary rather than of every row: the tests compare each row group's
+//!    statistics with the min and max of its values, at every statistics level, with and
+//!    without a dictionary falling back.
 
 use std::sync::Arc;
 
-use arrow_array::{ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch};
+use arrow_array::{
+    Array, ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+};
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Encoding;
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use proptest::prelude::*;
 
 /// Writes the four columns with dictionaries on, reads them back, and returns what was read and
@@ -174,5 +182,116 @@ proptest! {
         small_dictionary in any::<bool>(),
     ) {
         assert_same(&values, &pool, if small_dictionary { 512 } else { 1 << 20 });
+    }
+}
+
+/// Writes `texts` as one string column, in batches of 500 rows, and returns per row group the
+/// rows it holds and its chunk statistics (min, max).
+fn text_statistics(
+    texts: &[Option<String>],
+    level: EnabledStatistics,
+    dictionary_limit: usize,
+) -> Vec<(usize, Option<(Vec<u8>, Vec<u8>)>)> {
+    let column: ArrayRef = Arc::new(texts.iter().cloned().collect::<StringArray>());
+    let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, true)]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![column]).expect("a batch");
+    let props = WriterProperties::builder()
+        .set_dictionary_enabled(true)
+        .set_dictionary_page_size_limit(dictionary_limit)
+        .set_statistics_enabled(level)
+        .set_data_page_row_count_limit(211)
+        .set_write_batch_size(61)
+        .set_max_row_group_row_count(Some(1200))
+        .build();
+    let mut out = Vec::new();
+    let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props)).expect("a writer");
+    // In several batches, as pcaplab writes a row group.
+    let mut at = 0;
+    while at < batch.num_rows() {
+        let len = (batch.num_rows() - at).min(500);
+        writer
+            .write(&batch.slice(at, len))
+            .expect("a batch is written");
+        at += len;
+    }
+    writer.close().expect("the file is closed");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(out)).expect("a reader");
+    reader
+        .metadata()
+        .row_groups()
+        .iter()
+        .map(|rg| {
+            let c = rg.column(0);
+            let minmax = c
+                .statistics()
+                .and_then(|s| Some((s.min_bytes_opt()?.to_vec(), s.max_bytes_opt()?.to_vec())));
+            (rg.num_rows() as usize, minmax)
+        })
+        .collect()
+}
+
+/// Each row group's min and max are those of its non-null values, whatever the statistics
+/// level and whether its dictionary holds or falls back to plain.
+fn assert_text_statistics(texts: &[Option<String>]) {
+    for level in [EnabledStatistics::Chunk, EnabledStatistics::Page] {
+        for dictionary_limit in [1 << 20, 300] {
+            let groups = text_statistics(texts, level, dictionary_limit);
+            let mut at = 0;
+            for (rows, minmax) in groups {
+                let values = texts[at..at + rows].iter().flatten().map(String::as_bytes);
+                let expected = values
+                    .clone()
+                    .min()
+                    .zip(values.max())
+                    .map(|(a, b)| (a.to_vec(), b.to_vec()));
+                assert_eq!(
+                    minmax,
+                    expected,
+                    "rows {at}..{} at {level:?}, dictionary limit {dictionary_limit}",
+                    at + rows
+                );
+                at += rows;
+            }
+            assert_eq!(at, texts.len());
+        }
+    }
+    let groups = text_statistics(texts, EnabledStatistics::None, 1 << 20);
+    assert!(groups.iter().all(|(_, minmax)| minmax.is_none()));
+}
+
+/// Addresses as pcaplab writes them: runs, repeats across batches and pages, nulls, a few
+/// all-null stretches, and a new minimum and maximum late in a row group.
+#[test]
+fn text_statistics_are_the_values_min_and_max() {
+    let mut texts = Vec::new();
+    let mut state = 0x9e37_79b9u32;
+    for row in 0..5000u32 {
+        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+        texts.push(match row % 1200 {
+            0..=40 => None,
+            1100 => Some("0.0.0.0".to_owned()),
+            1101 => Some("255.255.255.255".to_owned()),
+            _ if row % 7 == 0 => None,
+            _ => Some(format!(
+                "10.{}.{}.{}",
+                (state >> 24) % 4,
+                (state >> 16) % 50,
+                row % 3
+            )),
+        });
+    }
+    assert_text_statistics(&texts);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn any_text_statistics(
+        texts in proptest::collection::vec(
+            proptest::option::weighted(0.85, "[a-c]{0,3}|[\\x00-\\u{ff}]{0,12}"),
+            0..2500,
+        ),
+    ) {
+        assert_text_statistics(&texts);
     }
 }

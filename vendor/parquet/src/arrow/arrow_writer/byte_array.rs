@@ -669,39 +669,47 @@ where
     T::Item: Copy + Ord + AsRef<[u8]>,
     I: ExactSizeIterator<Item = usize> + Clone,
 {
-    if encoder.statistics_enabled != EnabledStatistics::None {
+    // pcaplab's patch (see `PATCHED.md`): with chunk statistics and a dictionary, the chunk's
+    // min and max are those of its dictionary's values, so only the values this batch adds to
+    // the dictionary are compared (below), not every row's.
+    let min_max_from_dictionary = encoder.statistics_enabled == EnabledStatistics::Chunk
+        && encoder.geo_stats_accumulator.is_none()
+        && encoder.dict_encoder.is_some();
+    if encoder.statistics_enabled != EnabledStatistics::None && !min_max_from_dictionary {
         if let Some(accumulator) = encoder.geo_stats_accumulator.as_mut() {
             update_geo_stats_accumulator(accumulator.as_mut(), values, indices.clone());
         } else if let Some((min, max)) =
             compute_min_max(values, indices.clone(), encoder.is_decimal)
         {
-            // Compare before copying: `write_gather` runs once per
-            // mini-batch, and a byte-budgeted mini-batch of large values can
-            // hold a single value, so an unconditional copy here would
-            // duplicate every value once for `min` and once for `max`.
-            let min = min.as_ref();
-            if encoder
-                .min_value
-                .as_ref()
-                .is_none_or(|m| is_greater(encoder.is_decimal, m.data(), min))
-            {
-                encoder.min_value = Some(min.to_vec().into());
-            }
-
-            let max = max.as_ref();
-            if encoder
-                .max_value
-                .as_ref()
-                .is_none_or(|m| is_greater(encoder.is_decimal, max, m.data()))
-            {
-                encoder.max_value = Some(max.to_vec().into());
-            }
+            let (min_value, max_value) = (&mut encoder.min_value, &mut encoder.max_value);
+            update_min_max(encoder.is_decimal, min_value, max_value, min.as_ref(), max.as_ref());
         }
     }
 
     // While a dictionary is in use the filter is populated from its distinct values in
     // `flush_dict_page`, so each value is hashed once rather than once per row.
     match &mut encoder.dict_encoder {
+        Some(dict_encoder) if min_max_from_dictionary => {
+            let first_new = dict_encoder.interner.storage().values.len();
+            dict_encoder.encode(values, indices);
+            let storage = dict_encoder.interner.storage();
+            let mut new = storage.values[first_new..]
+                .iter()
+                .map(|range| &storage.page[range.clone()]);
+            if let Some(first) = new.next() {
+                let (mut min, mut max) = (first, first);
+                for value in new {
+                    if is_greater(encoder.is_decimal, min, value) {
+                        min = value;
+                    }
+                    if is_greater(encoder.is_decimal, value, max) {
+                        max = value;
+                    }
+                }
+                let (min_value, max_value) = (&mut encoder.min_value, &mut encoder.max_value);
+                update_min_max(encoder.is_decimal, min_value, max_value, min, max);
+            }
+        }
         Some(dict_encoder) => dict_encoder.encode(values, indices),
         None => {
             if let Some(bloom_filter) = &mut encoder.bloom_filter {
@@ -850,6 +858,33 @@ where
         }
     }
     Some((min, max))
+}
+
+/// Merges a batch's min and max into the page's.
+fn update_min_max(
+    is_decimal: bool,
+    min_value: &mut Option<ByteArray>,
+    max_value: &mut Option<ByteArray>,
+    min: &[u8],
+    max: &[u8],
+) {
+    // Compare before copying: `write_gather` runs once per
+    // mini-batch, and a byte-budgeted mini-batch of large values can
+    // hold a single value, so an unconditional copy here would
+    // duplicate every value once for `min` and once for `max`.
+    if min_value
+        .as_ref()
+        .is_none_or(|m| is_greater(is_decimal, m.data(), min))
+    {
+        *min_value = Some(min.to_vec().into());
+    }
+
+    if max_value
+        .as_ref()
+        .is_none_or(|m| is_greater(is_decimal, max, m.data()))
+    {
+        *max_value = Some(max.to_vec().into());
+    }
 }
 
 /// Updates geospatial statistics for the provided array and indices
