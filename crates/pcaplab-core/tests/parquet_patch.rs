@@ -185,13 +185,16 @@ proptest! {
     }
 }
 
+/// A row group's rows and its chunk statistics' (min, max), if it has them.
+type GroupStatistics = (usize, Option<(Vec<u8>, Vec<u8>)>);
+
 /// Writes `texts` as one string column, in batches of 500 rows, and returns per row group the
 /// rows it holds and its chunk statistics (min, max).
 fn text_statistics(
     texts: &[Option<String>],
     level: EnabledStatistics,
     dictionary_limit: usize,
-) -> Vec<(usize, Option<(Vec<u8>, Vec<u8>)>)> {
+) -> Vec<GroupStatistics> {
     let column: ArrayRef = Arc::new(texts.iter().cloned().collect::<StringArray>());
     let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, true)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![column]).expect("a batch");
