@@ -22,19 +22,33 @@ use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::Encoding;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use proptest::prelude::*;
 
-/// Writes the four columns with dictionaries on, reads them back, and returns what was read and
-/// whether every column chunk used a dictionary.
-fn round_trip(batch: &RecordBatch, dictionary_limit: usize) -> (RecordBatch, bool) {
-    let props = WriterProperties::builder()
+/// A linear congruential generator's states after `seed` (repeatable test data).
+fn pseudo_random(seed: u32) -> impl Iterator<Item = u32> {
+    std::iter::successors(Some(seed), |s| {
+        Some(s.wrapping_mul(1_664_525).wrapping_add(1_013_904_223))
+    })
+    .skip(1)
+}
+
+/// Dictionaries on, with at most `dictionary_limit` bytes each before falling back to plain;
+/// pages, write batches and row groups far smaller than the defaults, so that a few thousand
+/// rows cross many of each.
+fn small_pages(dictionary_limit: usize) -> WriterPropertiesBuilder {
+    WriterProperties::builder()
         .set_dictionary_enabled(true)
         .set_dictionary_page_size_limit(dictionary_limit)
         .set_data_page_row_count_limit(333)
         .set_write_batch_size(97)
         .set_max_row_group_row_count(Some(1500))
-        .build();
+}
+
+/// Writes the four columns with dictionaries on, reads them back, and returns what was read and
+/// whether every column chunk used a dictionary.
+fn round_trip(batch: &RecordBatch, dictionary_limit: usize) -> (RecordBatch, bool) {
+    let props = small_pages(dictionary_limit).build();
     let mut out = Vec::new();
     let mut writer =
         ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).expect("a Parquet writer");
@@ -77,7 +91,13 @@ fn bits(column: &ArrayRef) -> Vec<Option<u64>> {
 
 fn batch(values: &[Option<u32>], pool: &[u64]) -> RecordBatch {
     let pick = |v: &Option<u32>| v.map(|i| pool[i as usize % pool.len()]);
+    // Every seventh pool value stands for a float that is special to compare (±0.0, ±NaN, ∞),
+    // the others for their bits as a float.
     let specials = [0.0f64, -0.0, f64::NAN, -f64::NAN, f64::INFINITY];
+    let special = |b: u64| {
+        b.is_multiple_of(7)
+            .then(|| specials[(b / 7) as usize % specials.len()])
+    };
     let schema = Arc::new(Schema::new(vec![
         Field::new("i32", DataType::Int32, true),
         Field::new("i64", DataType::Int64, true),
@@ -100,25 +120,13 @@ fn batch(values: &[Option<u32>], pool: &[u64]) -> RecordBatch {
         Arc::new(
             values
                 .iter()
-                .map(|v| {
-                    let b = pick(v)?;
-                    Some(match b % 7 {
-                        0 => specials[(b / 7) as usize % specials.len()] as f32,
-                        _ => f32::from_bits(b as u32),
-                    })
-                })
+                .map(|v| pick(v).map(|b| special(b).map_or(f32::from_bits(b as u32), |s| s as f32)))
                 .collect::<Float32Array>(),
         ),
         Arc::new(
             values
                 .iter()
-                .map(|v| {
-                    let b = pick(v)?;
-                    Some(match b % 7 {
-                        0 => specials[(b / 7) as usize % specials.len()],
-                        _ => f64::from_bits(b.rotate_left(17)),
-                    })
-                })
+                .map(|v| pick(v).map(|b| special(b).unwrap_or(f64::from_bits(b.rotate_left(17)))))
                 .collect::<Float64Array>(),
         ),
     ];
@@ -148,9 +156,7 @@ fn colliding_values_read_back() {
         .map(|i| i.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ (i << 3))
         .collect();
     let mut values = Vec::new();
-    let mut state = 0x1234_5678u32;
-    for row in 0..20_000u32 {
-        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+    for (row, state) in (0..20_000u32).zip(pseudo_random(0x1234_5678)) {
         values.push(match row % 50 {
             0..=4 => None,
             5..=14 => Some(7), // a run of one value
@@ -198,13 +204,8 @@ fn text_statistics(
     let column: ArrayRef = Arc::new(texts.iter().cloned().collect::<StringArray>());
     let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, true)]));
     let batch = RecordBatch::try_new(schema.clone(), vec![column]).expect("a batch");
-    let props = WriterProperties::builder()
-        .set_dictionary_enabled(true)
-        .set_dictionary_page_size_limit(dictionary_limit)
+    let props = small_pages(dictionary_limit)
         .set_statistics_enabled(level)
-        .set_data_page_row_count_limit(211)
-        .set_write_batch_size(61)
-        .set_max_row_group_row_count(Some(1200))
         .build();
     let mut out = Vec::new();
     let mut writer = ArrowWriter::try_new(&mut out, schema, Some(props)).expect("a writer");
@@ -267,9 +268,7 @@ fn assert_text_statistics(texts: &[Option<String>]) {
 #[test]
 fn text_statistics_are_the_values_min_and_max() {
     let mut texts = Vec::new();
-    let mut state = 0x9e37_79b9u32;
-    for row in 0..5000u32 {
-        state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+    for (row, state) in (0..5000u32).zip(pseudo_random(0x9e37_79b9)) {
         texts.push(match row % 1200 {
             0..=40 => None,
             1100 => Some("0.0.0.0".to_owned()),
