@@ -693,19 +693,10 @@ where
             let first_new = dict_encoder.interner.storage().values.len();
             dict_encoder.encode(values, indices);
             let storage = dict_encoder.interner.storage();
-            let mut new = storage.values[first_new..]
+            let new = storage.values[first_new..]
                 .iter()
                 .map(|range| &storage.page[range.clone()]);
-            if let Some(first) = new.next() {
-                let (mut min, mut max) = (first, first);
-                for value in new {
-                    if is_greater(encoder.is_decimal, min, value) {
-                        min = value;
-                    }
-                    if is_greater(encoder.is_decimal, value, max) {
-                        max = value;
-                    }
-                }
+            if let Some((min, max)) = min_max(new, encoder.is_decimal) {
                 let (min_value, max_value) = (&mut encoder.min_value, &mut encoder.max_value);
                 update_min_max(encoder.is_decimal, min_value, max_value, min, max);
             }
@@ -836,20 +827,26 @@ fn is_greater(is_decimal: bool, a: &[u8], b: &[u8]) -> bool {
 /// This is a free function so it can be used with `downcast_op!`
 fn compute_min_max<T>(
     array: T,
-    mut valid: impl Iterator<Item = usize>,
+    valid: impl Iterator<Item = usize>,
     is_decimal: bool,
 ) -> Option<(T::Item, T::Item)>
 where
     T: ArrayAccessor,
     T::Item: Copy + Ord + AsRef<[u8]>,
 {
-    let first_idx = valid.next()?;
+    // pcaplab's patch: the loop is `min_max`'s, shared with the dictionary's new values.
+    min_max(valid.map(|idx| array.value(idx)), is_decimal)
+}
 
-    let first_val = array.value(first_idx);
+/// The least and the greatest of `values` (the first of equal ones), or `None` if it is empty.
+fn min_max<V: Copy + AsRef<[u8]>>(
+    mut values: impl Iterator<Item = V>,
+    is_decimal: bool,
+) -> Option<(V, V)> {
+    let first_val = values.next()?;
     let mut min = first_val;
     let mut max = first_val;
-    for idx in valid {
-        let val = array.value(idx);
+    for val in values {
         if is_greater(is_decimal, min.as_ref(), val.as_ref()) {
             min = val;
         }
