@@ -1,12 +1,13 @@
 //! The patched parquet crate (`vendor/parquet/PATCHED.md`).
 //!
-//! 1. Its dictionary encoder of fixed-width values looks in a direct-mapped cache of recently
-//!    interned values before hashing. A wrong key from that cache would read back as a different
-//!    value, so these tests write columns of every cached type, with many more distinct values
-//!    than the cache has slots (so values share slots and evict each other), runs, nulls, floats
-//!    whose bits differ but compare equal (0.0 and -0.0) or compare unequal to themselves (NaN),
-//!    dictionaries that fall back to plain encoding in mid-chunk, and several pages and row
-//!    groups, and read them back bit for bit.
+//! 1. Its dictionary encoders of fixed-width values and of short byte strings look in a
+//!    direct-mapped cache of recently interned values before hashing. A wrong key from that
+//!    cache would read back as a different value, so these tests write columns of every cached
+//!    type, with many more distinct values than the cache has slots (so values share slots and
+//!    evict each other), runs, nulls, floats whose bits differ but compare equal (0.0 and -0.0)
+//!    or compare unequal to themselves (NaN), byte strings of every length that differ in one
+//!    byte anywhere, dictionaries that fall back to plain encoding in mid-chunk, and several
+//!    pages and row groups, and read them back bit for bit.
 //! 2. Its text columns' chunk statistics, with a dictionary, are the min and max of the values
 //!    added to the dictionary rather than of every row: the tests compare each row group's
 //!    statistics with the min and max of its values, at every statistics level, with and
@@ -15,7 +16,8 @@
 use std::sync::Arc;
 
 use arrow_array::{
-    Array, ArrayRef, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch, StringArray,
+    Array, ArrayRef, BinaryArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
+    StringArray,
 };
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
@@ -188,6 +190,71 @@ proptest! {
         small_dictionary in any::<bool>(),
     ) {
         assert_same(&values, &pool, if small_dictionary { 512 } else { 1 << 20 });
+    }
+}
+
+/// Writes `values` as a binary column with dictionaries on (falling back to plain past
+/// `dictionary_limit` bytes), reads it back, asserts the values are the same, and returns
+/// whether every column chunk used a dictionary.
+fn assert_bytes_read_back(values: &[Option<Vec<u8>>], dictionary_limit: usize) -> bool {
+    let column: ArrayRef = Arc::new(values.iter().map(Option::as_deref).collect::<BinaryArray>());
+    let schema = Arc::new(Schema::new(vec![Field::new("b", DataType::Binary, true)]));
+    let written = RecordBatch::try_new(schema, vec![column]).expect("a batch");
+    let (read, dictionary_used) = round_trip(&written, dictionary_limit);
+    let read = read
+        .column(0)
+        .as_any()
+        .downcast_ref::<BinaryArray>()
+        .expect("a binary column")
+        .iter()
+        .map(|v| v.map(<[u8]>::to_vec))
+        .collect::<Vec<_>>();
+    assert_eq!(read, values, "the byte strings read back different");
+    dictionary_used
+}
+
+/// Byte strings of every length up to 40 (the cache takes up to 32 bytes), each of one length
+/// differing from the others in one byte, anywhere: about 860 distinct values over 256 slots,
+/// with runs and nulls, in dictionaries that hold (so the cache gave every key) and that fall
+/// back.
+#[test]
+fn byte_strings_differing_in_one_byte_read_back() {
+    let mut pool = Vec::new();
+    for len in 0..=40 {
+        let base = vec![b'a'; len];
+        pool.push(base.clone());
+        for at in 0..len {
+            let mut v = base.clone();
+            v[at] = b'c';
+            pool.push(v);
+        }
+    }
+    let mut values = Vec::new();
+    for (row, state) in (0..20_000u32).zip(pseudo_random(0x0bad_cafe)) {
+        values.push(match row % 40 {
+            0..=2 => None,
+            3..=9 => Some(pool[row as usize / 40 % pool.len()].clone()), // a run
+            _ => Some(pool[(state >> 8) as usize % pool.len()].clone()),
+        });
+    }
+    assert!(
+        assert_bytes_read_back(&values, 1 << 20),
+        "every column chunk should be dictionary-encoded"
+    );
+    assert_bytes_read_back(&values, 300);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+    #[test]
+    fn any_byte_strings_read_back(
+        values in proptest::collection::vec(
+            proptest::option::weighted(0.9, proptest::collection::vec(0u8..4, 0..36)),
+            0..3000,
+        ),
+        small_dictionary in any::<bool>(),
+    ) {
+        assert_bytes_read_back(&values, if small_dictionary { 512 } else { 1 << 20 });
     }
 }
 

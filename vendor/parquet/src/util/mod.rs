@@ -20,6 +20,8 @@ pub mod bit_util;
 mod bit_pack;
 pub(crate) mod interner;
 pub(crate) mod prefix;
+// pcaplab's patch (see `PATCHED.md`): dictionary encoders' cache of recent values.
+pub(crate) mod recent;
 
 pub mod push_buffers;
 #[cfg(any(test, feature = "test_common"))]

@@ -34,6 +34,7 @@ use crate::schema::types::ColumnDescPtr;
 use crate::util::bit_util::num_required_bits;
 use crate::util::interner::{Interner, Storage};
 use crate::util::prefix::common_prefix_length;
+use crate::util::recent::{Recent, ShortBytes};
 use arrow_array::types::ByteArrayType;
 use arrow_array::{
     Array, ArrayAccessor, BinaryArray, BinaryViewArray, DictionaryArray, FixedSizeBinaryArray,
@@ -342,6 +343,8 @@ impl Storage for ByteArrayStorage {
 #[derive(Debug, Default)]
 struct DictEncoder {
     interner: Interner<ByteArrayStorage>,
+    /// pcaplab's patch: short values recently interned, and their keys.
+    recent: Recent<ShortBytes>,
     indices: Vec<u64>,
     variable_length_bytes: i64,
 }
@@ -357,9 +360,18 @@ impl DictEncoder {
 
         for idx in indices {
             let value = values.value(idx);
-            let interned = self.interner.intern(value.as_ref());
+            let bytes = value.as_ref();
+            // pcaplab's patch (see `PATCHED.md`): short values look in a direct-mapped cache of
+            // values recently interned first, and only on a miss are hashed and interned.
+            let interned = match ShortBytes::new(bytes) {
+                Some(short) => {
+                    let interner = &mut self.interner;
+                    self.recent.key(short, short.hash(), || interner.intern(bytes))
+                }
+                None => self.interner.intern(bytes),
+            };
             self.indices.push(interned);
-            self.variable_length_bytes += value.as_ref().len() as i64;
+            self.variable_length_bytes += bytes.len() as i64;
         }
     }
 
@@ -369,7 +381,9 @@ impl DictEncoder {
     }
 
     fn estimated_memory_size(&self) -> usize {
-        self.interner.estimated_memory_size() + self.indices.capacity() * std::mem::size_of::<u64>()
+        self.interner.estimated_memory_size()
+            + self.indices.capacity() * std::mem::size_of::<u64>()
+            + self.recent.memory_size()
     }
 
     fn estimated_data_page_size(&self) -> usize {

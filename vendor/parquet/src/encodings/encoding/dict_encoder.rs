@@ -29,6 +29,7 @@ use crate::errors::Result;
 use crate::schema::types::ColumnDescPtr;
 use crate::util::bit_util::num_required_bits;
 use crate::util::interner::{Interner, Storage};
+use crate::util::recent::{Recent, fixed_width_bits};
 
 #[derive(Debug)]
 struct KeyStorage<T: DataType> {
@@ -73,25 +74,6 @@ impl<T: DataType> Storage for KeyStorage<T> {
     }
 }
 
-/// Slots in [`DictEncoder`]'s cache of recent values (pcaplab's patch).
-const RECENT: usize = 256;
-
-/// A 4- or 8-byte value's bits (the only widths [`DictEncoder::put`] caches: INT32, FLOAT,
-/// INT64, DOUBLE; one physical type per encoder, so two widths never meet in one cache).
-#[inline(always)]
-fn fixed_width_bits(bytes: &[u8]) -> u64 {
-    match <[u8; 4]>::try_from(bytes) {
-        Ok(b) => u64::from(u32::from_ne_bytes(b)),
-        Err(_) => <[u8; 8]>::try_from(bytes).map_or(0, u64::from_ne_bytes),
-    }
-}
-
-/// The cache slot of a value's bits: the top byte of a multiplicative (Fibonacci) hash.
-#[inline(always)]
-fn recent_slot(bits: u64) -> usize {
-    (bits.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize
-}
-
 /// Dictionary encoder.
 /// The dictionary encoding builds a dictionary of values encountered in a given column.
 /// The dictionary page is written first, before the data pages of the column chunk.
@@ -105,9 +87,9 @@ fn recent_slot(bits: u64) -> usize {
 pub struct DictEncoder<T: DataType> {
     interner: Interner<KeyStorage<T>>,
 
-    /// pcaplab's patch: values of a fixed-width type (their bits) and their keys, recently
-    /// interned, in a slot chosen by the value (see [`recent_slot`]); allocated on first use.
-    recent: Option<Box<[(u64, Option<u64>); RECENT]>>,
+    /// pcaplab's patch: values of a fixed-width type (their bits) recently interned, and
+    /// their keys.
+    recent: Recent<u64>,
 
     /// The buffered indices
     indices: Vec<u64>,
@@ -124,7 +106,7 @@ impl<T: DataType> DictEncoder<T> {
 
         Self {
             interner: Interner::new(storage),
-            recent: None,
+            recent: Recent::default(),
             indices: vec![],
         }
     }
@@ -196,20 +178,9 @@ impl<T: DataType> Encoder<T> for DictEncoder<T> {
         }
         // pcaplab's patch (see `PATCHED.md`): fixed-width values look in a direct-mapped cache
         // of values recently interned first, and only on a miss are hashed and interned.
-        let recent = self
-            .recent
-            .get_or_insert_with(|| Box::new([(0, None); RECENT]));
         for i in values {
             let bits = fixed_width_bits(i.as_bytes());
-            let slot = &mut recent[recent_slot(bits)];
-            let key = match *slot {
-                (cached, Some(key)) if cached == bits => key,
-                _ => {
-                    let key = self.interner.intern(i);
-                    *slot = (bits, Some(key));
-                    key
-                }
-            };
+            let key = self.recent.key(bits, bits, || self.interner.intern(i));
             self.indices.push(key);
         }
         Ok(())
@@ -241,7 +212,7 @@ impl<T: DataType> Encoder<T> for DictEncoder<T> {
     fn estimated_memory_size(&self) -> usize {
         self.interner.estimated_memory_size()
             + self.indices.capacity() * std::mem::size_of::<u64>()
-            + self.recent.as_ref().map_or(0, |r| std::mem::size_of_val(&**r))
+            + self.recent.memory_size()
     }
 }
 
