@@ -8,16 +8,17 @@
 //!    or compare unequal to themselves (NaN), byte strings of every length that differ in one
 //!    byte anywhere, dictionaries that fall back to plain encoding in mid-chunk, and several
 //!    pages and row groups, and read them back bit for bit.
-//! 2. Its text columns' chunk statistics, with a dictionary, are the min and max of the values
-//!    added to the dictionary rather than of every row: the tests compare each row group's
-//!    statistics with the min and max of its values, at every statistics level, with and
-//!    without a dictionary falling back.
+//! 2. Its text and integer columns' chunk statistics, with a dictionary, are the min and max of
+//!    the values added to the dictionary rather than of every row: the tests compare each row
+//!    group's statistics with the min and max of its values, at every statistics level, with and
+//!    without a dictionary falling back, for text and for signed and unsigned integers.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use arrow_array::{
     Array, ArrayRef, BinaryArray, Float32Array, Float64Array, Int32Array, Int64Array, RecordBatch,
-    StringArray,
+    StringArray, UInt16Array, UInt32Array,
 };
 use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
@@ -261,16 +262,16 @@ proptest! {
 /// A row group's rows and its chunk statistics' (min, max), if it has them.
 type GroupStatistics = (usize, Option<(Vec<u8>, Vec<u8>)>);
 
-/// Writes `texts` as one string column, in batches of 500 rows, and returns per row group the
-/// rows it holds and its chunk statistics (min, max).
-fn text_statistics(
-    texts: &[Option<String>],
+/// Writes `column` alone, in batches of 500 rows, and returns per row group the rows it holds
+/// and its chunk statistics (min, max, as Parquet stores them: little-endian for integers).
+fn chunk_statistics(
+    column: &ArrayRef,
     level: EnabledStatistics,
     dictionary_limit: usize,
 ) -> Vec<GroupStatistics> {
-    let column: ArrayRef = Arc::new(texts.iter().cloned().collect::<StringArray>());
-    let schema = Arc::new(Schema::new(vec![Field::new("t", DataType::Utf8, true)]));
-    let batch = RecordBatch::try_new(schema.clone(), vec![column]).expect("a batch");
+    let field = Field::new("c", column.data_type().clone(), true);
+    let schema = Arc::new(Schema::new(vec![field]));
+    let batch = RecordBatch::try_new(schema.clone(), vec![column.clone()]).expect("a batch");
     let props = small_pages(dictionary_limit)
         .set_statistics_enabled(level)
         .build();
@@ -301,33 +302,101 @@ fn text_statistics(
         .collect()
 }
 
-/// Each row group's min and max are those of its non-null values, whatever the statistics
-/// level and whether its dictionary holds or falls back to plain.
-fn assert_text_statistics(texts: &[Option<String>]) {
+/// Each row group's min and max are `expected` of its rows (their non-null values' min and
+/// max), whatever the statistics level and whether its dictionary holds or falls back to plain.
+fn assert_statistics(column: &ArrayRef, expected: impl Fn(Range<usize>) -> Option<MinMax>) {
     for level in [EnabledStatistics::Chunk, EnabledStatistics::Page] {
         for dictionary_limit in [1 << 20, 300] {
-            let groups = text_statistics(texts, level, dictionary_limit);
+            let groups = chunk_statistics(column, level, dictionary_limit);
             let mut at = 0;
             for (rows, minmax) in groups {
-                let values = texts[at..at + rows].iter().flatten().map(String::as_bytes);
-                let expected = values
-                    .clone()
-                    .min()
-                    .zip(values.max())
-                    .map(|(a, b)| (a.to_vec(), b.to_vec()));
                 assert_eq!(
                     minmax,
-                    expected,
+                    expected(at..at + rows),
                     "rows {at}..{} at {level:?}, dictionary limit {dictionary_limit}",
                     at + rows
                 );
                 at += rows;
             }
-            assert_eq!(at, texts.len());
+            assert_eq!(at, column.len());
         }
     }
-    let groups = text_statistics(texts, EnabledStatistics::None, 1 << 20);
+    let groups = chunk_statistics(column, EnabledStatistics::None, 1 << 20);
     assert!(groups.iter().all(|(_, minmax)| minmax.is_none()));
+}
+
+/// A min and a max, as bytes.
+type MinMax = (Vec<u8>, Vec<u8>);
+
+/// The min and max of the non-null `values`, as bytes.
+fn min_max<'a, T: Ord + Copy + 'a, B: AsRef<[u8]>>(
+    values: impl Iterator<Item = &'a Option<T>> + Clone,
+    bytes: impl Fn(T) -> B,
+) -> Option<MinMax> {
+    let values = values.flatten().copied();
+    let (min, max) = values.clone().min().zip(values.max())?;
+    Some((bytes(min).as_ref().to_vec(), bytes(max).as_ref().to_vec()))
+}
+
+fn assert_text_statistics(texts: &[Option<String>]) {
+    let column: ArrayRef = Arc::new(texts.iter().cloned().collect::<StringArray>());
+    let texts: Vec<Option<&str>> = texts.iter().map(Option::as_deref).collect();
+    assert_statistics(&column, |rows| min_max(texts[rows].iter(), str::as_bytes));
+}
+
+/// Integer columns as Parquet stores them (INT32, INT64; and UInt16 and UInt32 as INT32
+/// compared unsigned, where values past `i32::MAX` are the largest): each row group's min and
+/// max.
+fn assert_integer_statistics(values: &[Option<u32>]) {
+    let as_i32: Vec<Option<i32>> = values.iter().map(|v| v.map(|v| v as i32)).collect();
+    let column: ArrayRef = Arc::new(as_i32.iter().copied().collect::<Int32Array>());
+    assert_statistics(&column, |r| min_max(as_i32[r].iter(), i32::to_le_bytes));
+
+    let as_u32: Vec<Option<u32>> = values.to_vec();
+    let column: ArrayRef = Arc::new(as_u32.iter().copied().collect::<UInt32Array>());
+    assert_statistics(&column, |r| min_max(as_u32[r].iter(), u32::to_le_bytes));
+
+    let as_u16: Vec<Option<u16>> = values.iter().map(|v| v.map(|v| v as u16)).collect();
+    let column: ArrayRef = Arc::new(as_u16.iter().copied().collect::<UInt16Array>());
+    assert_statistics(&column, |r| {
+        min_max(as_u16[r].iter(), |v| i32::from(v).to_le_bytes())
+    });
+
+    let as_i64: Vec<Option<i64>> = values
+        .iter()
+        .map(|v| v.map(|v| i64::from(v as i32) * 0x1_0000_0001))
+        .collect();
+    let column: ArrayRef = Arc::new(as_i64.iter().copied().collect::<Int64Array>());
+    assert_statistics(&column, |r| min_max(as_i64[r].iter(), i64::to_le_bytes));
+}
+
+/// Integers as pcaplab's columns hold them: runs, a few hundred distinct values, nulls, all-null
+/// stretches, and a new minimum and maximum (signed and unsigned) late in a row group.
+#[test]
+fn integer_statistics_are_the_values_min_and_max() {
+    let mut values = Vec::new();
+    for (row, state) in (0..5000u32).zip(pseudo_random(0x0dd_ba11)) {
+        values.push(match row % 1200 {
+            0..=40 => None,
+            1100 => Some(0),
+            1101 => Some(u32::MAX),
+            1102 => Some(1 << 31),
+            _ if row % 7 == 0 => None,
+            _ if row % 5 == 0 => Some(443),
+            _ => Some(1000 + (state >> 8) % 700),
+        });
+    }
+    assert_integer_statistics(&values);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+    #[test]
+    fn any_integer_statistics(
+        values in proptest::collection::vec(proptest::option::weighted(0.85, any::<u32>()), 0..2500),
+    ) {
+        assert_integer_statistics(&values);
+    }
 }
 
 /// Addresses as pcaplab writes them: runs, repeats across batches and pages, nulls, a few

@@ -217,12 +217,22 @@ impl<T: DataType> ColumnValueEncoderImpl<T> {
     }
 
     fn write_slice(&mut self, slice: &[T::T]) -> Result<()> {
+        // pcaplab's patch (see `PATCHED.md`): an integer column with chunk statistics and a
+        // dictionary has the min and max of its dictionary's values, so only the values this
+        // slice adds to the dictionary are compared (below), not every row's. (Floats are
+        // compared row by row: their statistics count the rows that are NaN.)
+        let min_max_from_dictionary = self.statistics_enabled == EnabledStatistics::Chunk
+            && matches!(T::get_physical_type(), Type::INT32 | Type::INT64)
+            && self.geo_stats_accumulator.is_none()
+            && self.dict_encoder.is_some();
         if self.statistics_enabled != EnabledStatistics::None
             // INTERVAL, Geometry, and Geography have undefined sort order, so don't write min/max stats for them
             && self.descr.converted_type() != ConvertedType::INTERVAL
         {
             if let Some(accumulator) = self.geo_stats_accumulator.as_deref_mut() {
                 update_geo_stats_accumulator(accumulator, slice.iter());
+            } else if min_max_from_dictionary {
+                // Below, from the values the dictionary gains.
             } else if let Some((min, max, nan_count)) =
                 T::T::min_max(self.descr.get_basic_info(), slice)
             {
@@ -241,6 +251,16 @@ impl<T: DataType> ColumnValueEncoderImpl<T> {
         // While a dictionary is in use the filter is populated from its distinct values
         // in `flush_dict_page`, so each value is hashed once rather than once per row.
         match &mut self.dict_encoder {
+            Some(encoder) if min_max_from_dictionary => {
+                let first_new = encoder.num_entries();
+                encoder.put(slice)?;
+                let new = &encoder.uniques()[first_new..];
+                if let Some((min, max, _)) = T::T::min_max(self.descr.get_basic_info(), new) {
+                    update_min(&self.descr, &min, &mut self.min_value);
+                    update_max(&self.descr, &max, &mut self.max_value);
+                }
+                Ok(())
+            }
             Some(encoder) => encoder.put(slice),
             _ => {
                 if let Some(bloom_filter) = &mut self.bloom_filter {
