@@ -13,12 +13,13 @@
 /// Slots in a [`Recent`] cache.
 const SLOTS: usize = 256;
 
-/// Values recently interned (by a fixed-size copy `K`) and their dictionary keys, one per slot;
-/// a value's slot is the top byte of a multiplicative (Fibonacci) hash of its `hash`, and a new
-/// value evicts the one in its slot. The slots are allocated on first use.
+/// Values recently interned (by a fixed-size copy `K`) and their dictionary keys plus one (0: an
+/// empty slot), one per slot; a value's slot is the top byte of a multiplicative (Fibonacci)
+/// hash of its `hash`, and a new value evicts the one in its slot. The slots are allocated on
+/// first use.
 #[derive(Debug, Default)]
 pub(crate) struct Recent<K> {
-    slots: Option<Box<[(K, Option<u64>); SLOTS]>>,
+    slots: Option<Box<[(K, u64); SLOTS]>>,
 }
 
 impl<K: Copy + Eq + Default> Recent<K> {
@@ -28,16 +29,14 @@ impl<K: Copy + Eq + Default> Recent<K> {
     pub(crate) fn key(&mut self, value: K, hash: u64, intern: impl FnOnce() -> u64) -> u64 {
         let slots = self
             .slots
-            .get_or_insert_with(|| Box::new([(K::default(), None); SLOTS]));
+            .get_or_insert_with(|| Box::new([(K::default(), 0); SLOTS]));
         let slot = &mut slots[(hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 56) as usize];
-        match *slot {
-            (cached, Some(key)) if cached == value => key,
-            _ => {
-                let key = intern();
-                *slot = (value, Some(key));
-                key
-            }
+        if slot.1 != 0 && slot.0 == value {
+            return slot.1 - 1;
         }
+        let key = intern();
+        *slot = (value, key.wrapping_add(1));
+        key
     }
 
     /// Bytes allocated.
@@ -59,10 +58,21 @@ pub(crate) fn fixed_width_bits(bytes: &[u8]) -> u64 {
 /// A byte string of at most [`ShortBytes::MAX`] bytes, as words read from its two ends (which
 /// overlap when it is shorter than the words) and its length: together they hold every byte once
 /// at least, so two strings have equal `ShortBytes` exactly when their bytes are equal.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Eq)]
 pub(crate) struct ShortBytes {
     words: [u64; 4],
     len: u64,
+}
+
+impl PartialEq for ShortBytes {
+    /// Word by word in registers: a derived comparison loads the words as vectors from where
+    /// they were just stored one by one, which stalls the loads (store forwarding fails).
+    #[inline(always)]
+    fn eq(&self, other: &Self) -> bool {
+        let [a, b, c, d] = self.words;
+        let [e, f, g, h] = other.words;
+        (a ^ e) | (b ^ f) | (c ^ g) | (d ^ h) | (self.len ^ other.len) == 0
+    }
 }
 
 impl ShortBytes {
