@@ -345,6 +345,8 @@ struct DictEncoder {
     interner: Interner<ByteArrayStorage>,
     /// pcaplab's patch: short values recently interned, and their keys.
     recent: Recent<ShortBytes>,
+    /// pcaplab's patch: the key of the latest value longer than [`ShortBytes::MAX`].
+    last_long: Option<u64>,
     indices: Vec<u64>,
     variable_length_bytes: i64,
 }
@@ -358,21 +360,26 @@ impl DictEncoder {
     {
         self.indices.reserve(indices.len());
 
-        for idx in indices {
+        // pcaplab's patch (see `PATCHED.md`): short values look in a direct-mapped cache of
+        // values recently interned first, and only on a miss are hashed and interned.
+        // A longer value is first compared with the latest longer one (a column of one value
+        // repeated, such as a capture's name, is mostly longer than that).
+        let (recent, interner, last_long) =
+            (&mut self.recent, &mut self.interner, &mut self.last_long);
+        let mut variable_length_bytes = 0;
+        self.indices.extend(indices.map(|idx| {
             let value = values.value(idx);
             let bytes = value.as_ref();
-            // pcaplab's patch (see `PATCHED.md`): short values look in a direct-mapped cache of
-            // values recently interned first, and only on a miss are hashed and interned.
-            let interned = match ShortBytes::new(bytes) {
-                Some(short) => {
-                    let interner = &mut self.interner;
-                    self.recent.key(short, short.hash(), || interner.intern(bytes))
-                }
-                None => self.interner.intern(bytes),
-            };
-            self.indices.push(interned);
-            self.variable_length_bytes += bytes.len() as i64;
-        }
+            variable_length_bytes += bytes.len() as i64;
+            match ShortBytes::new(bytes) {
+                Some(short) => recent.key(short, short.hash(), || interner.intern(bytes)),
+                None => match *last_long {
+                    Some(key) if interner.storage().get(key) == bytes => key,
+                    _ => *last_long.insert(interner.intern(bytes)),
+                },
+            }
+        }));
+        self.variable_length_bytes += variable_length_bytes;
     }
 
     fn bit_width(&self) -> u8 {

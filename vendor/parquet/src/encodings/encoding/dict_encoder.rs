@@ -178,11 +178,13 @@ impl<T: DataType> Encoder<T> for DictEncoder<T> {
         }
         // pcaplab's patch (see `PATCHED.md`): fixed-width values look in a direct-mapped cache
         // of values recently interned first, and only on a miss are hashed and interned.
-        for i in values {
+        // Extended from the slice's iterator, whose length is known: the indices' length stays
+        // in a register instead of being loaded and stored around each value.
+        let (recent, interner) = (&mut self.recent, &mut self.interner);
+        self.indices.extend(values.iter().map(|i| {
             let bits = fixed_width_bits(i.as_bytes());
-            let key = self.recent.key(bits, bits, || self.interner.intern(i));
-            self.indices.push(key);
-        }
+            recent.key(bits, bits, || interner.intern(i))
+        }));
         Ok(())
     }
 
