@@ -364,7 +364,7 @@ fn assert_integer_statistics(values: &[Option<u32>]) {
 
     let as_i64: Vec<Option<i64>> = values
         .iter()
-        .map(|v| v.map(|v| i64::from(v as i32) * 0x1_0000_0001))
+        .map(|v| v.map(|v| i64::from(v as i32).wrapping_mul(0x1_0000_0001)))
         .collect();
     let column: ArrayRef = Arc::new(as_i64.iter().copied().collect::<Int64Array>());
     assert_statistics(&column, |r| min_max(as_i64[r].iter(), i64::to_le_bytes));
