@@ -693,9 +693,7 @@ impl Summary {
         self.decode_errors += other.decode_errors;
         self.quic_initials += other.quic_initials;
         self.quic_undecryptable += other.quic_undecryptable;
-        for (k, v) in &other.talkers {
-            self.talkers.entry(*k).or_default().add(*v);
-        }
+        self.merge_talkers(&other.talkers);
         self.talkers_truncated |= other.talkers_truncated;
         self.ports.merge(&other.ports);
         self.timeline.merge(&other.timeline);
@@ -714,7 +712,6 @@ impl Summary {
             }
         }
         self.names_truncated |= other.names_truncated;
-        self.prune_talkers();
         self.prune_names();
     }
 
@@ -736,17 +733,44 @@ impl Summary {
         top_n(all, n, count_order)
     }
 
-    fn prune_talkers(&mut self) {
-        if self.talkers.len() <= TALKERS_CAP {
-            return;
+    /// Add `other`'s talkers. Addresses already counted add up in place; new ones are inserted
+    /// only if the map then stays within [`TALKERS_CAP`], or if they are among the biggest half
+    /// it is pruned to: the talkers that inserting them all and pruning would keep, without
+    /// inserting the thousands of new addresses a chunk of a scan brings, nearly all of them
+    /// pruned at once (on the writer thread, which merges every chunk).
+    fn merge_talkers(&mut self, other: &FxHashMap<Addr, Traffic>) {
+        let mut new = Vec::with_capacity(other.len());
+        for (a, t) in other {
+            match self.talkers.get_mut(a) {
+                Some(mine) => mine.add(*t),
+                None => new.push((*a, *t)),
+            }
         }
-        // In place: the map keeps its capacity for the next chunks of a scan.
-        let mut all: Vec<(Addr, Traffic)> = self.talkers.iter().map(|(a, t)| (*a, *t)).collect();
+        if self.talkers.len() + new.len() <= TALKERS_CAP {
+            self.talkers.extend(new);
+        } else {
+            new.extend(self.talkers.iter().map(|(a, t)| (*a, *t)));
+            self.keep_biggest(new);
+        }
+    }
+
+    fn prune_talkers(&mut self) {
+        if self.talkers.len() > TALKERS_CAP {
+            let all = self.talkers.iter().map(|(a, t)| (*a, *t)).collect();
+            self.keep_biggest(all);
+        }
+    }
+
+    /// The talkers become the biggest [`TALKERS_CAP`] / 2 of `all` (each address once). In
+    /// place: the map keeps its capacity for the next chunks of a scan.
+    fn keep_biggest(&mut self, mut all: Vec<(Addr, Traffic)>) {
         let keep = TALKERS_CAP / 2;
-        let (_, last, _) = all.select_nth_unstable_by(keep - 1, talker_order);
-        let last = *last;
-        self.talkers
-            .retain(|a, t| talker_order(&(*a, *t), &last).is_le());
+        if all.len() > keep {
+            all.select_nth_unstable_by(keep - 1, talker_order);
+            all.truncate(keep);
+        }
+        self.talkers.clear();
+        self.talkers.extend(all);
         self.talkers_truncated = true;
     }
 
@@ -1036,6 +1060,48 @@ mod tests {
         let mut later = Summary::default();
         later.merge(&s);
         assert!(later.talkers_truncated);
+    }
+
+    /// Merging chunk by chunk keeps exactly the talkers that adding every address and then
+    /// pruning to the biggest half keeps: chunks of a scan drawn from an address space bigger
+    /// than the cap, overlapping one another, with counts that tie and differ.
+    #[test]
+    fn merging_talkers_keeps_what_adding_all_then_pruning_keeps() {
+        fn model(mine: &mut FxHashMap<Addr, Traffic>, other: &FxHashMap<Addr, Traffic>) {
+            for (a, t) in other {
+                mine.entry(*a).or_default().add(*t);
+            }
+            if mine.len() > TALKERS_CAP {
+                let mut all: Vec<(Addr, Traffic)> = mine.iter().map(|(a, t)| (*a, *t)).collect();
+                all.sort_unstable_by(talker_order);
+                all.truncate(TALKERS_CAP / 2);
+                *mine = all.into_iter().collect();
+            }
+        }
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % n
+        };
+        let mut merged = Summary::default();
+        let mut expected: FxHashMap<Addr, Traffic> = FxHashMap::default();
+        for (chunk, size) in [300, 9_000, 12_000, 100, 15_000, 7_000].into_iter().enumerate() {
+            let mut other = Summary::default();
+            for _ in 0..size {
+                let a = Addr::V4((next(40_000) as u32).to_be_bytes());
+                let packets = 1 + next(3);
+                other.talkers.entry(a).or_default().add(Traffic {
+                    packets,
+                    bytes: packets * 60 + next(2) * 40,
+                });
+            }
+            merged.merge(&other);
+            model(&mut expected, &other.talkers);
+            assert_eq!(merged.talkers, expected, "after chunk {chunk}");
+            assert_eq!(merged.talkers_truncated, chunk >= 2, "after chunk {chunk}");
+        }
     }
 
     #[test]
