@@ -1087,7 +1087,10 @@ mod tests {
         };
         let mut merged = Summary::default();
         let mut expected: FxHashMap<Addr, Traffic> = FxHashMap::default();
-        for (chunk, size) in [300, 9_000, 12_000, 100, 15_000, 7_000].into_iter().enumerate() {
+        for (chunk, size) in [300, 9_000, 12_000, 100, 15_000, 7_000]
+            .into_iter()
+            .enumerate()
+        {
             let mut other = Summary::default();
             for _ in 0..size {
                 let a = Addr::V4((next(40_000) as u32).to_be_bytes());
