@@ -7,7 +7,7 @@ use arrow_array::builder::{
     UInt16Builder,
 };
 use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use crate::app::quic::{self, LongPacket};
@@ -432,7 +432,9 @@ impl Builders {
             self.app_rows(rows);
         }
         self.app_end(n);
-        let capture: ArrayRef = Arc::new(crate::text::repeated(capture, n)?);
+        let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+            capture, n,
+        )));
         let columns: Vec<ArrayRef> = vec![
             capture,
             Arc::new(self.frame_number.finish()),
@@ -1107,8 +1109,6 @@ pub fn decode_chunk_as(
 
 #[cfg(test)]
 mod tests {
-    use arrow_array::StringArray;
-
     use super::*;
 
     /// An Ethernet/IPv4/TCP frame from 10.0.0.1:40000 to 10.0.0.2:80 (or back).

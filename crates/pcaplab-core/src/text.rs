@@ -10,7 +10,6 @@
 use std::net::Ipv6Addr;
 
 use arrow_array::StringArray;
-use arrow_array::builder::StringBuilder;
 use arrow_buffer::{Buffer, NullBufferBuilder, OffsetBuffer, ScalarBuffer};
 use arrow_schema::ArrowError;
 
@@ -172,27 +171,6 @@ impl AddrColumn {
     }
 }
 
-/// A column of `n` rows of the same text (a batch's capture name), its buffers allocated once at
-/// their size: built from an iterator, it regrew its value buffer a dozen times per batch
-/// (measured, 1.2% of the instructions of small-packet TCP to Parquet).
-pub(crate) fn repeated(text: &str, n: usize) -> Result<StringArray, ArrowError> {
-    let bytes = text
-        .len()
-        .checked_mul(n)
-        .filter(|b| i32::try_from(*b).is_ok());
-    let Some(bytes) = bytes else {
-        return Err(ArrowError::InvalidArgumentError(format!(
-            "{n} rows of a {}-byte text: more than the 2 GiB an Arrow text column holds",
-            text.len()
-        )));
-    };
-    let mut column = StringBuilder::with_capacity(n, bytes);
-    for _ in 0..n {
-        column.append_value(text);
-    }
-    Ok(column.finish())
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -255,34 +233,5 @@ mod tests {
         assert_eq!(b.len(), 1);
         assert_eq!(b.value(0), "10.0.0.1");
         assert!(b.nulls().is_none());
-    }
-
-    #[test]
-    fn a_repeated_text_reads_back_as_the_same_rows_built_one_by_one() {
-        let expect =
-            |text: &str, n: usize| StringArray::from_iter_values(std::iter::repeat_n(text, n));
-        for (text, n) in [
-            ("capture.pcap", 5),
-            ("capture.pcap", 5),
-            ("capture.pcap", 2),
-            ("capture.pcap", 7),
-            ("capture.pcapng", 3),
-            ("é-ü.pcapng", 3),
-            ("é-ü.pcapng", 0),
-            ("", 4),
-            ("", 1),
-            ("x", 1),
-        ] {
-            let a = repeated(text, n).expect("a valid column");
-            assert_eq!(a, expect(text, n), "{text:?} × {n}");
-            assert_eq!((a.len(), a.null_count()), (n, 0));
-        }
-        // Past what 32-bit offsets address: an error naming the sizes, not a panic.
-        let long = "a".repeat(1 << 20);
-        let err = repeated(&long, 1 << 12).expect_err("2^32 bytes");
-        assert!(
-            err.to_string().contains("4096 rows of a 1048576-byte text"),
-            "{err}"
-        );
     }
 }

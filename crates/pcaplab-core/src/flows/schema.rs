@@ -7,7 +7,7 @@ use arrow_array::builder::{
     Float64Builder, ListBuilder, PrimitiveBuilder, StringBuilder, TimestampNanosecondBuilder,
 };
 use arrow_array::types::{UInt8Type, UInt16Type, UInt32Type, UInt64Type};
-use arrow_array::{ArrayRef, RecordBatch};
+use arrow_array::{ArrayRef, RecordBatch, StringArray};
 use arrow_schema::{ArrowError, DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::{Flow, FlowConfig, IPPROTO_TCP, NO_OFFSET, outer_key};
@@ -213,7 +213,9 @@ pub fn flows_batch<'a>(
         tunnel_type.append_option(Some(fl.seg.carries.name()).filter(|n| !n.is_empty()));
         end_reason.append_value(fl.end.as_str());
     }
-    let capture: ArrayRef = Arc::new(crate::text::repeated(capture, n)?);
+    let capture: ArrayRef = Arc::new(StringArray::from_iter_values(std::iter::repeat_n(
+        capture, n,
+    )));
     let mut columns: Vec<ArrayRef> = vec![
         capture,
         Arc::new(community_id.finish()),
