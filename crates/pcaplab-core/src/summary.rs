@@ -749,14 +749,14 @@ impl Summary {
         if self.talkers.len() + new.len() <= TALKERS_CAP {
             self.talkers.extend(new);
         } else {
-            new.extend(self.talkers.iter().map(|(a, t)| (*a, *t)));
+            new.extend(self.talker_list());
             self.keep_biggest(new);
         }
     }
 
     fn prune_talkers(&mut self) {
         if self.talkers.len() > TALKERS_CAP {
-            let all = self.talkers.iter().map(|(a, t)| (*a, *t)).collect();
+            let all = self.talker_list().collect();
             self.keep_biggest(all);
         }
     }
@@ -774,9 +774,14 @@ impl Summary {
         self.talkers_truncated = true;
     }
 
+    /// Every talker, in the map's order.
+    fn talker_list(&self) -> impl Iterator<Item = (Addr, Traffic)> + '_ {
+        self.talkers.iter().map(|(a, t)| (*a, *t))
+    }
+
     /// The `n` addresses with the most packets (then bytes, then lowest address first).
     pub fn top_talkers(&self, n: usize) -> Vec<(Addr, Traffic)> {
-        let all = self.talkers.iter().map(|(a, t)| (*a, *t)).collect();
+        let all = self.talker_list().collect();
         top_n(all, n, talker_order)
     }
 

@@ -231,10 +231,9 @@ impl<T: DataType> ColumnValueEncoderImpl<T> {
         {
             if let Some(accumulator) = self.geo_stats_accumulator.as_deref_mut() {
                 update_geo_stats_accumulator(accumulator, slice.iter());
-            } else if min_max_from_dictionary {
-                // Below, from the values the dictionary gains.
-            } else if let Some((min, max, nan_count)) =
-                T::T::min_max(self.descr.get_basic_info(), slice)
+            } else if !min_max_from_dictionary
+                && let Some((min, max, nan_count)) =
+                    T::T::min_max(self.descr.get_basic_info(), slice)
             {
                 update_min(&self.descr, &min, &mut self.min_value);
                 update_max(&self.descr, &max, &mut self.max_value);
