@@ -211,14 +211,18 @@ impl RleEncoder {
     /// Produces output identical to calling [`Self::put`] for each value, but avoids
     /// the per-value run tracking wherever a whole group of values can be examined at
     /// once.
-    pub fn put_batch(&mut self, values: &[u64]) {
+    ///
+    /// pcaplab's patch: generic over the values' width (dictionary encoders buffer their
+    /// indices as `u32`, see `util::recent::buffered_key`).
+    pub fn put_batch<V: Copy + Into<u64>>(&mut self, values: &[V]) {
+        let wide = |v: V| -> u64 { v.into() };
         let mut i = 0;
         while i < values.len() {
             // Extend an active RLE run with its whole continuation at once
-            if self.repeat_count >= BIT_PACK_GROUP_SIZE && values[i] == self.current_value {
+            if self.repeat_count >= BIT_PACK_GROUP_SIZE && wide(values[i]) == self.current_value {
                 let run_len = values[i..]
                     .iter()
-                    .take_while(|&&v| v == self.current_value)
+                    .take_while(|&&v| wide(v) == self.current_value)
                     .count();
                 self.repeat_count += run_len;
                 i += run_len;
@@ -239,17 +243,18 @@ impl RleEncoder {
                 debug_assert_eq!(self.repeat_count, 0);
                 let group = &values[i..i + BIT_PACK_GROUP_SIZE];
                 i += BIT_PACK_GROUP_SIZE;
-                if group.iter().all(|&v| v == group[0]) {
+                let first = wide(group[0]);
+                if group.iter().all(|&v| wide(v) == first) {
                     // The same decision `commit_group` makes for a group holding a
                     // single repeated value, without appending it first
                     if !self.pending_values.is_empty() {
                         self.close_bit_packed_run();
                     }
-                    self.current_value = group[0];
+                    self.current_value = first;
                     self.repeat_count = BIT_PACK_GROUP_SIZE;
                 } else {
-                    self.pending_values.extend_from_slice(group);
-                    self.current_value = group[BIT_PACK_GROUP_SIZE - 1];
+                    self.pending_values.extend(group.iter().map(|&v| wide(v)));
+                    self.current_value = wide(group[BIT_PACK_GROUP_SIZE - 1]);
                     let num_groups = self.pending_values.len() / BIT_PACK_GROUP_SIZE;
                     if num_groups + 1 >= MAX_GROUPS_PER_BIT_PACKED_RUN {
                         self.close_bit_packed_run();
@@ -260,7 +265,7 @@ impl RleEncoder {
 
             // Ending an RLE run, filling up a partial group, or a trailing partial
             // group: fall back to the per-value path
-            self.put(values[i]);
+            self.put(wide(values[i]));
             i += 1;
         }
     }

@@ -10,6 +10,18 @@
 //! equal, as the interner compares them; so a hit is the key the interner gave those same
 //! bytes, and the dictionary and indices are the ones the published crate writes.
 
+/// A dictionary key as an encoder buffers it until its data page is written: four bytes, not the
+/// interner's eight (pcaplab's patch: a page's indices are most of a dictionary-encoded column
+/// writer's memory, up to 20,000 of them in each column). A dictionary falls back to plain
+/// encoding once its page passes its size limit (checked after each mini-batch of at most
+/// `write_batch_size` values), so it never holds anywhere near 2^32 entries: each is at least
+/// one byte of the page, or four for the fixed-width types.
+#[inline(always)]
+pub(crate) fn buffered_key(key: u64) -> u32 {
+    debug_assert!(u32::try_from(key).is_ok(), "dictionary key {key} past u32");
+    key as u32
+}
+
 /// Slots in a [`Recent`] cache.
 const SLOTS: usize = 256;
 

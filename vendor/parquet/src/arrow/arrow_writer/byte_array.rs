@@ -34,7 +34,7 @@ use crate::schema::types::ColumnDescPtr;
 use crate::util::bit_util::num_required_bits;
 use crate::util::interner::{Interner, Storage};
 use crate::util::prefix::common_prefix_length;
-use crate::util::recent::{Recent, ShortBytes};
+use crate::util::recent::{Recent, ShortBytes, buffered_key};
 use arrow_array::types::ByteArrayType;
 use arrow_array::{
     Array, ArrayAccessor, BinaryArray, BinaryViewArray, DictionaryArray, FixedSizeBinaryArray,
@@ -347,7 +347,8 @@ struct DictEncoder {
     recent: Recent<ShortBytes>,
     /// pcaplab's patch: the key of the latest value longer than [`ShortBytes::MAX`].
     last_long: Option<u64>,
-    indices: Vec<u64>,
+    /// pcaplab's patch: as [`buffered_key`]s.
+    indices: Vec<u32>,
     variable_length_bytes: i64,
 }
 
@@ -371,13 +372,13 @@ impl DictEncoder {
             let value = values.value(idx);
             let bytes = value.as_ref();
             variable_length_bytes += bytes.len() as i64;
-            match ShortBytes::new(bytes) {
+            buffered_key(match ShortBytes::new(bytes) {
                 Some(short) => recent.key(short, short.hash(), || interner.intern(bytes)),
                 None => match *last_long {
                     Some(key) if interner.storage().get(key) == bytes => key,
                     _ => *last_long.insert(interner.intern(bytes)),
                 },
-            }
+            })
         }));
         self.variable_length_bytes += variable_length_bytes;
     }
@@ -389,7 +390,7 @@ impl DictEncoder {
 
     fn estimated_memory_size(&self) -> usize {
         self.interner.estimated_memory_size()
-            + self.indices.capacity() * std::mem::size_of::<u64>()
+            + self.indices.capacity() * std::mem::size_of::<u32>()
             + self.recent.memory_size()
     }
 

@@ -29,7 +29,7 @@ use crate::errors::Result;
 use crate::schema::types::ColumnDescPtr;
 use crate::util::bit_util::num_required_bits;
 use crate::util::interner::{Interner, Storage};
-use crate::util::recent::{Recent, fixed_width_bits};
+use crate::util::recent::{Recent, buffered_key, fixed_width_bits};
 
 #[derive(Debug)]
 struct KeyStorage<T: DataType> {
@@ -91,8 +91,8 @@ pub struct DictEncoder<T: DataType> {
     /// their keys.
     recent: Recent<u64>,
 
-    /// The buffered indices
-    indices: Vec<u64>,
+    /// The buffered indices (pcaplab's patch: as [`buffered_key`]s).
+    indices: Vec<u32>,
 }
 
 impl<T: DataType> DictEncoder<T> {
@@ -155,7 +155,7 @@ impl<T: DataType> DictEncoder<T> {
     }
 
     fn put_one(&mut self, value: &T::T) {
-        self.indices.push(self.interner.intern(value));
+        self.indices.push(buffered_key(self.interner.intern(value)));
     }
 
     #[inline]
@@ -183,7 +183,7 @@ impl<T: DataType> Encoder<T> for DictEncoder<T> {
         let (recent, interner) = (&mut self.recent, &mut self.interner);
         self.indices.extend(values.iter().map(|i| {
             let bits = fixed_width_bits(i.as_bytes());
-            recent.key(bits, bits, || interner.intern(i))
+            buffered_key(recent.key(bits, bits, || interner.intern(i)))
         }));
         Ok(())
     }
@@ -213,7 +213,7 @@ impl<T: DataType> Encoder<T> for DictEncoder<T> {
     /// For this encoder, the indices are unencoded bytes (refer to [`Self::write_indices`]).
     fn estimated_memory_size(&self) -> usize {
         self.interner.estimated_memory_size()
-            + self.indices.capacity() * std::mem::size_of::<u64>()
+            + self.indices.capacity() * std::mem::size_of::<u32>()
             + self.recent.memory_size()
     }
 }
@@ -264,7 +264,7 @@ mod tests {
         );
 
         // Must also account for the 9 buffered indices.
-        let indices_size = 9 * std::mem::size_of::<u64>();
+        let indices_size = 9 * std::mem::size_of::<u32>();
         assert!(
             size >= empty_size + dict_entry_size + indices_size,
             "memory size {size} should include indices ({indices_size} bytes)"
@@ -289,7 +289,7 @@ mod tests {
         );
 
         // Must also account for the 100 buffered indices.
-        let indices_size = 100 * std::mem::size_of::<u64>();
+        let indices_size = 100 * std::mem::size_of::<u32>();
         assert!(
             size >= empty_size + dict_entry_size + indices_size,
             "memory size {size} should include indices ({indices_size} bytes)"
@@ -321,7 +321,7 @@ mod tests {
         );
 
         // Must also account for the 9 buffered indices.
-        let indices_size = 9 * std::mem::size_of::<u64>();
+        let indices_size = 9 * std::mem::size_of::<u32>();
         assert!(
             size >= empty_size + dict_entry_size + indices_size,
             "memory size {size} should include indices ({indices_size} bytes)"
@@ -350,7 +350,7 @@ mod tests {
         );
 
         // Must also account for the 100 buffered indices.
-        let indices_size = 100 * std::mem::size_of::<u64>();
+        let indices_size = 100 * std::mem::size_of::<u32>();
         assert!(
             size >= empty_size + dict_entry_size + indices_size,
             "memory size {size} should include indices ({indices_size} bytes)"
@@ -385,7 +385,7 @@ mod tests {
         );
 
         // Must also account for the 9 buffered indices.
-        let indices_size = 9 * std::mem::size_of::<u64>();
+        let indices_size = 9 * std::mem::size_of::<u32>();
         assert!(
             size >= empty_size + dict_entry_size + indices_size,
             "memory size {size} should include indices ({indices_size} bytes)"
@@ -417,7 +417,7 @@ mod tests {
         );
 
         // Must also account for the 100 buffered indices.
-        let indices_size = 100 * std::mem::size_of::<u64>();
+        let indices_size = 100 * std::mem::size_of::<u32>();
         assert!(
             size >= empty_size + dict_entry_size + indices_size,
             "memory size {size} should include indices ({indices_size} bytes)"
