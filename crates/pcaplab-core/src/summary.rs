@@ -733,11 +733,10 @@ impl Summary {
         top_n(all, n, count_order)
     }
 
-    /// Add `other`'s talkers. Addresses already counted add up in place; new ones are inserted
-    /// only if the map then stays within [`TALKERS_CAP`], or if they are among the biggest half
-    /// it is pruned to: the talkers that inserting them all and pruning would keep, without
-    /// inserting the thousands of new addresses a chunk of a scan brings, nearly all of them
-    /// pruned at once (on the writer thread, which merges every chunk).
+    /// Add `other`'s talkers. Addresses already counted add up in place; the new ones go in
+    /// through [`Summary::add_new_talkers`], which drops at once those a prune would drop
+    /// without inserting them first (a chunk of a scan brings thousands, merged on the writer
+    /// thread).
     fn merge_talkers(&mut self, other: &FxHashMap<Addr, Traffic>) {
         let mut new = Vec::with_capacity(other.len());
         for (a, t) in other {
@@ -746,31 +745,31 @@ impl Summary {
                 None => new.push((*a, *t)),
             }
         }
+        self.add_new_talkers(new);
+    }
+
+    /// Keep the talkers within [`TALKERS_CAP`].
+    fn prune_talkers(&mut self) {
+        self.add_new_talkers(Vec::new());
+    }
+
+    /// Insert `new` (addresses not in the map) if the map then stays within [`TALKERS_CAP`];
+    /// otherwise the talkers become the biggest [`TALKERS_CAP`] / 2 of old and new together —
+    /// those that inserting them all and pruning would keep. In place: the map keeps its
+    /// capacity for the next chunks of a scan.
+    fn add_new_talkers(&mut self, mut new: Vec<(Addr, Traffic)>) {
         if self.talkers.len() + new.len() <= TALKERS_CAP {
             self.talkers.extend(new);
-        } else {
-            new.extend(self.talker_list());
-            self.keep_biggest(new);
+            return;
         }
-    }
-
-    fn prune_talkers(&mut self) {
-        if self.talkers.len() > TALKERS_CAP {
-            let all = self.talker_list().collect();
-            self.keep_biggest(all);
-        }
-    }
-
-    /// The talkers become the biggest [`TALKERS_CAP`] / 2 of `all` (each address once). In
-    /// place: the map keeps its capacity for the next chunks of a scan.
-    fn keep_biggest(&mut self, mut all: Vec<(Addr, Traffic)>) {
+        new.extend(self.talker_list());
         let keep = TALKERS_CAP / 2;
-        if all.len() > keep {
-            all.select_nth_unstable_by(keep - 1, talker_order);
-            all.truncate(keep);
+        if new.len() > keep {
+            new.select_nth_unstable_by(keep - 1, talker_order);
+            new.truncate(keep);
         }
         self.talkers.clear();
-        self.talkers.extend(all);
+        self.talkers.extend(new);
         self.talkers_truncated = true;
     }
 
