@@ -221,6 +221,13 @@ fn name(m: &[u8], at: usize, mut text: Option<&mut String>) -> Option<usize> {
 
 /// One label's text: lossy UTF-8, '.' and '\' escaped by a '\'.
 fn push_label(t: &mut String, label: &[u8]) {
+    // Most labels are valid text with nothing to escape: pushed whole.
+    if !label.iter().any(|&b| b == b'.' || b == b'\\')
+        && let Ok(text) = std::str::from_utf8(label)
+    {
+        t.push_str(text);
+        return;
+    }
     for chunk in label.utf8_chunks() {
         let mut valid = chunk.valid();
         while let Some(i) = valid.find(['.', '\\']) {
