@@ -170,16 +170,44 @@ fn first_question(msg: &[u8], out: &mut AppFields) -> Option<u16> {
 /// Walk the name at `at` of `m` as simple-dns's `Name::parse` did, appending its text to
 /// `text` when given (labels joined by '.', each label's bytes as lossy UTF-8 with '.' and
 /// '\' escaped by a '\'; `<Root>` for the root). Returns where the name ends at `at` (after
-/// its terminating zero or its first compression pointer).
+/// its terminating zero or its first compression pointer). A malformed name leaves the text of
+/// the labels read before the fault.
+///
+/// The text is gathered as bytes and checked as UTF-8 once, not label by label; only a name
+/// with a label that is not UTF-8 is read again for its lossy text.
+fn name(m: &[u8], at: usize, text: Option<&mut String>) -> Option<usize> {
+    let Some(t) = text else {
+        return walk_name(m, at, |_| ());
+    };
+    let mut gathered = NameText::default();
+    let end = walk_name(m, at, |label| gathered.label(label));
+    if end.is_some() && gathered.labels == 0 {
+        t.push_str("<Root>");
+    } else if let Some(valid) = gathered.text() {
+        t.push_str(valid);
+    } else {
+        let mut labels = 0;
+        let _ = walk_name(m, at, |label| {
+            if labels > 0 {
+                t.push('.');
+            }
+            push_label(t, label);
+            labels += 1;
+        });
+    }
+    end
+}
+
+/// Walk the name at `at` of `m`, handing each label's bytes to `label` in order; returns
+/// where the name ends at `at`, or `None` for a malformed name (after the labels read so far).
 ///
 /// A pointer must lead strictly before itself, and the labels of all the parts may take at
 /// most [`MAX_NAME_LEN`] - 1 bytes: every walk ends (a loop of pointers either goes backwards
 /// without labels, or adds labels each time round).
-fn name(m: &[u8], at: usize, mut text: Option<&mut String>) -> Option<usize> {
+fn walk_name(m: &[u8], at: usize, mut label: impl FnMut(&[u8])) -> Option<usize> {
     let mut pos = at;
     let mut end = None;
     let mut len = 0;
-    let mut labels = 0usize;
     loop {
         let b = *m.get(pos)?;
         pos += 1;
@@ -201,33 +229,75 @@ fn name(m: &[u8], at: usize, mut text: Option<&mut String>) -> Option<usize> {
         if len >= MAX_NAME_LEN || l > MAX_LABEL_LEN {
             return None;
         }
-        let label = m.get(pos..pos + l)?;
+        label(m.get(pos..pos + l)?);
         pos += l;
-        if let Some(t) = text.as_deref_mut() {
-            if labels > 0 {
-                t.push('.');
-            }
-            push_label(t, label);
-        }
-        labels += 1;
-    }
-    if labels == 0
-        && let Some(t) = text
-    {
-        t.push_str("<Root>");
     }
     Some(end.unwrap_or(pos))
 }
 
+/// A name's text as bytes, on the stack: its labels' bytes with '.' and '\' escaped, joined
+/// by '.'. The labels take less than [`MAX_NAME_LEN`] bytes with their length bytes, so the
+/// text, escapes and dots included, takes less than twice that (were it ever more, the text is
+/// not used and the name is read again).
+struct NameText {
+    bytes: [u8; 2 * MAX_NAME_LEN],
+    len: usize,
+    labels: usize,
+    overflow: bool,
+}
+
+impl Default for NameText {
+    fn default() -> Self {
+        NameText {
+            bytes: [0; 2 * MAX_NAME_LEN],
+            len: 0,
+            labels: 0,
+            overflow: false,
+        }
+    }
+}
+
+impl NameText {
+    fn label(&mut self, label: &[u8]) {
+        if self.labels > 0 {
+            self.push(b'.');
+        }
+        self.labels += 1;
+        if label.iter().any(|&b| b == b'.' || b == b'\\') {
+            for &b in label {
+                if b == b'.' || b == b'\\' {
+                    self.push(b'\\');
+                }
+                self.push(b);
+            }
+        } else if let Some(to) = self.bytes.get_mut(self.len..self.len + label.len()) {
+            to.copy_from_slice(label);
+            self.len += label.len();
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    fn push(&mut self, b: u8) {
+        if let Some(to) = self.bytes.get_mut(self.len) {
+            *to = b;
+            self.len += 1;
+        } else {
+            self.overflow = true;
+        }
+    }
+
+    /// The text, if it is UTF-8 (and whole).
+    fn text(&self) -> Option<&str> {
+        if self.overflow {
+            return None;
+        }
+        std::str::from_utf8(&self.bytes[..self.len]).ok()
+    }
+}
+
 /// One label's text: lossy UTF-8, '.' and '\' escaped by a '\'.
 fn push_label(t: &mut String, label: &[u8]) {
-    // Most labels are valid text with nothing to escape: pushed whole.
-    if !label.iter().any(|&b| b == b'.' || b == b'\\')
-        && let Ok(text) = std::str::from_utf8(label)
-    {
-        t.push_str(text);
-        return;
-    }
     for chunk in label.utf8_chunks() {
         let mut valid = chunk.valid();
         while let Some(i) = valid.find(['.', '\\']) {
