@@ -12,7 +12,6 @@
 //! Never panics on any input bytes.
 
 use std::fmt::Write as _;
-use std::net::Ipv6Addr;
 
 use super::{AppFields, Parsed, SpareText};
 
@@ -510,12 +509,13 @@ fn rdata_text(m: &[u8], at: usize, t: u16, s: &mut String) {
         }
         (TYPE_A, &[a, b, c, d, ..]) => {
             let (text, n) = crate::text::ipv4_text(&[a, b, c, d]);
-            s.extend(text[..n].iter().map(|&b| char::from(b)));
+            crate::text::push_ascii(s, &text[..n]);
         }
         (TYPE_AAAA, _) if rdata.len() >= 16 => {
             let mut v6 = [0u8; 16];
             v6.copy_from_slice(&rdata[..16]);
-            let _ = write!(s, "{}", Ipv6Addr::from(v6));
+            let (text, n) = crate::text::ipv6_text(&v6);
+            crate::text::push_ascii(s, &text[..n]);
         }
         (TYPE_CNAME | TYPE_NS | TYPE_PTR, _) => {
             s.reserve(64);
@@ -667,6 +667,7 @@ pub(super) mod tests {
     use crate::app::tests::{XorShift, run};
     use crate::app::{IPPROTO_TCP, IPPROTO_UDP};
     use simple_dns::Packet;
+    use std::net::Ipv6Addr;
 
     // ---- DNS builders ----
 
