@@ -711,6 +711,57 @@ mod tests {
     }
 
     #[test]
+    fn eviction_takes_exactly_the_lowest_ranks() {
+        // A shard of closed connections (every fifth), single SYNs (every third of the
+        // others) and two-packet flows; last frames shuffled so that the table's order is
+        // not the ranks', and distinct, so that the ranks are.
+        let mut shard = Shard::default();
+        let budget = Budget {
+            max_live: usize::MAX,
+            max_heap: usize::MAX,
+        };
+        for i in 0..3_000u16 {
+            let frame = u64::from(i) * 7919 % 3_000 + 1;
+            let port = 10_000 + i;
+            let (first, second) = match (i % 5, i % 3) {
+                (0, _) => (
+                    tcp(1, port, 2, 80, FIN | ACK),
+                    Some(tcp(2, 80, 1, port, FIN | ACK)),
+                ),
+                (_, 0) => (tcp(1, port, 2, 80, SYN), None),
+                _ => (tcp(1, port, 2, 80, SYN), Some(tcp(1, port, 2, 80, ACK))),
+            };
+            let (key, from_a) = crate::flows::key_of(&first).expect("a TCP key");
+            let mut seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(frame, 1, 60, &first));
+            if let Some(p) = second {
+                let (_, p_from_a) = crate::flows::key_of(&p).expect("a TCP key");
+                seg.add(IPPROTO_TCP, p_from_a, &Seen::packet(frame, 1, 60, &p));
+            }
+            shard.admit(&budget, key_hash(&key), key, seg);
+        }
+        let rank_of = |seg: &Segment| eviction_rank(seg);
+        let classes: std::collections::BTreeSet<u64> = shard
+            .live
+            .iter()
+            .map(|(_, _, s)| rank_of(s) >> 62)
+            .collect();
+        assert_eq!(classes.len(), 3, "closed, single-packet and other flows");
+        for n in [1, 7, 500, 1_000] {
+            let mut before: Vec<u64> = shard.live.iter().map(|(_, _, s)| rank_of(s)).collect();
+            before.sort_unstable();
+            shard.out.flows.clear();
+            shard.evict(n);
+            let mut gone: Vec<u64> = shard.out.flows.iter().map(|f| rank_of(&f.seg)).collect();
+            gone.sort_unstable();
+            // Exactly the n lowest went, and the rest stayed.
+            assert_eq!(gone, before[..n], "{n}");
+            assert_eq!(shard.live.len(), before.len() - n, "{n}");
+            assert!(shard.out.flows.iter().all(|f| f.end == EndReason::Evicted));
+        }
+        assert_eq!(shard.out.evicted, 1 + 7 + 500 + 1_000);
+    }
+
+    #[test]
     fn closed_connections_are_evicted_before_open_ones() {
         let cfg = tiny(100);
         let max = Budget::of(cfg.max_bytes).max_flows();
