@@ -190,9 +190,16 @@ pub fn community_id_into(seed: u16, proto: u8, a: &Endpoint, b: &Endpoint, out: 
         h.update(pa.to_be_bytes());
         h.update(pb.to_be_bytes());
     }
+    let digest = h.finalize();
     out.clear();
     out.push_str("1:");
-    base64::engine::general_purpose::STANDARD.encode_string(h.finalize(), out);
+    // Into a buffer on the stack: `encode_string` goes through a chunked encoder whose 1 KiB
+    // buffer is cleared on every call. A digest's 20 bytes take 28 characters.
+    let mut text = [0u8; 28];
+    match base64::engine::general_purpose::STANDARD.encode_slice(digest, &mut text) {
+        Ok(n) => crate::text::push_ascii(out, &text[..n]),
+        Err(_) => base64::engine::general_purpose::STANDARD.encode_string(digest, out),
+    }
 }
 
 /// ICMP type → the type of its answer, as Community ID (and Zeek) pair them; `None` for
