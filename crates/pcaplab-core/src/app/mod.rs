@@ -163,8 +163,11 @@ impl AppFields {
         self.spare.keep(self.dns_qname.take());
         self.dns_qtype = None;
         self.dns_rcode = None;
-        for a in self.dns_answers.drain(..) {
-            self.spare.keep(Some(a));
+        // Most packets have no answers: no drain to set up and drop.
+        if !self.dns_answers.is_empty() {
+            for a in self.dns_answers.drain(..) {
+                self.spare.keep(Some(a));
+            }
         }
     }
 
