@@ -182,7 +182,7 @@ fn name(m: &[u8], at: usize, text: Option<&mut String>) -> Option<usize> {
     let end = walk_name(m, at, |label| gathered.label(label));
     if end.is_some() && gathered.labels == 0 {
         t.push_str("<Root>");
-    } else if let Some(valid) = gathered.text() {
+    } else if let Some(valid) = gathered.text.as_str() {
         t.push_str(valid);
     } else {
         let mut labels = 0;
@@ -234,64 +234,32 @@ fn walk_name(m: &[u8], at: usize, mut label: impl FnMut(&[u8])) -> Option<usize>
     Some(end.unwrap_or(pos))
 }
 
-/// A name's text as bytes, on the stack: its labels' bytes with '.' and '\' escaped, joined
+/// A name's text as bytes, on the stack: its labels' bytes with '.' and '\\' escaped, joined
 /// by '.'. The labels take less than [`MAX_NAME_LEN`] bytes with their length bytes, so the
 /// text, escapes and dots included, takes less than twice that (were it ever more, the text is
 /// not used and the name is read again).
+#[derive(Default)]
 struct NameText {
-    bytes: [u8; 2 * MAX_NAME_LEN],
-    len: usize,
+    text: crate::text::Text<{ 2 * MAX_NAME_LEN }>,
     labels: usize,
-    overflow: bool,
-}
-
-impl Default for NameText {
-    fn default() -> Self {
-        NameText {
-            bytes: [0; 2 * MAX_NAME_LEN],
-            len: 0,
-            labels: 0,
-            overflow: false,
-        }
-    }
 }
 
 impl NameText {
     fn label(&mut self, label: &[u8]) {
         if self.labels > 0 {
-            self.push(b'.');
+            self.text.put(b".");
         }
         self.labels += 1;
         if label.iter().any(|&b| b == b'.' || b == b'\\') {
             for &b in label {
                 if b == b'.' || b == b'\\' {
-                    self.push(b'\\');
+                    self.text.put(b"\\");
                 }
-                self.push(b);
+                self.text.put(&[b]);
             }
-        } else if let Some(to) = self.bytes.get_mut(self.len..self.len + label.len()) {
-            to.copy_from_slice(label);
-            self.len += label.len();
         } else {
-            self.overflow = true;
+            self.text.put(label);
         }
-    }
-
-    fn push(&mut self, b: u8) {
-        if let Some(to) = self.bytes.get_mut(self.len) {
-            *to = b;
-            self.len += 1;
-        } else {
-            self.overflow = true;
-        }
-    }
-
-    /// The text, if it is UTF-8 (and whole).
-    fn text(&self) -> Option<&str> {
-        if self.overflow {
-            return None;
-        }
-        std::str::from_utf8(&self.bytes[..self.len]).ok()
     }
 }
 
