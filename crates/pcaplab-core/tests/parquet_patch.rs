@@ -12,6 +12,9 @@
 //!    the values added to the dictionary rather than of every row: the tests compare each row
 //!    group's statistics with the min and max of its values, at every statistics level, with and
 //!    without a dictionary falling back, for text and for signed and unsigned integers.
+//! 3. Its ZSTD codec compresses with one zstd context per thread, not one per column chunk: the
+//!    tests write the same batch at one level on a fresh thread and on threads whose context
+//!    has compressed other data at other levels, and compare the files byte for byte.
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -24,7 +27,7 @@ use arrow_schema::{DataType, Field, Schema};
 use bytes::Bytes;
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::Encoding;
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use proptest::prelude::*;
 
@@ -431,5 +434,80 @@ proptest! {
         ),
     ) {
         assert_text_statistics(&texts);
+    }
+}
+
+/// A text column that compresses differently at different zstd levels, and an integer one.
+fn compressible_batch(seed: u32, rows: usize) -> RecordBatch {
+    let words = ["syn", "ack", "fin", "rst", "psh", "urg", "ece", "cwr"];
+    let states: Vec<u32> = pseudo_random(seed).take(rows).collect();
+    let text: StringArray = states
+        .iter()
+        .map(|s| Some(format!("{}-{}", words[(s >> 29) as usize], (s >> 12) % 300)))
+        .collect();
+    let numbers: UInt32Array = states.iter().map(|s| Some(s % 5000)).collect();
+    RecordBatch::try_from_iter([
+        ("text", Arc::new(text) as ArrayRef),
+        ("number", Arc::new(numbers) as ArrayRef),
+    ])
+    .expect("a batch")
+}
+
+/// `batch` written with zstd at `level` (no dictionaries, so the pages hold the values), after
+/// checking that it reads back.
+fn zstd_file(batch: &RecordBatch, level: i32) -> Vec<u8> {
+    let props = small_pages(0)
+        .set_dictionary_enabled(false)
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(level).expect("a level"),
+        ))
+        .build();
+    let mut out = Vec::new();
+    let mut writer =
+        ArrowWriter::try_new(&mut out, batch.schema(), Some(props)).expect("a Parquet writer");
+    writer.write(batch).expect("the batch is written");
+    writer.close().expect("the file is closed");
+    let read: Vec<RecordBatch> = ParquetRecordBatchReaderBuilder::try_new(Bytes::from(out.clone()))
+        .expect("a reader")
+        .build()
+        .expect("a reader")
+        .collect::<Result<_, _>>()
+        .expect("the file reads back");
+    let read = arrow_select::concat::concat_batches(&batch.schema(), &read).expect("one batch");
+    assert_eq!(&read, batch, "zstd level {level}: values read back");
+    out
+}
+
+#[test]
+fn zstd_files_do_not_depend_on_what_the_thread_compressed_before() {
+    let batch = compressible_batch(7, 6000);
+    let on_a_new_thread = |level: i32| {
+        let batch = batch.clone();
+        std::thread::spawn(move || zstd_file(&batch, level))
+            .join()
+            .expect("the writing thread")
+    };
+    let fresh: Vec<(i32, Vec<u8>)> = [1, 3, 19]
+        .into_iter()
+        .map(|level| (level, on_a_new_thread(level)))
+        .collect();
+    assert_ne!(fresh[0].1, fresh[2].1, "the level is applied");
+    let other = compressible_batch(99, 9000);
+    let reused = std::thread::spawn(move || {
+        let mut files = Vec::new();
+        for level in [19, 1, 3, 1, 19, 3] {
+            zstd_file(&other, 22 - level);
+            files.push((level, zstd_file(&batch, level)));
+        }
+        files
+    })
+    .join()
+    .expect("the writing thread");
+    for (level, file) in reused {
+        let expected = &fresh.iter().find(|(l, _)| *l == level).expect("a level").1;
+        assert!(
+            &file == expected,
+            "level {level} after other compressions: the bytes a new thread writes"
+        );
     }
 }

@@ -537,8 +537,13 @@ mod zstd_codec {
     ///
     /// Uses `zstd::bulk` API with reusable compressor/decompressor contexts
     /// to avoid the overhead of reinitializing contexts for each operation.
+    ///
+    /// pcaplab's patch: the codec compresses with its thread's compression context (see
+    /// [`THREAD_COMPRESSOR`]) instead of one of its own: a writer makes a codec for each column
+    /// chunk, and each made and initialised a context (a CPUID probe, slow in a VM, and a
+    /// workspace that stayed allocated until the chunk was written).
     pub struct ZSTDCodec {
-        compressor: zstd::bulk::Compressor<'static>,
+        level: i32,
         decompressor: zstd::bulk::Decompressor<'static>,
     }
 
@@ -546,12 +551,45 @@ mod zstd_codec {
         /// Creates new Zstandard compression codec.
         pub(crate) fn new(level: ZstdLevel) -> Self {
             Self {
-                compressor: zstd::bulk::Compressor::new(level.compression_level())
-                    .expect("valid zstd compression level"),
+                level: level.compression_level(),
                 decompressor: zstd::bulk::Decompressor::new()
                     .expect("can create zstd decompressor"),
             }
         }
+    }
+
+    std::thread_local! {
+        /// pcaplab's patch: one compression context per thread, with the level it was last
+        /// set to, made when the thread first compresses. A bulk compression is a whole frame
+        /// (`ZSTD_compress2` starts a new session and keeps the parameters), so what it writes
+        /// does not depend on what the context compressed before: the same bytes as a new
+        /// context's.
+        static THREAD_COMPRESSOR: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// Compresses `input` at `level` into `out` with the thread's context (a context of its
+    /// own if the thread's is in use, which a compression never calls back into).
+    fn compress_with_thread_context(
+        level: i32,
+        input: &[u8],
+        out: &mut Cursor<&mut Vec<u8>>,
+    ) -> std::io::Result<usize> {
+        THREAD_COMPRESSOR.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut slot) => {
+                let compressor = match &mut *slot {
+                    Some((at, c)) if *at == level => c,
+                    Some((at, c)) => {
+                        c.set_compression_level(level)?;
+                        *at = level;
+                        c
+                    }
+                    None => &mut slot.insert((level, zstd::bulk::Compressor::new(level)?)).1,
+                };
+                compressor.compress_to_buffer(input, out)
+            }
+            Err(_) => zstd::bulk::Compressor::new(level)?.compress_to_buffer(input, out),
+        })
     }
 
     impl Codec for ZSTDCodec {
@@ -588,7 +626,7 @@ mod zstd_codec {
 
             let mut cursor = Cursor::new(output_buf);
             cursor.set_position(offset as u64);
-            let _written = self.compressor.compress_to_buffer(input_buf, &mut cursor)?;
+            let _written = compress_with_thread_context(self.level, input_buf, &mut cursor)?;
             Ok(())
         }
     }
