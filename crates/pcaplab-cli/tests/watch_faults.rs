@@ -313,8 +313,12 @@ fn failing_visibility_extensions_let_the_message_back_but_the_capture_is_convert
     p.inject(Rule::new(CMV, Fault::InternalError).times(1));
     p.inject(Rule::new(CMV, Fault::Throttle).after(2).times(1));
     // The item's write held back: the capture stays in flight through the faults below however
-    // fast this machine converts it.
-    p.inject(Rule::new("dynamodb:PutItem", Fault::Delay(Duration::from_secs(6))).times(1));
+    // fast this machine converts it. A fast conversion writes the item within a second of the
+    // first extension; from there the transient faults, the lapse of the visibility (3 s after
+    // the last extension that went through), the message's return to a 1 s long poll and an
+    // extension with its new handle (once a second) take up to about 8 s: 6 s was seen to end
+    // the capture between the return and that extension.
+    p.inject(Rule::new("dynamodb:PutItem", Fault::Delay(Duration::from_secs(12))).times(1));
     p.inject(Rule::new(DELETE, Fault::InternalError).times(2));
     lab.upload("big.pcap", BIG);
 
@@ -396,7 +400,11 @@ fn failing_visibility_extensions_let_the_message_back_but_the_capture_is_convert
             && s.fault.is_none()
             && s.status == Some(200)
             && !s.subject.contains(&handle)),
-        "no extension with the new receipt handle succeeded"
+        "no extension with the new receipt handle succeeded: {:#?}\n{}",
+        seen.iter()
+            .filter(|s| s.op.starts_with("sqs:") || s.op.starts_with("dynamodb:"))
+            .collect::<Vec<_>>(),
+        w.log_text()
     );
     // Deleted with the latest handle.
     let deletes: Vec<_> = seen.iter().filter(|s| s.op == DELETE).collect();
