@@ -143,8 +143,6 @@ pub(crate) fn ipv6_text(a: &[u8; 16]) -> ([u8; IPV6_TEXT], usize) {
 pub(crate) struct Text<const N: usize> {
     bytes: [u8; N],
     len: usize,
-    /// Something did not fit: the text is incomplete.
-    overflow: bool,
 }
 
 impl<const N: usize> Default for Text<N> {
@@ -152,30 +150,23 @@ impl<const N: usize> Default for Text<N> {
         Text {
             bytes: [0; N],
             len: 0,
-            overflow: false,
         }
     }
 }
 
 impl<const N: usize> Text<N> {
-    /// Append `b`, if it fits (if not, nothing more is appended and [`Text::as_str`] is
-    /// `None`).
+    /// Append `b`; the callers never pass `N` bytes in all (were one to, the text would be
+    /// cut there, not overrun).
     pub(crate) fn put(&mut self, b: &[u8]) {
-        match self.bytes.get_mut(self.len..self.len + b.len()) {
-            Some(to) if !self.overflow => {
-                to.copy_from_slice(b);
-                self.len += b.len();
-            }
-            _ => self.overflow = true,
+        if let Some(to) = self.bytes.get_mut(self.len..self.len + b.len()) {
+            to.copy_from_slice(b);
+            self.len += b.len();
         }
     }
 
-    /// The text, if it is whole and UTF-8.
-    pub(crate) fn as_str(&self) -> Option<&str> {
-        if self.overflow {
-            return None;
-        }
-        std::str::from_utf8(&self.bytes[..self.len]).ok()
+    /// The bytes put so far.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
     }
 }
 

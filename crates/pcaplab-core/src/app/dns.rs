@@ -172,8 +172,9 @@ fn first_question(msg: &[u8], out: &mut AppFields) -> Option<u16> {
 /// its terminating zero or its first compression pointer). A malformed name leaves the text of
 /// the labels read before the fault.
 ///
-/// The text is gathered as bytes and checked as UTF-8 once, not label by label; only a name
-/// with a label that is not UTF-8 is read again for its lossy text.
+/// The text is gathered as bytes and made lossy UTF-8 once, not label by label: the same text,
+/// as the bytes joining and escaping labels are ASCII, which ends any invalid sequence before
+/// it as a label's end does.
 fn name(m: &[u8], at: usize, text: Option<&mut String>) -> Option<usize> {
     let Some(t) = text else {
         return walk_name(m, at, |_| ());
@@ -182,17 +183,13 @@ fn name(m: &[u8], at: usize, text: Option<&mut String>) -> Option<usize> {
     let end = walk_name(m, at, |label| gathered.label(label));
     if end.is_some() && gathered.labels == 0 {
         t.push_str("<Root>");
-    } else if let Some(valid) = gathered.text.as_str() {
-        t.push_str(valid);
     } else {
-        let mut labels = 0;
-        let _ = walk_name(m, at, |label| {
-            if labels > 0 {
-                t.push('.');
-            }
-            push_label(t, label);
-            labels += 1;
-        });
+        // Checked first: `from_utf8_lossy` walks even valid text chunk by chunk, slower.
+        let bytes = gathered.text.as_bytes();
+        match std::str::from_utf8(bytes) {
+            Ok(valid) => t.push_str(valid),
+            Err(_) => t.push_str(&String::from_utf8_lossy(bytes)),
+        }
     }
     end
 }
@@ -235,9 +232,9 @@ fn walk_name(m: &[u8], at: usize, mut label: impl FnMut(&[u8])) -> Option<usize>
 }
 
 /// A name's text as bytes, on the stack: its labels' bytes with '.' and '\\' escaped, joined
-/// by '.'. The labels take less than [`MAX_NAME_LEN`] bytes with their length bytes, so the
-/// text, escapes and dots included, takes less than twice that (were it ever more, the text is
-/// not used and the name is read again).
+/// by '.'. It always fits: `walk_name` hands on labels of `n` bytes in all with their `k` length
+/// bytes, `n + k` < [`MAX_NAME_LEN`], and the text takes at most `2n + k - 1` <
+/// 2 × [`MAX_NAME_LEN`] bytes.
 #[derive(Default)]
 struct NameText {
     text: crate::text::Text<{ 2 * MAX_NAME_LEN }>,
@@ -259,23 +256,6 @@ impl NameText {
             }
         } else {
             self.text.put(label);
-        }
-    }
-}
-
-/// One label's text: lossy UTF-8, '.' and '\' escaped by a '\'.
-fn push_label(t: &mut String, label: &[u8]) {
-    for chunk in label.utf8_chunks() {
-        let mut valid = chunk.valid();
-        while let Some(i) = valid.find(['.', '\\']) {
-            t.push_str(&valid[..i]);
-            t.push('\\');
-            t.push_str(&valid[i..=i]);
-            valid = &valid[i + 1..];
-        }
-        t.push_str(valid);
-        if !chunk.invalid().is_empty() {
-            t.push(char::REPLACEMENT_CHARACTER);
         }
     }
 }
