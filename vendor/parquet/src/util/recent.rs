@@ -13,10 +13,10 @@
 /// A dictionary key as an encoder buffers it until its data page is written: four bytes, not the
 /// interner's eight (pcaplab's patch: up to 20,000 of them in each dictionary-encoded column, in
 /// a buffer that keeps its largest size; as `u64` they were 9% of the heap peak converting DNS
-/// traffic). A dictionary falls back to plain
-/// encoding once its page passes its size limit (checked after each mini-batch of at most
-/// `write_batch_size` values), so it never holds anywhere near 2^32 entries: each is at least
-/// one byte of the page, or four for the fixed-width types.
+/// traffic). A dictionary falls back to plain encoding once its page passes its size limit
+/// (checked after each mini-batch of at most `write_batch_size` values), so it never holds
+/// anywhere near 2^32 entries: each is at least one byte of the page, or four for the
+/// fixed-width types.
 #[inline(always)]
 pub(crate) fn buffered_key(key: u64) -> u32 {
     debug_assert!(u32::try_from(key).is_ok(), "dictionary key {key} past u32");
