@@ -342,7 +342,7 @@ struct EngineArgs {
     /// Flows: most memory (MiB) the live flows of one capture may take; past it the flows
     /// least likely to grow (closed, then single-packet, then least recently seen) are
     /// written early with end_reason "evicted".
-    #[arg(long, default_value = "32", value_name = "MiB",
+    #[arg(long, default_value = "16", value_name = "MiB",
           value_parser = clap::value_parser!(u32).range(1..=65_536))]
     flow_memory: u32,
     /// IP fragments: an incomplete datagram whose first fragment is this old (capture time)

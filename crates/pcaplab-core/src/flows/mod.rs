@@ -45,9 +45,8 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 
 const SECOND_NS: i64 = 1_000_000_000;
 
-/// The live flows' memory budget unless set otherwise: about 57,000 live flows (see
-/// [`Budget`]).
-pub const DEFAULT_FLOW_MEMORY: usize = 32 << 20;
+/// The live flows' memory budget unless set otherwise: 56,544 live flows (see [`Budget`]).
+pub const DEFAULT_FLOW_MEMORY: usize = 16 << 20;
 
 /// Flow settings: inactivity timeouts, the Community ID seed and the live flows' memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

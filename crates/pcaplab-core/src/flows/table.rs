@@ -6,10 +6,10 @@
 //! need each other, and since the shard count does not depend on the number of threads, the
 //! flows written do not either.
 //!
-//! Memory is bounded like a flow meter's (Suricata's memcap): each shard's hash table may hold
-//! at most [`Budget::max_live`] flows, a number chosen so that the table, at its largest, fits
-//! its share of [`FlowConfig::max_bytes`], and the bytes the flows hold outside the table
-//! (server names, tunnel envelopes) have a share of their own. When a new flow would pass
+//! Memory is bounded like a flow meter's (Suricata's memcap): each shard may hold at most
+//! [`Budget::max_live`] flows, a number chosen so that its slab of flows and its index, at
+//! their largest, fit its share of [`FlowConfig::max_bytes`], and the bytes the flows hold
+//! outside the slab (server names, tunnel envelopes) have a share of their own. When a new flow would pass
 //! either, a quarter of the shard's flows are evicted — TCP connections already closed first
 //! (nothing is lost but a late ACK), then single-packet flows (scans, floods, S0 attempts that
 //! will never complete), then the rest, each least recently seen first — and written with
@@ -24,6 +24,8 @@ use hashbrown::HashTable;
 use rayon::prelude::*;
 use rustc_hash::FxBuildHasher;
 
+#[cfg(test)]
+use super::DEFAULT_FLOW_MEMORY;
 use super::{EndReason, Flow, FlowConfig, FlowKey, KeyedSegment, Segment, ShardedFlows};
 use crate::app::Services;
 use crate::columns::Rows;
@@ -72,21 +74,11 @@ fn flow_order(a: &Flow, b: &Flow) -> Ordering {
         .then(a.seg.first_frame.cmp(&b.seg.first_frame))
 }
 
-/// A live flow in its shard's table: the key's hash, the key, the segment.
-type Live = (u64, FlowKey, Segment);
+/// Bytes a live flow takes in its shard's slab: its slot, its hash and its rank.
+const SLOT_BYTES: usize = size_of::<Option<(FlowKey, Segment)>>() + 2 * size_of::<u64>();
 
-/// Bytes one live flow takes in a hash table: the entry and the table's control byte.
-const ENTRY_BYTES: usize = size_of::<Live>() + 1;
-
-/// The entry of `key`, whose hash is `hash`.
-fn is(hash: u64, key: &FlowKey) -> impl Fn(&Live) -> bool + '_ {
-    move |(h, k, _)| *h == hash && k == key
-}
-
-/// The table's hasher: the hash kept in the entry.
-fn kept_hash((h, _, _): &Live) -> u64 {
-    *h
-}
+/// Bytes a bucket of a shard's index takes: a slot number and the table's control byte.
+const BUCKET_BYTES: usize = size_of::<u32>() + 1;
 
 /// What the budget allows each shard.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,22 +90,30 @@ pub struct Budget {
 }
 
 impl Budget {
-    /// Split `max_bytes` over the shards. A hash table (hashbrown) has a power-of-two number of
-    /// buckets, up to 7/8 of them in use, and grows to twice its size when it must insert
-    /// while more than half full with no free bucket left (removals leave tombstones). So a
-    /// table that never holds more than half its usable capacity — 7/16 of its buckets — never
-    /// grows past that many buckets. The tables get the largest such size within 7/8 of the
-    /// budget; what is left of it is for names and envelopes.
+    /// Split `max_bytes` over the shards. Of each shard's share, 7/8 are for its flows: the
+    /// slab ([`SLOT_BYTES`] a flow; it grows to at most `max_live` slots) and the index. The
+    /// index is a hash table (hashbrown) with a power-of-two number of buckets, up to 7/8 of
+    /// them in use, which grows to twice its size when it must insert while more than half
+    /// full with no free bucket left (removals leave tombstones): one that never holds more
+    /// than 7/16 of its buckets never grows past them. `max_live` is the most flows that a
+    /// slab and such an index fit in; what is left of the share is for names and envelopes.
     pub fn of(max_bytes: usize) -> Budget {
-        let table = max_bytes / 8 * 7;
-        let mut buckets = 16 * SHARDS;
-        while buckets * 2 * ENTRY_BYTES <= table {
+        let share = max_bytes / SHARDS;
+        let flows = share / 8 * 7;
+        // Tiny budgets still hold a few flows per shard.
+        let (mut max_live, mut index) = (7, 16 * BUCKET_BYTES);
+        let mut buckets = 16;
+        while buckets * BUCKET_BYTES <= flows {
+            let fit = (flows - buckets * BUCKET_BYTES) / SLOT_BYTES;
+            let live = (buckets * 7 / 16).min(fit);
+            if live > max_live {
+                (max_live, index) = (live, buckets * BUCKET_BYTES);
+            }
             buckets *= 2;
         }
-        let per_shard = buckets / SHARDS;
         Budget {
-            max_live: per_shard * 7 / 16,
-            max_heap: max_bytes.saturating_sub(buckets * ENTRY_BYTES) / SHARDS,
+            max_live,
+            max_heap: share.saturating_sub(index + max_live * SLOT_BYTES),
         }
     }
 
@@ -253,18 +253,82 @@ impl Retired {
     }
 }
 
-/// One shard of the live flows.
+/// One shard of the live flows: the flows in a slab of slots, and a hash table of slot numbers
+/// to find them by key.
+///
+/// A flood's flows are each admitted, then evicted oldest first a few chunks later. Kept in
+/// the hash table itself (inline, each where its hash put it), every admission wrote a
+/// 240-byte entry to a random place in the shard's table and every eviction read it back from
+/// another, across megabytes: measured, the flood's CPU rose by a quarter from a 2 MiB budget
+/// to a 32 MiB one. In the slab, the victims of an eviction are taken in slot order and their
+/// slots filled again in that order, so that both mostly stream through memory; the index (4
+/// bytes and a control byte a bucket) and the ranks and hashes (8 bytes a slot) are what is
+/// read at random or scanned whole. The slab also takes half the memory a flow took in the
+/// table, which was never more than 7/16 full.
 #[derive(Default)]
 struct Shard {
-    live: HashTable<Live>,
+    /// Slot numbers, hashed by their flows' key hashes.
+    index: HashTable<u32>,
+    /// The flows; `None` in a free slot.
+    slots: Vec<Option<(FlowKey, Segment)>>,
+    /// Per slot, its key's hash (to find its index entry and to rehash when the index grows).
+    hashes: Vec<u64>,
+    /// Per slot, its flow's [`eviction_rank`] (kept up to date as the flow grows; a free
+    /// slot's is `u64::MAX`, above every flow's).
+    ranks: Vec<u64>,
+    /// Free slots, highest first: they are filled again lowest first.
+    free: Vec<u32>,
     /// Bytes the live flows hold outside the table.
     heap: usize,
     out: Retired,
     /// Scratch space for eviction ranks.
-    ranks: Vec<u64>,
+    picked: Vec<u64>,
 }
 
 impl Shard {
+    fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// The slot of the live flow of `key`, whose hash is `hash`.
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<usize> {
+        let (slots, hashes) = (&self.slots, &self.hashes);
+        self.index
+            .find(hash, |&i| {
+                let i = i as usize;
+                hashes[i] == hash && slots[i].as_ref().is_some_and(|(k, _)| k == key)
+            })
+            .map(|&i| i as usize)
+    }
+
+    /// The segment in slot `i`, which holds a flow.
+    fn seg(&mut self, i: usize) -> &mut Segment {
+        match &mut self.slots[i] {
+            Some((_, seg)) => seg,
+            None => unreachable!("slot {i} of the live flows is free"),
+        }
+    }
+
+    /// The flow in slot `i` changed: rank it again.
+    fn rerank(&mut self, i: usize) {
+        if let Some((_, seg)) = &self.slots[i] {
+            self.ranks[i] = eviction_rank(seg);
+        }
+    }
+
+    /// Take the flow out of slot `i` (and its index entry); the slot becomes free.
+    fn take(&mut self, i: usize) -> Option<(FlowKey, Segment)> {
+        let flow = self.slots[i].take()?;
+        let hash = self.hashes[i];
+        if let Ok(entry) = self.index.find_entry(hash, |&s| s as usize == i) {
+            entry.remove();
+        }
+        self.ranks[i] = u64::MAX;
+        self.free.push(i as u32);
+        self.heap -= heap_of(&flow.1);
+        Some(flow)
+    }
+
     fn merge(&mut self, cfg: &FlowConfig, budget: &Budget, part: Vec<KeyedSegment>) {
         for KeyedSegment {
             hash,
@@ -273,16 +337,20 @@ impl Shard {
             first: may_continue,
         } in part
         {
-            if let Some((_, _, live)) = self.live.find_mut(hash, is(hash, &key)) {
-                self.heap -= heap_of(live);
+            if let Some(i) = self.find(hash, &key) {
+                let live = self.seg(i);
+                let before = heap_of(live);
                 if may_continue && live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
                     live.merge(seg);
-                    self.heap += heap_of(live);
+                    let after = heap_of(live);
+                    self.heap = self.heap - before + after;
                 } else {
-                    self.heap += heap_of(&seg);
+                    let after = heap_of(&seg);
                     let done = std::mem::replace(live, seg);
+                    self.heap = self.heap - before + after;
                     self.out.retire(key, done, EndReason::Idle);
                 }
+                self.rerank(i);
                 continue;
             }
             self.admit(budget, hash, key, seg);
@@ -292,26 +360,31 @@ impl Shard {
     /// Fold in one flow of a split capture's range (see [`FlowTable::merge_part`]).
     fn merge_part(&mut self, cfg: &FlowConfig, budget: &Budget, hash: u64, flow: Flow, open: bool) {
         let Flow { key, seg, end } = flow;
-        if let Some((_, _, live)) = self.live.find_mut(hash, is(hash, &key)) {
+        if let Some(i) = self.find(hash, &key) {
             // A flow live at the end of an earlier range, met again: this is the first flow
             // of its key in this range (a later one would have found it gone).
-            self.heap -= heap_of(live);
+            let live = self.seg(i);
             if live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
+                let before = heap_of(live);
                 live.merge(seg);
-                if open {
-                    self.heap += heap_of(live);
-                } else if let Some(whole) = self.remove(hash, &key) {
+                let after = heap_of(live);
+                self.heap = self.heap - before + after;
+                self.rerank(i);
+                if !open && let Some((key, whole)) = self.take(i) {
                     self.retire_part(key, whole, end);
                 }
                 return;
             }
             // Not continued: the earlier flow ended idle, and this one stands alone.
             if open {
-                self.heap += heap_of(&seg);
+                let before = heap_of(live);
+                let after = heap_of(&seg);
                 let earlier = std::mem::replace(live, seg);
+                self.heap = self.heap - before + after;
+                self.rerank(i);
                 self.out.retire(key, earlier, EndReason::Idle);
             } else {
-                if let Some(earlier) = self.remove(hash, &key) {
+                if let Some((key, earlier)) = self.take(i) {
                     self.out.retire(key, earlier, EndReason::Idle);
                 }
                 self.retire_part(key, seg, end);
@@ -325,20 +398,40 @@ impl Shard {
         self.admit(budget, hash, key, seg);
     }
 
-    /// Take the live flow of `key` (hash `hash`) out of the table.
-    fn remove(&mut self, hash: u64, key: &FlowKey) -> Option<Segment> {
-        let entry = self.live.find_entry(hash, is(hash, key)).ok()?;
-        Some(entry.remove().0.2)
-    }
-
     /// Make `seg` a live flow, evicting first if the shard is at its budget.
     fn admit(&mut self, budget: &Budget, hash: u64, key: FlowKey, seg: Segment) {
         let heap = heap_of(&seg);
-        if self.live.len() >= budget.max_live || self.heap + heap > budget.max_heap {
+        if self.len() >= budget.max_live || self.heap + heap > budget.max_heap {
             self.evict(budget.max_live.div_ceil(4));
         }
         self.heap += heap;
-        self.live.insert_unique(hash, (hash, key, seg), kept_hash);
+        let rank = eviction_rank(&seg);
+        let i = match self.free.pop() {
+            Some(i) => {
+                let i = i as usize;
+                self.slots[i] = Some((key, seg));
+                self.hashes[i] = hash;
+                self.ranks[i] = rank;
+                i
+            }
+            None => {
+                if self.slots.len() == self.slots.capacity() {
+                    // Doubling, but never past the budget's slots.
+                    let room = budget.max_live.saturating_sub(self.slots.len());
+                    let more = self.slots.len().max(16).min(room).max(1);
+                    self.slots.reserve_exact(more);
+                    self.hashes.reserve_exact(more);
+                    self.ranks.reserve_exact(more);
+                }
+                self.slots.push(Some((key, seg)));
+                self.hashes.push(hash);
+                self.ranks.push(rank);
+                self.slots.len() - 1
+            }
+        };
+        let hashes = &self.hashes;
+        self.index
+            .insert_unique(hash, i as u32, |&s| hashes[s as usize]);
     }
 
     /// Retire a flow as a range's worker ended it (counting its evictions as this table's).
@@ -351,35 +444,49 @@ impl Shard {
 
     /// Write out (at least) `n` flows, lowest [`eviction_rank`] first.
     fn evict(&mut self, n: usize) {
-        let n = n.clamp(1, self.live.len().max(1));
-        self.ranks.clear();
-        self.ranks
-            .extend(self.live.iter().map(|(_, _, seg)| eviction_rank(seg)));
-        if self.ranks.is_empty() {
+        let n = n.clamp(1, self.len().max(1));
+        self.picked.clear();
+        self.picked
+            .extend(self.ranks.iter().copied().filter(|&r| r != u64::MAX));
+        if self.picked.is_empty() {
             return;
         }
-        let (_, &mut cut, _) = self.ranks.select_nth_unstable(n - 1);
-        // Each victim goes straight from the table to the retired flows, which grow once.
+        let (_, &mut cut, _) = self.picked.select_nth_unstable(n - 1);
+        // Each victim goes straight from its slot to the retired flows, which grow once; the
+        // slots are freed highest first, so that the next admissions fill them lowest first.
         self.out.flows.reserve(n);
-        for (_, key, seg) in self
-            .live
-            .extract_if(|(_, _, seg)| eviction_rank(seg) <= cut)
-        {
-            self.heap -= heap_of(&seg);
-            self.out.evicted += 1;
-            self.out.retire(key, seg, EndReason::Evicted);
+        for i in (0..self.slots.len()).rev() {
+            if self.ranks[i] <= cut
+                && let Some((key, seg)) = self.take(i)
+            {
+                self.out.evicted += 1;
+                self.out.retire(key, seg, EndReason::Evicted);
+            }
         }
     }
 
     /// Retire the flows idle for longer than their timeout at `now`.
     fn sweep(&mut self, cfg: &FlowConfig, now: i64) {
-        for (_, key, seg) in self.live.extract_if(|(_, key, seg)| {
-            seg.last_ts != NO_TIMESTAMP
-                && i128::from(now) - i128::from(seg.last_ts) > i128::from(cfg.timeout(key.proto))
-        }) {
-            self.heap -= heap_of(&seg);
-            self.out.retire(key, seg, EndReason::Idle);
+        for i in (0..self.slots.len()).rev() {
+            let idle = self.slots[i].as_ref().is_some_and(|(key, seg)| {
+                seg.last_ts != NO_TIMESTAMP
+                    && i128::from(now) - i128::from(seg.last_ts)
+                        > i128::from(cfg.timeout(key.proto))
+            });
+            if idle && let Some((key, seg)) = self.take(i) {
+                self.out.retire(key, seg, EndReason::Idle);
+            }
         }
+    }
+
+    /// Every live flow, in slot order; the shard is left empty (its memory given back).
+    fn drain(&mut self) -> std::iter::Flatten<std::vec::IntoIter<Option<(FlowKey, Segment)>>> {
+        self.heap = 0;
+        self.index = HashTable::new();
+        self.hashes = Vec::new();
+        self.ranks = Vec::new();
+        self.free = Vec::new();
+        std::mem::take(&mut self.slots).into_iter().flatten()
     }
 }
 
@@ -486,10 +593,8 @@ impl FlowTable {
     /// be merged with the next range's), in file order; the table is left empty.
     pub fn take_live(&mut self) -> InFileOrder {
         let live = self.shards.iter_mut().map(|s| {
-            s.heap = 0;
-            std::mem::take(&mut s.live)
-                .into_iter()
-                .map(|(_, key, seg)| Flow {
+            s.drain()
+                .map(|(key, seg)| Flow {
                     key,
                     seg,
                     end: EndReason::EndOfCapture,
@@ -521,7 +626,7 @@ impl FlowTable {
             ..FlowStats::default()
         };
         for s in &mut self.shards {
-            for (_, key, seg) in std::mem::take(&mut s.live) {
+            for (key, seg) in s.drain() {
                 s.out.retire(key, seg, EndReason::EndOfCapture);
             }
             stats.flows += s.out.count;
@@ -549,18 +654,42 @@ mod tests {
     const FIN: u16 = 0x01;
 
     #[test]
-    fn the_budget_bounds_the_tables_at_their_largest() {
+    fn the_budget_bounds_the_slabs_and_indexes_at_their_largest() {
         for mib in [1, 8, 32, 100, 1024] {
             let max = mib << 20;
             let b = Budget::of(max);
-            let buckets = b.max_live * 16 / 7 * SHARDS;
-            assert!(buckets.is_power_of_two(), "{mib}: {buckets}");
-            assert!(buckets * ENTRY_BYTES + b.max_heap * SHARDS <= max, "{mib}");
-            // Not much of it wasted: at least 7/16 of the table's share in flows.
-            assert!(buckets * ENTRY_BYTES * 2 > max / 8 * 7, "{mib}");
+            // The index's buckets: the fewest that hold max_live at 7/16 of them.
+            let buckets = (b.max_live * 16).div_ceil(7).next_power_of_two();
+            let shard = buckets * BUCKET_BYTES + b.max_live * SLOT_BYTES + b.max_heap;
+            assert!(shard * SHARDS <= max, "{mib}");
+            // Not much of it wasted: at least 2/3 of the flows' share in slots.
+            assert!(
+                b.max_live * SLOT_BYTES * SHARDS * 3 > max / 8 * 7 * 2,
+                "{mib}"
+            );
         }
+        assert_eq!(Budget::of(DEFAULT_FLOW_MEMORY).max_flows(), 56_544);
         // Tiny budgets still hold a few flows per shard.
         assert!(Budget::of(0).max_live >= 7);
+    }
+
+    #[test]
+    fn a_slab_grows_no_further_than_its_budget() {
+        let budget = Budget::of(1 << 20);
+        let mut shard = Shard::default();
+        for i in 0..(3 * budget.max_live) as u16 {
+            let p = tcp(3, 1000 + i, 2, 80, SYN);
+            let (key, from_a) = crate::flows::key_of(&p).expect("a TCP key");
+            let seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(1, 1, 60, &p));
+            shard.admit(&budget, key_hash(&key), key, seg);
+            assert!(shard.len() <= budget.max_live);
+        }
+        assert_eq!(shard.slots.len(), budget.max_live);
+        assert_eq!(shard.slots.capacity(), budget.max_live);
+        assert_eq!(shard.ranks.capacity(), budget.max_live);
+        // The index never grew past the buckets the budget counted.
+        let buckets = (budget.max_live * 16).div_ceil(7).next_power_of_two();
+        assert!(shard.index.capacity() <= buckets * 7 / 8);
     }
 
     #[test]
@@ -627,12 +756,13 @@ mod tests {
         let cfg = tiny(100);
         let max = Budget::of(cfg.max_bytes).max_flows();
         assert!(max < 200, "{max}");
-        // 5,000 spoofed SYNs (each its own flow), and one conversation of 50 packets all
-        // through them.
+        // 5,000 spoofed SYNs (each its own flow), and one conversation of 100 packets all
+        // through them (its second packet comes before a quarter of its shard's ~13 flows have
+        // been replaced by SYNs: until then it is a single-packet flow, and the oldest).
         let mut packets = Vec::new();
         for i in 0..5_000u16 {
             packets.push((1, tcp(3, 1000 + i, 2, 80, SYN)));
-            if i % 100 == 0 {
+            if i % 50 == 0 {
                 let mut data = tcp(1, 40000, 2, 443, ACK);
                 data.payload_len = Some(100);
                 packets.push((1, data));
@@ -662,7 +792,7 @@ mod tests {
                 .filter(|f| f.responder().port == Some(443))
                 .collect();
             assert_eq!(talk.len(), 1, "{chunk}");
-            assert_eq!(talk[0].packets(), 50);
+            assert_eq!(talk[0].packets(), 100);
             assert_eq!(talk[0].end, EndReason::EndOfCapture);
         }
     }
@@ -740,24 +870,62 @@ mod tests {
             shard.admit(&budget, key_hash(&key), key, seg);
         }
         let rank_of = |seg: &Segment| eviction_rank(seg);
-        let classes: std::collections::BTreeSet<u64> = shard
-            .live
-            .iter()
-            .map(|(_, _, s)| rank_of(s) >> 62)
-            .collect();
+        let live_ranks = |shard: &Shard| -> Vec<u64> {
+            shard
+                .slots
+                .iter()
+                .flatten()
+                .map(|(_, s)| rank_of(s))
+                .collect()
+        };
+        let classes: std::collections::BTreeSet<u64> =
+            live_ranks(&shard).iter().map(|r| r >> 62).collect();
         assert_eq!(classes.len(), 3, "closed, single-packet and other flows");
         for n in [1, 7, 500, 1_000] {
-            let mut before: Vec<u64> = shard.live.iter().map(|(_, _, s)| rank_of(s)).collect();
+            let mut before = live_ranks(&shard);
             before.sort_unstable();
             shard.out.flows.clear();
             shard.evict(n);
             let mut gone: Vec<u64> = shard.out.flows.iter().map(|f| rank_of(&f.seg)).collect();
             gone.sort_unstable();
-            // Exactly the n lowest went, and the rest stayed.
+            // Exactly the n lowest went, and the rest stayed, each still found by its key
+            // and ranked as it is.
             assert_eq!(gone, before[..n], "{n}");
-            assert_eq!(shard.live.len(), before.len() - n, "{n}");
-            assert!(shard.out.flows.iter().all(|f| f.end == EndReason::Evicted));
+            assert_eq!(shard.len(), before.len() - n, "{n}");
+            assert_eq!(live_ranks(&shard).len(), shard.len(), "{n}");
+            for (i, slot) in shard.slots.iter().enumerate() {
+                match slot {
+                    Some((key, seg)) => {
+                        assert_eq!(shard.find(key_hash(key), key), Some(i), "{n}");
+                        assert_eq!(shard.ranks[i], rank_of(seg), "{n}");
+                    }
+                    None => assert_eq!(shard.ranks[i], u64::MAX, "{n}"),
+                }
+            }
+            assert!(
+                shard.out.flows.iter().all(|f| {
+                    f.end == EndReason::Evicted && shard.find(key_hash(&f.key), &f.key).is_none()
+                }),
+                "{n}"
+            );
         }
+        assert_eq!(shard.out.evicted, 1 + 7 + 500 + 1_000);
+        // New flows fill the freed slots, lowest first, before the slab grows.
+        let slots = shard.slots.len();
+        let lowest_free = shard.free.last().copied();
+        for i in 0..1_508u16 {
+            let p = tcp(3, 20_000 + i, 2, 80, SYN);
+            let (key, from_a) = crate::flows::key_of(&p).expect("a TCP key");
+            let seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(9_000, 1, 60, &p));
+            shard.admit(&budget, key_hash(&key), key, seg);
+            if i == 0 {
+                let first = shard.find(key_hash(&key), &key).map(|i| i as u32);
+                assert_eq!(first, lowest_free);
+            }
+        }
+        assert_eq!(shard.slots.len(), slots);
+        assert!(shard.free.is_empty());
+        assert_eq!(shard.len(), 3_000);
         assert_eq!(shard.out.evicted, 1 + 7 + 500 + 1_000);
     }
 
