@@ -9,12 +9,12 @@
 //! Memory is bounded like a flow meter's (Suricata's memcap): each shard may hold at most
 //! [`Budget::max_live`] flows, a number chosen so that its slab of flows and its index, at
 //! their largest, fit its share of [`FlowConfig::max_bytes`], and the bytes the flows hold
-//! outside the slab (server names, tunnel envelopes) have a share of their own. When a new flow would pass
-//! either, a quarter of the shard's flows are evicted — TCP connections already closed first
-//! (nothing is lost but a late ACK), then single-packet flows (scans, floods, S0 attempts that
-//! will never complete), then the rest, each least recently seen first — and written with
-//! [`EndReason::Evicted`], so nothing is silently lost: a later packet of an evicted flow starts
-//! a new row.
+//! outside the slab (server names, tunnel envelopes) have a share of their own. When a new
+//! flow would pass either, a quarter of the shard's flows are evicted — TCP connections already
+//! closed first (nothing is lost but a late ACK), then single-packet flows (scans, floods, S0
+//! attempts that will never complete), then the rest, each least recently seen first — and
+//! written with [`EndReason::Evicted`], so nothing is silently lost: a later packet of an
+//! evicted flow starts a new row.
 
 use std::cmp::Ordering;
 use std::hash::BuildHasher;
@@ -276,7 +276,8 @@ struct Shard {
     /// Per slot, its flow's [`eviction_rank`] (kept up to date as the flow grows; a free
     /// slot's is `u64::MAX`, above every flow's).
     ranks: Vec<u64>,
-    /// Free slots, highest first: they are filled again lowest first.
+    /// Free slots, pushed highest first by evictions and sweeps, so that they are filled
+    /// again lowest first.
     free: Vec<u32>,
     /// Bytes the live flows hold outside the table.
     heap: usize,
@@ -299,14 +300,6 @@ impl Shard {
                 hashes[i] == hash && slots[i].as_ref().is_some_and(|(k, _)| k == key)
             })
             .map(|&i| i as usize)
-    }
-
-    /// The segment in slot `i`, which holds a flow.
-    fn seg(&mut self, i: usize) -> &mut Segment {
-        match &mut self.slots[i] {
-            Some((_, seg)) => seg,
-            None => unreachable!("slot {i} of the live flows is free"),
-        }
     }
 
     /// The flow in slot `i` changed: rank it again.
@@ -337,8 +330,9 @@ impl Shard {
             first: may_continue,
         } in part
         {
-            if let Some(i) = self.find(hash, &key) {
-                let live = self.seg(i);
+            if let Some(i) = self.find(hash, &key)
+                && let Some((_, live)) = &mut self.slots[i]
+            {
                 let before = heap_of(live);
                 if may_continue && live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
                     live.merge(seg);
@@ -360,10 +354,11 @@ impl Shard {
     /// Fold in one flow of a split capture's range (see [`FlowTable::merge_part`]).
     fn merge_part(&mut self, cfg: &FlowConfig, budget: &Budget, hash: u64, flow: Flow, open: bool) {
         let Flow { key, seg, end } = flow;
-        if let Some(i) = self.find(hash, &key) {
+        if let Some(i) = self.find(hash, &key)
+            && let Some((_, live)) = &mut self.slots[i]
+        {
             // A flow live at the end of an earlier range, met again: this is the first flow
             // of its key in this range (a later one would have found it gone).
-            let live = self.seg(i);
             if live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
                 let before = heap_of(live);
                 live.merge(seg);
