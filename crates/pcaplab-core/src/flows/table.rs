@@ -85,7 +85,7 @@ const BUCKET_BYTES: usize = size_of::<u32>() + 1;
 pub struct Budget {
     /// Most flows live in a shard.
     pub max_live: usize,
-    /// Most bytes a shard's flows may hold outside its table.
+    /// Most bytes a shard's flows may hold outside its slab.
     pub max_heap: usize,
 }
 
@@ -123,7 +123,7 @@ impl Budget {
     }
 }
 
-/// Bytes a live flow holds outside its table entry.
+/// Bytes a live flow holds outside its slot.
 fn heap_of(seg: &Segment) -> usize {
     seg.server_name.as_ref().map_or(0, |n| n.len())
         + seg.envelope.as_ref().map_or(0, |_| size_of::<Envelope>())
@@ -279,7 +279,7 @@ struct Shard {
     /// Free slots, pushed highest first by evictions and sweeps, so that they are filled
     /// again lowest first.
     free: Vec<u32>,
-    /// Bytes the live flows hold outside the table.
+    /// Bytes the live flows hold outside the slab.
     heap: usize,
     out: Retired,
     /// Scratch space for eviction ranks.
@@ -302,11 +302,23 @@ impl Shard {
             .map(|&i| i as usize)
     }
 
-    /// The flow in slot `i` changed: rank it again.
-    fn rerank(&mut self, i: usize) {
-        if let Some((_, seg)) = &self.slots[i] {
-            self.ranks[i] = eviction_rank(seg);
-        }
+    /// Whether the flow in slot `i` is continued by a segment whose first packet is at `ts`.
+    fn continues(&self, i: usize, ts: i64, timeout: i64) -> bool {
+        self.slots[i]
+            .as_ref()
+            .is_some_and(|(_, live)| live.continues(ts, timeout))
+    }
+
+    /// Change the flow in slot `i` with `change` (a later segment merged in, or the flow
+    /// replaced), keeping the shard's heap bytes and the slot's rank up to date; `change`'s
+    /// result, or `None` if the slot is free.
+    fn update<R>(&mut self, i: usize, change: impl FnOnce(&mut Segment) -> R) -> Option<R> {
+        let (_, live) = self.slots[i].as_mut()?;
+        let before = heap_of(live);
+        let out = change(live);
+        self.heap = self.heap - before + heap_of(live);
+        self.ranks[i] = eviction_rank(live);
+        Some(out)
     }
 
     /// Take the flow out of slot `i` (and its index entry); the slot becomes free.
@@ -330,21 +342,12 @@ impl Shard {
             first: may_continue,
         } in part
         {
-            if let Some(i) = self.find(hash, &key)
-                && let Some((_, live)) = &mut self.slots[i]
-            {
-                let before = heap_of(live);
-                if may_continue && live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
-                    live.merge(seg);
-                    let after = heap_of(live);
-                    self.heap = self.heap - before + after;
-                } else {
-                    let after = heap_of(&seg);
-                    let done = std::mem::replace(live, seg);
-                    self.heap = self.heap - before + after;
+            if let Some(i) = self.find(hash, &key) {
+                if may_continue && self.continues(i, seg.first_seen_ts, cfg.timeout(key.proto)) {
+                    self.update(i, |live| live.merge(seg));
+                } else if let Some(done) = self.update(i, |live| std::mem::replace(live, seg)) {
                     self.out.retire(key, done, EndReason::Idle);
                 }
-                self.rerank(i);
                 continue;
             }
             self.admit(budget, hash, key, seg);
@@ -354,17 +357,11 @@ impl Shard {
     /// Fold in one flow of a split capture's range (see [`FlowTable::merge_part`]).
     fn merge_part(&mut self, cfg: &FlowConfig, budget: &Budget, hash: u64, flow: Flow, open: bool) {
         let Flow { key, seg, end } = flow;
-        if let Some(i) = self.find(hash, &key)
-            && let Some((_, live)) = &mut self.slots[i]
-        {
+        if let Some(i) = self.find(hash, &key) {
             // A flow live at the end of an earlier range, met again: this is the first flow
             // of its key in this range (a later one would have found it gone).
-            if live.continues(seg.first_seen_ts, cfg.timeout(key.proto)) {
-                let before = heap_of(live);
-                live.merge(seg);
-                let after = heap_of(live);
-                self.heap = self.heap - before + after;
-                self.rerank(i);
+            if self.continues(i, seg.first_seen_ts, cfg.timeout(key.proto)) {
+                self.update(i, |live| live.merge(seg));
                 if !open && let Some((key, whole)) = self.take(i) {
                     self.retire_part(key, whole, end);
                 }
@@ -372,12 +369,9 @@ impl Shard {
             }
             // Not continued: the earlier flow ended idle, and this one stands alone.
             if open {
-                let before = heap_of(live);
-                let after = heap_of(&seg);
-                let earlier = std::mem::replace(live, seg);
-                self.heap = self.heap - before + after;
-                self.rerank(i);
-                self.out.retire(key, earlier, EndReason::Idle);
+                if let Some(earlier) = self.update(i, |live| std::mem::replace(live, seg)) {
+                    self.out.retire(key, earlier, EndReason::Idle);
+                }
             } else {
                 if let Some((key, earlier)) = self.take(i) {
                     self.out.retire(key, earlier, EndReason::Idle);
@@ -668,14 +662,20 @@ mod tests {
         assert!(Budget::of(0).max_live >= 7);
     }
 
+    /// A spoofed SYN's flow, from source port `port`, seen at frame `frame`.
+    fn syn_flow(port: u16, frame: u64) -> (FlowKey, Segment) {
+        let p = tcp(3, port, 2, 80, SYN);
+        let (key, from_a) = crate::flows::key_of(&p).expect("a TCP key");
+        let seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(frame, 1, 60, &p));
+        (key, seg)
+    }
+
     #[test]
     fn a_slab_grows_no_further_than_its_budget() {
         let budget = Budget::of(1 << 20);
         let mut shard = Shard::default();
         for i in 0..(3 * budget.max_live) as u16 {
-            let p = tcp(3, 1000 + i, 2, 80, SYN);
-            let (key, from_a) = crate::flows::key_of(&p).expect("a TCP key");
-            let seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(1, 1, 60, &p));
+            let (key, seg) = syn_flow(1000 + i, 1);
             shard.admit(&budget, key_hash(&key), key, seg);
             assert!(shard.len() <= budget.max_live);
         }
@@ -909,9 +909,7 @@ mod tests {
         let slots = shard.slots.len();
         let lowest_free = shard.free.last().copied();
         for i in 0..1_508u16 {
-            let p = tcp(3, 20_000 + i, 2, 80, SYN);
-            let (key, from_a) = crate::flows::key_of(&p).expect("a TCP key");
-            let seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(9_000, 1, 60, &p));
+            let (key, seg) = syn_flow(20_000 + i, 9_000);
             shard.admit(&budget, key_hash(&key), key, seg);
             if i == 0 {
                 let first = shard.find(key_hash(&key), &key).map(|i| i as u32);
