@@ -151,6 +151,10 @@ pub fn flows_parquet_sink<W: Write + Send>(
     ] {
         b = b.set_column_encoding(ColumnPath::from(c), Encoding::DELTA_BINARY_PACKED);
     }
+    b = b.set_column_encoding(
+        ColumnPath::from(f::COMMUNITY_ID),
+        Encoding::DELTA_LENGTH_BYTE_ARRAY,
+    );
     ParquetSink::with_schema(out, crate::flows::flow_schema(), b.build())
 }
 
