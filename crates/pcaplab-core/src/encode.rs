@@ -120,7 +120,10 @@ pub const FLOW_ROW_GROUP: usize = 16 * 1024;
 /// smaller without one on ordinary traffic too. Frames, timestamps and offsets are delta-encoded:
 /// flows are written in file order, so each is close to the one before (measured on a spoofed
 /// flood's million flows: each of the six columns 1.0–2.4 MB in plain encoding with zstd,
-/// 0.2–0.45 MB delta-encoded, and zstd compresses 48 MB less).
+/// 0.2–0.45 MB delta-encoded, and zstd compresses 48 MB less). Community IDs are written as
+/// DELTA_LENGTH_BYTE_ARRAY, their lengths apart from their text: in plain encoding zstd spent
+/// its time on the 4-byte length before each value (measured on the flood: the column 8% larger,
+/// 20.9 -> 22.6 MB, the file 5%, and the conversion 4–7% less CPU).
 pub fn flows_parquet_sink<W: Write + Send>(
     out: W,
     capture: &str,
