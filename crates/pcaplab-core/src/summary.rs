@@ -1110,6 +1110,52 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_of_more_addresses_than_the_cap_keeps_its_biggest_half() {
+        // A scan's chunk: IPv4 and IPv6 sources (the two kinds a chunk counts apart), some
+        // of them several times, each sending to one IPv6 and one IPv4 victim.
+        let v6 = |i: u32| {
+            let mut b = [0u8; 16];
+            b[0] = 0x20;
+            b[12..].copy_from_slice(&i.to_be_bytes());
+            Addr::V6(b)
+        };
+        let victims = [Addr::V4([192, 0, 2, 1]), v6(0xFFFF)];
+        let mut frames = Vec::new();
+        for i in 0..(TALKERS_CAP as u32 + 3_000) {
+            let src = if i % 3 == 0 {
+                v6(i)
+            } else {
+                Addr::V4((0x0A00_0000 + i).to_be_bytes())
+            };
+            for k in 0..=(i % 4 / 3) {
+                let dst = victims[(i as usize + k as usize) % 2];
+                frames.push((frame(0, 60 + i % 50), packet(src, dst, None)));
+            }
+        }
+        // Every address counted in one map, then ranked: the biggest half is what stays.
+        let mut all: FxHashMap<Addr, Traffic> = FxHashMap::default();
+        for (f, p) in &frames {
+            let ip = p.ip.expect("an IP packet");
+            for a in [ip.src, ip.dst] {
+                all.entry(a).or_default().add(Traffic {
+                    packets: 1,
+                    bytes: u64::from(f.wire_len),
+                });
+            }
+        }
+        let mut ranked: Vec<(Addr, Traffic)> = all.into_iter().collect();
+        ranked.sort_unstable_by(talker_order);
+        ranked.truncate(TALKERS_CAP / 2);
+        let s = count(&frames);
+        assert!(s.talkers_truncated);
+        let mut kept: Vec<(Addr, Traffic)> = s.talkers.into_iter().collect();
+        kept.sort_unstable_by(talker_order);
+        assert_eq!(kept, ranked);
+        assert!(kept.iter().any(|(a, _)| matches!(a, Addr::V4(_))));
+        assert!(kept.iter().any(|(a, _)| matches!(a, Addr::V6(_))));
+    }
+
+    #[test]
     fn pruning_keeps_the_biggest() {
         let mut s = Summary::default();
         let big = Addr::V6([0xff; 16]);
