@@ -546,30 +546,36 @@ pub(crate) struct KeyedSegment {
     first: bool,
 }
 
-/// A [`ChunkFlows`] index entry: where a key's latest segment is in its shard's part, tagged
-/// with the high half of the key's hash, which holds the bits that choose the shard (keys of
-/// equal tags are in one shard, so a tag and a position name one segment). 8 bytes, not the
-/// 24 of a full hash and a (shard, index) pair: a flood's chunk indexes a new key with nearly
-/// every packet, each inserted at a random place, and a third of the index takes a third of
-/// the cache. The index is probed with the key's whole hash, as before: its high half alone
-/// (the low bits of a product, rotated there by FxHash) made long probe runs on ordinary
-/// traffic, measured: +7% CPU on compare.sh's input.
+/// A [`ChunkFlows`] index entry: where a key's latest segment is, as its shard and its
+/// position in that shard's part. 8 bytes, not the 24 of a full hash and a `(usize, usize)`
+/// pair: a flood's chunk indexes a new key with nearly every packet, each inserted at a random
+/// place, and an index a third the size takes a third of the cache. The key's hash is not kept
+/// here: the segment has it (the index compares and rehashes with it there).
 #[derive(Clone, Copy, Debug)]
 struct Latest {
-    tag: u32,
+    shard: u32,
     at: u32,
 }
 
 impl Latest {
-    fn tag(hash: u64) -> u32 {
-        (hash >> 32) as u32
+    /// The entry of segment `at` (shard, position). A part never nears 2^32 segments (a chunk
+    /// is under 4 GiB of records); were one to, its later segments would only go unfound.
+    fn new((shard, at): (usize, usize)) -> Self {
+        Latest {
+            shard: shard as u32,
+            at: u32::try_from(at).unwrap_or(u32::MAX),
+        }
     }
 
-    /// The whole hash of the entry's key, for the index to grow: kept with its segment.
-    fn hash(&self, parts: &[Vec<KeyedSegment>]) -> u64 {
-        let shard = table::shard_of(u64::from(self.tag) << 32);
-        // Every entry names a segment; were one not to, it would only go unfound.
-        parts[shard].get(self.at as usize).map_or(0, |k| k.hash)
+    /// Where the segment is.
+    fn at(self) -> (usize, usize) {
+        (self.shard as usize, self.at as usize)
+    }
+
+    /// The segment, if the entry names one (every entry does).
+    fn segment(self, parts: &[Vec<KeyedSegment>]) -> Option<&KeyedSegment> {
+        let (shard, at) = self.at();
+        parts.get(shard)?.get(at)
     }
 }
 
@@ -626,14 +632,13 @@ impl ChunkFlows {
 
     /// Where the latest segment of `key` (whose hash is `hash`) is, if the chunk has one.
     fn find(&self, hash: u64, key: &FlowKey) -> Option<(usize, usize)> {
-        let shard = table::shard_of(hash);
-        let part = &self.parts[shard];
-        let tag = Latest::tag(hash);
+        let parts = &self.parts;
         self.index
             .find(hash, |l| {
-                l.tag == tag && part.get(l.at as usize).is_some_and(|k| k.key == *key)
+                l.segment(parts)
+                    .is_some_and(|k| k.hash == hash && k.key == *key)
             })
-            .map(|l| (shard, l.at as usize))
+            .map(|l| l.at())
     }
 
     /// Fold packet `p` in, as `s` describes it (`s.ts` is the time it counts at).
@@ -695,23 +700,18 @@ impl ChunkFlows {
                     seg: Segment::new(key.proto, from_a, s),
                     first,
                 });
-                let tag = Latest::tag(hash);
-                // A part never nears 2^32 segments (a chunk is under 4 GiB of records).
-                let latest = u32::try_from(at.1).unwrap_or(u32::MAX);
                 match known {
                     // The key's latest segment is the new one.
-                    Some((_, earlier)) => {
-                        if let Some(l) = self
-                            .index
-                            .find_mut(hash, |l| l.tag == tag && l.at as usize == earlier)
-                        {
-                            l.at = latest;
+                    Some(earlier) => {
+                        if let Some(l) = self.index.find_mut(hash, |l| l.at() == earlier) {
+                            *l = Latest::new(at);
                         }
                     }
                     None => {
                         let parts = &self.parts;
-                        self.index
-                            .insert_unique(hash, Latest { tag, at: latest }, |l| l.hash(parts));
+                        self.index.insert_unique(hash, Latest::new(at), |l| {
+                            l.segment(parts).map_or(0, |k| k.hash)
+                        });
                     }
                 }
                 self.last = Some((key, at));
@@ -1155,17 +1155,6 @@ mod tests {
         );
         assert_eq!(f[0].originator().port, Some(5));
         assert_eq!(f[0].history(), "^hA");
-    }
-
-    #[test]
-    fn a_chunk_index_tag_decides_the_shard() {
-        // Keys whose tags are equal are in one shard: a tag and a position name one segment.
-        let mut h: u64 = 0x9E37_79B9_7F4A_7C15;
-        for _ in 0..10_000 {
-            h = h.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
-            let same_tag = u64::from(Latest::tag(h)) << 32 | (h.rotate_left(7) & 0xFFFF_FFFF);
-            assert_eq!(table::shard_of(h), table::shard_of(same_tag), "{h:#x}");
-        }
     }
 
     #[test]
