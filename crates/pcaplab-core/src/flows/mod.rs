@@ -546,45 +546,12 @@ pub(crate) struct KeyedSegment {
     first: bool,
 }
 
-/// A [`ChunkFlows`] index entry: where a key's latest segment is, as its shard and its
-/// position in that shard's part. 8 bytes, not the 24 of a full hash and a `(usize, usize)`
-/// pair: a flood's chunk indexes a new key with nearly every packet, each inserted at a random
-/// place, and an index a third the size takes a third of the cache. The key's hash is not kept
-/// here: the segment has it (the index compares and rehashes with it there).
-#[derive(Clone, Copy, Debug)]
-struct Latest {
-    shard: u32,
-    at: u32,
-}
-
-impl Latest {
-    /// The entry of segment `at` (shard, position). A part never nears 2^32 segments (a chunk
-    /// is under 4 GiB of records); were one to, its later segments would only go unfound.
-    fn new((shard, at): (usize, usize)) -> Self {
-        Latest {
-            shard: shard as u32,
-            at: u32::try_from(at).unwrap_or(u32::MAX),
-        }
-    }
-
-    /// Where the segment is.
-    fn at(self) -> (usize, usize) {
-        (self.shard as usize, self.at as usize)
-    }
-
-    /// The segment, if the entry names one (every entry does).
-    fn segment(self, parts: &[Vec<KeyedSegment>]) -> Option<&KeyedSegment> {
-        let (shard, at) = self.at();
-        parts.get(shard)?.get(at)
-    }
-}
-
 /// The flows of one chunk, in order of first packet, split by the [`FlowTable`] shard of
 /// their keys (so that the writer only hands each shard its part).
 #[derive(Debug)]
 pub struct ChunkFlows {
-    /// Where each key's latest segment is.
-    index: HashTable<Latest>,
+    /// (hash of a key, where its latest segment is: shard, index in that shard's part).
+    index: HashTable<(u64, (usize, usize))>,
     /// Per shard, its segments in order of first packet.
     parts: Vec<Vec<KeyedSegment>>,
     /// The chunk's latest timestamp.
@@ -634,11 +601,10 @@ impl ChunkFlows {
     fn find(&self, hash: u64, key: &FlowKey) -> Option<(usize, usize)> {
         let parts = &self.parts;
         self.index
-            .find(hash, |l| {
-                l.segment(parts)
-                    .is_some_and(|k| k.hash == hash && k.key == *key)
+            .find(hash, |&(h, (shard, i))| {
+                h == hash && parts[shard][i].key == *key
             })
-            .map(|l| l.at())
+            .map(|&(_, at)| at)
     }
 
     /// Fold packet `p` in, as `s` describes it (`s.ts` is the time it counts at).
@@ -703,15 +669,15 @@ impl ChunkFlows {
                 match known {
                     // The key's latest segment is the new one.
                     Some(earlier) => {
-                        if let Some(l) = self.index.find_mut(hash, |l| l.at() == earlier) {
-                            *l = Latest::new(at);
+                        if let Some(slot) = self
+                            .index
+                            .find_mut(hash, |&(h, at)| h == hash && at == earlier)
+                        {
+                            slot.1 = at;
                         }
                     }
                     None => {
-                        let parts = &self.parts;
-                        self.index.insert_unique(hash, Latest::new(at), |l| {
-                            l.segment(parts).map_or(0, |k| k.hash)
-                        });
+                        self.index.insert_unique(hash, (hash, at), |&(h, _)| h);
                     }
                 }
                 self.last = Some((key, at));
