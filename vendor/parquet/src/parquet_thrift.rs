@@ -890,6 +890,13 @@ impl<W: Write> ThriftCompactOutputProtocol<W> {
         Ok(())
     }
 
+    /// pcaplab's patch: write bytes that are already thrift-encoded (a struct encoded on its
+    /// own, spliced into a list) as they are.
+    pub(crate) fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        self.writer.write_all(bytes)?;
+        Ok(())
+    }
+
     /// Short-cut method used to encode structs that have no fields (often used in Thrift unions).
     /// This simply encodes the field id and then immediately writes the end-of-struct marker.
     pub(crate) fn write_empty_struct(&mut self, field_id: i16, last_field_id: i16) -> Result<i16> {

@@ -19,6 +19,7 @@
 
 use crate::bloom_filter::Sbbf;
 use crate::file::metadata::page_index::PageIndex;
+use crate::file::metadata::serialized_row_groups::SerializedRowGroups;
 use crate::file::metadata::thrift::PageHeader;
 use crate::file::page_index::column_index::ColumnIndexMetaData;
 use crate::file::page_index::offset_index::OffsetIndexMetaData;
@@ -43,7 +44,7 @@ use crate::encryption::encrypt::{
 use crate::errors::{ParquetError, Result};
 #[cfg(feature = "encryption")]
 use crate::file::PARQUET_MAGIC_ENCR_FOOTER;
-use crate::file::properties::{BloomFilterPosition, WriterPropertiesPtr};
+use crate::file::properties::{BloomFilterPosition, EnabledStatistics, WriterPropertiesPtr};
 use crate::file::reader::ChunkReader;
 use crate::file::{PARQUET_MAGIC, metadata::*};
 use crate::schema::types::{ColumnDescPtr, SchemaDescPtr, SchemaDescriptor, TypePtr};
@@ -161,6 +162,9 @@ pub struct SerializedFileWriter<W: Write> {
     descr: SchemaDescPtr,
     props: WriterPropertiesPtr,
     row_groups: Vec<RowGroupMetaData>,
+    /// pcaplab's patch: with [`Self::keep_row_groups_serialized`], the closed row groups'
+    /// metadata, encoded (and `row_groups` stays empty).
+    serialized_row_groups: Option<SerializedRowGroups>,
     bloom_filters: Vec<Vec<Option<Sbbf>>>,
     column_indexes: Vec<Vec<Option<ColumnIndexMetaData>>>,
     offset_indexes: Vec<Vec<Option<OffsetIndexMetaData>>>,
@@ -200,6 +204,7 @@ impl<W: Write + Send> SerializedFileWriter<W> {
             descr: Arc::new(schema_descriptor),
             props: properties,
             row_groups: vec![],
+            serialized_row_groups: None,
             bloom_filters: vec![],
             column_indexes: Vec::new(),
             offset_indexes: Vec::new(),
@@ -264,6 +269,7 @@ impl<W: Write + Send> SerializedFileWriter<W> {
             .ok_or_else(|| ParquetError::General("Row group index overflowed".to_string()))?;
 
         let bloom_filter_position = self.properties().bloom_filter_position();
+        let serialized_row_groups = &mut self.serialized_row_groups;
         let row_groups = &mut self.row_groups;
         let row_bloom_filters = &mut self.bloom_filters;
         let row_column_indexes = &mut self.column_indexes;
@@ -273,6 +279,10 @@ impl<W: Write + Send> SerializedFileWriter<W> {
                              row_group_bloom_filter,
                              row_group_column_index,
                              row_group_offset_index| {
+            // pcaplab's patch: no bloom filter nor page index is made in this mode.
+            if let Some(encoded) = serialized_row_groups {
+                return encoded.push(metadata);
+            }
             row_bloom_filters.push(row_group_bloom_filter);
             row_column_indexes.push(row_group_column_index);
             row_offset_indexes.push(row_group_offset_index);
@@ -298,6 +308,42 @@ impl<W: Write + Send> SerializedFileWriter<W> {
         let row_group_writer = row_group_writer.with_file_encryptor(self.file_encryptor.clone());
 
         Ok(row_group_writer)
+    }
+
+    /// pcaplab's patch: keep each row group's metadata encoded as the footer will hold it once
+    /// the row group is closed, instead of as [`RowGroupMetaData`] (about 700 bytes a column
+    /// chunk where its encoding takes about 90), so that the memory a file of many row groups
+    /// holds until its footer is written is what the footer takes. The footer is the same,
+    /// byte for byte. Then [`Self::flushed_row_groups`] is empty, and so are the row groups of
+    /// the [`ParquetMetaData`] that [`Self::finish`] and [`Self::close`] return.
+    ///
+    /// Only before the first row group, and only for a file without bloom filters and page
+    /// indexes (no offset index, no page statistics), whose locations are set in each row
+    /// group's metadata at the end.
+    pub fn keep_row_groups_serialized(&mut self) -> Result<()> {
+        if self.row_group_index > 0 {
+            return Err(general_err!(
+                "row groups can be kept serialized only from the first one"
+            ));
+        }
+        let props = &self.props;
+        let indexed = self.descr.columns().iter().any(|c| {
+            props.bloom_filter_properties(c.path()).is_some()
+                || props.statistics_enabled(c.path()) == EnabledStatistics::Page
+        });
+        if indexed || !props.offset_index_disabled() {
+            return Err(general_err!(
+                "row groups are kept serialized only without bloom filters and page indexes"
+            ));
+        }
+        #[cfg(feature = "encryption")]
+        if self.file_encryptor.is_some() {
+            return Err(general_err!(
+                "row groups are kept serialized only in files that are not encrypted"
+            ));
+        }
+        self.serialized_row_groups = Some(SerializedRowGroups::new(props.write_path_in_schema()));
+        Ok(())
     }
 
     /// Returns metadata for any flushed row groups
@@ -378,6 +424,10 @@ impl<W: Write + Send> SerializedFileWriter<W> {
         if let Some(key_value_metadata) = key_value_metadata {
             encoder = encoder.with_key_value_metadata(key_value_metadata)
         }
+        // pcaplab's patch
+        if let Some(encoded) = self.serialized_row_groups.take() {
+            encoder = encoder.with_serialized_row_groups(encoded);
+        }
 
         // check for empty column index
         let column_indexes = if column_indexes.is_empty()
@@ -409,7 +459,12 @@ impl<W: Write + Send> SerializedFileWriter<W> {
             return Err(general_err!("SerializedFileWriter already finished"));
         }
 
-        if self.row_group_index != self.row_groups.len() {
+        // pcaplab's patch: row groups kept serialized are counted there.
+        let closed = match &self.serialized_row_groups {
+            Some(encoded) => encoded.len(),
+            None => self.row_groups.len(),
+        };
+        if self.row_group_index != closed {
             Err(general_err!("Previous row group writer was not closed"))
         } else {
             Ok(())

@@ -59,6 +59,7 @@ pub mod page_index;
 mod parser;
 mod push_decoder;
 pub(crate) mod reader;
+pub(crate) mod serialized_row_groups; // pcaplab's patch
 pub(crate) mod thrift;
 mod writer;
 

@@ -16,6 +16,7 @@
 // under the License.
 
 use crate::file::metadata::page_index::PageIndexProvider;
+use crate::file::metadata::serialized_row_groups::SerializedRowGroups;
 use crate::file::metadata::thrift::FileMeta;
 use crate::file::metadata::{ColumnChunkMetaData, RowGroupMetaData};
 use crate::schema::types::{SchemaDescPtr, SchemaDescriptor};
@@ -55,6 +56,8 @@ pub(crate) struct ThriftMetadataWriter<'a, W: Write> {
     buf: &'a mut TrackedWrite<W>,
     schema_descr: &'a SchemaDescPtr,
     row_groups: Vec<RowGroupMetaData>,
+    /// pcaplab's patch: the row groups already encoded (then `row_groups` is empty).
+    serialized_row_groups: Option<SerializedRowGroups>,
     page_index: Option<Arc<dyn PageIndexProvider>>,
     key_value_metadata: Option<Vec<KeyValue>>,
     created_by: Option<String>,
@@ -147,7 +150,12 @@ impl<'a, W: Write> ThriftMetadataWriter<'a, W> {
 
     /// Assembles and writes the final metadata to self.buf
     pub(crate) fn finish(mut self) -> Result<ParquetMetaData> {
-        let num_rows = self.row_groups.iter().map(|x| x.num_rows).sum();
+        let serialized_row_groups = self.serialized_row_groups.take();
+        let num_rows = match &serialized_row_groups {
+            // pcaplab's patch
+            Some(encoded) => encoded.num_rows(),
+            None => self.row_groups.iter().map(|x| x.num_rows).sum(),
+        };
 
         // serialize page indexes and update index locations
         let page_index = self.page_index.take();
@@ -210,6 +218,7 @@ impl<'a, W: Write> ThriftMetadataWriter<'a, W> {
         let file_meta = FileMeta {
             file_metadata: &file_metadata,
             row_groups: &row_groups,
+            serialized_row_groups: serialized_row_groups.as_ref(),
             write_path_in_schema: self.write_path_in_schema,
         };
 
@@ -255,6 +264,7 @@ impl<'a, W: Write> ThriftMetadataWriter<'a, W> {
             buf,
             schema_descr,
             row_groups,
+            serialized_row_groups: None,
             page_index: None,
             key_value_metadata: None,
             created_by,
@@ -267,6 +277,13 @@ impl<'a, W: Write> ThriftMetadataWriter<'a, W> {
 
     pub(crate) fn with_page_index(mut self, page_index: Arc<dyn PageIndexProvider>) -> Self {
         self.page_index = Some(page_index);
+        self
+    }
+
+    /// pcaplab's patch: write these row groups, already encoded, instead of `row_groups`
+    /// (which must then be empty). The file has no page index.
+    pub(crate) fn with_serialized_row_groups(mut self, row_groups: SerializedRowGroups) -> Self {
+        self.serialized_row_groups = Some(row_groups);
         self
     }
 

@@ -45,6 +45,7 @@ use crate::{
             ColumnChunkMetaData, ColumnChunkMetaDataBuilder, KeyValue, LevelHistogram,
             PageEncodingStats, ParquetMetaData, ParquetMetaDataOptions, ParquetPageEncodingStats,
             RowGroupMetaData, RowGroupMetaDataBuilder, SortingColumn,
+            serialized_row_groups::SerializedRowGroups,
         },
         statistics::ValueStatistics,
     },
@@ -1404,6 +1405,8 @@ pub(super) fn serialize_column_meta_data<W: Write>(
 pub(super) struct FileMeta<'a> {
     pub(super) file_metadata: &'a crate::file::metadata::FileMetaData,
     pub(super) row_groups: &'a Vec<RowGroupMetaData>,
+    /// pcaplab's patch: the row groups already encoded, written instead of `row_groups`.
+    pub(super) serialized_row_groups: Option<&'a SerializedRowGroups>,
     // If true, then write the `path_in_schema` field in the ColumnMetaData struct.
     pub(super) write_path_in_schema: bool,
 }
@@ -1447,7 +1450,11 @@ impl WriteThrift for FileMeta<'_> {
             .write_thrift_field(writer, 3, 2)?;
 
         // this will call RowGroupMetaData::write_thrift
-        let mut last_field_id = self.row_groups.write_thrift_field(writer, 4, 3)?;
+        let mut last_field_id = match self.serialized_row_groups {
+            // pcaplab's patch
+            Some(encoded) => encoded.write_field(writer, 4, 3)?,
+            None => self.row_groups.write_thrift_field(writer, 4, 3)?,
+        };
 
         if let Some(kv_metadata) = self.file_metadata.key_value_metadata() {
             last_field_id = kv_metadata.write_thrift_field(writer, 5, last_field_id)?;
