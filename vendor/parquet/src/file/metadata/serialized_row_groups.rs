@@ -89,6 +89,7 @@ impl SerializedRowGroups {
             match ordinal.filter(|_| ordinals) {
                 Some(ordinal) => {
                     // Everything but the stop byte, the ordinal, the stop byte.
+                    debug_assert_eq!(encoded.last(), Some(&0), "a struct ends with its stop byte");
                     writer.write_raw(&encoded[..encoded.len() - 1])?;
                     ordinal.write_thrift_field(writer, 7, 6)?;
                     writer.write_struct_end()?;
