@@ -559,8 +559,8 @@ mod tests {
 
     /// A sink keeps each closed row group's metadata encoded (the vendored parquet's seventh
     /// change); its files are the files parquet writes from the row groups' metadata, byte for
-    /// byte: with each row group's ordinal, and past 32,767 row groups (the most an ordinal
-    /// counts) without any.
+    /// byte: without row groups, with each row group's ordinal, and past 32,767 row groups (the
+    /// most an ordinal counts) without any.
     #[test]
     fn row_groups_kept_encoded_make_the_same_file() {
         use arrow_array::{StringArray, UInt64Array};
@@ -574,7 +574,7 @@ mod tests {
         let props = common_properties("test")
             .set_compression(Compression::UNCOMPRESSED)
             .build();
-        for groups in [3, 32_768] {
+        for groups in [0, 3, 32_768] {
             let mut sink =
                 ParquetSink::with_schema(Vec::new(), schema.clone(), props.clone()).expect("sink");
             let options = ArrowWriterOptions::new().with_properties(props.clone());
