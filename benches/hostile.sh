@@ -9,6 +9,8 @@
 #     appended with `mergecap -a` (compare.sh's input: mixed Ethernet traffic)
 #   - syn-flood at each of SIZES packets (default "1000000 4000000"): spoofed SYNs from random
 #     sources and ports to one address and port, 50,000 packets/s: every packet a new flow
+#     (SIZES="1000000 4000000 12000000" shows whether memory follows the capture's length: a
+#     912 MB flood, 732 flow row groups)
 #   - udp-scan at each of SCAN_SIZES packets (default "1000000"): DNS responses from random
 #     resolvers to one victim address and port (amplification), 50,000 packets/s
 # Each is converted as the Lambda function and the watcher convert it, the flows and the
