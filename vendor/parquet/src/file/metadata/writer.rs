@@ -49,6 +49,17 @@ use crate::{
 use std::io::Write;
 use std::sync::Arc;
 
+/// Clear a row group's page index locations, as a file without page indexes has none
+/// (pcaplab's patch: shared with `SerializedRowGroups::push`).
+pub(crate) fn clear_page_index_locations(row_group: &mut RowGroupMetaData) {
+    for column_metadata in &mut row_group.columns {
+        column_metadata.column_index_offset = None;
+        column_metadata.column_index_length = None;
+        column_metadata.offset_index_offset = None;
+        column_metadata.offset_index_length = None;
+    }
+}
+
 /// Writes `crate::file::metadata` structures to a thrift encoded byte stream
 ///
 /// See [`ParquetMetaDataWriter`] for background and example.
@@ -138,14 +149,9 @@ impl<'a, W: Write> ThriftMetadataWriter<'a, W> {
     }
 
     fn clear_page_indexes(&mut self) {
-        for row_group in &mut self.row_groups {
-            for column_metadata in &mut row_group.columns {
-                column_metadata.column_index_offset = None;
-                column_metadata.column_index_length = None;
-                column_metadata.offset_index_offset = None;
-                column_metadata.offset_index_length = None;
-            }
-        }
+        self.row_groups
+            .iter_mut()
+            .for_each(clear_page_index_locations);
     }
 
     /// Assembles and writes the final metadata to self.buf

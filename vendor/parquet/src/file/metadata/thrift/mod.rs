@@ -1430,7 +1430,11 @@ impl WriteThrift for FileMeta<'_> {
     fn write_thrift<W: Write>(&self, writer: &mut ThriftCompactOutputProtocol<W>) -> Result<()> {
         writer.set_write_path_in_schema(self.write_path_in_schema);
         // only write ordinal if all values will fit in an i16
-        writer.set_write_row_group_ordinal(i16::try_from(self.row_groups.len()).is_ok());
+        // (pcaplab's patch: counting the row groups kept encoded)
+        let row_groups = self
+            .serialized_row_groups
+            .map_or(self.row_groups.len(), SerializedRowGroups::len);
+        writer.set_write_row_group_ordinal(i16::try_from(row_groups).is_ok());
 
         self.file_metadata
             .version
@@ -1581,6 +1585,18 @@ impl WriteThrift for RowGroupMetaData {
     const ELEMENT_TYPE: ElementType = ElementType::Struct;
 
     fn write_thrift<W: Write>(&self, writer: &mut ThriftCompactOutputProtocol<W>) -> Result<()> {
+        // pcaplab's patch: in two parts, which `SerializedRowGroups` writes apart.
+        let last_field_id = self.write_thrift_before_ordinal(writer)?;
+        Self::write_thrift_ordinal(self.ordinal(), writer, last_field_id)
+    }
+}
+
+impl RowGroupMetaData {
+    /// pcaplab's patch: the struct's fields before `ordinal`; the id of the last one written.
+    pub(crate) fn write_thrift_before_ordinal<W: Write>(
+        &self,
+        writer: &mut ThriftCompactOutputProtocol<W>,
+    ) -> Result<i16> {
         // this will call ColumnChunkMetaData::write_thrift
         self.columns.write_thrift_field(writer, 1, 0)?;
         self.total_byte_size.write_thrift_field(writer, 2, 1)?;
@@ -1595,10 +1611,19 @@ impl WriteThrift for RowGroupMetaData {
         last_field_id = self
             .compressed_size()
             .write_thrift_field(writer, 6, last_field_id)?;
+        Ok(last_field_id)
+    }
 
+    /// pcaplab's patch: the rest of the struct after [`Self::write_thrift_before_ordinal`]:
+    /// `ordinal` (as the writer says) and the end.
+    pub(crate) fn write_thrift_ordinal<W: Write>(
+        ordinal: Option<i32>,
+        writer: &mut ThriftCompactOutputProtocol<W>,
+        last_field_id: i16,
+    ) -> Result<()> {
         // write ordinal if it will fit in an i16
         if writer.write_row_group_ordinal()
-            && let Some(ordinal) = self.ordinal()
+            && let Some(ordinal) = ordinal
             && let Ok(ordinal) = i16::try_from(ordinal)
         {
             ordinal.write_thrift_field(writer, 7, last_field_id)?;
