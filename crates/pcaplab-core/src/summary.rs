@@ -1109,6 +1109,15 @@ mod tests {
         assert!(series.len() <= TIMELINE_BUCKETS);
     }
 
+    /// The model the talker tests check against: every talker ranked, the biggest half kept
+    /// (where the code selects that half without sorting).
+    fn biggest_half_by_sorting(talkers: FxHashMap<Addr, Traffic>) -> Vec<(Addr, Traffic)> {
+        let mut ranked: Vec<(Addr, Traffic)> = talkers.into_iter().collect();
+        ranked.sort_unstable_by(talker_order);
+        ranked.truncate(TALKERS_CAP / 2);
+        ranked
+    }
+
     #[test]
     fn a_chunk_of_more_addresses_than_the_cap_keeps_its_biggest_half() {
         // A scan's chunk: IPv4 and IPv6 sources (the two kinds a chunk counts apart), some
@@ -1143,9 +1152,7 @@ mod tests {
                 });
             }
         }
-        let mut ranked: Vec<(Addr, Traffic)> = all.into_iter().collect();
-        ranked.sort_unstable_by(talker_order);
-        ranked.truncate(TALKERS_CAP / 2);
+        let ranked = biggest_half_by_sorting(all);
         let s = count(&frames);
         assert!(s.talkers_truncated);
         let mut kept: Vec<(Addr, Traffic)> = s.talkers.into_iter().collect();
@@ -1199,10 +1206,9 @@ mod tests {
                 mine.entry(*a).or_default().add(*t);
             }
             if mine.len() > TALKERS_CAP {
-                let mut all: Vec<(Addr, Traffic)> = mine.iter().map(|(a, t)| (*a, *t)).collect();
-                all.sort_unstable_by(talker_order);
-                all.truncate(TALKERS_CAP / 2);
-                *mine = all.into_iter().collect();
+                *mine = biggest_half_by_sorting(std::mem::take(mine))
+                    .into_iter()
+                    .collect();
             }
         }
         let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
