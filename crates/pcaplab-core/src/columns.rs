@@ -1008,7 +1008,7 @@ pub fn decode_chunk_as(
     let mut counter = Counter::new(counts);
     let mut p = Packet::default();
     let mut scratch = AppFields::default();
-    let mut chunk_flows = flows.map(|_| ChunkFlows::sized_like_the_last());
+    let mut chunk_flows = flows.map(|_| ChunkFlows::sized_like_the_last(chunk.time_before));
     let mut messages = Messages::default();
     let frags = &chunk.frags;
     let mut datagrams = ChunkDatagrams::new(frags);

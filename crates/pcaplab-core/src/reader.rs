@@ -213,6 +213,10 @@ impl FrameMeta {
 pub struct Chunk {
     /// Frame number (1-based) of the first frame in this chunk.
     pub first_frame: u64,
+    /// Network time before the chunk: the latest timestamp of every frame the reader framed
+    /// before it, if any had one. Flows judge idleness by it, so that which packets make a flow
+    /// does not depend on where chunks end, even where timestamps go backwards.
+    pub time_before: Option<i64>,
     pub frames: Vec<FrameMeta>,
     /// Where each frame's record is in the capture stream, one per frame.
     pub records: Vec<RecordSpan>,
@@ -230,6 +234,7 @@ impl Chunk {
     /// Empty it for the next frames, keeping its buffers.
     pub fn clear(&mut self) {
         self.first_frame = 0;
+        self.time_before = None;
         self.frames.clear();
         self.records.clear();
         self.data.clear();
@@ -578,6 +583,8 @@ pub struct CaptureReader {
     last_io_error: Arc<Mutex<Option<io::Error>>>,
     buffer_capacity: usize,
     next_frame: u64,
+    /// The latest timestamp of the frames framed so far (see [`Chunk::time_before`]).
+    latest_ts: Option<i64>,
     finished: bool,
     /// Set by [`CaptureReader::resume`]: where the records read are in the object.
     resumed: Option<Resumed>,
@@ -751,6 +758,7 @@ impl CaptureReader {
             last_io_error,
             buffer_capacity: INITIAL_BUFFER,
             next_frame: 1,
+            latest_ts: None,
             finished: false,
             resumed: None,
         })
@@ -938,6 +946,7 @@ impl CaptureReader {
         max_bytes: usize,
     ) -> Result<bool, ReadError> {
         chunk.first_frame = self.next_frame;
+        chunk.time_before = self.latest_ts;
         if self.finished {
             return Ok(false);
         }
@@ -946,7 +955,13 @@ impl CaptureReader {
             Framer::Blocks { .. } => self.fill_blocks(chunk, max_frames, max_bytes),
             Framer::Snoop { .. } => self.fill_snoop(chunk, max_frames, max_bytes),
         };
-        self.next_frame += (chunk.frames.len() - before) as u64;
+        let added = &chunk.frames[before..];
+        self.next_frame += added.len() as u64;
+        if let Some(t) = added.iter().map(|f| f.ts_ns).max()
+            && t != NO_TIMESTAMP
+        {
+            self.latest_ts = Some(self.latest_ts.map_or(t, |l| l.max(t)));
+        }
         match result {
             Ok(true) => Ok(true),
             Ok(false) => {

@@ -659,6 +659,34 @@ fn tcp_to_server(src: [u8; 4], sport: u16, dport: u16, flags: u8) -> Vec<u8> {
     f
 }
 
+/// A capture whose time runs backwards (`mergecap -a` of two copies: the second starts 400 s
+/// before the first ends) has the flows a tracker reading it packet by packet finds, whatever
+/// the chunking: a flow is idle once network time (the latest timestamp so far) has moved past
+/// its last packet by its timeout. Twenty short TCP flows of the first 40 s are long idle when
+/// the copy begins again and start anew; three that last the whole copy go on.
+#[test]
+fn flows_of_a_capture_whose_time_runs_backwards_do_not_depend_on_chunking() {
+    let mut copy = PcapWriter::new(1);
+    for k in 0..400_u16 {
+        let sport = if k < 40 { 5000 + k % 20 } else { 6000 + k % 3 };
+        copy.record(&tcp_to_server([198, 51, 100, 9], sport, 443, 0x10));
+    }
+    let mut pcap = copy.bytes.clone();
+    pcap.extend_from_slice(&copy.bytes[24..]);
+    let whole = convert(&engine(1, 1 << 20), "backwards", pcap.clone());
+    let flows = sorted_lines(&whole.flows_csv);
+    assert_eq!(flows.len(), 1 + 43, "{flows:#?}");
+    let stats = whole.report.expect("report").summary.flows.expect("flows");
+    assert_eq!(stats.flows, 43);
+    for (jobs, chunk) in [(1, 1), (2, 7), (2, 64), (1, 399), (2, 400), (1, 401)] {
+        let cut = convert(&engine(jobs, chunk), "backwards", pcap.clone());
+        let what = format!("{jobs} jobs, chunks of {chunk}");
+        assert_eq!(sorted_lines(&cut.flows_csv), flows, "{what}");
+        let s = cut.report.expect(&what).summary.flows.expect(&what);
+        assert_eq!(s, stats, "{what}");
+    }
+}
+
 /// The encodings of each column's data pages (not of its dictionary page) in the one row group
 /// of the Parquet file `bytes`.
 fn data_page_encodings(bytes: &[u8]) -> Vec<(String, Vec<parquet::basic::Encoding>)> {

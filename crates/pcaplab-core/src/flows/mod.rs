@@ -5,7 +5,11 @@
 //! both directions land on one key. The originator is the sender of the flow's first packet,
 //! except that a flow whose first packet is a SYN-ACK is flipped (history `^`), as Zeek does.
 //! A flow ends when it has been idle longer than its protocol's inactivity timeout (Zeek's
-//! defaults: TCP 5 min, UDP and everything else 1 min); the next packet starts a new one.
+//! defaults: TCP 5 min, UDP and everything else 1 min); the next packet starts a new one. Idle
+//! is measured in network time, as a tracker reading the capture packet by packet measures it:
+//! from the latest timestamp in the capture at the flow's last packet to the latest at the
+//! next. Where timestamps go backwards (copies of a capture appended one after another) an
+//! earlier timestamp does not bring an idle flow back.
 //!
 //! Work is split like the rest of the pipeline. Each chunk of frames is folded, on a worker
 //! thread, into [`ChunkFlows`]: per key one segment, or several where the chunk itself holds an
@@ -13,8 +17,9 @@
 //! (sharded by key, the shards merged on every core) and retires the flows that can no longer
 //! grow, so memory follows the number of live flows, not the capture's size — and the number of
 //! live flows is bounded by a memory budget (see [`table`]). A segment continues a live flow
-//! exactly when its first packet would have, packet by packet, so with timestamps in file order
-//! and no eviction the flows do not depend on how the capture was chunked (tested).
+//! exactly when its first packet would have, packet by packet (each chunk knows the network
+//! time before it, [`crate::reader::Chunk::time_before`]), so without eviction the flows do not
+//! depend on how the capture was chunked, whatever order its timestamps are in (tested).
 //!
 //! `state` holds Zeek's TCP history and `conn_state`, `table` the live flows, `schema` the
 //! flow table's columns.
@@ -45,7 +50,7 @@ pub const IPPROTO_ICMPV6: u8 = 58;
 
 const SECOND_NS: i64 = 1_000_000_000;
 
-/// The live flows' memory budget unless set otherwise: 56,544 live flows (see [`Budget`]).
+/// The live flows' memory budget unless set otherwise: 54,784 live flows (see [`Budget`]).
 pub const DEFAULT_FLOW_MEMORY: usize = 16 << 20;
 
 /// Flow settings: inactivity timeouts, the Community ID seed and the live flows' memory.
@@ -394,8 +399,12 @@ pub struct Segment {
     /// [`NO_OFFSET`] if none is known (a datagram given up by the reassembly).
     pub first_offset: u64,
     pub last_offset: u64,
-    /// Timestamp of the first packet in file order (the one that decides continuation).
-    first_seen_ts: i64,
+    /// Network time (the latest timestamp in the capture so far) at the first packet in file
+    /// order, and at the latest: the first decides whether the segment continues an earlier
+    /// one of its flow, the latest whether a later packet does ([`Segment::continues`]).
+    /// [`NO_TIMESTAMP`] while no packet of the capture had a timestamp.
+    first_seen: i64,
+    last_seen: i64,
     /// Earliest and latest timestamps; [`NO_TIMESTAMP`] when no packet had one.
     pub first_ts: i64,
     pub last_ts: i64,
@@ -417,7 +426,8 @@ pub struct Segment {
 }
 
 impl Segment {
-    fn new(proto: u8, from_a: bool, s: &Seen) -> Self {
+    /// A segment whose first packet is `s`, seen at network time `now`.
+    fn new(proto: u8, from_a: bool, s: &Seen, now: i64) -> Self {
         let synack =
             proto == IPPROTO_TCP && s.tcp_flags.is_some_and(|f| f & (SYN | ACK) == SYN | ACK);
         let mut seg = Segment {
@@ -425,7 +435,8 @@ impl Segment {
             last_frame: s.frame,
             first_offset: s.offset,
             last_offset: s.offset,
-            first_seen_ts: s.ts,
+            first_seen: now,
+            last_seen: now,
             first_ts: NO_TIMESTAMP,
             last_ts: NO_TIMESTAMP,
             orig_a: from_a != synack,
@@ -437,12 +448,14 @@ impl Segment {
             envelope: s.envelope.map(|e| Box::new(*e)),
             carries: Encap::None,
         };
-        seg.add(proto, from_a, s);
+        seg.add(proto, from_a, s, now);
         seg
     }
 
-    fn add(&mut self, proto: u8, from_a: bool, s: &Seen) {
+    /// Count packet `s`, seen at network time `now`.
+    fn add(&mut self, proto: u8, from_a: bool, s: &Seen, now: i64) {
         let side = usize::from(!from_a);
+        self.last_seen = self.last_seen.max(now);
         let d = &mut self.sides[side];
         d.packets += u64::from(s.packets);
         d.bytes += s.wire_len;
@@ -498,11 +511,22 @@ impl Segment {
         self.history.closed()
     }
 
-    /// Whether a packet (or segment starting) at `ts` continues this flow.
-    fn continues(&self, ts: i64, timeout: i64) -> bool {
-        self.last_ts == NO_TIMESTAMP
-            || ts == NO_TIMESTAMP
-            || i128::from(ts) - i128::from(self.last_ts) <= i128::from(timeout)
+    /// Whether a packet (or a segment starting) at network time `now` continues this flow:
+    /// network time has not moved on from its latest packet by more than `timeout` (a flow
+    /// tracker's idle timer, which reads the capture packet by packet). A timestamp earlier
+    /// than the latest so far does not bring a flow back: which packets make a flow depends on
+    /// their order in the file alone, not on where chunks end.
+    fn continues(&self, now: i64, timeout: i64) -> bool {
+        self.last_seen == NO_TIMESTAMP
+            || now == NO_TIMESTAMP
+            || i128::from(now) - i128::from(self.last_seen) <= i128::from(timeout)
+    }
+
+    /// A segment of a range of a split capture, whose worker did not read the ranges before:
+    /// network time there was `before` (their latest timestamp) at the least.
+    fn seen_after(&mut self, before: i64) {
+        self.first_seen = self.first_seen.max(before);
+        self.last_seen = self.last_seen.max(before);
     }
 
     /// Fold a later segment of the same flow into this one.
@@ -514,6 +538,7 @@ impl Segment {
             d.tcp_flags |= o.tcp_flags;
         }
         self.last_frame = self.last_frame.max(later.last_frame);
+        self.last_seen = self.last_seen.max(later.last_seen);
         self.first_offset = earliest(self.first_offset, later.first_offset);
         self.last_offset = self.last_offset.max(later.last_offset);
         if later.first_ts != NO_TIMESTAMP
@@ -554,7 +579,8 @@ pub struct ChunkFlows {
     index: HashTable<(u64, (usize, usize))>,
     /// Per shard, its segments in order of first packet.
     parts: Vec<Vec<KeyedSegment>>,
-    /// The chunk's latest timestamp.
+    /// Network time: the latest timestamp of the chunk's packets so far and of every frame
+    /// before the chunk ([`crate::reader::Chunk::time_before`]).
     max_ts: Option<i64>,
     /// The last packet's key and segment: packets come in bursts of one flow, and this saves
     /// hashing their keys.
@@ -580,15 +606,16 @@ thread_local! {
 }
 
 impl ChunkFlows {
-    /// Empty, with room for as many segments as the last chunk this thread folded had.
-    pub(crate) fn sized_like_the_last() -> Self {
+    /// Empty, with room for as many segments as the last chunk this thread folded had, for a
+    /// chunk whose frames come after network time `time_before`.
+    pub(crate) fn sized_like_the_last(time_before: Option<i64>) -> Self {
         let n = LAST_SEGMENTS.with(Cell::get);
         // A shard's share, with an eighth more for the luck of the hash.
         let per_shard = n.div_ceil(SHARDS) * 9 / 8;
         ChunkFlows {
             index: HashTable::with_capacity(n),
             parts: (0..SHARDS).map(|_| Vec::with_capacity(per_shard)).collect(),
-            max_ts: None,
+            max_ts: time_before,
             last: None,
         }
     }
@@ -612,6 +639,7 @@ impl ChunkFlows {
         if s.ts != NO_TIMESTAMP {
             self.max_ts = Some(self.max_ts.map_or(s.ts, |m| m.max(s.ts)));
         }
+        let now = self.max_ts.unwrap_or(NO_TIMESTAMP);
         // A tunnelled packet counts in each tunnel's own flow too, outermost first.
         for (layer, carrier, within) in p.env.carriers() {
             let (key, from_a) = outer_key(carrier, within);
@@ -624,21 +652,22 @@ impl ChunkFlows {
                 envelope: envelope.as_ref(),
                 ..*s
             };
-            let at = self.add_key(cfg, key, from_a, &seen);
+            let at = self.add_key(cfg, key, from_a, &seen, now);
             self.segment(at).carries = p.env.layers()[layer];
         }
         if let Some((key, from_a)) = key_of(p) {
-            self.add_key(cfg, key, from_a, s);
+            self.add_key(cfg, key, from_a, s, now);
         }
     }
 
-    /// Fold a packet of flow `key` in; where its segment is.
+    /// Fold a packet of flow `key` in, seen at network time `now`; where its segment is.
     fn add_key(
         &mut self,
         cfg: &FlowConfig,
         key: FlowKey,
         from_a: bool,
         s: &Seen,
+        now: i64,
     ) -> (usize, usize) {
         let timeout = cfg.timeout(key.proto);
         let (hash, known) = match self.last {
@@ -649,8 +678,8 @@ impl ChunkFlows {
             }
         };
         match known {
-            Some(at) if self.segment(at).continues(s.ts, timeout) => {
-                self.segment(at).add(key.proto, from_a, s);
+            Some(at) if self.segment(at).continues(now, timeout) => {
+                self.segment(at).add(key.proto, from_a, s, now);
                 self.last = Some((key, at));
                 at
             }
@@ -663,7 +692,7 @@ impl ChunkFlows {
                 part.push(KeyedSegment {
                     hash,
                     key,
-                    seg: Segment::new(key.proto, from_a, s),
+                    seg: Segment::new(key.proto, from_a, s, now),
                     first,
                 });
                 match known {
@@ -956,7 +985,8 @@ pub(crate) fn worst_case_flow(i: u16) -> Flow {
             last_frame: u64::MAX,
             first_offset: u64::MAX,
             last_offset: u64::MAX,
-            first_seen_ts: i64::MIN + 1,
+            first_seen: i64::MIN + 1,
+            last_seen: i64::MAX,
             first_ts: i64::MIN + 1,
             last_ts: i64::MAX,
             orig_a: true,

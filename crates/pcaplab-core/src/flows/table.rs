@@ -383,7 +383,7 @@ impl Shard {
         } in part
         {
             if let Some(i) = self.find(hash, &key) {
-                if may_continue && self.continues(i, seg.first_seen_ts, cfg.timeout(key.proto)) {
+                if may_continue && self.continues(i, seg.first_seen, cfg.timeout(key.proto)) {
                     self.update(i, |live| live.merge(seg));
                 } else if let Some(done) = self.update(i, |live| std::mem::replace(live, seg)) {
                     self.out.retire(key, done, EndReason::Idle);
@@ -400,7 +400,7 @@ impl Shard {
         if let Some(i) = self.find(hash, &key) {
             // A flow live at the end of an earlier range, met again: this is the first flow
             // of its key in this range (a later one would have found it gone).
-            if self.continues(i, seg.first_seen_ts, cfg.timeout(key.proto)) {
+            if self.continues(i, seg.first_seen, cfg.timeout(key.proto)) {
                 self.update(i, |live| live.merge(seg));
                 if !open && let Some((key, whole)) = self.take(i) {
                     self.retire_part(key, whole, end);
@@ -497,11 +497,9 @@ impl Shard {
     /// Retire the flows idle for longer than their timeout at `now`.
     fn sweep(&mut self, cfg: &FlowConfig, now: i64) {
         for i in (0..self.slots.len()).rev() {
-            let idle = self.slots[i].as_ref().is_some_and(|(key, seg)| {
-                seg.last_ts != NO_TIMESTAMP
-                    && i128::from(now) - i128::from(seg.last_ts)
-                        > i128::from(cfg.timeout(key.proto))
-            });
+            let idle = self.slots[i]
+                .as_ref()
+                .is_some_and(|(key, seg)| !seg.continues(now, cfg.timeout(key.proto)));
             if idle && let Some((key, seg)) = self.take(i) {
                 self.out.retire(key, seg, EndReason::Idle);
             }
@@ -589,8 +587,11 @@ impl FlowTable {
     /// the ranges in file order, each range's flows in the order written. A flow `open` at the
     /// end of its range stays live; a flow live from an earlier range is continued by the
     /// first flow of its key in a later range exactly when that flow's first packet would
-    /// have continued it; every other flow is retired as its worker ended it.
-    pub fn merge_part(&mut self, flow: Flow, open: bool) {
+    /// have continued it; every other flow is retired as its worker ended it. (A range's worker
+    /// knows only its own range's times: network time before it is the earlier ranges' latest,
+    /// which its flows are brought up to here.)
+    pub fn merge_part(&mut self, mut flow: Flow, open: bool) {
+        flow.seg.seen_after(self.now.unwrap_or(NO_TIMESTAMP));
         let hash = key_hash(&flow.key);
         self.shards[shard_of(hash)].merge_part(&self.cfg, &self.budget, hash, flow, open);
     }
@@ -697,7 +698,7 @@ mod tests {
                 "{mib}"
             );
         }
-        assert_eq!(Budget::of(DEFAULT_FLOW_MEMORY).max_flows(), 56_544);
+        assert_eq!(Budget::of(DEFAULT_FLOW_MEMORY).max_flows(), 54_784);
         // Tiny budgets still hold a few flows per shard.
         assert!(Budget::of(0).max_live >= 7);
     }
@@ -706,7 +707,7 @@ mod tests {
     fn syn_flow(port: u16, frame: u64) -> (FlowKey, Segment) {
         let p = tcp(3, port, 2, 80, SYN);
         let (key, from_a) = crate::flows::key_of(&p).expect("a TCP key");
-        let seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(frame, 1, 60, &p));
+        let seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(frame, 1, 60, &p), 1);
         (key, seg)
     }
 
@@ -897,10 +898,10 @@ mod tests {
                 _ => (tcp(1, port, 2, 80, SYN), Some(tcp(1, port, 2, 80, ACK))),
             };
             let (key, from_a) = crate::flows::key_of(&first).expect("a TCP key");
-            let mut seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(frame, 1, 60, &first));
+            let mut seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(frame, 1, 60, &first), 1);
             if let Some(p) = second {
                 let (_, p_from_a) = crate::flows::key_of(&p).expect("a TCP key");
-                seg.add(IPPROTO_TCP, p_from_a, &Seen::packet(frame, 1, 60, &p));
+                seg.add(IPPROTO_TCP, p_from_a, &Seen::packet(frame, 1, 60, &p), 1);
             }
             shard.admit(&budget, key_hash(&key), key, seg);
         }
@@ -993,6 +994,46 @@ mod tests {
             .max_by_key(|f| f.seg.last_frame)
             .expect("flows");
         assert_eq!(last.end, EndReason::EndOfCapture);
+    }
+
+    /// A split capture whose time runs backwards at a range boundary: the first range ends at
+    /// 400 s, the second (its worker sees only its own timestamps) holds a packet at 20 s, the
+    /// third one at 410 s of the same flow. Read packet by packet, network time was 400 s at
+    /// the second packet, so the flow was not idle at the third: one flow of two packets, not
+    /// an idle flow that the merge's sweep at 400 s ended and a second one.
+    #[test]
+    fn a_range_whose_time_went_back_is_measured_from_the_earlier_ranges_latest() {
+        let second = super::super::SECOND_NS;
+        let flow = |src: u8, frame: u64, at: i64| {
+            let p = tcp(src, 1000, 2, 80, ACK);
+            let (key, from_a) = crate::flows::key_of(&p).expect("a TCP key");
+            let ts = at * second;
+            let seg = Segment::new(IPPROTO_TCP, from_a, &Seen::packet(frame, ts, 60, &p), ts);
+            Flow {
+                key,
+                seg,
+                end: EndReason::EndOfCapture,
+            }
+        };
+        let mut table = FlowTable::new(FlowConfig::default(), Rows::Build);
+        for (range, (src, frame, at)) in [(9, 1, 400), (3, 2, 20), (3, 3, 410)]
+            .into_iter()
+            .enumerate()
+        {
+            table.merge_part(flow(src, frame, at), true);
+            table.range_done(Some(at * second));
+            assert!(
+                table.take_retired().iter().next().is_none(),
+                "range {range}"
+            );
+        }
+        let (flows, stats) = table.finish();
+        assert_eq!(stats.flows, 2);
+        let f = flows
+            .iter()
+            .find(|f| f.seg.first_frame == 2)
+            .expect("the flow");
+        assert_eq!((f.packets(), f.seg.last_frame), (2, 3));
     }
 
     #[test]
