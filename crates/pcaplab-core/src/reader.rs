@@ -1630,6 +1630,30 @@ mod tests {
         salvaged
     }
 
+    /// Each chunk says the latest timestamp framed before it (flows measure idle time from
+    /// it), also where time goes backwards.
+    #[test]
+    fn a_chunk_knows_the_latest_time_before_it() {
+        let packets: Vec<_> = (0..5).map(|i| (packet(60, i), 60)).collect();
+        let (mut bytes, records) = pcap(false, false, &packets);
+        for (r, sec) in records.iter().zip([10_u32, 30, 20, 5, 40]) {
+            bytes[r.start..r.start + 4].copy_from_slice(&sec.to_le_bytes());
+        }
+        let mut reader = CaptureReader::new(Box::new(io::Cursor::new(bytes))).expect("a pcap");
+        let mut before = Vec::new();
+        loop {
+            let mut chunk = Chunk::default();
+            let more = reader.fill(&mut chunk, 2, 1 << 20).expect("read");
+            if !chunk.frames.is_empty() {
+                before.push(chunk.time_before.map(|t| t / 1_000_000_000));
+            }
+            if !more {
+                break;
+            }
+        }
+        assert_eq!(before, [None, Some(30), Some(30)]);
+    }
+
     /// Made-up packet bytes of a given length.
     fn packet(len: usize, seed: u8) -> Vec<u8> {
         (0..len).map(|i| seed.wrapping_add(i as u8)).collect()
