@@ -174,8 +174,8 @@ pub fn flows_batch<'a>(
             b.append_value(v);
         }
         let tcp = fl.key.proto == IPPROTO_TCP;
-        orig_flags.append_option(tcp.then_some(os.tcp_flags));
-        resp_flags.append_option(tcp.then_some(rs.tcp_flags));
+        orig_flags.append_option(tcp.then_some(fl.orig_tcp_flags()));
+        resp_flags.append_option(tcp.then_some(fl.resp_tcp_flags()));
         conn_state.append_value(fl.conn_state());
         history.append_value(fl.history().as_str());
         server_name.append_option(fl.seg.server_name.as_deref());

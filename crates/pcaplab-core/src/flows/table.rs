@@ -698,7 +698,7 @@ mod tests {
                 "{mib}"
             );
         }
-        assert_eq!(Budget::of(DEFAULT_FLOW_MEMORY).max_flows(), 54_784);
+        assert_eq!(Budget::of(DEFAULT_FLOW_MEMORY).max_flows(), 57_344);
         // Tiny budgets still hold a few flows per shard.
         assert!(Budget::of(0).max_live >= 7);
     }
