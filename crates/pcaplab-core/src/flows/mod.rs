@@ -584,8 +584,9 @@ pub struct ChunkFlows {
     /// Per shard, its segments in order of first packet.
     parts: Vec<Vec<KeyedSegment>>,
     /// Network time: the latest timestamp of the chunk's packets so far and of every frame
-    /// before the chunk ([`crate::reader::Chunk::time_before`]).
-    max_ts: Option<i64>,
+    /// before the chunk ([`crate::reader::Chunk::time_before`]); [`NO_TIMESTAMP`], the least
+    /// `i64`, while none had one.
+    now: i64,
     /// The last packet's key and segment: packets come in bursts of one flow, and this saves
     /// hashing their keys.
     last: Option<(FlowKey, (usize, usize))>,
@@ -596,7 +597,7 @@ impl Default for ChunkFlows {
         ChunkFlows {
             index: HashTable::new(),
             parts: (0..SHARDS).map(|_| Vec::new()).collect(),
-            max_ts: None,
+            now: NO_TIMESTAMP,
             last: None,
         }
     }
@@ -619,7 +620,7 @@ impl ChunkFlows {
         ChunkFlows {
             index: HashTable::with_capacity(n),
             parts: (0..SHARDS).map(|_| Vec::with_capacity(per_shard)).collect(),
-            max_ts: time_before,
+            now: time_before.unwrap_or(NO_TIMESTAMP),
             last: None,
         }
     }
@@ -640,10 +641,8 @@ impl ChunkFlows {
 
     /// Fold packet `p` in, as `s` describes it (`s.ts` is the time it counts at).
     pub(crate) fn add(&mut self, cfg: &FlowConfig, p: &Packet, s: &Seen) {
-        if s.ts != NO_TIMESTAMP {
-            self.max_ts = Some(self.max_ts.map_or(s.ts, |m| m.max(s.ts)));
-        }
-        let now = self.max_ts.unwrap_or(NO_TIMESTAMP);
+        self.now = self.now.max(s.ts);
+        let now = self.now;
         // A tunnelled packet counts in each tunnel's own flow too, outermost first.
         for (layer, carrier, within) in p.env.carriers() {
             let (key, from_a) = outer_key(carrier, within);
@@ -744,7 +743,7 @@ impl ChunkFlows {
         LAST_SEGMENTS.with(|n| n.set(self.len()));
         ShardedFlows {
             parts: self.parts,
-            max_ts: self.max_ts,
+            max_ts: (self.now != NO_TIMESTAMP).then_some(self.now),
         }
     }
 }

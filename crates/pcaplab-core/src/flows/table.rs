@@ -342,11 +342,12 @@ impl Shard {
             .map(|&i| i as usize)
     }
 
-    /// Whether the flow in slot `i` is continued by a segment whose first packet is at `ts`.
-    fn continues(&self, i: usize, ts: i64, timeout: i64) -> bool {
+    /// Whether the flow in slot `i` is continued by a segment whose first packet came at
+    /// network time `now` ([`Segment::continues`]).
+    fn continues(&self, i: usize, now: i64, timeout: i64) -> bool {
         self.slots[i]
             .as_ref()
-            .is_some_and(|(_, live)| live.continues(ts, timeout))
+            .is_some_and(|(_, live)| live.continues(now, timeout))
     }
 
     /// Change the flow in slot `i` with `change` (a later segment merged in, or the flow
