@@ -794,6 +794,35 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_batch_list_serves_the_next_and_the_spares_stay_bounded() {
+        let spare = SpareLists::default();
+        let kept = |spare: &SpareLists| spare.0.lock().map(|l| l.len()).expect("not poisoned");
+        let batch = InFileOrder::new(
+            vec![
+                [crate::flows::worst_case_flow(1)].into_iter().collect(),
+                [crate::flows::worst_case_flow(2)].into_iter().collect(),
+            ],
+            &spare,
+        );
+        let list = batch.flows.as_ptr();
+        drop(batch);
+        assert_eq!(kept(&spare), 1);
+        // The next batch's list is the same allocation, empty.
+        let next = spare.take(2);
+        assert!(next.is_empty());
+        assert_eq!(next.as_ptr(), list);
+        assert_eq!(kept(&spare), 0);
+        // At most MAX lists are kept, and none that could hold more than MAX_FLOWS flows.
+        for _ in 0..SpareLists::MAX + 2 {
+            spare.give(Vec::with_capacity(4));
+        }
+        assert_eq!(kept(&spare), SpareLists::MAX);
+        let other = SpareLists::default();
+        other.give(Vec::with_capacity(SpareLists::MAX_FLOWS + 1));
+        assert_eq!(kept(&other), 0);
+    }
+
+    #[test]
     fn flows_are_read_in_file_order_where_they_lie() {
         let flow = |port: u16, first_frame: u64| {
             let mut f = crate::flows::worst_case_flow(port);
