@@ -1120,6 +1120,22 @@ mod tests {
     }
 
     #[test]
+    fn a_segment_s_place_in_a_chunk_packs_into_one_word() {
+        let largest = usize::try_from(u64::MAX >> At::SHARD_BITS).unwrap_or(usize::MAX);
+        for place in [
+            (0, 0),
+            (SHARDS - 1, 0),
+            (3, 1),
+            (5, 8_191),
+            (SHARDS - 1, largest),
+        ] {
+            let at = At::new(place);
+            assert_eq!((at.shard(), at.i()), place);
+        }
+        assert_ne!(At::new((1, 2)), At::new((2, 1)));
+    }
+
+    #[test]
     fn a_closed_connection_is_sf() {
         let flows = run(FlowConfig::default(), &handshake_and_close(100), 100);
         assert_eq!(flows.len(), 1);
