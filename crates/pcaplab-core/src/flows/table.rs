@@ -162,16 +162,19 @@ pub struct InFileOrder {
 /// are megabytes of flows, handed on every chunk and dropped once encoded; a new list each
 /// time made every page of it fault in and be zeroed again (measured: `InFileOrder::new`'s
 /// page faults were 2% of the flood's CPU, and its moves into cold memory most of its time).
+/// What is kept is bounded, [`SpareLists::MAX`] lists of at most [`SpareLists::MAX_FLOWS`]
+/// flows (two row groups' worth), since a list grows to the largest batch it served.
 #[derive(Clone, Default)]
 struct SpareLists(Arc<Mutex<Vec<Vec<Flow>>>>);
 
 impl SpareLists {
-    /// Lists kept: as many as can be in use at once (a batch being filled, one waiting in a
-    /// pending row group, one being encoded), and one more.
-    const MAX: usize = 4;
-    /// Flows a list kept may hold: a few row groups' worth. A larger one (the whole live
-    /// table handed on at the end of a capture) is freed.
-    const MAX_FLOWS: usize = 4 * crate::encode::FLOW_ROW_GROUP;
+    /// Lists kept: a flood has two batches in hand at once (one being encoded, the next
+    /// waiting for its turn), and each is taken back as the next is made.
+    const MAX: usize = 2;
+    /// Flows a list kept may hold: a row group's worth (a flood's batch is about a chunk's
+    /// flows, 8,192 by default). A larger one (a sweep after a gap in the capture, the whole
+    /// live table at its end) is freed.
+    const MAX_FLOWS: usize = crate::encode::FLOW_ROW_GROUP;
 
     /// An empty list with room for at least `n` flows.
     fn take(&self, n: usize) -> Vec<Flow> {
@@ -245,10 +248,9 @@ impl FromIterator<Flow> for Leaving {
 
 impl InFileOrder {
     fn new(mut shards: Vec<Leaving>, spare: &SpareLists) -> Self {
-        // Each flow's place and where it is, packed into one integer to sort: first frame,
-        // tunnel depth, shard, index in the shard's list (compared as a tuple of four words,
-        // the sort took twice as long). An index fits its 40 bits: a list of 2^40 flows would
-        // take hundreds of TiB.
+        // Each flow's place and where it is, packed into one integer to sort, one comparison
+        // instead of up to four: first frame, tunnel depth, shard, index in the shard's list.
+        // An index fits its 40 bits: a list of 2^40 flows would take hundreds of TiB.
         const DEPTH: u32 = 48;
         const _: () = assert!(SHARDS <= 0x100);
         const SHARD: u32 = 40;
