@@ -37,6 +37,7 @@ use crate::flows::{
 };
 use crate::reader::{CaptureFormat, CaptureReader, Chunk, Compression, NO_TIMESTAMP, ReadError};
 use crate::row_groups::{GroupDone, GroupError, RowGroups};
+use crate::spare::Spare;
 use crate::summary::{Counts, Summary};
 
 /// Frames per chunk unless set otherwise. Measured (interleaved medians, `--format parquet`):
@@ -223,8 +224,10 @@ pub struct Engine {
     fragments: FragConfig,
     slot_give: Sender<()>,
     slot_take: Receiver<()>,
-    /// Decoded chunks for the reader to fill again.
-    spare: Arc<Spare>,
+    /// Decoded chunks for the reader to fill again: their buffers (a few MiB each) allocated
+    /// once per slot instead of once per chunk. Chunks whose buffers grew past the limit (a
+    /// huge record) are dropped, not kept.
+    spare: Arc<Spare<Chunk>>,
 }
 
 /// Where one capture's outputs go; formats without a writer are not produced.
@@ -375,7 +378,7 @@ type ChunkResult = (u64, Result<Encoded, ChunkFailure>);
 /// What every chunk of one conversion is encoded into.
 struct ChunkOutputs<'a> {
     name: &'a str,
-    spare: &'a Spare,
+    spare: &'a Spare<Chunk>,
     parquet: Option<&'a PacketGroups>,
     csv: bool,
     lab_csv: bool,
@@ -459,39 +462,6 @@ const FLOW_GROUPS_IN_FLIGHT: usize = 1;
 struct PendingFlows {
     ranges: Vec<(Arc<InFileOrder>, std::ops::Range<usize>)>,
     rows: usize,
-}
-
-/// Chunks whose frames were decoded, kept for the reader to fill again: their buffers (a few
-/// MiB each) are allocated once per slot instead of once per chunk, on one thread and freed on
-/// another, which the system allocator pays for in memory it does not give back.
-struct Spare {
-    give: Sender<Chunk>,
-    take: Receiver<Chunk>,
-    /// Chunks whose buffers grew past this (a huge record) are dropped, not kept.
-    max_bytes: usize,
-}
-
-impl Spare {
-    fn new(slots: usize, max_bytes: usize) -> Self {
-        let (give, take) = bounded(slots);
-        Spare {
-            give,
-            take,
-            max_bytes,
-        }
-    }
-
-    fn give(&self, mut chunk: Chunk) {
-        if chunk.capacity_bytes() <= self.max_bytes {
-            chunk.clear();
-            // Full (more spares than slots, which cannot happen): drop it.
-            let _ = self.give.try_send(chunk);
-        }
-    }
-
-    fn take(&self) -> Chunk {
-        self.take.try_recv().unwrap_or_default()
-    }
 }
 
 /// The flow side of one conversion: the live flows and the flow outputs.

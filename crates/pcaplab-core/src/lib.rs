@@ -18,6 +18,7 @@ pub mod fuzzing;
 pub mod item;
 pub mod reader;
 pub mod row_groups;
+mod spare;
 pub mod split;
 pub mod split_run;
 pub mod summary;

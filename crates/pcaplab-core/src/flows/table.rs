@@ -19,7 +19,6 @@
 use std::cmp::Ordering;
 use std::hash::BuildHasher;
 use std::mem::size_of;
-use std::sync::{Arc, Mutex};
 
 use hashbrown::HashTable;
 use rayon::prelude::*;
@@ -32,6 +31,7 @@ use crate::app::Services;
 use crate::columns::Rows;
 use crate::dissect::Envelope;
 use crate::reader::NO_TIMESTAMP;
+use crate::spare::Spare;
 
 /// Shards of the live table. Fixed, not the thread count, so that the flows written (which
 /// eviction makes depend on each shard's size) do not depend on `--jobs`.
@@ -162,39 +162,20 @@ pub struct InFileOrder {
 /// are megabytes of flows, handed on every chunk and dropped once encoded; a new list each
 /// time made every page of it fault in and be zeroed again (measured: `InFileOrder::new`'s
 /// page faults were 2% of the flood's CPU, and its moves into cold memory most of its time).
-/// What is kept is bounded, [`SpareLists::MAX`] lists of at most [`SpareLists::MAX_FLOWS`]
-/// flows (two row groups' worth), since a list grows to the largest batch it served.
-#[derive(Clone, Default)]
-struct SpareLists(Arc<Mutex<Vec<Vec<Flow>>>>);
+/// What is kept is bounded, [`SPARE_LISTS`] lists of at most [`SPARE_LIST_FLOWS`] flows, since a
+/// list grows to the largest batch it served.
+type SpareLists = Spare<Vec<Flow>>;
 
-impl SpareLists {
-    /// Lists kept: a flood has two batches in hand at once (one being encoded, the next
-    /// waiting for its turn), and each is taken back as the next is made.
-    const MAX: usize = 2;
-    /// Flows a list kept may hold: a row group's worth (a flood's batch is about a chunk's
-    /// flows, 8,192 by default). A larger one (a sweep after a gap in the capture, the whole
-    /// live table at its end) is freed.
-    const MAX_FLOWS: usize = crate::encode::FLOW_ROW_GROUP;
+/// Lists kept: a flood has two batches in hand at once (one being encoded, the next waiting
+/// for its turn), and each is taken back as the next is made.
+const SPARE_LISTS: usize = 2;
+/// Flows a list kept may hold: a row group's worth (a flood's batch is about a chunk's flows,
+/// 8,192 by default). A larger one (a sweep after a gap in the capture, the whole live table
+/// at its end) is freed.
+const SPARE_LIST_FLOWS: usize = crate::encode::FLOW_ROW_GROUP;
 
-    /// An empty list with room for at least `n` flows.
-    fn take(&self, n: usize) -> Vec<Flow> {
-        let spare = self.0.lock().ok().and_then(|mut lists| lists.pop());
-        let mut list = spare.unwrap_or_default();
-        list.reserve_exact(n);
-        list
-    }
-
-    fn give(&self, mut list: Vec<Flow>) {
-        if list.capacity() > Self::MAX_FLOWS {
-            return;
-        }
-        list.clear();
-        if let Ok(mut lists) = self.0.lock()
-            && lists.len() < Self::MAX
-        {
-            lists.push(list);
-        }
-    }
+fn spare_lists() -> SpareLists {
+    Spare::new(SPARE_LISTS, SPARE_LIST_FLOWS * size_of::<Flow>())
 }
 
 impl Drop for InFileOrder {
@@ -271,7 +252,8 @@ impl InFileOrder {
         }
         order.sort_unstable();
         // Sized once: the list is kept until its row groups are written.
-        let mut flows = spare.take(order.len());
+        let mut flows = spare.take();
+        flows.reserve_exact(order.len());
         flows.extend(order.into_iter().filter_map(|place| {
             let shard = (place >> SHARD) as usize & 0xff;
             let i = place as usize & ((1 << SHARD) - 1);
@@ -614,7 +596,7 @@ impl FlowTable {
             shards: (0..SHARDS).map(|_| shard()).collect(),
             now: None,
             swept: None,
-            spare: SpareLists::default(),
+            spare: spare_lists(),
         }
     }
 
@@ -797,8 +779,7 @@ mod tests {
 
     #[test]
     fn a_dropped_batch_list_serves_the_next_and_the_spares_stay_bounded() {
-        let spare = SpareLists::default();
-        let kept = |spare: &SpareLists| spare.0.lock().map(|l| l.len()).expect("not poisoned");
+        let spare = spare_lists();
         let batch = InFileOrder::new(
             vec![
                 [crate::flows::worst_case_flow(1)].into_iter().collect(),
@@ -808,20 +789,21 @@ mod tests {
         );
         let list = batch.flows.as_ptr();
         drop(batch);
-        assert_eq!(kept(&spare), 1);
+        assert_eq!(spare.kept(), 1);
         // The next batch's list is the same allocation, empty.
-        let next = spare.take(2);
+        let next = spare.take();
         assert!(next.is_empty());
         assert_eq!(next.as_ptr(), list);
-        assert_eq!(kept(&spare), 0);
-        // At most MAX lists are kept, and none that could hold more than MAX_FLOWS flows.
-        for _ in 0..SpareLists::MAX + 2 {
+        assert_eq!(spare.kept(), 0);
+        // At most SPARE_LISTS lists are kept, and none that could hold more than
+        // SPARE_LIST_FLOWS flows.
+        for _ in 0..SPARE_LISTS + 2 {
             spare.give(Vec::with_capacity(4));
         }
-        assert_eq!(kept(&spare), SpareLists::MAX);
-        let other = SpareLists::default();
-        other.give(Vec::with_capacity(SpareLists::MAX_FLOWS + 1));
-        assert_eq!(kept(&other), 0);
+        assert_eq!(spare.kept(), SPARE_LISTS);
+        let other = spare_lists();
+        other.give(Vec::with_capacity(SPARE_LIST_FLOWS + 1));
+        assert_eq!(other.kept(), 0);
     }
 
     #[test]
@@ -838,7 +820,7 @@ mod tests {
                 Leaving::default(),
                 [flow(2, 5), flow(3, 2), flow(4, 1)].into_iter().collect(),
             ],
-            &SpareLists::default(),
+            &spare_lists(),
         );
         let ports = |flows: Vec<&Flow>| -> Vec<u16> {
             flows.iter().map(|f| f.key.b.port.unwrap_or(0)).collect()
