@@ -615,7 +615,7 @@ pub struct ChunkFlows {
     now: i64,
     /// The last packet's key and segment: packets come in bursts of one flow, and this saves
     /// hashing their keys.
-    last: Option<(FlowKey, (usize, usize))>,
+    last: Option<(FlowKey, At)>,
 }
 
 impl Default for ChunkFlows {
@@ -651,19 +651,19 @@ impl ChunkFlows {
         }
     }
 
-    fn segment(&mut self, (shard, i): (usize, usize)) -> &mut Segment {
-        &mut self.parts[shard][i].seg
+    fn segment(&mut self, at: At) -> &mut Segment {
+        &mut self.parts[at.shard()][at.i()].seg
     }
 
     /// Where the latest segment of `key` (whose hash is `hash`) is, if the chunk has one.
-    fn find(&self, hash: u64, key: &FlowKey) -> Option<(usize, usize)> {
+    fn find(&self, hash: u64, key: &FlowKey) -> Option<At> {
         let parts = &self.parts;
         self.index
             .find(hash, |&at| {
                 let k = &parts[at.shard()][at.i()];
                 k.hash == hash && k.key == *key
             })
-            .map(|&at| (at.shard(), at.i()))
+            .copied()
     }
 
     /// Fold packet `p` in, as `s` describes it (`s.ts` is the time it counts at).
@@ -691,14 +691,7 @@ impl ChunkFlows {
     }
 
     /// Fold a packet of flow `key` in, seen at network time `now`; where its segment is.
-    fn add_key(
-        &mut self,
-        cfg: &FlowConfig,
-        key: FlowKey,
-        from_a: bool,
-        s: &Seen,
-        now: i64,
-    ) -> (usize, usize) {
+    fn add_key(&mut self, cfg: &FlowConfig, key: FlowKey, from_a: bool, s: &Seen, now: i64) -> At {
         let timeout = cfg.timeout(key.proto);
         let (hash, known) = match self.last {
             Some((k, at)) if k == key => (None, Some(at)),
@@ -718,7 +711,7 @@ impl ChunkFlows {
                 let first = known.is_none();
                 let shard = table::shard_of(hash);
                 let part = &mut self.parts[shard];
-                let at = (shard, part.len());
+                let at = At::new((shard, part.len()));
                 part.push(KeyedSegment {
                     hash,
                     key,
@@ -728,15 +721,14 @@ impl ChunkFlows {
                 match known {
                     // The key's latest segment is the new one.
                     Some(earlier) => {
-                        let earlier = At::new(earlier);
                         if let Some(slot) = self.index.find_mut(hash, |&a| a == earlier) {
-                            *slot = At::new(at);
+                            *slot = at;
                         }
                     }
                     None => {
                         let parts = &self.parts;
                         self.index
-                            .insert_unique(hash, At::new(at), |&a| parts[a.shard()][a.i()].hash);
+                            .insert_unique(hash, at, |&a| parts[a.shard()][a.i()].hash);
                     }
                 }
                 self.last = Some((key, at));
