@@ -203,11 +203,11 @@ impl EngineBuilder {
             fragments: self.fragments,
             slot_give: give,
             slot_take: take,
-            spare: Arc::new(Spare::new(
+            spare: Spare::new(
                 slots,
                 2 * self.chunk_bytes
                     + self.chunk_frames * (std::mem::size_of::<crate::reader::FrameMeta>() + 4),
-            )),
+            ),
         })
     }
 }
@@ -227,7 +227,7 @@ pub struct Engine {
     /// Decoded chunks for the reader to fill again: their buffers (a few MiB each) allocated
     /// once per slot instead of once per chunk. Chunks whose buffers grew past the limit (a
     /// huge record) are dropped, not kept.
-    spare: Arc<Spare<Chunk>>,
+    spare: Spare<Chunk>,
 }
 
 /// Where one capture's outputs go; formats without a writer are not produced.
